@@ -1,0 +1,1 @@
+"""Subcommands of the ``usnet`` command, one module each (see :mod:`usnet.cli`)."""

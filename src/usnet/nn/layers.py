@@ -1,0 +1,122 @@
+"""Slimmable convolution and linear layers: run with the leading channels of their weights."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .width import GroupRef, as_ref
+
+
+class _Sliced:
+    """Caches contiguous weight slices in eval mode, so a switched model costs what a dense one does.
+
+    A slice ``w[:out, :in]`` is a strided view that conv/linear kernels copy on every call; in
+    eval mode without autograd we keep the contiguous copy until the weights change (tracked
+    through the tensor's version counter). Training always slices afresh (gradients flow to the
+    full weight).
+    """
+
+    def _slice(self, param: Tensor, out: int, inp: int | None) -> Tensor:
+        full_out = param.shape[0]
+        full_in = param.shape[1] if param.dim() > 1 else None
+        if out == full_out and (inp is None or inp == full_in):
+            return param
+        if self.training or torch.is_grad_enabled():
+            return param[:out] if inp is None else param[:out, :inp]
+        key = (id(param), out, inp, param._version, param.device, param.dtype)
+        cache: dict = self.__dict__.setdefault("_slice_cache", {})
+        hit = cache.get(key)
+        if hit is None:
+            if len(cache) > 64:
+                cache.clear()
+            hit = (param[:out] if inp is None else param[:out, :inp]).contiguous()
+            cache[key] = hit
+        return hit
+
+
+class USConv2d(nn.Conv2d, _Sliced):
+    """A ``Conv2d`` whose in/out channels follow channel groups.
+
+    ``depthwise=True`` makes a depthwise conv (``groups`` = active channels; in and out share one
+    group). Plain ints mean channels that never slim (e.g. the input image's).
+    """
+
+    def __init__(
+        self,
+        in_channels: int | GroupRef,
+        out_channels: int | GroupRef,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int | None = None,
+        depthwise: bool = False,
+        bias: bool = False,
+        dilation: int = 1,
+    ) -> None:
+        self.in_ref, self.out_ref = as_ref(in_channels), as_ref(out_channels)
+        if depthwise and self.in_ref.full != self.out_ref.full:
+            raise ValueError("a depthwise USConv2d needs equal in and out channels")
+        if padding is None:
+            padding = dilation * (kernel_size - 1) // 2
+        super().__init__(
+            self.in_ref.full,
+            self.out_ref.full,
+            kernel_size,
+            stride,
+            padding,
+            dilation=dilation,
+            groups=self.in_ref.full if depthwise else 1,
+            bias=bias,
+        )
+        self.depthwise = depthwise
+
+    def forward(self, x: Tensor) -> Tensor:
+        cout = self.out_ref.active
+        if self.depthwise:
+            weight, groups = self._slice(self.weight, cout, None), cout
+        else:
+            weight, groups = self._slice(self.weight, cout, self.in_ref.active), 1
+        bias = None if self.bias is None else self._slice(self.bias, cout, None)
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_ref} -> {self.out_ref}, " + super().extra_repr()
+
+
+class USLinear(nn.Linear, _Sliced):
+    """A ``Linear`` whose in/out features follow channel groups."""
+
+    def __init__(
+        self, in_features: int | GroupRef, out_features: int | GroupRef, bias: bool = True
+    ) -> None:
+        self.in_ref, self.out_ref = as_ref(in_features), as_ref(out_features)
+        super().__init__(self.in_ref.full, self.out_ref.full, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        cout = self.out_ref.active
+        weight = self._slice(self.weight, cout, self.in_ref.active)
+        bias = None if self.bias is None else self._slice(self.bias, cout, None)
+        return F.linear(x, weight, bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_ref} -> {self.out_ref}, bias={self.bias is not None}"
+
+
+def init_weights(model: nn.Module) -> None:
+    """The authors' init: conv N(0, sqrt(2 / (k*k*C_out))), BN 1/0, linear N(0, 0.01), biases 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._NormBase) and m.affine:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,114 @@
+"""Batch norm for US-Nets: batch statistics in training, calibrated statistics per width in eval."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .rounding import active_channels
+from .width import GroupRef, WidthSpace, as_ref, format_width
+
+_PREFIX = "stats_"
+
+
+class UncalibratedWidthError(RuntimeError):
+    """Eval at a width whose batch-norm statistics were never computed."""
+
+
+class USBatchNorm2d(nn.Module):
+    """BatchNorm2d over a channel group, with post-statistics per width (design.md, "Batch norm").
+
+    Affine parameters are shared by all widths (sliced). Training normalises with batch
+    statistics. Eval uses the statistics calibrated for the current network, stored as buffers
+    ``stats_<key>`` of shape ``(2, C_active)`` (mean; unbiased variance), one per calibrated width.
+    A BN whose channel count is fixed (``int`` channels) still keeps statistics per width: its
+    inputs change with the widths upstream.
+    """
+
+    def __init__(
+        self, num_features: int | GroupRef, space: WidthSpace, eps: float = 1e-5
+    ) -> None:
+        super().__init__()
+        self.ref = as_ref(num_features)
+        self.space = space
+        self.num_features = self.ref.full
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(self.num_features))
+        self.bias = nn.Parameter(torch.zeros(self.num_features))
+
+    # -- statistics storage ---------------------------------------------------------------
+    def set_stats(self, key: str, mean: Tensor, var: Tensor) -> None:
+        stats = torch.stack([mean, var]).to(self.weight.device, torch.float32)
+        self.register_buffer(_PREFIX + key, stats)
+
+    def get_stats(self, key: str) -> tuple[Tensor, Tensor] | None:
+        stats = self._buffers.get(_PREFIX + key)
+        return None if stats is None else (stats[0], stats[1])
+
+    def remove_stats(self, key: str) -> None:
+        self._buffers.pop(_PREFIX + key, None)
+
+    def calibrated_keys(self) -> list[str]:
+        return [k[len(_PREFIX) :] for k in self._buffers if k.startswith(_PREFIX)]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        # Statistics buffers are created on load: a model loads whatever widths were calibrated.
+        for name, value in state_dict.items():
+            if name.startswith(prefix + _PREFIX) and "." not in name[len(prefix) :]:
+                self.register_buffer(name[len(prefix) :], torch.empty_like(value))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        c = self.ref.active
+        weight, bias = self.weight[:c], self.bias[:c]
+        if self.training:
+            return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+        stats = self._buffers.get(_PREFIX + self.space.key)
+        if stats is None:
+            w = format_width(self.space.config)
+            raise UncalibratedWidthError(
+                f"width {w} has no batch-norm statistics (post-statistics calibration is needed "
+                f"for every width). Run usnet.calibrate(model, train_loader, widths=[{w}]) or "
+                f"`usnet calibrate CKPT --widths {w}`, or attach calibration data with "
+                f"usnet.attach_calibration_data(model, train_loader) to calibrate on first use."
+            )
+        return F.batch_norm(x, stats[0], stats[1], weight, bias, False, 0.0, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.ref}, eps={self.eps}, calibrated={len(self.calibrated_keys())}"
+
+
+class SwitchableBatchNorm2d(nn.Module):
+    """A private ``BatchNorm2d`` per width of a fixed list (the 4-switch slimmable-network baseline).
+
+    Each switch keeps its own affine parameters and running statistics, as in Slimmable Networks
+    (ICLR 2019); the width must be one of the switches.
+    """
+
+    def __init__(
+        self, num_features: int | GroupRef, space: WidthSpace, switches: Sequence[float]
+    ) -> None:
+        super().__init__()
+        self.ref = as_ref(num_features)
+        self.space = space
+        self.switches = tuple(round(float(w), 6) for w in switches)
+        group, wmax = self.ref.group, space.width_max
+        self.bn = nn.ModuleList(
+            nn.BatchNorm2d(
+                active_channels(group.full, w, group.ratio, wmax) if group.slimmable else group.full
+            )
+            for w in self.switches
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        config = self.space.config
+        if config not in self.switches:
+            raise ValueError(
+                f"width {format_width(config)} is not a switch of this switchable-BN model; "
+                f"allowed: {list(self.switches)}"
+            )
+        return self.bn[self.switches.index(config)](x)
