@@ -82,6 +82,8 @@ class WidthSpace:
         self.config: Width = self.width_max
         self.active: tuple[int, ...] = ()
         self.key: str = ""
+        #: Width configs whose batch-norm statistics were calibrated, with their network's key.
+        self.calibrated: dict[Width, str] = {}
 
     # -- building -------------------------------------------------------------------------
     def group(self, name: str, full: int, ratio: int = 1, slimmable: bool = True) -> GroupRef:
@@ -212,6 +214,24 @@ def width(model: nn.Module, w: WidthConfig) -> Iterator[nn.Module]:
 def channel_groups(model: nn.Module) -> list[ChannelGroup]:
     """The model's channel groups with their full sizes, in build order."""
     return list(width_space(model).groups)
+
+
+def parse_widths(text: str) -> list[float]:
+    """Parse ``"0.35:1.0:0.025"`` (start:stop:step, stop included) or ``"0.25,0.5,1.0"``."""
+    text = text.strip()
+    try:
+        if ":" in text:
+            start, stop, step = (float(p) for p in text.split(":"))
+            if step <= 0 or stop < start:
+                raise ValueError
+            count = int(math.floor((stop - start) / step + 1e-6)) + 1
+            return [round(start + i * step, _DIGITS) for i in range(count)]
+        return [round(float(p), _DIGITS) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ValueError(
+            f"widths {text!r} must be 'start:stop:step' (e.g. 0.35:1.0:0.025) or a comma list "
+            f"(e.g. 0.25,0.5,1.0)"
+        ) from None
 
 
 def format_width(config: Width) -> str:
