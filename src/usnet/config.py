@@ -1,0 +1,819 @@
+"""Typed configs read from YAML, validated strictly, with errors that name the bad field.
+
+Two layers live here:
+
+* A small generic layer over dataclasses that every task reuses (classification, SR, RL):
+  :func:`from_dict` builds a dataclass from plain data, checking each value against the field's
+  type hint (``int``, ``float`` (ints accepted), ``bool``, ``str``, ``Literal[...]``,
+  ``X | None``, ``list[T]``, ``tuple[...]``, ``dict[str, T]``, ``Any`` and nested dataclasses);
+  :func:`to_dict` turns it back into YAML/JSON-ready data; :func:`apply_overrides` applies
+  ``--set a.b=value`` items; :func:`build_config` / :func:`load_config` do all three for a file.
+  Numeric bounds go in field metadata through :func:`setting` (``gt``, ``ge``, ``lt``, ``le``;
+  for a list they hold for every element); checks across fields go in ``__post_init__`` and
+  raise :class:`ConfigError` with the field's name relative to that dataclass, and
+  :func:`from_dict` prefixes the dotted path of where the dataclass sits.
+
+* The classification schema, :class:`TrainConfig`, whose defaults are the Fashion-MNIST CPU
+  recipe (``configs/fashion_mnist.yaml``).
+
+Every error is a :class:`ConfigError` (a ``ValueError``) whose text names the file or ``--set``
+item, the full dotted path, the value found and what is allowed, e.g.
+``configs/x.yaml: optim.lr: expected a number, got 'fast'``.
+
+A task's own schema is a frozen dataclass tree; for example::
+
+    @dataclass(frozen=True)
+    class SROptim:
+        lr: float = setting(2e-4, gt=0)
+        betas: tuple[float, float] = (0.9, 0.999)
+
+    @dataclass(frozen=True)
+    class SRConfig:
+        task: Literal["sr"] = "sr"
+        optim: SROptim = field(default_factory=SROptim)
+
+    cfg = load_config("configs/sr_div2k.yaml", ["optim.lr=1e-4"], cls=SRConfig)
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import math
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from .nn.width import parse_widths
+
+T = TypeVar("T")
+
+#: Values of the top-level ``task:`` key that ``usnet train`` dispatches on.
+TASKS = ("classification", "sr", "rl")
+
+__all__ = [
+    "TASKS",
+    "CalibrateConfig",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "OutputConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "TrainingConfig",
+    "UnknownKeyError",
+    "apply_overrides",
+    "build_config",
+    "dump_yaml",
+    "from_dict",
+    "load_config",
+    "load_yaml",
+    "setting",
+    "task_of",
+    "to_dict",
+    "validate",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------
+class ConfigError(ValueError):
+    """A bad config value: ``path`` is the dotted field ('' for the whole config), ``detail`` says
+    what is wrong and what is allowed, ``source`` names where the data came from (a file or a
+    ``--set`` item)."""
+
+    def __init__(self, path: str, detail: str, source: str = "") -> None:
+        super().__init__(path, detail)
+        self.path, self.detail, self.source = path, detail, source
+
+    def _text(self) -> str:
+        return f"{self.path}: {self.detail}" if self.path else self.detail
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self._text()}" if self.source else self._text()
+
+    def relocated(self, prefix: str = "", source: str | None = None) -> ConfigError:
+        """The same error seen from ``prefix`` (a field relative to a dataclass made absolute)."""
+        new = copy.copy(self)
+        new.path = _join(prefix, self.path)
+        if source is not None:
+            new.source = source
+        return new
+
+
+class UnknownKeyError(ConfigError):
+    """A key the schema does not have: ``detail`` lists the allowed keys and the closest one."""
+
+    def _text(self) -> str:
+        return f"unknown key {self.path!r}; {self.detail}"
+
+
+def _join(prefix: str, name: str) -> str:
+    if not prefix:
+        return name
+    if not name:
+        return prefix
+    return prefix + name if name.startswith("[") else f"{prefix}.{name}"
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _allowed(key: str, names: Sequence[str]) -> str:
+    return f"allowed: {', '.join(names)}{_suggest(key, names)}"
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it in YAML, shortened."""
+    if value is None:
+        text = "null"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# ---------------------------------------------------------------------------------------------
+# Field metadata: numeric bounds
+# ---------------------------------------------------------------------------------------------
+def setting(
+    default: Any = MISSING,
+    *,
+    default_factory: Any = MISSING,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+    doc: str = "",
+) -> Any:
+    """A dataclass field with bounds checked by :func:`from_dict`.
+
+    ``gt``/``ge``/``lt``/``le`` hold for a number, or for every element of a list/tuple of
+    numbers; ``None`` values are not checked (use ``X | None`` to make a field optional).
+    A mutable ``default`` (list, dict) is turned into a ``default_factory`` for you.
+    """
+    bounds = {k: v for k, v in dict(gt=gt, ge=ge, lt=lt, le=le).items() if v is not None}
+    metadata = {"bounds": bounds, "doc": doc}
+    if isinstance(default, (list, dict)):
+        value = default
+        default, default_factory = MISSING, lambda: copy.deepcopy(value)
+    return field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+_OPS = {
+    "gt": (">", lambda v, b: v > b),
+    "ge": (">=", lambda v, b: v >= b),
+    "lt": ("<", lambda v, b: v < b),
+    "le": ("<=", lambda v, b: v <= b),
+}
+
+
+def _check_bounds(bounds: Mapping[str, float], value: Any, path: str) -> None:
+    if not bounds or value is None or isinstance(value, bool):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_bounds(bounds, v, f"{path}[{i}]")
+        return
+    if not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and math.isnan(value):
+        raise ConfigError(path, "must be a number, got nan")
+    if not all(_OPS[k][1](value, b) for k, b in bounds.items()):
+        rule = " and ".join(f"{_OPS[k][0]} {b:g}" for k, b in bounds.items())
+        raise ConfigError(path, f"must be {rule}, got {_show(value)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Types
+# ---------------------------------------------------------------------------------------------
+_PLURAL = {float: "numbers", int: "integers", str: "strings", bool: "booleans"}
+
+
+def _is_union(tp: Any) -> bool:
+    return get_origin(tp) in (Union, types.UnionType)
+
+
+def _describe(tp: Any) -> str:
+    """What a type accepts, in the words of the error messages."""
+    origin, args = get_origin(tp), get_args(tp)
+    if tp is Any:
+        return "anything"
+    if tp is type(None):
+        return "null"
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if origin is Literal:
+        return "one of " + ", ".join(_show(a) for a in args)
+    if _is_union(tp):
+        parts = [_describe(a) for a in args if a is not type(None)]
+        if type(None) in args:
+            parts.append("null")
+        return " or ".join(parts)
+    if origin in (list, Sequence) or (origin is tuple and len(args) == 2 and args[1] is ...):
+        item = args[0] if args else Any
+        return f"a list of {_PLURAL[item]}" if item in _PLURAL else "a list"
+    if origin is tuple:
+        if len(set(args)) == 1 and args[0] in _PLURAL:
+            return f"a list of {len(args)} {_PLURAL[args[0]]}"
+        return f"a list of {len(args)} items"
+    if origin in (dict, Mapping) or tp is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        names = [f.name for f in dataclasses.fields(tp) if f.init]
+        return f"a mapping with keys {', '.join(names)}"
+    return getattr(tp, "__name__", repr(tp))
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception as e:  # a schema bug, not a user error
+        raise TypeError(f"cannot read the type hints of {cls.__name__}: {e}") from e
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    """``value`` checked against ``tp`` (and normalised: ints to float, lists to tuples...)."""
+    origin, args = get_origin(tp), get_args(tp)
+    mismatch = ConfigError(path, f"expected {_describe(tp)}, got {_show(value)}")
+    if tp is Any:
+        return copy.deepcopy(value)
+    if tp is type(None):
+        if value is not None:
+            raise mismatch
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise mismatch
+        return value
+    if tp is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise mismatch
+        return value
+    if tp is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise mismatch
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise mismatch
+        return value
+    if origin is Literal:
+        for a in args:
+            if type(a) is type(value) and a == value:
+                return value
+        hint = (
+            _suggest(value, [a for a in args if isinstance(a, str)])
+            if isinstance(value, str)
+            else ""
+        )
+        raise ConfigError(path, f"expected {_describe(tp)}, got {_show(value)}{hint}")
+    if _is_union(tp):
+        if value is None and type(None) in args:
+            return None
+        deeper: ConfigError | None = None
+        for member in (a for a in args if a is not type(None)):
+            try:
+                return _convert(member, value, path)
+            except ConfigError as e:
+                if e.path != path and deeper is None:
+                    deeper = e  # the value had the right shape but a bad part: say which
+        raise deeper or mismatch
+    if origin in (list, Sequence) or (origin is tuple and len(args) == 2 and args[1] is ...):
+        if not isinstance(value, (list, tuple)):
+            raise mismatch
+        item = args[0] if args else Any
+        out = [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise mismatch
+        return tuple(
+            _convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
+    if origin in (dict, Mapping) or tp is dict:
+        if not isinstance(value, Mapping):
+            raise mismatch
+        key_tp, val_tp = args if args else (Any, Any)
+        out_d = {}
+        for k, v in value.items():
+            _convert(key_tp, k, f"{path} key {_show(k)}")
+            out_d[k] = _convert(val_tp, v, _join(path, str(k)))
+        return out_d
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    raise TypeError(f"{path}: unsupported field type {tp!r} in a config schema")
+
+
+# ---------------------------------------------------------------------------------------------
+# The generic layer
+# ---------------------------------------------------------------------------------------------
+def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
+    """Build dataclass ``cls`` from plain data, strictly.
+
+    Every key must be a field (else :class:`UnknownKeyError`, with the closest name); every
+    value must match the field's type hint and :func:`setting` bounds; fields left out take
+    their defaults; a field without a default is required. ``where`` is the dotted path of
+    ``data`` inside a bigger config, used in messages. Errors raised by ``cls.__post_init__``
+    (cross-field checks) are prefixed with ``where``.
+    """
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"from_dict needs a dataclass type, got {cls!r}")
+    if not isinstance(data, Mapping):
+        raise ConfigError(where, f"expected {_describe(cls)}, got {_show(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in data:
+        if not isinstance(key, str) or key not in fields:
+            raise UnknownKeyError(_join(where, str(key)), _allowed(str(key), list(fields)))
+    hints = _hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        path = _join(where, name)
+        if name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ConfigError(path, f"is required ({_describe(hints[name])})")
+            continue
+        value = _convert(hints[name], data[name], path)
+        _check_bounds(f.metadata.get("bounds", {}), value, path)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise e.relocated(where) from None
+    except ValueError as e:
+        raise ConfigError(where, str(e)) from None
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain data (dicts, lists, str, numbers, bool, None) for YAML or JSON; tuples become lists,
+    dataclasses become dicts in field order, paths become strings."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot turn {type(obj).__name__} {obj!r} into config data")
+
+
+def validate(obj: T) -> T:
+    """Re-check a config built in Python (bounds are only checked by :func:`from_dict`)."""
+    return from_dict(type(obj), to_dict(obj))
+
+
+def _mapping_type(tp: Any) -> Any:
+    """The dataclass or dict type a path can descend into, or None."""
+    if _is_union(tp):
+        found = [m for m in (_mapping_type(a) for a in get_args(tp)) if m is not None]
+        return found[0] if found else None
+    if dataclasses.is_dataclass(tp) or tp is Any:
+        return tp
+    if get_origin(tp) in (dict, Mapping) or tp is dict:
+        return tp
+    return None
+
+
+def apply_overrides(
+    data: Mapping[str, Any], overrides: Sequence[str], schema: type | None = None
+) -> dict[str, Any]:
+    """``data`` with each ``"a.b.c=VALUE"`` applied (VALUE parsed as YAML: ``0.1``, ``[0.25,1.0]``,
+    ``null``, ``true``); ``data`` itself is left unchanged.
+
+    With a dataclass ``schema`` a path must name fields of it (missing parent mappings are
+    created; inside a ``dict[str, ...]`` field any key may be added); without one, every key of
+    the path must already exist in ``data``. An unknown path is an :class:`UnknownKeyError`
+    whose source is the ``--set`` item. Types are checked later by :func:`from_dict`.
+    """
+    out: dict[str, Any] = copy.deepcopy(dict(data))
+    for item in overrides:
+        source = f"--set {item}"
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        parts = key.split(".")
+        if not sep or not key or not all(parts):
+            raise ConfigError("", "expected KEY=VALUE with a dotted key, e.g. optim.lr=0.1", source)
+        try:
+            value = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
+        except yaml.YAMLError as e:
+            raise ConfigError(
+                key, f"cannot parse {text!r} as a YAML value ({_yaml_reason(e)})", source
+            ) from None
+        node: dict[str, Any] = out
+        node_type: Any = schema
+        for i, part in enumerate(parts):
+            path = ".".join(parts[: i + 1])
+            if node_type is not None and dataclasses.is_dataclass(node_type):
+                names = [f.name for f in dataclasses.fields(node_type) if f.init]
+                if part not in names:
+                    raise UnknownKeyError(path, _allowed(part, names), source)
+                child_type = _hints(node_type)[part]
+            elif node_type is None and schema is None:
+                if part not in node:
+                    raise UnknownKeyError(path, _allowed(part, [str(k) for k in node]), source)
+                child_type = None
+            else:  # inside a free-form mapping
+                args = get_args(node_type)
+                child_type = args[1] if len(args) == 2 else Any
+            if i == len(parts) - 1:
+                node[part] = value
+                break
+            child = node.get(part)
+            descend = None
+            if schema is not None:
+                descend = _mapping_type(child_type)
+                if descend is None:
+                    what = _describe(child_type)
+                    raise ConfigError(path, f"is {what}, not a mapping; cannot set {key!r}", source)
+                if child is None:
+                    child = node[part] = {}
+            if not isinstance(child, dict):
+                what = _show(child)
+                raise ConfigError(path, f"is {what}, not a mapping; cannot set {key!r}", source)
+            node, node_type = child, descend
+    return out
+
+
+def build_config(
+    cls: type[T],
+    data: Mapping[str, Any],
+    overrides: Sequence[str] = (),
+    source: str = "",
+) -> T:
+    """``from_dict(cls, apply_overrides(data, overrides, cls))`` with errors naming ``source``
+    (a file) or, when the bad field was overridden, the ``--set`` item."""
+    merged = apply_overrides(data, overrides, cls)
+    try:
+        return from_dict(cls, merged)
+    except ConfigError as e:
+        for item in reversed(overrides):
+            key = item.partition("=")[0].strip()
+            if (
+                e.path == key
+                or e.path.startswith((key + ".", key + "["))
+                or key.startswith(e.path + ".")
+            ):
+                raise e.relocated(source=f"--set {item}") from None
+        where = source or "config"
+        if overrides:
+            where += " with " + " ".join(f"--set {o}" for o in overrides)
+        raise e.relocated(source=where) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML
+# ---------------------------------------------------------------------------------------------
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-4`` as a number (YAML 1.2; PyYAML alone reads a string) and
+    rejects duplicate keys instead of keeping the last."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The raw mapping in a YAML file (``{}`` for an empty file); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506
+    except yaml.YAMLError as e:
+        raise ConfigError("", f"invalid YAML at {_yaml_reason(e)}", str(path)) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError("", f"not a UTF-8 text file ({e})", str(path)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("", f"expected a mapping at the top level, got {_show(data)}", str(path))
+    return data
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block mappings, flow lists (``widths: [0.25, 1.0]``), as the recipes are written."""
+
+
+_Dumper.add_representer(
+    list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True)
+)
+
+
+def dump_yaml(obj: Any) -> str:
+    """A config (dataclass or plain data) as YAML text, in field order; :func:`load_yaml` reads
+    it back to the same data."""
+    return yaml.dump(to_dict(obj), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+
+
+def _yaml_reason(e: yaml.YAMLError) -> str:
+    """A YAML error in one line: where and what."""
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    if problem is None:
+        return str(e).replace("\n", " ")
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}"
+
+
+def task_of(data: Mapping[str, Any]) -> str:
+    """The ``task:`` of raw config data (default ``classification``), checked."""
+    task = data.get("task", "classification")
+    if task not in TASKS:
+        hint = _suggest(task, TASKS) if isinstance(task, str) else ""
+        raise ConfigError("task", f"expected one of {', '.join(TASKS)}, got {_show(task)}{hint}")
+    return task
+
+
+# ---------------------------------------------------------------------------------------------
+# The classification schema
+# ---------------------------------------------------------------------------------------------
+#: Datasets :mod:`usnet.data` reads.
+DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which registered model to build: ``create_model(name, **kwargs)``."""
+
+    name: str = "us_mobilenet_v2_small"
+    kwargs: dict[str, Any] = setting({}, doc="passed to create_model (in_chans, switches...)")
+
+    def __post_init__(self) -> None:
+        from .models import list_models  # the registry; imported late to keep config light
+
+        known = list_models()
+        if self.name not in known:
+            raise ConfigError(
+                "name",
+                f"unknown model {self.name!r}; available: {', '.join(known)}"
+                + _suggest(self.name, known),
+            )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The dataset. ``batch_size`` is the global batch: under torchrun each of the N ranks
+    loads ``batch_size / N`` images per step, so the recipe means the same on any machine."""
+
+    name: Literal["fashion_mnist", "cifar10", "cifar100", "imagefolder"] = "fashion_mnist"
+    root: str | None = setting(None, doc="data folder; null = the dataset's default folder")
+    batch_size: int = setting(128, ge=1, doc="global batch size, split across ranks")
+    val_batch_size: int = setting(500, ge=1)
+    num_workers: int = setting(0, ge=0, doc="DataLoader workers per process")
+    augment: bool = True
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The ``train:`` section: how each step picks widths, and the loop's options.
+
+    ``sampling``: ``sandwich`` (largest, smallest and ``num_widths - 2`` random widths; the
+    paper), ``random`` (``num_widths`` random widths; the ablation), ``switches`` (every width in
+    ``widths``; the 4-switch baseline) or ``fixed`` (the one width in ``widths``; an individually
+    trained model). ``amp``: null (fp32), ``bf16`` (CPU or CUDA) or ``fp16`` (CUDA only).
+    """
+
+    epochs: int = setting(5, ge=1)
+    sampling: Literal["sandwich", "random", "switches", "fixed"] = "sandwich"
+    num_widths: int = setting(4, ge=1)
+    widths: list[float] | None = setting(None, gt=0)
+    inplace_distillation: bool = True
+    label_smoothing: float = setting(0.0, ge=0, lt=1, doc="for the largest width's label loss")
+    amp: Literal["bf16", "fp16"] | None = None
+    channels_last: bool = False
+    seed: int = setting(0, ge=0)
+    log_every: int = setting(50, ge=1)
+    max_steps_per_epoch: int | None = setting(None, ge=1)
+    grad_clip: float | None = setting(None, gt=0, doc="max gradient norm; null = no clipping")
+
+    def __post_init__(self) -> None:
+        if self.sampling == "sandwich" and self.num_widths < 2:
+            raise ConfigError(
+                "num_widths", f"must be >= 2 for sandwich sampling, got {self.num_widths}"
+            )
+        if self.sampling in ("switches", "fixed"):
+            if not self.widths:
+                raise ConfigError(
+                    "widths",
+                    f"{self.sampling!r} sampling needs a list of widths, got {_show(self.widths)}",
+                )
+            if self.sampling == "fixed" and len(self.widths) != 1:
+                raise ConfigError(
+                    "widths", f"'fixed' sampling takes exactly one width, got {self.widths}"
+                )
+            if len(set(self.widths)) != len(self.widths):
+                raise ConfigError("widths", f"has repeated widths: {self.widths}")
+        elif self.widths is not None:
+            raise ConfigError(
+                "widths",
+                f"is only used by 'switches' and 'fixed' sampling; set it to null for "
+                f"{self.sampling!r} (got {self.widths})",
+            )
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The optimizer. SGD uses ``momentum``/``nesterov``; AdamW uses ``betas``. BN weights and
+    biases get no weight decay; ``no_weight_decay_depthwise`` also exempts depthwise conv
+    weights (the paper)."""
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = setting(0.1, gt=0, doc="peak learning rate for the global batch")
+    momentum: float = setting(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = setting(1.0e-4, ge=0)
+    no_weight_decay_depthwise: bool = True
+    betas: tuple[float, float] = setting((0.9, 0.999), ge=0, lt=1)
+
+    def __post_init__(self) -> None:
+        if self.name == "sgd" and self.nesterov and self.momentum == 0:
+            raise ConfigError("nesterov", "needs momentum > 0; set nesterov: false or a momentum")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """The learning-rate schedule, evaluated per iteration at fractional epoch ``e``:
+    ``linear`` (to 0 at the end; the paper), ``cosine`` (to 0), ``multistep`` (times ``gamma`` at
+    each of ``milestones``, in epochs), ``exponential`` (times ``gamma`` once per epoch: the
+    4-switch recipe's 0.98) or ``constant``; after ``warmup_epochs`` of linear warm-up from 0."""
+
+    name: Literal["linear", "cosine", "multistep", "exponential", "constant"] = "linear"
+    warmup_epochs: float = setting(0.0, ge=0)
+    milestones: list[float] = setting([], gt=0)
+    gamma: float = setting(0.1, gt=0, le=1)
+
+    def __post_init__(self) -> None:
+        if self.name == "multistep":
+            if not self.milestones:
+                raise ConfigError("milestones", "'multistep' needs at least one milestone epoch")
+            if list(self.milestones) != sorted(set(self.milestones)):
+                raise ConfigError(
+                    "milestones", f"must be strictly increasing, got {self.milestones}"
+                )
+        elif self.milestones:
+            raise ConfigError(
+                "milestones",
+                f"is only used by the 'multistep' schedule, not {self.name!r}; set it to []",
+            )
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """Post-training BN calibration: which widths, from how many training images.
+
+    ``widths`` is a grid string (``"start:stop:step"`` or ``"0.35,0.5,1.0"``) or a list; it must
+    lie in the model's width range (and among its switches, if any). The default covers the
+    default model's range [0.35, 1.0].
+    """
+
+    widths: str | list[float] = "0.35,0.5,0.625,0.75,0.875,1.0"
+    num_samples: int = setting(2000, ge=1)
+    batch_size: int = setting(200, ge=1)
+    method: Literal["exact"] = "exact"
+
+    @property
+    def grid(self) -> list[float]:
+        """The widths as a list of floats."""
+        if isinstance(self.widths, str):
+            return parse_widths(self.widths)
+        return [float(w) for w in self.widths]
+
+    def __post_init__(self) -> None:
+        try:
+            grid = self.grid
+        except ValueError as e:
+            raise ConfigError("widths", str(e)) from None
+        if not grid:
+            raise ConfigError("widths", "needs at least one width")
+        bad = [w for w in grid if not w > 0]
+        if bad:
+            raise ConfigError("widths", f"must be positive, got {bad}")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where the run writes its checkpoints, CSV metrics and (optionally) TensorBoard logs."""
+
+    dir: str = "runs/default"
+    tensorboard: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A classification training run (``task: classification``); the defaults are the
+    Fashion-MNIST CPU recipe. Load with :func:`load_config`."""
+
+    task: Literal["classification"] = "classification"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainingConfig = field(default_factory=TrainingConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self) -> None:
+        if self.schedule.warmup_epochs >= self.train.epochs:
+            raise ConfigError(
+                "schedule.warmup_epochs",
+                f"must be < train.epochs ({self.train.epochs}), got {self.schedule.warmup_epochs:g}",
+            )
+        if self.schedule.milestones and max(self.schedule.milestones) > self.train.epochs:
+            raise ConfigError(
+                "schedule.milestones",
+                f"must lie within train.epochs ({self.train.epochs}), got {self.schedule.milestones}",
+            )
+        kw = self.model.kwargs
+        switches = kw.get("switches")
+        if switches is not None:
+            if self.train.sampling not in ("switches", "fixed"):
+                raise ConfigError(
+                    "model.kwargs.switches",
+                    f"a switchable-BN model trains with 'switches' sampling, not "
+                    f"{self.train.sampling!r}",
+                )
+            if not isinstance(switches, (list, tuple)) or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) for w in switches
+            ):
+                raise ConfigError(
+                    "model.kwargs.switches", f"expected a list of numbers, got {_show(switches)}"
+                )
+            allowed = {round(float(w), 6) for w in switches}
+            for path, ws in (
+                ("train.widths", self.train.widths or []),
+                ("calibrate.widths", self.calibrate.grid),
+            ):
+                extra = [w for w in ws if round(w, 6) not in allowed]
+                if extra:
+                    raise ConfigError(
+                        path, f"{extra} not among model.kwargs.switches {list(switches)}"
+                    )
+        lo, hi = kw.get("width_min"), kw.get("width_max")
+        for path, ws in (
+            ("train.widths", self.train.widths or []),
+            ("calibrate.widths", self.calibrate.grid),
+        ):
+            for w in ws:
+                if (isinstance(lo, (int, float)) and w < lo - 1e-9) or (
+                    isinstance(hi, (int, float)) and w > hi + 1e-9
+                ):
+                    raise ConfigError(
+                        path, f"width {w:g} is outside model.kwargs' range [{lo}, {hi}]"
+                    )
+
+    def check_device(self, device_type: str) -> None:
+        """Options that depend on the machine: call once the device is known ('cpu', 'cuda')."""
+        if self.train.amp == "fp16" and device_type != "cuda":
+            raise ConfigError(
+                "train.amp",
+                f"'fp16' autocast needs a CUDA device (this run is on {device_type!r}); "
+                "use 'bf16' or null",
+            )
+        if self.train.amp == "bf16" and device_type not in ("cuda", "cpu"):
+            raise ConfigError(
+                "train.amp", f"'bf16' autocast runs on 'cpu' or 'cuda', not {device_type!r}"
+            )
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = (), cls: type[T] = TrainConfig) -> T:
+    """Read a YAML recipe, apply ``--set`` overrides and validate it against ``cls``
+    (classification's :class:`TrainConfig` by default; SR and RL pass their own schema)."""
+    return build_config(cls, load_yaml(path), overrides, source=str(path))

@@ -1,0 +1,281 @@
+"""Typed YAML configs: recipes load, bad input is named, overrides apply, round trips hold."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+from usnet import create_model
+from usnet.config import (
+    CalibrateConfig,
+    ConfigError,
+    TrainConfig,
+    TrainingConfig,
+    UnknownKeyError,
+    apply_overrides,
+    build_config,
+    dump_yaml,
+    from_dict,
+    load_config,
+    load_yaml,
+    setting,
+    task_of,
+    to_dict,
+    validate,
+)
+from usnet.nn import width_space
+from usnet.training import STRATEGIES
+
+RECIPES = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+CLASSIFICATION = [p for p in RECIPES if task_of(load_yaml(p)) == "classification"]
+
+
+def error(data: dict, overrides: list[str] = ()) -> str:
+    with pytest.raises(ConfigError) as info:
+        build_config(TrainConfig, data, overrides)
+    return str(info.value)
+
+
+# -- recipes ------------------------------------------------------------------------------------
+def test_recipes_present() -> None:
+    names = {p.name for p in RECIPES}
+    for want in (
+        "fashion_mnist.yaml",
+        "cifar10.yaml",
+        "imagenet_us_mobilenet_v1.yaml",
+        "imagenet_us_mobilenet_v2.yaml",
+        "imagenet_s_mobilenet_v1.yaml",
+        "imagenet_s_mobilenet_v2.yaml",
+    ):
+        assert want in names
+
+
+@pytest.mark.parametrize("path", CLASSIFICATION, ids=lambda p: p.name)
+def test_recipe_loads_and_fits_its_model(path: Path) -> None:
+    cfg = load_config(path)
+    assert isinstance(cfg, TrainConfig)
+    assert path.read_text().startswith("#"), "a recipe says where its numbers come from"
+    model = create_model(cfg.model.name, **cfg.model.kwargs)
+    space = width_space(model)
+    for w in [*cfg.calibrate.grid, *(cfg.train.widths or [])]:
+        space.canonical(w)  # raises if outside the model's range or switches
+
+
+def test_default_recipe_is_the_dataclass_default() -> None:
+    fm = load_config(RECIPES[0].parent / "fashion_mnist.yaml")
+    assert dataclasses.replace(fm, output=TrainConfig().output) == TrainConfig()
+
+
+def test_paper_recipes() -> None:
+    root = RECIPES[0].parent
+    us = load_config(root / "imagenet_us_mobilenet_v2.yaml")
+    assert (us.train.epochs, us.data.batch_size, us.optim.lr) == (250, 1024, 0.5)
+    assert us.optim.nesterov and us.optim.no_weight_decay_depthwise
+    assert us.optim.weight_decay == 1e-4 and us.schedule.name == "linear"
+    assert us.schedule.warmup_epochs == 0 and us.train.inplace_distillation
+    assert (us.train.sampling, us.train.num_widths) == ("sandwich", 4)
+    s = load_config(root / "imagenet_s_mobilenet_v1.yaml")
+    assert s.train.widths == [1.0, 0.75, 0.5, 0.25] == s.model.kwargs["switches"]
+    assert (s.train.epochs, s.data.batch_size, s.optim.lr) == (480, 160, 0.045)
+    assert (s.schedule.name, s.schedule.gamma) == ("exponential", 0.98)
+
+
+def test_sampling_names_match_the_sampler() -> None:
+    hint = typing.get_type_hints(TrainingConfig)["sampling"]
+    assert typing.get_args(hint) == STRATEGIES
+
+
+# -- unknown keys and bad values -----------------------------------------------------------------
+def test_unknown_keys_named_with_suggestion() -> None:
+    msg = error({"optimm": {}})
+    assert "unknown key 'optimm'" in msg and "did you mean 'optim'" in msg
+    msg = error({"optim": {"lrr": 0.1}})
+    assert "unknown key 'optim.lrr'" in msg and "allowed: name, lr, momentum" in msg
+    assert "did you mean 'lr'" in msg
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"optim": {"lr": "fast"}}, "optim.lr: expected a number, got 'fast'"),
+        ({"optim": {"lr": 0}}, "optim.lr: must be > 0, got 0.0"),
+        ({"train": {"epochs": 0}}, "train.epochs: must be >= 1, got 0"),
+        ({"train": {"epochs": 2.5}}, "train.epochs: expected an integer, got 2.5"),
+        ({"train": {"inplace_distillation": "no"}}, "expected true or false, got 'no'"),
+        ({"train": {"sampling": "sandwhich"}}, "did you mean 'sandwich'"),
+        ({"train": {"amp": "fp8"}}, "train.amp: expected one of 'bf16', 'fp16' or null"),
+        ({"train": {"grad_clip": "x"}}, "train.grad_clip: expected a number or null, got 'x'"),
+        ({"optim": {"betas": [0.9]}}, "optim.betas: expected a list of 2 numbers"),
+        ({"calibrate": {"widths": [0.5, "a"]}}, "calibrate.widths[1]: expected a number"),
+        ({"calibrate": {"widths": "0.3:x"}}, "calibrate.widths: widths '0.3:x' must be"),
+        ({"model": {"name": "us_mobilenet_v3"}}, "model.name: unknown model 'us_mobilenet_v3'"),
+        ({"data": {"batch_size": 0}}, "data.batch_size: must be >= 1, got 0"),
+        ({"data": []}, "data: expected a mapping with keys name, root"),
+        ({"task": "sr"}, "task: expected one of 'classification', got 'sr'"),
+    ],
+)
+def test_bad_values_named(data: dict, expected: str) -> None:
+    assert expected in error(data)
+
+
+@pytest.mark.parametrize(
+    ("train", "expected"),
+    [
+        ({"sampling": "switches"}, "train.widths: 'switches' sampling needs a list of widths"),
+        ({"sampling": "fixed", "widths": [0.5, 1.0]}, "exactly one width"),
+        ({"sampling": "sandwich", "num_widths": 1}, "train.num_widths: must be >= 2"),
+        ({"sampling": "switches", "widths": [1.0, -0.5]}, "train.widths[1]: must be > 0"),
+        ({"widths": [0.5, 1.0]}, "train.widths: is only used by 'switches' and 'fixed'"),
+    ],
+)
+def test_cross_field_checks(train: dict, expected: str) -> None:
+    assert expected in error({"train": train})
+
+
+def test_more_cross_field_checks() -> None:
+    assert "schedule.milestones: 'multistep' needs" in error({"schedule": {"name": "multistep"}})
+    msg = error({"schedule": {"name": "multistep", "milestones": [3, 9]}})
+    assert "schedule.milestones: must lie within train.epochs (5)" in msg
+    assert "must be < train.epochs" in error({"schedule": {"warmup_epochs": 5}})
+    switches = {"model": {"name": "us_mobilenet_v1", "kwargs": {"switches": [1.0, 0.5]}}}
+    assert "model.kwargs.switches: a switchable-BN model" in error(switches)
+    msg = error(
+        {**switches, "train": {"sampling": "switches", "widths": [1.0, 0.5]}},
+        ["calibrate.widths=[0.5, 0.75]"],
+    )
+    assert "calibrate.widths: [0.75] not among model.kwargs.switches" in msg
+    assert "nesterov: needs momentum > 0" in error({"optim": {"momentum": 0}})
+
+
+def test_fp16_is_cuda_only() -> None:
+    cfg = build_config(TrainConfig, {"train": {"amp": "fp16"}})
+    cfg.check_device("cuda")
+    with pytest.raises(ConfigError, match="train.amp: 'fp16' autocast needs a CUDA device"):
+        cfg.check_device("cpu")
+    build_config(TrainConfig, {"train": {"amp": "bf16"}}).check_device("cpu")
+
+
+# -- files ---------------------------------------------------------------------------------------
+def test_file_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  lr: [0.1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: invalid YAML at line"):
+        load_yaml(bad)
+    bad.write_text("optim:\n  lr: 0.1\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match="duplicate key 'lr'"):
+        load_yaml(bad)
+    bad.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="expected a mapping at the top level"):
+        load_yaml(bad)
+    bad.write_text("optim:\n  lr: fast\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: optim\.lr: expected a number, got 'fast'"):
+        load_config(bad)
+
+
+def test_yaml_details(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  weight_decay: 4e-5\n")  # PyYAML alone reads '4e-5' as a string
+    assert load_config(path).optim.weight_decay == 4e-5
+    path.write_text("")
+    assert load_yaml(path) == {} and load_config(path) == TrainConfig()
+    path.write_text("task: rl\n")
+    assert task_of(load_yaml(path)) == "rl" and task_of({}) == "classification"
+    with pytest.raises(ConfigError, match="task: expected one of classification, sr, rl"):
+        task_of({"task": "seg"})
+
+
+# -- overrides -----------------------------------------------------------------------------------
+def test_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 0.1\n")
+    cfg = load_config(
+        path,
+        [
+            "optim.lr=0.2",
+            "train.sampling=switches",
+            "train.widths=[0.35, 1.0]",
+            "model.kwargs.in_chans=3",
+            "data.root=null",
+            "optim.weight_decay=1e-5",
+        ],
+    )
+    assert cfg.optim.lr == 0.2 and cfg.train.widths == [0.35, 1.0]
+    assert cfg.model.kwargs == {"in_chans": 3} and cfg.optim.weight_decay == 1e-5
+    assert load_config(path).optim.lr == 0.1  # the file's data is not changed
+
+
+def test_bad_overrides_named(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 0.1\n")
+    with pytest.raises(UnknownKeyError, match=r"--set optim.lrr=1: unknown key 'optim.lrr'"):
+        load_config(path, ["optim.lrr=1"])
+    with pytest.raises(UnknownKeyError, match="unknown key 'trian'"):
+        load_config(path, ["trian.epochs=3"])
+    with pytest.raises(ConfigError, match="optim.lr: is a number, not a mapping"):
+        load_config(path, ["optim.lr.x=1"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(path, ["optim.lr"])
+    with pytest.raises(ConfigError, match=r"--set train\.epochs=x: train\.epochs: expected an int"):
+        load_config(path, ["train.epochs=x"])
+
+
+def test_overrides_without_schema_need_existing_keys() -> None:
+    data = {"a": {"b": 1}}
+    assert apply_overrides(data, ["a.b=2"]) == {"a": {"b": 2}} and data == {"a": {"b": 1}}
+    with pytest.raises(UnknownKeyError, match="unknown key 'a.c'; allowed: b"):
+        apply_overrides(data, ["a.c=2"])
+
+
+# -- round trips and reuse by other tasks --------------------------------------------------------
+@pytest.mark.parametrize("path", CLASSIFICATION, ids=lambda p: p.name)
+def test_round_trip(path: Path, tmp_path: Path) -> None:
+    cfg = load_config(path)
+    assert from_dict(TrainConfig, to_dict(cfg)) == cfg
+    out = tmp_path / "again.yaml"
+    out.write_text(dump_yaml(cfg))
+    assert load_config(out) == cfg
+    assert to_dict(cfg)["optim"]["betas"] == [0.9, 0.999]
+
+
+def test_validate_catches_bounds_in_python_built_configs() -> None:
+    cfg = dataclasses.replace(TrainConfig(), calibrate=CalibrateConfig(num_samples=0))
+    with pytest.raises(ConfigError, match="calibrate.num_samples: must be >= 1, got 0"):
+        validate(cfg)
+
+
+@dataclass(frozen=True)
+class _Inner:
+    size: int = setting(8, ge=1, le=64)
+    names: tuple[str, ...] = ("a",)
+    extra: dict[str, float] = setting({})
+
+
+@dataclass(frozen=True)
+class _Outer:
+    task: Literal["toy"]
+    inner: _Inner = field(default_factory=_Inner)
+    maybe: _Inner | None = None
+    anything: Any = None
+
+
+def test_generic_layer_on_another_schema() -> None:
+    cfg = from_dict(_Outer, {"task": "toy", "inner": {"size": 4, "names": ["x", "y"]}})
+    assert cfg.inner == _Inner(size=4, names=("x", "y")) and cfg.maybe is None
+    assert from_dict(_Outer, to_dict(cfg)) == cfg
+    with pytest.raises(ConfigError, match="task: is required"):
+        from_dict(_Outer, {})
+    with pytest.raises(ConfigError, match=r"cfg\.inner\.size: must be >= 1 and <= 64, got 65"):
+        from_dict(_Outer, {"task": "toy", "inner": {"size": 65}}, where="cfg")
+    with pytest.raises(ConfigError, match=r"maybe\.size: expected an integer"):
+        from_dict(_Outer, {"task": "toy", "maybe": {"size": "big"}})
+    with pytest.raises(ConfigError, match=r"inner\.extra\.k: expected a number, got 'v'"):
+        from_dict(_Outer, {"task": "toy", "inner": {"extra": {"k": "v"}}})
+    merged = apply_overrides({"task": "toy"}, ["maybe.size=2", "inner.extra.k=0.5"], _Outer)
+    assert from_dict(_Outer, merged).maybe == _Inner(size=2)
