@@ -707,7 +707,7 @@ class CalibrateConfig:
     widths: str | list[float] = "0.35,0.5,0.625,0.75,0.875,1.0"
     num_samples: int = setting(2000, ge=1)
     batch_size: int = setting(200, ge=1)
-    method: Literal["exact"] = "exact"
+    method: Literal["exact", "single_pass"] = "exact"
 
     @property
     def grid(self) -> list[float]:

@@ -45,6 +45,14 @@ class USModel(nn.Module):
             space.allowed = tuple(round(w, 6) for w in self.switches)
         space.set(space.width_max)
 
+    def calibration_stages(self) -> nn.Sequential | None:
+        """Modules the forward applies in turn to the input first, if any (speeds up calibration).
+
+        Override to return e.g. ``self.features`` when ``forward(x)`` starts with
+        ``self.features(x)``; BNs outside it are calibrated with full truncated passes.
+        """
+        return None
+
     @property
     def width_range(self) -> tuple[float, float]:
         return self.width_space.width_min, self.width_space.width_max

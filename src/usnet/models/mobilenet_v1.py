@@ -66,6 +66,9 @@ class USMobileNetV1(USModel):
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
+    def calibration_stages(self) -> nn.Sequential:
+        return self.features
+
 
 @register_model
 def us_mobilenet_v1(**kwargs: object) -> USMobileNetV1:

@@ -91,6 +91,9 @@ class USMobileNetV2(USModel):
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
+    def calibration_stages(self) -> nn.Sequential:
+        return self.features
+
 
 @register_model
 def us_mobilenet_v2(**kwargs: object) -> USMobileNetV2:

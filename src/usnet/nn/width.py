@@ -99,6 +99,8 @@ class WidthSpace:
     # -- widths ---------------------------------------------------------------------------
     def canonical(self, width: WidthConfig) -> Width:
         """Validate a width config and return its hashable canonical form."""
+        if isinstance(width, tuple):  # already canonical: ((group, width), ...)
+            width = dict(width)
         if isinstance(width, Mapping):
             names = {g.name for g in self.groups if g.slimmable}
             unknown = sorted(set(width) - names - {"*"})

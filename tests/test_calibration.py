@@ -1,0 +1,138 @@
+"""Post-statistics BN: the statistics are the true ones, for any width, at any time."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import usnet
+from usnet.calibration import attach_calibration_data, calibrate, is_calibrated
+from usnet.nn import UncalibratedWidthError, USBatchNorm2d
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return usnet.create_model(
+        "us_mobilenet_v2_small", input_size=16, blocks=((1, 8, 1, 1), (6, 16, 2, 2)), last_channels=64
+    )
+
+
+def _data(n: int = 240, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 16, 16, generator=g) * 2 + 0.5
+
+
+def _batches(x: torch.Tensor, bs: int) -> list[torch.Tensor]:
+    return list(x.split(bs))
+
+
+def _stats(model: torch.nn.Module, width: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    key = usnet.nn.width_space(model).resolve(width)[1]
+    return [bn.get_stats(key) for bn in model.modules() if isinstance(bn, USBatchNorm2d)]
+
+
+def test_eval_at_uncalibrated_width_says_how_to_calibrate():
+    model = _model().eval()
+    usnet.set_width(model, 0.5)
+    with pytest.raises(UncalibratedWidthError, match=r"usnet.calibrate\(model"):
+        model(_data(2))
+
+
+@pytest.mark.parametrize("width", [0.35, 0.61, 1.0])
+def test_exact_statistics_are_what_eval_bns_see(width):
+    """After calibration, every BN's stored mean/var equal the mean/var of its inputs in eval mode."""
+    model, x = _model(), _data()
+    calibrate(model, _batches(x, 60), [width], num_samples=len(x), progress=False)
+    model.eval()
+    seen: dict[USBatchNorm2d, list[torch.Tensor]] = {}
+    hooks = [
+        bn.register_forward_pre_hook(lambda m, a: seen.setdefault(m, []).append(a[0]))
+        for bn in model.modules()
+        if isinstance(bn, USBatchNorm2d)
+    ]
+    with usnet.width(model, width), torch.no_grad():
+        model(x)  # one batch: the hooks see every sample
+    for h in hooks:
+        h.remove()
+    key = usnet.nn.width_space(model).resolve(width)[1]
+    assert len(seen) == 10
+    for bn, inputs in seen.items():
+        act = torch.cat(inputs).transpose(0, 1).flatten(1).double()
+        mean, var = bn.get_stats(key)
+        assert mean.shape == (act.shape[0],)
+        torch.testing.assert_close(mean.double(), act.mean(1), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(var.double(), act.var(1, unbiased=True), rtol=1e-4, atol=1e-5)
+
+
+def test_exact_statistics_do_not_depend_on_batch_size():
+    model, x = _model(), _data()
+    calibrate(model, _batches(x, 10), [0.5], num_samples=len(x), progress=False)
+    small = _stats(model, 0.5)
+    calibrate(model, _batches(x, 120), [0.5], num_samples=len(x), progress=False)
+    for (m1, v1), (m2, v2) in zip(small, _stats(model, 0.5), strict=True):
+        torch.testing.assert_close(v1, v2, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(m1, m2, rtol=1e-5, atol=1e-6)
+
+
+def test_single_pass_pools_every_bn_input_with_batch_statistics_upstream():
+    """The authors' estimator: BNs normalise with batch stats; stored stats pool all inputs."""
+    model, x = _model(), _data()
+    calibrate(model, _batches(x, 40), [0.75], num_samples=200, method="single_pass", progress=False)
+    seen: dict[USBatchNorm2d, list[torch.Tensor]] = {}
+    bns = [bn for bn in model.modules() if isinstance(bn, USBatchNorm2d)]
+    hooks = [bn.register_forward_pre_hook(lambda m, a: seen.setdefault(m, []).append(a[0])) for bn in bns]
+    model.train()
+    with usnet.width(model, 0.75), torch.no_grad():
+        for xb in _batches(x[:200], 40):
+            model(xb)
+    for h in hooks:
+        h.remove()
+    key = usnet.nn.width_space(model).resolve(0.75)[1]
+    for bn in bns:
+        act = torch.cat(seen[bn]).transpose(0, 1).flatten(1).double()
+        mean, var = bn.get_stats(key)
+        torch.testing.assert_close(mean.double(), act.mean(1), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(var.double(), act.var(1), rtol=1e-4, atol=1e-5)
+
+
+def test_fixed_size_bn_keeps_statistics_per_width():
+    """MobileNet v2's last BN has a fixed channel count but different inputs at each width."""
+    model, x = _model(), _data()
+    calibrate(model, _batches(x, 60), [0.35, 1.0], num_samples=len(x), progress=False)
+    last = [bn for bn in model.modules() if isinstance(bn, USBatchNorm2d)][-1]
+    assert last.ref.space is None  # fixed channels
+    (m1, _), (m2, _) = (last.get_stats(usnet.nn.width_space(model).resolve(w)[1]) for w in (0.35, 1.0))
+    assert m1.shape == m2.shape == (64,)
+    assert not torch.allclose(m1, m2)
+
+
+def test_any_width_any_time_and_state_is_restored():
+    model, x = _model(), _data()
+    model.train()
+    usnet.set_width(model, 0.8)
+    calibrate(model, _batches(x, 60), [0.42, {"*": 0.5, "stage1": 0.9}], progress=False)
+    assert model.training and usnet.get_width(model) == 0.8
+    assert is_calibrated(model, 0.42) and not is_calibrated(model, 0.8)
+    model.eval()
+    for w in (0.42, {"*": 0.5, "stage1": 0.9}):
+        with usnet.width(model, w), torch.no_grad():
+            assert torch.isfinite(model(x[:4])).all()
+
+
+def test_attached_data_calibrates_on_first_use():
+    model, x = _model(), _data()
+    attach_calibration_data(model, _batches(x, 60), num_samples=120)
+    model.eval()
+    usnet.set_width(model, 0.66)
+    assert not is_calibrated(model, 0.66)
+    with torch.no_grad():
+        out = model(x[:3])
+    assert is_calibrated(model, 0.66) and out.shape == (3, 10)
+
+
+def test_bad_arguments():
+    model = _model()
+    with pytest.raises(ValueError, match="calibration method 'fast'"):
+        calibrate(model, [_data(4)], [0.5], method="fast")
+    with pytest.raises(ValueError, match=r"outside the model's width range \[0.35, 1.0\]"):
+        calibrate(model, [_data(4)], [0.2])
