@@ -24,6 +24,7 @@ TINY = {
     "ppo": {"total_steps": 64, "rollout_steps": 16, "epochs": 2, "minibatches": 2},
     "eval": {"episodes": 2, "widths": "0.25,1.0"},
     "log_every": 1,
+    "threads": 0,  # leave the test process's torch threads alone
 }
 
 
@@ -203,6 +204,13 @@ def test_config_errors_name_the_field() -> None:
         build_config(RLConfig, {}, ["ppo.lr=-1"])
     with pytest.raises(ValueError, match="discrete"):
         model_kwargs("Pendulum-v1")
+    with pytest.raises(ValueError, match="env id"):
+        model_kwargs("")
+    with pytest.raises(ValueError, match="NoSuchEnv"):
+        model_kwargs("NoSuchEnv-v0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            train(build_config(RLConfig, {**TINY, "device": "cuda"}))
 
 
 def test_training_is_seeded_and_reproducible(tmp_path) -> None:

@@ -118,6 +118,7 @@ class RLConfig:
     task: Literal["rl"] = "rl"
     seed: int = setting(0, ge=0)
     threads: int = setting(1, ge=0, doc="torch CPU threads; 0 = torch's default")
+    device: str = setting("cpu", doc="where the network runs: cpu, cuda, cuda:1...")
     out_dir: str = "runs/rl"
     checkpoint_every: int = setting(10, ge=1, doc="updates between checkpoints")
     log_every: int = setting(5, ge=1, doc="updates between log lines")

@@ -39,13 +39,15 @@ def evaluate(
     generator = torch.Generator().manual_seed(seed)
     returns = np.zeros(episodes)
     running = np.ones(episodes, dtype=bool)
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
         obs, _ = envs.reset(seed=seed)
         with at_width(model, width):
             while running.any():
-                logits = model(torch.from_numpy(np.ascontiguousarray(obs)))[0].float()
+                x = torch.from_numpy(np.ascontiguousarray(obs)).to(device)
+                logits = model(x)[0].float().cpu()
                 if greedy:
                     actions = logits.argmax(-1)
                 else:
@@ -119,6 +121,8 @@ def plot(curves: dict[str, Sequence[dict]], path: str | Path, title: str = "") -
         else:
             ax.plot(x, y, "o-", label=label)
             ax.fill_between(x, y - s, y + s, alpha=0.2)
+    if all(r["return_mean"] >= 0 for rows in curves.values() for r in rows):
+        ax.set_ylim(bottom=0)  # returns against their natural floor, not a zoomed-in band
     ax.set_xlabel("MACs per step")
     ax.set_ylabel("mean episodic return")
     ax.set_title(title)

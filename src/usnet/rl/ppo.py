@@ -71,6 +71,11 @@ def _obs_tensor(obs: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(obs))
 
 
+def _device(model: nn.Module) -> torch.device:
+    """Where the model's weights are; rollouts and RNG stay on the CPU, batches move there."""
+    return next(model.parameters()).device
+
+
 class Collector:
     """Steps a vector environment with the model; keeps the current observations and episodes.
 
@@ -100,13 +105,15 @@ class Collector:
         obs_buf = torch.zeros((steps, n, *self.obs.shape[1:]), dtype=self.obs.dtype)
         act = torch.zeros((steps, n), dtype=torch.int64)
         logp, val, rew, done = (torch.zeros((steps, n)) for _ in range(4))
+        device = _device(model)
         was_training = model.training
         model.eval()
         try:
             with at_width(model, width):
                 for t in range(steps):
-                    logits, value = model(self.obs)
-                    logps = F.log_softmax(logits.float(), dim=-1)
+                    logits, value = model(self.obs.to(device))
+                    logps = F.log_softmax(logits.float(), dim=-1).cpu()
+                    value = value.float().cpu()
                     a = torch.multinomial(logps.exp(), 1, generator=self.generator).squeeze(1)
                     obs_buf[t], act[t], val[t] = self.obs, a, value
                     logp[t] = logps.gather(1, a[:, None]).squeeze(1)
@@ -118,10 +125,10 @@ class Collector:
                     rew[t] = torch.from_numpy(learn).float()
                     done[t] = torch.from_numpy((term | trunc).astype(np.float32))
                     self.obs = _obs_tensor(next_obs)
-                last_value = model(self.obs)[1]
+                last_value = model(self.obs.to(device))[1].float().cpu()
         finally:
             model.train(was_training)
-        return Rollout(obs_buf, act, logp, val, rew, done, last_value.float())
+        return Rollout(obs_buf, act, logp, val, rew, done, last_value)
 
     def _track(self, rewards: np.ndarray, ended: np.ndarray) -> None:
         self._ret += rewards
@@ -144,7 +151,8 @@ class Collector:
         cut = np.flatnonzero(trunc & ~term)
         if len(cut):
             final = np.stack([np.asarray(info["final_obs"][i]) for i in cut])
-            extra[cut] = gamma * model(_obs_tensor(final))[1].float().numpy()
+            value = model(_obs_tensor(final).to(_device(model)))[1]
+            extra[cut] = gamma * value.float().cpu().numpy()
         return extra
 
 
@@ -239,7 +247,8 @@ def update(
     Returns the mean loss parts of the largest and the smallest trained width.
     """
     rollout.compute_gae(cfg.gamma, cfg.gae_lambda)
-    data = rollout.flat()
+    device = _device(model)
+    data = {key: v.to(device) for key, v in rollout.flat().items()}
     n = data["actions"].shape[0]
     size = n // cfg.minibatches
     space = width_space(model)
@@ -249,7 +258,7 @@ def update(
     for _ in range(cfg.epochs):
         perm = torch.randperm(n, generator=generator)
         for k in range(cfg.minibatches):
-            idx = perm[k * size : (k + 1) * size]
+            idx = perm[k * size : (k + 1) * size].to(device)
             batch = {key: v[idx] for key, v in data.items()}
             adv = batch["advantages"]
             batch["advantages"] = (adv - adv.mean()) / (adv.std() + 1e-8)

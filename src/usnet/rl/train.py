@@ -44,13 +44,21 @@ def train(
     cfg: RLConfig, resume: bool = False, log: Callable[[str], None] = print
 ) -> tuple[nn.Module, list[dict]]:
     """Train for ``cfg.ppo.total_steps`` environment steps; returns the agent and its spectrum."""
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_dir, resume_path = out / "checkpoint", out / "resume.pt"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # tiny networks: more threads only add overhead
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg)
+    try:
+        device = torch.device(cfg.device)
+    except RuntimeError:
+        raise ValueError(
+            f"device {cfg.device!r} is not a torch device (cpu, cuda, cuda:1...)"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {cfg.device!r}: no CUDA device is available here; use cpu")
+    model = build_model(cfg).to(device)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_dir, resume_path = out / "checkpoint", out / "resume.pt"
     space = width_space(model)
     rollout_width = cfg.train.rollout_width or space.width_max
     space.canonical(rollout_width)  # in range, or a clear error
@@ -69,7 +77,7 @@ def train(
                 "differ); delete them to start afresh"
             )
         model.load_state_dict(loaded.state_dict())
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer.load_state_dict(state["optimizer"])  # moves its state to the weights' device
         generator.set_state(state["generator"])
         collector_state = state["collector_generator"]
         start, step = state["update"], state["step"]
@@ -131,9 +139,12 @@ def write_spectrum(rows: Sequence[dict], out: Path, title: str) -> None:
     plot({title: rows}, out / "spectrum.png", title)
 
 
-def run(raw: dict, overrides: Sequence[str] = (), resume: bool = False) -> int:
-    """``usnet train`` for ``task: rl``: validate the config, train, print the spectrum."""
-    cfg = build_config(RLConfig, raw, list(overrides))
+def run(raw: dict, overrides: Sequence[str] = (), resume: bool = False, source: str = "") -> int:
+    """``usnet train`` for ``task: rl``: validate the config, train, print the spectrum.
+
+    ``source`` (the YAML file's name) only makes config errors name the file.
+    """
+    cfg = build_config(RLConfig, raw, list(overrides), source=source)
     t0 = time.time()
     _, rows = train(cfg, resume)
     out = Path(cfg.out_dir)
