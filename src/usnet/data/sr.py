@@ -1,0 +1,174 @@
+"""Super-resolution data: LR/HR pairs made from high-resolution images by bicubic downscaling.
+
+Sources: a folder of HR images (the DIV2K layout, e.g. ``DIV2K_train_HR/*.png``), or the embedded
+default, natural RGB photos that ship inside scikit-image's wheel (no download), split into fixed
+train and test images. Each HR image is cropped to a multiple of the scale and downscaled once
+with Pillow's bicubic filter (antialiased, like MATLAB's ``imresize``); training samples random
+aligned patches of the pair with random flips and 90-degree rotations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+#: Embedded photos (``skimage.data`` functions, all RGB, in the wheel): fixed train/test split.
+EMBEDDED_TRAIN = ("astronaut", "rocket", "motorcycle", "immunohistochemistry", "hubble_deep_field")
+EMBEDDED_TEST = ("coffee", "chelsea")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def embedded_images(names: Sequence[str]) -> list[tuple[str, Image.Image]]:
+    """Photos from ``skimage.data`` by name (``motorcycle`` is the left view of the stereo pair)."""
+    try:
+        import skimage.data as data
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the embedded SR images need scikit-image: pip install 'usnet[sr]', or give "
+            "data.train_dir / data.test_dir (folders of HR images)"
+        ) from None
+    images = []
+    for name in names:
+        if name == "motorcycle":
+            array = data.stereo_motorcycle()[0]
+        elif name in EMBEDDED_TRAIN + EMBEDDED_TEST:
+            array = getattr(data, name)()
+        else:
+            raise ValueError(
+                f"embedded SR image {name!r} is unknown; allowed: "
+                f"{list(EMBEDDED_TRAIN + EMBEDDED_TEST)}"
+            )
+        images.append((name, Image.fromarray(np.ascontiguousarray(array)).convert("RGB")))
+    return images
+
+
+def folder_images(folder: str | Path) -> list[tuple[str, Image.Image]]:
+    """Every image file directly in ``folder`` (sorted by name), as RGB."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"HR image folder {str(folder)!r} does not exist")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise FileNotFoundError(
+            f"HR image folder {str(folder)!r} has no images ({', '.join(IMAGE_SUFFIXES)})"
+        )
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            out.append((p.stem, im.convert("RGB")))
+    return out
+
+
+def to_tensor(image: Image.Image) -> Tensor:
+    """An RGB PIL image as a ``(3, H, W)`` uint8 tensor."""
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(
+        2, 0, 1
+    )
+
+
+def to_image(x: Tensor) -> Image.Image:
+    """A ``(3, H, W)`` float tensor in [0, 1] as an 8-bit RGB PIL image (rounded, clamped)."""
+    array = x.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array, "RGB")
+
+
+def bicubic_pair(hr: Image.Image, scale: int) -> tuple[Image.Image, Image.Image]:
+    """Crop ``hr`` to a multiple of ``scale`` and downscale it bicubically: ``(lr, hr)``."""
+    w, h = (hr.width // scale) * scale, (hr.height // scale) * scale
+    if w == 0 or h == 0:
+        raise ValueError(f"image of {hr.width}x{hr.height} px is smaller than the scale {scale}")
+    hr = hr.crop((0, 0, w, h))
+    return hr.resize((w // scale, h // scale), Image.BICUBIC), hr
+
+
+def bicubic_upscale(lr: Tensor, scale: int) -> Tensor:
+    """Pillow's bicubic upscaling of a ``(3, h, w)`` uint8 tensor: the reference SR method."""
+    image = Image.fromarray(lr.permute(1, 2, 0).numpy(), "RGB")
+    up = image.resize((image.width * scale, image.height * scale), Image.BICUBIC)
+    return to_tensor(up)
+
+
+class SRPairs:
+    """LR/HR pairs of whole images, stored as uint8 tensors."""
+
+    def __init__(self, images: Sequence[tuple[str, Image.Image]], scale: int) -> None:
+        if scale < 1:
+            raise ValueError(f"scale must be a positive integer, got {scale!r}")
+        self.scale = scale
+        self.names = [n for n, _ in images]
+        self.lr: list[Tensor] = []
+        self.hr: list[Tensor] = []
+        for _, image in images:
+            lr, hr = bicubic_pair(image, scale)
+            self.lr.append(to_tensor(lr))
+            self.hr.append(to_tensor(hr))
+
+
+class SRTestSet(Dataset):
+    """Whole test images: item ``i`` is ``(lr, hr)`` as float tensors in [0, 1] (batch size 1)."""
+
+    def __init__(self, pairs: SRPairs) -> None:
+        self.pairs = pairs
+        self.scale = pairs.scale
+
+    def __len__(self) -> int:
+        return len(self.pairs.lr)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.pairs.lr[i].float() / 255, self.pairs.hr[i].float() / 255
+
+
+class SRPatches(Dataset):
+    """Random aligned LR/HR patches with flips and 90-degree rotations, for training.
+
+    An epoch has ``length`` patches, image ``i % n_images`` for item ``i``. The randomness of item
+    ``i`` in epoch ``e`` comes from ``(seed, e, i)``, so runs are reproducible whatever the number
+    of loader workers, and resuming at an epoch draws what the uninterrupted run would have.
+    """
+
+    def __init__(
+        self, pairs: SRPairs, patch_size: int, length: int, seed: int = 0, augment: bool = True
+    ) -> None:
+        for name, lr in zip(pairs.names, pairs.lr, strict=True):
+            if min(lr.shape[1:]) < patch_size:
+                raise ValueError(
+                    f"data.patch_size {patch_size} is larger than the LR image {name!r} "
+                    f"({lr.shape[2]}x{lr.shape[1]} px at scale {pairs.scale})"
+                )
+        self.pairs, self.patch_size, self.length = pairs, patch_size, length
+        self.seed, self.augment, self.epoch = seed, augment, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        k = i % len(self.pairs.lr)
+        lr, hr, p, s = self.pairs.lr[k], self.pairs.hr[k], self.patch_size, self.pairs.scale
+        y = int(rng.integers(0, lr.shape[1] - p + 1))
+        x = int(rng.integers(0, lr.shape[2] - p + 1))
+        lr = lr[:, y : y + p, x : x + p]
+        hr = hr[:, y * s : (y + p) * s, x * s : (x + p) * s]
+        if self.augment:
+            hflip, vflip, rot = rng.integers(0, 2, size=3)
+            dims = [d for d, f in ((2, hflip), (1, vflip)) if f]
+            if dims:
+                lr, hr = lr.flip(dims), hr.flip(dims)
+            if rot:
+                lr, hr = lr.transpose(1, 2), hr.transpose(1, 2)
+        return lr.float() / 255, hr.float() / 255
+
+
+def load_pairs(folder: str | None, embedded: Sequence[str], scale: int) -> SRPairs:
+    """Pairs from a folder of HR images, or from the embedded photos when ``folder`` is None."""
+    images = folder_images(folder) if folder else embedded_images(embedded)
+    return SRPairs(images, scale)
