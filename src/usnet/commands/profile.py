@@ -1,0 +1,103 @@
+"""``usnet profile MODEL``: MACs and parameters of a model across a width grid."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import yaml
+from torch import nn
+
+from ..models import create_model, list_models
+from ..nn import parse_widths, width_space
+from ..profile import input_shape, macs, params
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "profile",
+        help="MACs and parameters of a model at a grid of widths",
+        description="Print MACs and active parameters at each width; widths that round to the "
+        "same network are marked. MODEL is a registered model name or a checkpoint folder.",
+    )
+    p.add_argument(
+        "model", metavar="MODEL", help=f"one of {', '.join(list_models())}, or a checkpoint"
+    )
+    p.add_argument(
+        "--widths",
+        help="start:stop:step (stop included) or a comma list; default: the model's range, "
+        "step 0.025",
+    )
+    p.add_argument("--input-size", type=int, help="image side in pixels (default: the model's)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a model argument, e.g. --set num_classes=10 (repeatable; values parsed as YAML)",
+    )
+    p.add_argument("--csv", type=Path, metavar="FILE", help="also write the table as CSV")
+    return p
+
+
+def _model_kwargs(pairs: list[str]) -> dict:
+    kwargs = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {pair!r} must be KEY=VALUE, e.g. --set num_classes=10")
+        kwargs[key.strip()] = yaml.safe_load(value)
+    return kwargs
+
+
+def _build(name: str, kwargs: dict) -> nn.Module:
+    if Path(name).is_dir():
+        if kwargs:
+            raise ValueError("--set changes a model built by name, not a checkpoint")
+        from ..checkpoint import load
+
+        return load(name)
+    return create_model(name, **kwargs)
+
+
+def run(args: argparse.Namespace) -> int:
+    model = _build(args.model, _model_kwargs(args.set))
+    space = width_space(model)
+    text = args.widths or f"{space.width_min}:{space.width_max}:0.025"
+    widths = parse_widths(text)
+    if not widths:
+        raise ValueError(f"--widths {text!r} selects no width")
+    for w in widths:
+        space.canonical(w)  # every width in range before any work
+    shape = input_shape(model, args.input_size)
+
+    rows, first_of = [], {}
+    for w in widths:
+        key = space.resolve(w)[1]
+        if key in first_of:
+            same = first_of[key]
+            rows.append({**same, "width": w, "same_as": same["width"]})
+            continue
+        row = {"width": w, "macs": macs(model, w, shape), "params": params(model, w)}
+        row.update(network=key, same_as="")
+        first_of[key] = row
+        rows.append(row)
+
+    name = getattr(model, "arch", args.model)
+    print(
+        f"{name}: input {'x'.join(map(str, shape))}, {len(widths)} widths, "
+        f"{len(first_of)} distinct networks"
+    )
+    print(f"{'width':>7} {'MACs (M)':>10} {'params (M)':>11}  same network as")
+    for r in rows:
+        same = f"{r['same_as']:g}" if r["same_as"] != "" else ""
+        print(f"{r['width']:>7.3f} {r['macs'] / 1e6:>10.2f} {r['params'] / 1e6:>11.3f}  {same}")
+    if args.csv is not None:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["width", "macs", "params", "network", "same_as"])
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"wrote {args.csv}")
+    return 0

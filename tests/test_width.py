@@ -1,0 +1,100 @@
+"""Width control: validation, non-uniform configs, the context manager and the switch cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import usnet
+from usnet.nn import channel_groups, parse_widths, width_space
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return usnet.create_model("us_mobilenet_v2_small")
+
+
+@pytest.mark.parametrize("w", [0.3, 1.01, -1.0, float("nan")])
+def test_out_of_range_names_width_and_range(model, w: float) -> None:
+    with pytest.raises(ValueError, match=r"outside the model's width range \[0.35, 1.0\]") as e:
+        usnet.set_width(model, w)
+    assert str(w) in str(e.value)
+    assert usnet.get_width(model) == 1.0  # a failed switch leaves the width alone
+
+
+def test_bad_values_and_groups(model) -> None:
+    with pytest.raises(ValueError, match="must be a number"):
+        usnet.set_width(model, "wide")
+    with pytest.raises(ValueError, match=r"unknown channel group\(s\) \['nope'\]"):
+        usnet.set_width(model, {"nope": 0.5, "*": 1.0})
+    with pytest.raises(ValueError, match="misses channel group"):
+        usnet.set_width(model, {"stem": 0.5})
+    with pytest.raises(ValueError, match=r"stem 0.2 is outside"):
+        usnet.set_width(model, {"stem": 0.2, "*": 1.0})
+
+
+def test_non_uniform_width(model) -> None:
+    usnet.set_width(model, {"stem": 0.5, "*": 1.0})
+    channels = width_space(model).channels()
+    groups = {g.name: g.full for g in channel_groups(model)}
+    assert channels["stem"] == 16 and groups["stem"] == 32
+    assert all(channels[n] == full for n, full in groups.items() if n != "stem")
+    assert model.features[0][0](torch.zeros(1, 1, 28, 28)).shape[1] == 16
+    model.train()
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    # a mapping that gives every group the same width is that uniform width
+    usnet.set_width(model, {"*": 0.5})
+    assert usnet.get_width(model) == 0.5
+
+
+def test_context_manager_restores_even_on_error(model) -> None:
+    usnet.set_width(model, 0.75)
+    with usnet.width(model, 0.5):
+        assert usnet.get_width(model) == 0.5
+        assert width_space(model).channels()["stem"] == 16
+    assert usnet.get_width(model) == 0.75
+    with pytest.raises(RuntimeError), usnet.width(model, 0.35):
+        raise RuntimeError("boom")
+    assert usnet.get_width(model) == 0.75
+    assert width_space(model).channels()["stem"] == 24
+
+
+def test_context_manager_restores_non_uniform_width(model) -> None:
+    config = {"stem": 0.5, "*": 1.0}
+    usnet.set_width(model, config)
+    before = usnet.get_width(model)
+    with usnet.width(model, 0.5):
+        pass
+    assert usnet.get_width(model) == before
+    assert width_space(model).canonical(before) == before  # the canonical form is accepted
+
+
+def test_switch_is_cached(model) -> None:
+    space = width_space(model)
+    first = space.resolve(0.6)
+    assert space.resolve(0.6) is first  # computed once per config
+    assert space.resolve(0.6000000001) is first  # widths compare at 6 decimals
+    usnet.set_width(model, 0.6)
+    assert space.active is first[0] and space.key == first[1]
+
+
+def test_widths_that_round_alike_share_a_network() -> None:
+    space = width_space(usnet.create_model("us_mobilenet_v1_small"))
+    assert space.resolve(0.3)[1] == space.resolve(0.325)[1]
+    assert space.resolve(0.3)[1] != space.resolve(0.35)[1]
+
+
+def test_channel_groups_full_sizes(model) -> None:
+    groups = channel_groups(model)
+    assert groups[0].name == "stem" and groups[0].full == 32
+    expand = [g for g in groups if g.name.endswith(".expand")]
+    assert expand and all(g.ratio == 6 for g in expand)
+
+
+def test_parse_widths() -> None:
+    grid = parse_widths("0.35:1.0:0.025")
+    assert len(grid) == 27 and grid[0] == 0.35 and grid[-1] == 1.0
+    assert parse_widths("0.25, 0.5,1") == [0.25, 0.5, 1.0]
+    with pytest.raises(ValueError, match="start:stop:step"):
+        parse_widths("1.0:0.35:0.025")
