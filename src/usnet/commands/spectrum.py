@@ -1,0 +1,252 @@
+"""``usnet spectrum CKPT``: cost and quality of every width, as a table, files and a plot."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import checkpoint
+from ..nn import parse_widths, width_space
+from ..spectrum import (
+    MetricProvider,
+    ProviderOptions,
+    Spectrum,
+    baseline_points,
+    compute_spectrum,
+    describe,
+    format_table,
+    metric_provider,
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "spectrum",
+        help="MACs, params, latency and accuracy of a checkpoint across its widths",
+        description="Measure a checkpoint at a grid of widths: active channels, MACs, params, "
+        "latency on this device and the task metric on the validation data of its training "
+        "config. Uncalibrated widths are calibrated first and their statistics saved into the "
+        "checkpoint. Writes spectrum.csv/.json/.md and spectrum.png.",
+    )
+    p.add_argument("checkpoint", type=Path, metavar="CKPT", help="checkpoint folder")
+    add_measure_options(p)
+    p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: CKPT)")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="CKPT",
+        help="checkpoints to compare: individually trained (train.sampling fixed: its width), "
+        "switchable (each switch) or another US-Net (the grid)",
+    )
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument(
+        "--no-save-stats",
+        action="store_true",
+        help="do not write newly calibrated statistics back into the checkpoint",
+    )
+    return p
+
+
+def add_measure_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``spectrum`` and ``select``: which widths, where and on what data."""
+    p.add_argument(
+        "--widths",
+        help="start:stop:step (stop included) or a comma list; default: the model's range in "
+        "steps of 0.025 (a switchable model: its switches)",
+    )
+    p.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="where to measure (default: %(default)s)",
+    )
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        help="calibration images per width (default: the training config's calibrate.num_samples)",
+    )
+    p.add_argument(
+        "--max-eval-samples",
+        type=int,
+        metavar="N",
+        help="evaluate on a seeded subset of N validation samples (RL: N episodes)",
+    )
+    p.add_argument("--data-root", help="data folder, if not the one in the checkpoint's config")
+    p.add_argument("--no-metric", action="store_true", help="costs only: no evaluation data")
+    p.add_argument("--batch-size", type=int, default=32, help="batch of the throughput column")
+    p.add_argument("--repeats", type=int, default=30, help="timed runs per width at batch 1")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def setup(args: argparse.Namespace) -> torch.device:
+    """Validate the shared options; set the thread count. Returns the device."""
+    for name in ("num_samples", "max_eval_samples", "threads", "batch_size", "repeats"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise ValueError(
+            f"--device {args.device!r} is not a torch device (e.g. cpu, cuda:0)"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available here; use --device cpu")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    return device
+
+
+def load(path: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """Model, metadata and the whole ``usnet.json`` of a checkpoint."""
+    info = checkpoint.read_info(path)
+    model = checkpoint.load(path, map_location=device)
+    return model, info["meta"], info
+
+
+def grid(model: nn.Module, text: str | None) -> list[float]:
+    """The widths of ``--widths``, or the model's default grid; each checked against the model."""
+    space = width_space(model)
+    if text is None:
+        if space.allowed is not None:
+            widths = list(space.allowed)
+        else:
+            widths = parse_widths(f"{space.width_min}:{space.width_max}:0.025")
+            if widths[-1] < space.width_max - 1e-9:
+                widths.append(space.width_max)  # the full width even off the step
+    else:
+        widths = parse_widths(text)
+        if not widths:
+            raise ValueError(f"--widths {text!r} selects no width")
+    for w in widths:
+        space.canonical(w)
+    return widths
+
+
+def provider(
+    model: nn.Module, meta: Mapping[str, Any], args: argparse.Namespace
+) -> MetricProvider | None:
+    """The checkpoint's metric provider, or ``None`` with ``--no-metric``."""
+    if args.no_metric:
+        return None
+    if not isinstance(meta.get("config"), Mapping):
+        print("the checkpoint has no training config, so no evaluation data: costs only")
+        return None
+    options = ProviderOptions(args.data_root, args.max_eval_samples, args.num_samples)
+    try:
+        return metric_provider(model, meta, options)
+    except (FileNotFoundError, ValueError) as e:
+        hint = (
+            " (the evaluation data comes from the checkpoint's training config: pass "
+            "--data-root DIR, or --no-metric to measure costs only)"
+        )
+        raise type(e)(f"{e}{hint}") from None
+
+
+def source(path: Path) -> dict[str, Any]:
+    return {"checkpoint": str(path), "save_id": checkpoint.read_info(path)["save_id"]}
+
+
+def measure(
+    path: Path,
+    model: nn.Module,
+    meta: Mapping[str, Any],
+    widths: list[float],
+    metrics: MetricProvider | None,
+    args: argparse.Namespace,
+    latency: bool,
+    save_stats: bool,
+    label: str = "US-Net",
+    kind: str = "us",
+) -> Spectrum:
+    """The spectrum of one checkpoint; newly calibrated statistics are saved into it if asked."""
+    spec = compute_spectrum(
+        model,
+        widths,
+        metrics,
+        latency=latency,
+        batch_size_throughput=args.batch_size,
+        repeats=args.repeats,
+        progress=not args.quiet,
+        label=label,
+        kind=kind,
+    )
+    if spec.calibrated_here and save_stats:
+        checkpoint.save(model, path, meta=meta)
+        print(f"saved BN statistics of {len(spec.calibrated_here)} new widths into {path}")
+    spec.source = source(path)
+    return spec
+
+
+def _baseline(
+    path: Path,
+    main: Spectrum,
+    main_meta: Mapping[str, Any],
+    grid_: list[float],
+    metrics: MetricProvider | None,
+    args: argparse.Namespace,
+    device: torch.device,
+) -> Spectrum:
+    model, meta, _ = load(path, device)
+    data = ((meta.get("config") or {}).get("data") or {}).get("name")
+    ours = ((main_meta.get("config") or {}).get("data") or {}).get("name")
+    if metrics is not None and data and ours and data != ours:
+        raise ValueError(f"baseline {path} was trained on {data!r}, the model on {ours!r}")
+    kind, label, widths = baseline_points(model, meta, grid_)
+    if kind == "us":
+        label = path.name
+    return measure(
+        path,
+        model,
+        meta,
+        widths,
+        metrics,
+        args,
+        not args.no_latency,
+        not args.no_save_stats,
+        label,
+        kind,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..plot import plot_spectrum  # matplotlib only when plotting
+
+    device = setup(args)
+    model, meta, _ = load(args.checkpoint, device)
+    widths = grid(model, args.widths)
+    metrics = provider(model, meta, args)
+    spec = measure(
+        args.checkpoint,
+        model,
+        meta,
+        widths,
+        metrics,
+        args,
+        not args.no_latency,
+        not args.no_save_stats,
+    )
+    for b in args.baseline:
+        spec.baselines.append(_baseline(b, spec, meta, widths, metrics, args, device))
+    print(describe(spec))
+    print(format_table(spec))
+    for b in spec.baselines:
+        print(f"\nbaseline {b.label} ({b.source['checkpoint']}):")
+        print(format_table(b))
+    if metrics is None:
+        print("\nno metric: costs only (--no-metric)")
+    elif not any(r.metrics for r in spec.rows):
+        print("\nno width could be evaluated: it has no calibration data")
+    out = args.out or args.checkpoint
+    paths = spec.save(out)
+    if spec.has_latency or any(r.metrics for r in spec.rows):
+        paths.append(plot_spectrum(spec, Path(out) / "spectrum.png"))
+    print("\nwrote " + ", ".join(str(p) for p in paths))
+    return 0
