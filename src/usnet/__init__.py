@@ -1,17 +1,39 @@
-"""usnet: universally slimmable networks (Yu & Huang, ICCV 2019) in PyTorch."""
+"""usnet: universally slimmable networks (Yu & Huang, ICCV 2019) in PyTorch.
 
+One set of weights runs at any width in a range::
+
+    model = usnet.create_model("us_mobilenet_v2")
+    usnet.set_width(model, 0.5)                 # or: with usnet.width(model, 0.5): ...
+    usnet.calibrate(model, train_loader, widths=[0.5])   # post-statistics BN
+    usnet.save(model, "ckpt")                   # model.safetensors + usnet.json
+"""
+
+from . import checkpoint, export, profile
+from .calibration import attach_calibration_data, calibrate, is_calibrated
+from .checkpoint import load, save
 from .models import create_model, list_models, register_model
 from .nn import channel_groups, get_width, set_width, width
+from .profile import macs, params
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "attach_calibration_data",
+    "calibrate",
     "channel_groups",
+    "checkpoint",
     "create_model",
+    "export",
     "get_width",
+    "is_calibrated",
     "list_models",
+    "load",
+    "macs",
+    "params",
+    "profile",
     "register_model",
+    "save",
     "set_width",
     "width",
 ]

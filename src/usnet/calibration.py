@@ -206,6 +206,14 @@ def _single_pass(
             bn.set_stats(key, *m.result())
 
 
+def clear_calibration(model: nn.Module) -> None:
+    """Forget every width's statistics (e.g. after the weights changed)."""
+    for bn in _bn_layers(model):
+        for key in bn.calibrated_keys():
+            bn.remove_stats(key)
+    width_space(model).calibrated.clear()
+
+
 def attach_calibration_data(
     model: nn.Module, loader: Iterable, num_samples: int = 2000, method: str = "exact"
 ) -> None:

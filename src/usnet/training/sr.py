@@ -286,7 +286,7 @@ def train(
         tic = time.perf_counter()
         model.train()
         patches.set_epoch(epoch)
-        running: dict[str, float] = {}
+        running = 0.0
         for i, (lr_img, hr_img) in enumerate(loader):
             step = epoch * t.steps_per_epoch + i
             for group in optimizer.param_groups:
@@ -296,16 +296,16 @@ def train(
             )
             lr_img, hr_img = lr_img.to(dev, non_blocking=True), hr_img.to(dev, non_blocking=True)
             losses = train_step(model, optimizer, lr_img, hr_img, widths, t.inplace_distillation)
-            running["max"] = running.get("max", 0.0) + losses[widths[0]]
-            running["last"] = losses[widths[-1]]
+            running += losses[widths[0]]
             if (i + 1) % t.log_every == 0:
+                mean = running / (i + 1)
                 log(
-                    f"epoch {epoch + 1} step {i + 1}/{t.steps_per_epoch} loss(first width) {running['max'] / (i + 1):.4f}"
+                    f"epoch {epoch + 1} step {i + 1}/{t.steps_per_epoch} L1 (first width) {mean:.4f}"
                 )
         elapsed += time.perf_counter() - tic
         record: dict[str, Any] = {
             "epoch": epoch + 1,
-            "loss": running.get("max", 0.0) / t.steps_per_epoch,
+            "loss": round(running / t.steps_per_epoch, 5),
             "time_s": round(elapsed, 1),
         }
         if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == t.epochs:

@@ -1,0 +1,47 @@
+"""``usnet train CONFIG``: train a US-Net from a YAML recipe (dispatching on its ``task``)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "train",
+        help="train a US-Net from a YAML recipe, then calibrate and evaluate its width grid",
+        description="Train with the sandwich rule and inplace distillation. Under torchrun every "
+        "rank runs this command (DDP); only rank 0 writes files.",
+    )
+    p.add_argument("config", help="YAML recipe, e.g. configs/fashion_mnist.yaml")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.lr=0.1 (repeatable)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/resume.pt")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+# task name -> module with ``run(raw: dict, overrides: list[str], resume: bool, ...) -> int``
+TASKS = {"sr": "usnet.training.sr", "rl": "usnet.rl"}
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import TrainConfig, build_config, load_yaml, task_of
+
+    raw = load_yaml(args.config)
+    task = task_of(raw)
+    if task != "classification":
+        return int(importlib.import_module(TASKS[task]).run(raw, args.overrides, args.resume) or 0)
+    from ..training.loop import train
+
+    cfg = build_config(TrainConfig, raw, args.overrides, source=args.config)
+    path = train(cfg, resume=args.resume, device=args.device, progress=not args.no_progress)
+    print(f"checkpoint: {path}")
+    return 0
