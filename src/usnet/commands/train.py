@@ -38,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
     raw = load_yaml(args.config)
     task = task_of(raw)
     if task != "classification":
-        return int(importlib.import_module(TASKS[task]).run(raw, args.overrides, args.resume) or 0)
+        module = importlib.import_module(TASKS[task])
+        extra = {} if args.device is None else {"device": args.device}
+        return int(module.run(raw, args.overrides, args.resume, source=args.config, **extra) or 0)
     from ..training.loop import train
 
     cfg = build_config(TrainConfig, raw, args.overrides, source=args.config)

@@ -1,6 +1,6 @@
 """Model registry and architectures (one file each)."""
 
-from . import mlp, mobilenet_v1, mobilenet_v2  # noqa: F401  (registers the models)
+from . import actor_critic, edsr, mlp, mobilenet_v1, mobilenet_v2, wdsr  # noqa: F401  (registers)
 from .base import USModel
 from .registry import create_model, list_models, register_model
 
