@@ -167,6 +167,7 @@ def _train(
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_yaml(to_dict(cfg)))
+    writer = _tensorboard(out) if cfg.output.tensorboard and info.is_main else None
     autocast = _autocast(cfg, dev)
     backward = scaler.scale if tc.amp == "fp16" else None
     for epoch in range(start_epoch, tc.epochs):
@@ -242,6 +243,11 @@ def _train(
             for w, m in validate_widths(model, cfg, ends, dev).items():
                 row[f"top1@{w:g}"] = m["top1"]
             history.append(row)
+            if writer is not None:
+                for k, v in row.items():
+                    if k != "epoch":
+                        writer.add_scalar(k, v, epoch + 1)
+                writer.flush()
             _write_csv(out / "metrics.csv", history)
             checkpoint.save_state(
                 {
@@ -301,6 +307,16 @@ def format_results(
             f"{100 * m['top1']:.2f} | {100 * m['top5']:.2f} |"
         )
     return "\n".join(lines)
+
+
+def _tensorboard(out: Path):  # noqa: ANN202
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError(
+            "output.tensorboard: true needs the tensorboard package (pip install tensorboard)"
+        ) from None
+    return SummaryWriter(str(out / "tensorboard"))
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
