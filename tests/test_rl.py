@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from usnet.checkpoint import load, read_meta
-from usnet.config import ConfigError, build_config
+from usnet.config import ConfigError, build_config, load_yaml
 from usnet.models import create_model
 from usnet.nn import set_width, width
 from usnet.profile import macs
@@ -256,3 +257,9 @@ def test_atari_gets_the_standard_wrappers_and_the_cnn() -> None:
         assert obs.shape == (1, 4, 84, 84) and obs.dtype == np.uint8
     finally:
         envs.close()
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("configs/rl_*.yaml")))
+def test_shipped_rl_recipes_validate(path: Path) -> None:
+    cfg = build_config(RLConfig, load_yaml(path), source=str(path))
+    assert cfg.num_updates >= 1 and cfg.eval.grid

@@ -48,6 +48,7 @@ class PPOConfig:
     vf_coef: float = setting(0.5, ge=0)
     max_grad_norm: float = setting(0.5, gt=0)
     reward_clip: float | None = setting(None, gt=0, doc="learning rewards in [-c, c]; Atari 1")
+    reward_scale: float = setting(1.0, gt=0, doc="learning rewards times this (values near 1)")
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,13 @@ class Collector:
         width: float,
         gamma: float,
         reward_clip: float | None = None,
+        reward_scale: float = 1.0,
     ) -> Rollout:
+        """``steps`` steps of every env at ``width``; learning rewards are clipped, then scaled.
+
+        Scaling keeps values near 1 (Acrobot's -1 per step gives values near -100, whose
+        gradients would otherwise dominate the clipped gradient norm).
+        """
         n = self.envs.num_envs
         obs_buf = torch.zeros((steps, n, *self.obs.shape[1:]), dtype=self.obs.dtype)
         act = torch.zeros((steps, n), dtype=torch.int64)
@@ -121,6 +127,7 @@ class Collector:
                     r = np.asarray(r, dtype=np.float64)
                     self._track(r, term | trunc)
                     learn = np.clip(r, -reward_clip, reward_clip) if reward_clip else r.copy()
+                    learn *= reward_scale
                     learn += self._bootstrap(model, term, trunc, info, gamma)
                     rew[t] = torch.from_numpy(learn).float()
                     done[t] = torch.from_numpy((term | trunc).astype(np.float32))

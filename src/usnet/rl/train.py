@@ -94,7 +94,12 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.ppo.lr * (1.0 - k / cfg.num_updates)
             rollout = collector.collect(
-                model, cfg.ppo.rollout_steps, rollout_width, cfg.ppo.gamma, cfg.ppo.reward_clip
+                model,
+                cfg.ppo.rollout_steps,
+                rollout_width,
+                cfg.ppo.gamma,
+                cfg.ppo.reward_clip,
+                cfg.ppo.reward_scale,
             )
             step += cfg.batch_size
             stats = update(model, optimizer, rollout, cfg.ppo, cfg.train, generator)
