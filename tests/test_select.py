@@ -209,12 +209,18 @@ def test_spectrum_and_select_commands(tmp_path, capsys, one_thread):
 
     rc = cli.main(["select", str(ckpt), "--min-top1", "0.0", "--widths", "0.35,0.5", *common])
     out = capsys.readouterr().out  # 0.5 was not measured: measure here, in memory only
-    assert rc == 0 and "measuring the spectrum here" in out and "selected width 0.35" in out
+    assert rc == 0 and "measuring the spectrum here" in out
+    assert "selected width 0.5 (the same network as widths 0.35..0.5 (2))" in out
     assert {c["width"] for c in checkpoint.read_info(ckpt)["calibrated"]} == calibrated
+
+    exported = tmp_path / "chosen.onnx"
+    rc = cli.main(["select", str(ckpt), "--max-macs", "1G", "--export", str(exported), *common])
+    out = capsys.readouterr().out
+    assert rc == 0 and "as onnx to" in out and exported.stat().st_size > 0
 
     rc = cli.main(["select", str(ckpt), "--max-macs", "1k", *common])
     err = capsys.readouterr().err
-    assert rc == 2 and "no width fits MACs <= 0.001M: the cheapest available is width 0.35" in err
+    assert rc == 2 and "no width fits MACs <= 0.001M: the cheapest available is width 0.45" in err
     rc = cli.main(["select", str(ckpt), *common])
     assert rc == 2 and "give a budget" in capsys.readouterr().err
 

@@ -95,7 +95,10 @@ def test_widths_that_round_alike_are_one_row(measured):
     assert keys[0.35] == keys[0.45] == keys[0.55] and len(set(keys.values())) == 3
     assert len(spec.rows) == 3
     first = spec.rows[0]
-    assert first.widths == [0.35, 0.45, 0.55] and first.width == 0.35
+    assert first.widths == [0.35, 0.45, 0.55]
+    assert first.width == 0.55  # closest to its real share of channels (128 of 200)
+    assert first.channels / first.channels_full == pytest.approx(0.64)
+    assert spec.rows[-1].width == 1.0
     assert first.shared == "0.35..0.55 (3)"
     assert [r.macs for r in spec.rows] == sorted(r.macs for r in spec.rows)
     assert spec.rows[-1].channels == spec.rows[-1].channels_full  # full width: every channel

@@ -48,15 +48,20 @@ def _points(
 
 
 def _label_some(ax: Axes, xs: list[float], ys: list[float], rows: list[SpectrumRow]) -> None:
-    """Write the width next to a few points of the curve (ends and about four between)."""
+    """Write the width next to a few points: the ends and about four between, none crowded."""
     n = len(rows)
     if n == 0:
         return
     step = max(1, round((n - 1) / 5))
-    picks = sorted(set(range(0, n, step)) | {n - 1})
-    if len(picks) > 1 and picks[-1] - picks[-2] < step / 2:
-        picks.pop(-2)  # keep the last point's label clear of its neighbour's
-    for i in picks:
+    order = [0, n - 1] + [i for i in range(step, n - 1, step)]  # ends first: they always show
+    span_x = (max(xs) - min(xs)) or 1.0
+    span_y = (max(ys) - min(ys)) or 1.0
+    placed: list[tuple[float, float]] = []
+    for i in dict.fromkeys(order):
+        px, py = (xs[i] - min(xs)) / span_x, (ys[i] - min(ys)) / span_y
+        if any(abs(px - qx) < 0.09 and abs(py - qy) < 0.06 for qx, qy in placed):
+            continue  # would overlap a label already written
+        placed.append((px, py))
         ax.annotate(
             rows[i].label,
             (xs[i], ys[i]),
@@ -138,9 +143,8 @@ def plot_spectrum(
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, x in zip(axes, panels, strict=True):
         _panel(ax, spectrum, x, chosen)
-    what = chosen.label if chosen is not None else "latency"
     title = spectrum.model + (f" on {spectrum.dataset}" if spectrum.dataset else "")
-    title += f": {what} against cost"
+    title += f": {chosen.label} against cost" if chosen else ": latency against MACs (no metric)"
     env = spectrum.env
     fig.suptitle(title, fontsize=12)
     note = (

@@ -224,7 +224,10 @@ def _super_resolution(
         test = Subset(test, range(options.max_eval_samples))
     return MetricProvider(
         task="sr",
-        metrics=(Metric("psnr", "PSNR (Y)", True, unit="dB"), Metric("ssim", "SSIM (Y)", True)),
+        metrics=(
+            Metric("psnr", "Y-channel PSNR", True, unit="dB"),
+            Metric("ssim", "Y-channel SSIM", True),
+        ),
         evaluate=lambda m, w: evaluate(m, w, test),
         dataset=test_dir or "embedded test images",
         references={"bicubic": bicubic_metrics(test, cfg.scale)},
@@ -499,13 +502,14 @@ def compute_spectrum(
     full = sum(space.groups[i].full for i in slimmable)
     rows = []
     for key, members in tqdm(groups.items(), desc="spectrum", unit="net", disable=not progress):
-        w = members[0]
-        active = space.resolve(w)[0]
+        active = space.resolve(members[0])[0]
+        channels = sum(active[i] for i in slimmable)
+        w = _representative(members, channels / max(full, 1), space.width_max)
         row = SpectrumRow(
             width=_width_json(w),
             widths=[_width_json(c) for c in members],
             network=key,
-            channels=sum(active[i] for i in slimmable),
+            channels=channels,
             channels_full=full,
             macs=int(profile.macs(model, w)),
             params=int(profile.params(model, w)),
@@ -546,6 +550,15 @@ def compute_spectrum(
     )
 
 
+def _representative(members: list[Width], ratio: float, width_max: float) -> Width:
+    """The width that names a network shared by ``members``: the uniform width closest to the
+    network's real fraction of channels (e.g. 1.0 rather than 0.85 for the full network)."""
+    uniform = [w for w in members if not isinstance(w, tuple)]
+    if not uniform:
+        return members[0]
+    return min(uniform, key=lambda w: abs(w / width_max - ratio))
+
+
 # -- tables ---------------------------------------------------------------------------------
 def _columns(spectrum: Spectrum) -> list[tuple[str, Callable[[SpectrumRow], str]]]:
     image = len(spectrum.input_size) == 3 and spectrum.input_size[-1] > 1
@@ -554,8 +567,8 @@ def _columns(spectrum: Spectrum) -> list[tuple[str, Callable[[SpectrumRow], str]
         ("width", lambda r: r.label),
         ("widths sharing it", lambda r: r.shared or "-"),
         ("channels", lambda r: f"{r.channels} ({100 * r.channels / max(r.channels_full, 1):.0f}%)"),
-        ("MACs (M)", lambda r: f"{r.macs / 1e6:.2f}"),
-        ("params (M)", lambda r: f"{r.params / 1e6:.3f}"),
+        ("MACs (M)", lambda r: f"{r.macs / 1e6:.4g}"),
+        ("params (M)", lambda r: f"{r.params / 1e6:.4g}"),
     ]
     if spectrum.has_latency:
         bs = spectrum.env.get("throughput_batch_size", "")

@@ -8,6 +8,9 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint
+from ..calibration import calibrate, is_calibrated
+from ..export import FORMATS, SUFFIXES
+from ..export import save as export_save
 from ..spectrum import (
     Spectrum,
     load_spectrum,
@@ -17,8 +20,6 @@ from ..spectrum import (
     select,
 )
 from .spectrum import add_measure_options, grid, load, measure, provider, setup
-
-EXPORT_FORMATS = ("pt", "torchscript", "onnx")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -41,7 +42,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add_measure_options(p)
     p.add_argument("--export", type=Path, metavar="FILE", help="export the chosen network")
-    p.add_argument("--format", choices=EXPORT_FORMATS, default="pt", help="export format")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="export format (default: from FILE's suffix: "
+        + ", ".join(f"{s} {f}" for f, s in SUFFIXES.items())
+        + "; else pt)",
+    )
     return p
 
 
@@ -131,17 +138,27 @@ def run(args: argparse.Namespace) -> int:
         + (f" (the same network as widths {row.shared})" if row.shared else "")
     )
     print(f"  why: {choice.reason}")
-    print(f"  {row.channels} active channels, {row.params / 1e6:.3f}M params")
+    print(f"  {row.channels} active channels, {row.params / 1e6:.4g}M params")
 
     if args.export is not None:
-        from .. import export
-
-        save = getattr(export, "save", None)
-        if save is None:  # TODO: usnet.export.save(model, width, path, format) lands with export
+        if not is_calibrated(model, row.width):  # e.g. a spectrum saved with --no-save-stats
+            metrics = provider(model, meta, args)
+            if metrics is not None and metrics.calibration is not None:
+                calibrate(
+                    model,
+                    metrics.calibration(),
+                    [row.width],
+                    metrics.num_samples,
+                    metrics.calibration_method,
+                    progress=not args.quiet,
+                )
+        if not is_calibrated(model, row.width):
             raise ValueError(
-                "exporting needs usnet.export.save(model, width, path, format), which this "
-                "usnet does not have yet; use `usnet export` when it exists"
+                f"width {row.label} has no batch-norm statistics to export (no calibration data "
+                f"was found); calibrate it first: usnet calibrate {path} --widths {row.label}"
             )
-        out = save(model, row.width, args.export, args.format)
-        print(f"exported width {row.label} as {args.format} to {out or args.export}")
+        by_suffix = [f for f, s in SUFFIXES.items() if args.export.suffix == s]
+        fmt = args.format or (by_suffix[0] if by_suffix else "pt")
+        out = export_save(model, row.width, args.export, fmt)
+        print(f"exported width {row.label} as {fmt} to {out}")
     return 0

@@ -241,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nbaseline {b.label} ({b.source['checkpoint']}):")
         print(format_table(b))
     if metrics is None:
-        print("\nno metric: costs only (--no-metric)")
+        print("\ncosts only: no quality metric was measured")
     elif not any(r.metrics for r in spec.rows):
         print("\nno width could be evaluated: it has no calibration data")
     out = args.out or args.checkpoint
