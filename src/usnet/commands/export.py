@@ -1,0 +1,227 @@
+"""``usnet export CKPT --width W --format pt|torchscript|onnx --out FILE``: deploy one width."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..export import FORMATS, SUFFIXES
+from ..nn import WidthConfig, format_width, width_space
+
+_FORMAT_HELP = (
+    "pt: a torch.export ExportedProgram (.pt2; load with torch.export.load(f).module()). It is "
+    "PyTorch's portable module file: standard ATen ops and weights, no class definitions, so "
+    "it loads without usnet, which a pickled nn.Module would not (and unpickling runs code). "
+    "torchscript: torch.jit.trace (.pt; torch.jit.load(f)), for C++ and mobile runtimes. "
+    "onnx: opset 17 (.onnx; onnxruntime). All have a dynamic batch axis."
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "export",
+        help="save the dense network of one width as an ExportedProgram, TorchScript or ONNX",
+        description="Export the dense sub-network a width selects (plain conv/BN/linear layers "
+        "with that width's calibrated statistics) to a file that loads without usnet. The file "
+        "is checked after writing: it must reproduce the model at batch sizes 1 and 3. "
+        "Formats: " + _FORMAT_HELP,
+    )
+    p.add_argument("checkpoint", type=Path, metavar="CKPT", help="checkpoint folder")
+    p.add_argument(
+        "--width",
+        metavar="W",
+        help="a width (0.5), a non-uniform config 'stem=0.5,stage1=0.75,*=1' or JSON "
+        "'{\"*\": 0.5}', or @FILE.json holding one",
+    )
+    p.add_argument(
+        "--width-json", type=Path, metavar="FILE", help="JSON file: a width or {group: width}"
+    )
+    p.add_argument("--format", choices=FORMATS, default="pt", help=_FORMAT_HELP)
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="file to write (default: CKPT/export_w<width><suffix>; suffixes "
+        + ", ".join(f"{f} {s}" for f, s in SUFFIXES.items())
+        + ")",
+    )
+    p.add_argument(
+        "--input-size",
+        type=int,
+        metavar="N",
+        help="image side of the traced input (default: the model's input size); the batch "
+        "axis is dynamic either way",
+    )
+    p.add_argument(
+        "--calibrate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="calibrate an uncalibrated width first from the checkpoint's training data "
+        "(default: on; --no-calibrate makes it an error)",
+    )
+    p.add_argument("--data-root", help="calibration data folder, if not the one in the config")
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        help="calibration images (default: the training config's calibrate.num_samples, or 2000)",
+    )
+    p.add_argument(
+        "--method",
+        choices=("exact", "single_pass"),
+        help="calibration estimator (default: the training config's, or exact)",
+    )
+    p.add_argument(
+        "--save-stats",
+        action="store_true",
+        help="write statistics calibrated here back into the checkpoint",
+    )
+    return p
+
+
+def parse_width(text: str | None, json_file: Path | None = None) -> WidthConfig:
+    """The width of ``--width`` / ``--width-json``: a float or a ``{group: width}`` mapping."""
+    if (text is None) == (json_file is None):
+        raise ValueError("give the width: --width W or --width-json FILE (one of them)")
+    if json_file is None and text is not None and text.startswith("@"):
+        json_file = Path(text[1:])
+    if json_file is not None:
+        if not json_file.is_file():
+            raise FileNotFoundError(f"{json_file}: no such width JSON file")
+        try:
+            return _width_value(json.loads(json_file.read_text()), str(json_file))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{json_file}: not valid JSON ({e})") from None
+    assert text is not None
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            return _width_value(json.loads(text), "--width")
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--width {text!r}: not valid JSON ({e})") from None
+    if "=" in text:
+        pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
+        return _width_value({k.strip(): v.strip() for k, v in pairs}, "--width")
+    return _width_value(text, "--width")
+
+
+def _width_value(value: Any, where: str) -> WidthConfig:
+    if isinstance(value, Mapping) and set(value) == {"width"}:
+        value = value["width"]  # e.g. a saved spectrum row's {"width": ...}
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            out[str(k)] = _number(v, f"{where}: group {k!r}")
+        if not out:
+            raise ValueError(f"{where}: an empty width config; give {{group: width}} or a number")
+        return out
+    return _number(value, where)
+
+
+def _number(v: Any, where: str) -> float:
+    if isinstance(v, bool):
+        v = None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{where}: width {v!r} must be a number (e.g. 0.5) or a {{group: width}} mapping"
+        ) from None
+
+
+def ensure_calibrated(
+    model: nn.Module, meta: Mapping[str, Any], width: WidthConfig, args: argparse.Namespace
+) -> bool:
+    """Calibrate ``width`` from the checkpoint's training data if it has no statistics yet.
+
+    Returns whether it calibrated. Without data (or with ``--no-calibrate``) it raises a
+    ``ValueError`` saying how to calibrate.
+    """
+    from ..calibration import calibrate, is_calibrated
+
+    if is_calibrated(model, width):
+        return False
+    label = format_width(width_space(model).canonical(width))
+    how = (
+        f"run `usnet calibrate {args.checkpoint} --widths {label}`"
+        if not isinstance(width, Mapping)
+        else "calibrate it with usnet.calibrate(model, loader, widths=[config]) and save"
+    )
+    if not args.calibrate:
+        raise ValueError(
+            f"width {label} of {args.checkpoint} has no batch-norm statistics; {how}, or drop "
+            "--no-calibrate to calibrate it here"
+        )
+    config = meta.get("config") if isinstance(meta.get("config"), Mapping) else {}
+    data = config.get("data") or {}
+    name = data.get("name") if isinstance(data, Mapping) else None
+    if not name:
+        raise ValueError(
+            f"width {label} of {args.checkpoint} has no batch-norm statistics and the checkpoint "
+            f"names no training data (meta.config.data.name) to calibrate it from; {how}"
+        )
+    from ..calibration import METHODS
+    from ..data import calibration_loader
+
+    cal = config.get("calibrate") or {}
+    num = args.num_samples or int(cal.get("num_samples", 2000))
+    if num < 1:
+        raise ValueError(f"--num-samples must be >= 1, got {num}")
+    method = args.method or cal.get("method", "exact")
+    if method not in METHODS:
+        raise ValueError(f"calibrate.method {method!r} is unknown; allowed: {list(METHODS)}")
+    kw: dict[str, Any] = {}
+    if name in ("imagefolder", "imagenet"):
+        kw["input_size"] = int(model.input_size[-1])
+    loader = calibration_loader(
+        name,
+        args.data_root or data.get("root"),
+        num,
+        int(cal.get("batch_size", 200)),
+        seed=int((config.get("train") or {}).get("seed", 0)),
+        **kw,
+    )
+    print(f"calibrating width {label} from {num} {name} training images ({method})")
+    calibrate(model, loader, [width], num, method)
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import checkpoint, export
+
+    if args.input_size is not None and args.input_size < 1:
+        raise ValueError(f"--input-size must be >= 1, got {args.input_size}")
+    width = parse_width(args.width, args.width_json)
+    model = checkpoint.load(args.checkpoint)
+    meta = checkpoint.read_meta(args.checkpoint)
+    space = width_space(model)
+    config = space.canonical(width)  # a clear error for a bad group name or range
+    label = format_width(config)
+    out = args.out or args.checkpoint / f"export_w{label.replace(',', '_')}{SUFFIXES[args.format]}"
+    calibrated = ensure_calibrated(model, meta, width, args)
+    if calibrated and args.save_stats:
+        checkpoint.save(model, args.checkpoint, meta=meta)
+        print(f"saved the statistics of width {label} into {args.checkpoint}")
+    try:
+        path = export.save(model, width, out, args.format, args.input_size)
+    except ModuleNotFoundError as e:
+        raise ValueError(str(e)) from None
+    channels = space.channels(config)
+    print(
+        f"exported width {label} of {args.checkpoint} ({getattr(model, 'arch', '?')}, "
+        f"{sum(channels.values())} active channels) as {args.format} to {path}"
+    )
+    print(f"  load without usnet: {_how_to_load(args.format, path)}")
+    return 0
+
+
+def _how_to_load(format: str, path: Path) -> str:
+    return {
+        "pt": f"torch.export.load({str(path)!r}).module()",
+        "torchscript": f"torch.jit.load({str(path)!r})",
+        "onnx": f"onnxruntime.InferenceSession({str(path)!r})",
+    }[format]
