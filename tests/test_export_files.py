@@ -16,7 +16,6 @@ from fixtures import write_fashion_mnist
 import usnet
 from usnet import checkpoint, cli
 from usnet.commands.export import parse_width
-from usnet.config import TrainConfig, from_dict, to_dict
 from usnet.export import FORMATS, SUFFIXES, TOLERANCE, load_file, read_info, save
 
 KW = {"input_size": 16, "blocks": [[1, 8, 1, 1], [6, 16, 2, 2]], "last_channels": 64}
@@ -144,17 +143,14 @@ def test_parse_width(tmp_path: Path) -> None:
 def test_export_command_calibrates_from_the_checkpoint_data(tmp_path: Path, capsys) -> None:
     data = write_fashion_mnist(tmp_path / "fmnist", n_train=48, n_test=16)
     kwargs = {k: v for k, v in KW.items() if k != "input_size"}
-    config = from_dict(
-        TrainConfig,
-        {
-            "model": {"name": "us_mobilenet_v2_small", "kwargs": kwargs},
-            "data": {"name": "fashion_mnist", "root": str(data)},
-            "calibrate": {"num_samples": 48, "batch_size": 24},
-        },
-    )
+    config = {  # the parts of a training config that export reads
+        "model": {"name": "us_mobilenet_v2_small", "kwargs": kwargs},
+        "data": {"name": "fashion_mnist", "root": str(data)},
+        "calibrate": {"num_samples": 48, "batch_size": 24},
+    }
     torch.manual_seed(0)
     model = usnet.create_model("us_mobilenet_v2_small", **kwargs)
-    ckpt = checkpoint.save(model, tmp_path / "ckpt", meta={"config": to_dict(config)})
+    ckpt = checkpoint.save(model, tmp_path / "ckpt", meta={"config": config})
     (tmp_path / "w.json").write_text(json.dumps({"stem": 0.5, "*": 0.75}))
 
     rc = cli.main(
