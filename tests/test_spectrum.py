@@ -230,3 +230,18 @@ def test_baseline_points_by_kind():
     assert baseline_points(_model(), fixed, grid) == ("individual", "individually trained", [0.5])
     narrow = _model(width_min=0.5)
     assert baseline_points(narrow, {"config": {}}, grid)[2] == [0.5, 0.75, 1.0]
+
+
+def test_switches_are_separate_rows_even_with_equal_channels():
+    model = _model(switches=[0.35, 0.5, 1.0])  # 0.35 and 0.5 round alike but have their own BN
+    spec = compute_spectrum(
+        model,
+        [0.35, 0.5, 1.0],
+        _provider(_loader()),
+        latency=False,
+        progress=False,
+        kind="switches",
+    )
+    assert [r.widths for r in spec.rows] == [[0.35], [0.5], [1.0]]
+    assert spec.rows[0].network == spec.rows[1].network and spec.rows[0].macs == spec.rows[1].macs
+    assert spec.calibrated_here == [] and all("top1" in r.metrics for r in spec.rows)

@@ -475,18 +475,21 @@ def compute_spectrum(
         raise ValueError(f"batch_size_throughput must be >= 1, got {batch_size_throughput}")
     space = width_space(model)
     configs = [space.canonical(w) for w in widths]  # every width valid before any work
-    groups: dict[str, list[Width]] = {}  # plan key -> the widths selecting that network
+    # Plan key -> the widths selecting that network. Switches of a switchable-BN model are
+    # different networks even with equal channel counts: each has its own BN.
+    switchable = space.allowed is not None
+    groups: dict[str, list[Width]] = {}
     for c in configs:
-        members = groups.setdefault(space.resolve(c)[1], [])
+        key = space.resolve(c)[1] + (f"@{format_width(c)}" if switchable else "")
+        members = groups.setdefault(key, [])
         if c not in members:
             members.append(c)
 
-    calibrated_here: list[str] = []
-    missing = [g[0] for g in groups.values() if not is_calibrated(model, g[0])]
-    if missing and calibration is None and metric_fn is not None and metric_fn.calibration:
+    todo = [c for g in groups.values() if not is_calibrated(model, g[0]) for c in g]
+    if todo and calibration is None and metric_fn is not None and metric_fn.calibration:
         calibration = metric_fn.calibration()
-    if missing and calibration is not None:
-        todo = [c for g in groups.values() if not is_calibrated(model, g[0]) for c in g]
+    calibrated_here: list[str] = []
+    if todo and calibration is not None:
         calibrate(
             model,
             calibration,
@@ -501,8 +504,8 @@ def compute_spectrum(
     slimmable = [i for i, g in enumerate(space.groups) if g.slimmable]
     full = sum(space.groups[i].full for i in slimmable)
     rows = []
-    for key, members in tqdm(groups.items(), desc="spectrum", unit="net", disable=not progress):
-        active = space.resolve(members[0])[0]
+    for members in tqdm(groups.values(), desc="spectrum", unit="net", disable=not progress):
+        active, key = space.resolve(members[0])
         channels = sum(active[i] for i in slimmable)
         w = _representative(members, channels / max(full, 1), space.width_max)
         row = SpectrumRow(

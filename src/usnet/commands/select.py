@@ -13,6 +13,7 @@ from ..export import FORMATS, SUFFIXES
 from ..export import save as export_save
 from ..spectrum import (
     Spectrum,
+    environment,
     load_spectrum,
     parse_count,
     parse_latency_ms,
@@ -54,7 +55,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def _reuse(
     path: Path,
-    args: argparse.Namespace,
     device: torch.device,
     widths: list[float] | None,
     need_latency: bool,
@@ -77,8 +77,9 @@ def _reuse(
     if need_metric and not any(need_metric in r.metrics for r in spec.rows):
         return None, f"the saved spectrum has no {need_metric}"
     if need_latency:
-        here = (str(device), torch.get_num_threads(), torch.__version__)
-        there = (env.get("device"), env.get("threads"), env.get("torch"))
+        now = environment(device)
+        fields = ("device", "device_name", "threads", "torch")
+        here, there = [now[k] for k in fields], [env.get(k) for k in fields]
         if not spec.has_latency or here != there:
             return None, "its latency was not measured on this device and thread count"
     if widths is not None:
@@ -101,9 +102,7 @@ def run(args: argparse.Namespace) -> int:
     model, meta, _ = load(path, device)
     widths = grid(model, args.widths) if args.widths is not None else None
 
-    spec, why = _reuse(
-        path, args, device, widths, max_ms is not None, target[0] if target else None
-    )
+    spec, why = _reuse(path, device, widths, max_ms is not None, target[0] if target else None)
     if spec is None:
         print(f"measuring the spectrum here ({why})")
         metrics = provider(model, meta, args)
