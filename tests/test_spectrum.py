@@ -156,7 +156,7 @@ def test_files_round_trip(measured, tmp_path):
     assert len(rows) == 3 and rows[0]["widths"] == "0.35 0.45 0.55"
     assert float(rows[2]["top1"]) == pytest.approx(spec.rows[2].metrics["top1"])
     md = (tmp_path / "spectrum.md").read_text()
-    assert "| width |" in md and "top-1 accuracy (%)" in md and "threads" in md
+    assert "| width |" in md and "top-1 accuracy (%)" in md and "1 thread," in md
     assert "0.35..0.55 (3)" in format_table(spec)
     bad = json.loads((tmp_path / "spectrum.json").read_text())
     bad["format"] = "other"

@@ -14,7 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .spectrum import Metric, Spectrum, SpectrumRow
+from .spectrum import Metric, Spectrum, SpectrumRow, threads
 
 #: Marker and line style per baseline kind (the paper draws fixed-width models as points).
 _STYLE = {
@@ -148,7 +148,7 @@ def plot_spectrum(
     env = spectrum.env
     fig.suptitle(title, fontsize=12)
     note = (
-        f"{env.get('device_name') or env.get('device')}, {env.get('threads')} threads, "
+        f"{env.get('device_name') or env.get('device')}, {threads(env)}, "
         f"torch {env.get('torch')}; input {'x'.join(map(str, spectrum.input_size))}; "
         f"points labelled by width"
     )

@@ -419,6 +419,12 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
 
 
+def threads(env: Mapping[str, Any]) -> str:
+    """``1 thread`` / ``2 threads`` from an environment record."""
+    n = env.get("threads")
+    return f"{n} thread" + ("" if n == 1 else "s")
+
+
 def _cpu_name() -> str:
     name = getattr(profile, "_cpu_name", None)  # TODO: profile could export device_name()
     return name() if name is not None else (platform.processor() or platform.machine())
@@ -613,7 +619,7 @@ def describe(spectrum: Spectrum) -> str:
         f"{'x'.join(map(str, spectrum.input_size))}"
     )
     parts.append(
-        f"| {env.get('device')} ({env.get('device_name')}), {env.get('threads')} threads, "
+        f"| {env.get('device')} ({env.get('device_name')}), {threads(env)}, "
         f"torch {env.get('torch')}"
     )
     return " ".join(parts)
@@ -628,8 +634,8 @@ def to_markdown(spectrum: Spectrum) -> str:
         "",
     ]
     lines.append(
-        f"- device: {env.get('device')} ({env.get('device_name')}), {env.get('threads')} "
-        f"threads, torch {env.get('torch')}, python {env.get('python')}"
+        f"- device: {env.get('device')} ({env.get('device_name')}), {threads(env)}, "
+        f"torch {env.get('torch')}, python {env.get('python')}"
     )
     lines.append(f"- measured: {env.get('date')}")
     lines.append(f"- input: {'x'.join(map(str, spectrum.input_size))}; MACs per input")
