@@ -13,12 +13,13 @@ from PIL import Image
 
 import usnet.models.edsr  # noqa: F401  (registers us_edsr)
 import usnet.models.wdsr  # noqa: F401  (registers us_wdsr)
-from usnet import checkpoint, create_model, set_width
+from usnet import checkpoint, create_model, get_width, set_width
 from usnet.cli import main
 from usnet.config import ConfigError, build_config
 from usnet.data.sr import SRPairs, SRPatches, SRTestSet, bicubic_pair, folder_images
 from usnet.metrics import psnr_y, rgb_to_y, ssim_y
 from usnet.models.wdsr import USWeightNormConv2d
+from usnet.nn import USConv2d
 from usnet.training import sr
 
 TINY = {"n_resblocks": 1, "n_feats": 16}
@@ -104,18 +105,18 @@ def test_weight_norm_conv_starts_as_its_direction_and_exports_dense():
     assert isinstance(conv, USWeightNormConv2d)
 
 
-def test_export_of_edsr_matches_the_us_model():
-    export = pytest.importorskip("usnet.export")
-    model = create_model("us_edsr", upsample_skip=False, **TINY).eval()
+@pytest.mark.parametrize("name", ["us_edsr", "us_wdsr"])
+def test_export_is_dense_and_matches_the_us_model(name):
+    from usnet.export import extract
+
+    model = create_model(name, **TINY).eval()
     x = torch.rand(1, 3, 6, 6)
-    dense = export.extract(model, 0.5)
-    with usnet_width(model, 0.5):
-        torch.testing.assert_close(dense(x), model(x))
-    assert not any(isinstance(m, usnet.nn.USConv2d) for m in dense.modules())
-
-
-import usnet  # noqa: E402
-from usnet.nn import width as usnet_width  # noqa: E402
+    dense = extract(model, 0.5)
+    set_width(model, 0.5)
+    torch.testing.assert_close(dense(x), model(x))
+    slimmable = (USConv2d, USWeightNormConv2d)
+    assert not any(isinstance(m, slimmable) for m in dense.modules())
+    assert any(type(m) is torch.nn.Conv2d for m in dense.modules())
 
 
 def test_checkpoint_round_trip_of_wdsr(tmp_path):
@@ -268,7 +269,7 @@ def test_evaluate_restores_width_and_bicubic_reference(image_dirs):
     model = create_model("us_edsr", upsample_skip=True, **TINY)
     set_width(model, 0.5)
     m = sr.evaluate(model, 1.0, test)
-    assert set(m) == {"psnr", "ssim"} and usnet.get_width(model) == 0.5
+    assert set(m) == {"psnr", "ssim"} and get_width(model) == 0.5
     bic = sr.bicubic_metrics(test)
     # an untrained model with the bicubic skip is torch's bicubic: close to Pillow's
     assert bic["psnr"] > 45 and abs(m["psnr"] - bic["psnr"]) < 5
