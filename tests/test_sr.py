@@ -77,6 +77,13 @@ def test_edsr_upsample_skip_starts_at_bicubic():
     torch.testing.assert_close(model(x), expected)
 
 
+def test_untrained_wdsr_is_nearest_neighbour_upscaling():
+    model = create_model("us_wdsr", scale=3, **TINY).eval()
+    x = torch.rand(1, 3, 5, 4)
+    set_width(model, 0.25)
+    torch.testing.assert_close(model(x), F.interpolate(x, scale_factor=3, mode="nearest"))
+
+
 def test_weight_norm_is_over_the_active_slice():
     torch.manual_seed(0)
     model = create_model("us_wdsr", n_resblocks=2, n_feats=32)

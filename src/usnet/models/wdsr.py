@@ -119,7 +119,22 @@ class USWDSR(USModel):
         self.tail = nn.Sequential(USWeightNormConv2d(feats, 3 * s * s, 3), nn.PixelShuffle(s))
         self.skip = nn.Sequential(USWeightNormConv2d(3, 3 * s * s, 5), nn.PixelShuffle(s))
         self.add_mean = MeanShift(sign=1.0)
+        self._start_at_nearest()
         self.finish()
+
+    @torch.no_grad()
+    def _start_at_nearest(self) -> None:
+        """Start as nearest-neighbour upscaling: the skip copies each pixel to its ``s x s``
+        sub-pixels and the tail starts at zero, so short (CPU) runs begin from a sane image."""
+        s, skip, tail = self.scale, self.skip[0], self.tail[0]
+        skip.weight.zero_()
+        centre = skip.kernel_size[0] // 2
+        for c in range(3):
+            skip.weight[c * s * s : (c + 1) * s * s, c, centre, centre] = 1.0
+        skip.weight_g.fill_(1.0)
+        skip.bias.zero_()
+        tail.weight_g.zero_()
+        tail.bias.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.sub_mean(x)
