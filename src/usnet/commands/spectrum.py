@@ -66,10 +66,13 @@ def add_measure_options(p: argparse.ArgumentParser) -> None:
         default="cuda" if torch.cuda.is_available() else "cpu",
         help="where to measure (default: %(default)s)",
     )
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
+    p.add_argument(
+        "--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's)"
+    )
     p.add_argument(
         "--num-samples",
         type=int,
+        metavar="N",
         help="calibration images per width (default: the training config's calibrate.num_samples)",
     )
     p.add_argument(
@@ -78,10 +81,16 @@ def add_measure_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="evaluate on a seeded subset of N validation samples (RL: N episodes)",
     )
-    p.add_argument("--data-root", help="data folder, if not the one in the checkpoint's config")
+    p.add_argument(
+        "--data-root", metavar="DIR", help="data folder, if not the one in the checkpoint's config"
+    )
     p.add_argument("--no-metric", action="store_true", help="costs only: no evaluation data")
-    p.add_argument("--batch-size", type=int, default=32, help="batch of the throughput column")
-    p.add_argument("--repeats", type=int, default=30, help="timed runs per width at batch 1")
+    p.add_argument(
+        "--batch-size", type=int, default=32, metavar="N", help="batch of the throughput column"
+    )
+    p.add_argument(
+        "--repeats", type=int, default=30, metavar="N", help="timed runs per width at batch 1"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
