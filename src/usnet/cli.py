@@ -30,10 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .nn import UncalibratedWidthError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as e:
+    except (ValueError, FileNotFoundError, UncalibratedWidthError) as e:
         print(f"usnet {args.command}: error: {e}", file=sys.stderr)
         return 2
 
