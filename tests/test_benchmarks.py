@@ -1,0 +1,51 @@
+"""benchmarks/run.py: the smoke run on a tiny model prints every ratio and writes the doc block."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location(
+        "usnet_benchmarks_run", ROOT / "benchmarks/run.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def test_quick_run_prints_every_ratio_and_keeps_the_analysis(bench, tmp_path, capsys) -> None:
+    out = tmp_path / "benchmarks.md"
+    out.write_text(
+        f"# Benchmarks\n\nintro\n\n{bench.START}\nold\n{bench.END}\n\n## Analysis\nkept\n"
+    )
+    assert bench.main(["--model", "tiny", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("inference", "switch", "training", "calibration", "memory"):
+        lines = [ln for ln in printed.splitlines() if ln.startswith(name)]
+        assert lines, name
+        assert all(
+            re.search(r"ratio +\d+\.\d{3} \(target [<>]= [\d.]+: (met|MISSED)\)", ln)
+            for ln in lines
+        ), lines
+    assert re.search(r"\d+ of 10 measurements meet their target", printed)
+    text = out.read_text()
+    assert "old" not in text and "intro" in text and "## Analysis\nkept" in text
+    assert text.count("| inference |") == 4 and "| calibration | w=0.5 single_pass |" in text
+    assert "torch threads 1" in text and "python benchmarks/run.py --model tiny" in text
+
+
+def test_result_targets(bench) -> None:
+    r = bench.Result("x", "c", "us", 1.04, "dense", 1.0, "ms", "<= 1.05")
+    assert r.met and abs(r.ratio - 1.04) < 1e-12
+    assert not bench.Result("x", "c", "a", 0.8, "b", 1.0, "img/s", ">= 0.9").met
