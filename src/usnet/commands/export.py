@@ -220,8 +220,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _how_to_load(format: str, path: Path) -> str:
+    # torch.export.load wants a .pt2 name; any other name loads from an open file
+    f = repr(str(path)) if path.suffix == ".pt2" else f"open({str(path)!r}, 'rb')"
     return {
-        "pt": f"torch.export.load({str(path)!r}).module()",
+        "pt": f"torch.export.load({f}).module()",
         "torchscript": f"torch.jit.load({str(path)!r})",
         "onnx": f"onnxruntime.InferenceSession({str(path)!r})",
     }[format]
