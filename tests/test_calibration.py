@@ -136,3 +136,21 @@ def test_bad_arguments():
         calibrate(model, [_data(4)], [0.5], method="fast")
     with pytest.raises(ValueError, match=r"outside the model's width range \[0.35, 1.0\]"):
         calibrate(model, [_data(4)], [0.2])
+
+
+def test_recalibration_and_reload_are_seen_by_a_cached_eval_model():
+    """The eval fast path caches per-width views; new statistics must still take effect."""
+    model, x = _model(), _data()
+    calibrate(model, _batches(x, 60), [0.5], progress=False)
+    model.eval()
+    with usnet.width(model, 0.5), torch.no_grad():
+        before = model(x[:4])
+        calibrate(model, _batches(x * 3, 60), [0.5], progress=False)
+        model.eval()
+        after = model(x[:4])
+        assert not torch.allclose(before, after)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        calibrate(model, _batches(x, 60), [0.5], progress=False)
+        model.eval()
+        model.load_state_dict(state)
+        torch.testing.assert_close(model(x[:4]), after)

@@ -16,26 +16,32 @@ class _Sliced:
 
     A slice ``w[:out, :in]`` is a strided view that conv/linear kernels copy on every call; in
     eval mode without autograd we keep the contiguous copy until the weights change (tracked
-    through the tensor's version counter). Training always slices afresh (gradients flow to the
-    full weight).
+    through the tensor's version counter; ``.to()`` and friends clear the cache). Training
+    always slices afresh (gradients flow to the full weight).
     """
 
     def _slice(self, param: Tensor, out: int, inp: int | None) -> Tensor:
-        full_out = param.shape[0]
-        full_in = param.shape[1] if param.dim() > 1 else None
-        if out == full_out and (inp is None or inp == full_in):
-            return param
         if self.training or torch.is_grad_enabled():
+            if out == param.shape[0] and (inp is None or inp == param.shape[1]):
+                return param
             return param[:out] if inp is None else param[:out, :inp]
-        key = (id(param), out, inp, param._version, param.device, param.dtype)
         cache: dict = self.__dict__.setdefault("_slice_cache", {})
+        key = (id(param), out, inp)
         hit = cache.get(key)
-        if hit is None:
-            if len(cache) > 64:
-                cache.clear()
-            hit = (param[:out] if inp is None else param[:out, :inp]).contiguous()
-            cache[key] = hit
-        return hit
+        if hit is not None and hit[0] == param._version:
+            return hit[1]
+        if out == param.shape[0] and (inp is None or inp == param.shape[1]):
+            sliced = param
+        else:
+            sliced = (param[:out] if inp is None else param[:out, :inp]).contiguous()
+        if len(cache) > 64:
+            cache.clear()
+        cache[key] = (param._version, sliced)
+        return sliced
+
+    def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN202
+        self.__dict__.pop("_slice_cache", None)  # cached copies live on the old device/dtype
+        return super()._apply(fn, *args, **kwargs)
 
 
 class USConv2d(nn.Conv2d, _Sliced):

@@ -38,11 +38,15 @@ class USBatchNorm2d(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(self.num_features))
         self.bias = nn.Parameter(torch.zeros(self.num_features))
+        # eval without autograd: network key -> (sliced weight, bias, mean, var), so a switched
+        # model spends no Python time per layer on slicing and lookups (views: always current)
+        self._eval_cache: dict[str, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
 
     # -- statistics storage ---------------------------------------------------------------
     def set_stats(self, key: str, mean: Tensor, var: Tensor) -> None:
         stats = torch.stack([mean, var]).to(self.weight.device, torch.float32)
         self.register_buffer(_PREFIX + key, stats)
+        self._eval_cache.pop(key, None)
 
     def get_stats(self, key: str) -> tuple[Tensor, Tensor] | None:
         stats = self._buffers.get(_PREFIX + key)
@@ -50,19 +54,29 @@ class USBatchNorm2d(nn.Module):
 
     def remove_stats(self, key: str) -> None:
         self._buffers.pop(_PREFIX + key, None)
+        self._eval_cache.pop(key, None)
 
     def calibrated_keys(self) -> list[str]:
         return [k[len(_PREFIX) :] for k in self._buffers if k.startswith(_PREFIX)]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
         # Statistics buffers are created on load: a model loads whatever widths were calibrated.
+        self._eval_cache = {}
         for name, value in state_dict.items():
             if name.startswith(prefix + _PREFIX) and "." not in name[len(prefix) :]:
                 self.register_buffer(name[len(prefix) :], torch.empty_like(value))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- forward --------------------------------------------------------------------------
+    def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN202
+        self._eval_cache = {}  # cached views point at the old tensors
+        return super()._apply(fn, *args, **kwargs)
+
     def forward(self, x: Tensor) -> Tensor:
+        if not self.training and not torch.is_grad_enabled():
+            hit = self._eval_cache.get(self.space.key)
+            if hit is not None:
+                return F.batch_norm(x, hit[2], hit[3], hit[0], hit[1], False, 0.0, self.eps)
         c = self.ref.active
         weight, bias = self.weight[:c], self.bias[:c]
         if self.training:
@@ -76,6 +90,8 @@ class USBatchNorm2d(nn.Module):
                 f"`usnet calibrate CKPT --widths {w}`, or attach calibration data with "
                 f"usnet.attach_calibration_data(model, train_loader) to calibrate on first use."
             )
+        if not torch.is_grad_enabled():
+            self._eval_cache[self.space.key] = (weight, bias, stats[0], stats[1])
         return F.batch_norm(x, stats[0], stats[1], weight, bias, False, 0.0, self.eps)
 
     def extra_repr(self) -> str:
