@@ -146,7 +146,9 @@ class WidthSpace:
 
     def resolve(self, width: WidthConfig) -> tuple[tuple[int, ...], str]:
         """Active channel counts of every group at ``width`` and the network's key (cached)."""
-        config = self.canonical(width)
+        return self._resolve(self.canonical(width))
+
+    def _resolve(self, config: Width) -> tuple[tuple[int, ...], str]:
         hit = self._cache.get(config)
         if hit is None:
             per_group = dict(config) if isinstance(config, tuple) else None
@@ -165,7 +167,9 @@ class WidthSpace:
         return hit
 
     def set(self, width: WidthConfig) -> None:
-        (self.active, self.key), self.config = self.resolve(width), self.canonical(width)
+        config = self.canonical(width)
+        self.active, self.key = self._resolve(config)
+        self.config = config
 
     def channels(self, width: WidthConfig | None = None) -> dict[str, int]:
         """Active channels per group name at ``width`` (default: the current width)."""
