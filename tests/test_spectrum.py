@@ -1,4 +1,5 @@
-"""usnet.spectrum and usnet.plot: one row per network, calibration on demand, files, the plot."""
+"""usnet.spectrum, usnet.spectrum_tables and usnet.plot: one row per network, calibration on
+demand, files, the plot."""
 
 from __future__ import annotations
 
@@ -11,19 +12,17 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import usnet
 from usnet.calibration import calibrate, is_calibrated
-from usnet.nn import USBatchNorm2d, width_space
-from usnet.plot import plot_spectrum
-from usnet.spectrum import (
+from usnet.metric_providers import (
     Metric,
     MetricProvider,
     ProviderOptions,
-    baseline_points,
-    compute_spectrum,
-    format_table,
-    load_spectrum,
     metric_provider,
     register_metric_provider,
 )
+from usnet.nn import USBatchNorm2d, width_space
+from usnet.plot import plot_spectrum
+from usnet.spectrum import baseline_points, compute_spectrum, load_spectrum
+from usnet.spectrum_tables import format_table
 from usnet.training.evaluate import evaluate
 
 PNG = b"\x89PNG\r\n\x1a\n"

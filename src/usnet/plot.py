@@ -14,7 +14,9 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .spectrum import Metric, Spectrum, SpectrumRow, threads
+from .metric_providers import Metric
+from .spectrum import Spectrum, SpectrumRow
+from .spectrum_tables import threads
 
 #: Marker and line style per baseline kind (the paper draws fixed-width models as points).
 _STYLE = {

@@ -11,20 +11,15 @@ from .. import checkpoint
 from ..calibration import calibrate, is_calibrated
 from ..export import FORMATS, SUFFIXES
 from ..export import save as export_save
-from ..spectrum import (
-    Spectrum,
-    environment,
-    load_spectrum,
-    parse_count,
-    parse_latency_ms,
-    parse_target,
-    select,
-)
-from .spectrum import add_measure_options, grid, load, measure, provider, setup
+from ..selection import parse_count, parse_latency_ms, parse_target, select
+from ..spectrum import Spectrum, environment, load_spectrum
+from ._spectrum_args import add_checkpoint_command, add_measure_options, setup
+from .spectrum import grid, load, measure, provider
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
+    p = add_checkpoint_command(
+        subparsers,
         "select",
         help="the best width of a checkpoint under a MACs, latency or accuracy budget",
         description="Choose a width from the checkpoint's spectrum: the best metric within "
@@ -32,7 +27,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "(budgets combine). Reuses CKPT/spectrum.json when it was measured on this device for "
         "these weights, else measures here (latency only for a latency budget).",
     )
-    p.add_argument("checkpoint", type=Path, metavar="CKPT", help="checkpoint folder")
     p.add_argument("--max-macs", metavar="N", help="MACs budget, e.g. 150M, 1.2G, 5e8")
     p.add_argument("--max-latency-ms", metavar="MS", help="batch-1 latency budget on this device")
     p.add_argument("--min-top1", metavar="ACC", help="top-1 floor, e.g. 0.9 or 90%%")

@@ -11,21 +11,16 @@ import torch
 from torch import nn
 
 from .. import checkpoint
+from ..metric_providers import MetricProvider, ProviderOptions, metric_provider
 from ..nn import parse_widths, width_space
-from ..spectrum import (
-    MetricProvider,
-    ProviderOptions,
-    Spectrum,
-    baseline_points,
-    compute_spectrum,
-    describe,
-    format_table,
-    metric_provider,
-)
+from ..spectrum import Spectrum, baseline_points, compute_spectrum
+from ..spectrum_tables import describe, format_table
+from ._spectrum_args import add_checkpoint_command, add_measure_options, setup
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
+    p = add_checkpoint_command(
+        subparsers,
         "spectrum",
         help="MACs, params, latency and accuracy of a checkpoint across its widths",
         description="Measure a checkpoint at a grid of widths: active channels, MACs, params, "
@@ -33,7 +28,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "config. Uncalibrated widths are calibrated first and their statistics saved into the "
         "checkpoint. Writes spectrum.csv/.json/.md and spectrum.png.",
     )
-    p.add_argument("checkpoint", type=Path, metavar="CKPT", help="checkpoint folder")
     add_measure_options(p)
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: CKPT)")
     p.add_argument(
@@ -52,65 +46,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="do not write newly calibrated statistics back into the checkpoint",
     )
     return p
-
-
-def add_measure_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by ``spectrum`` and ``select``: which widths, where and on what data."""
-    p.add_argument(
-        "--widths",
-        help="start:stop:step (stop included) or a comma list; default: the model's range in "
-        "steps of 0.025 (a switchable model: its switches)",
-    )
-    p.add_argument(
-        "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="where to measure (default: %(default)s)",
-    )
-    p.add_argument(
-        "--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's)"
-    )
-    p.add_argument(
-        "--num-samples",
-        type=int,
-        metavar="N",
-        help="calibration images per width (default: the training config's calibrate.num_samples)",
-    )
-    p.add_argument(
-        "--max-eval-samples",
-        type=int,
-        metavar="N",
-        help="evaluate on a seeded subset of N validation samples (RL: N episodes)",
-    )
-    p.add_argument(
-        "--data-root", metavar="DIR", help="data folder, if not the one in the checkpoint's config"
-    )
-    p.add_argument("--no-metric", action="store_true", help="costs only: no evaluation data")
-    p.add_argument(
-        "--batch-size", type=int, default=32, metavar="N", help="batch of the throughput column"
-    )
-    p.add_argument(
-        "--repeats", type=int, default=30, metavar="N", help="timed runs per width at batch 1"
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def setup(args: argparse.Namespace) -> torch.device:
-    """Validate the shared options; set the thread count. Returns the device."""
-    for name in ("num_samples", "max_eval_samples", "threads", "batch_size", "repeats"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        raise ValueError(
-            f"--device {args.device!r} is not a torch device (e.g. cpu, cuda:0)"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: CUDA is not available here; use --device cpu")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    return device
 
 
 def load(path: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import build_config
+from ..metric_providers import Metric, MetricProvider, ProviderOptions, register_metric_provider
 from ..nn import format_width, get_width
 from ..nn import width as at_width
+from .config import RLConfig
 from .envs import make_vector_env
 
 
@@ -65,6 +69,24 @@ def evaluate(
         "return_std": float(returns.std()),
         "episodes": episodes,
     }
+
+
+@register_metric_provider("rl")
+def _reinforcement_learning(
+    model: nn.Module, config: Mapping[str, Any], options: ProviderOptions
+) -> MetricProvider:
+    """Mean return over the checkpoint's evaluation episodes for ``usnet spectrum``."""
+    cfg = build_config(RLConfig, config, source="checkpoint config")
+    episodes = options.max_eval_samples or cfg.eval.episodes
+    return MetricProvider(
+        task="rl",
+        metrics=(
+            Metric("return_mean", "mean episodic return", True),
+            Metric("return_std", "return std", None),
+        ),
+        evaluate=lambda m, w: evaluate(m, w, cfg.env.id, episodes, cfg.eval.seed, cfg.eval.greedy),
+        dataset=cfg.env.id,
+    )
 
 
 def spectrum(

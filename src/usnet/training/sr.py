@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .. import checkpoint
 from ..config import ConfigError, build_config, setting, to_dict
@@ -33,6 +33,7 @@ from ..data.sr import (
     bicubic_upscale,
     load_pairs,
 )
+from ..metric_providers import Metric, MetricProvider, ProviderOptions, register_metric_provider
 from ..metrics import psnr_y, ssim_y
 from ..models import create_model
 from ..models import edsr as _edsr  # noqa: F401  (registers us_edsr)
@@ -187,6 +188,29 @@ def bicubic_metrics(
             psnrs.append(psnr_y(up, h, scale))
             ssims.append(ssim_y(up, h, scale))
     return {"psnr": sum(psnrs) / len(psnrs), "ssim": sum(ssims) / len(ssims)}
+
+
+# -- the spectrum's metrics -----------------------------------------------------------------
+@register_metric_provider("sr")
+def _super_resolution(
+    model: nn.Module, config: Mapping[str, Any], options: ProviderOptions
+) -> MetricProvider:
+    """PSNR/SSIM on the checkpoint's test images for ``usnet spectrum``; bicubic as reference."""
+    cfg = build_config(SRConfig, config, source="checkpoint config")
+    test_dir = options.data_root or cfg.data.test_dir
+    test: Any = SRTestSet(load_pairs(test_dir, EMBEDDED_TEST, cfg.scale))
+    if options.max_eval_samples is not None and options.max_eval_samples < len(test):
+        test = Subset(test, range(options.max_eval_samples))
+    return MetricProvider(
+        task="sr",
+        metrics=(
+            Metric("psnr", "Y-channel PSNR", True, unit="dB"),
+            Metric("ssim", "Y-channel SSIM", True),
+        ),
+        evaluate=lambda m, w: evaluate(m, w, test),
+        dataset=test_dir or "embedded test images",
+        references={"bicubic": bicubic_metrics(test, cfg.scale)},
+    )
 
 
 # -- training -------------------------------------------------------------------------------
