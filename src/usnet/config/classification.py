@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from ..nn.width import parse_widths
 from .typed import ConfigError, _show, _suggest, build_config, load_yaml, setting
+from .widths import check_width_sampling
 
 T = TypeVar("T")
 
@@ -72,28 +73,7 @@ class TrainingConfig:
     grad_clip: float | None = setting(None, gt=0, doc="max gradient norm; null = no clipping")
 
     def __post_init__(self) -> None:
-        if self.sampling == "sandwich" and self.num_widths < 2:
-            raise ConfigError(
-                "num_widths", f"must be >= 2 for sandwich sampling, got {self.num_widths}"
-            )
-        if self.sampling in ("switches", "fixed"):
-            if not self.widths:
-                raise ConfigError(
-                    "widths",
-                    f"{self.sampling!r} sampling needs a list of widths, got {_show(self.widths)}",
-                )
-            if self.sampling == "fixed" and len(self.widths) != 1:
-                raise ConfigError(
-                    "widths", f"'fixed' sampling takes exactly one width, got {self.widths}"
-                )
-            if len(set(self.widths)) != len(self.widths):
-                raise ConfigError("widths", f"has repeated widths: {self.widths}")
-        elif self.widths is not None:
-            raise ConfigError(
-                "widths",
-                f"is only used by 'switches' and 'fixed' sampling; set it to null for "
-                f"{self.sampling!r} (got {self.widths})",
-            )
+        check_width_sampling(self.sampling, self.num_widths, self.widths)
 
 
 @dataclass(frozen=True)

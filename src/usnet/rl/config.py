@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..config import ConfigError, setting
+from ..config.widths import check_width_sampling
 from ..nn import parse_widths
 
 
@@ -70,19 +71,7 @@ class WidthsConfig:
     rollout_width: float | None = setting(None, gt=0)
 
     def __post_init__(self) -> None:
-        if self.sampling == "sandwich" and self.num_widths < 2:
-            raise ConfigError(
-                "num_widths", f"must be >= 2 for sandwich sampling, got {self.num_widths}"
-            )
-        if self.sampling in ("switches", "fixed"):
-            if not self.widths:
-                raise ConfigError("widths", f"{self.sampling!r} sampling needs a list of widths")
-            if self.sampling == "fixed" and len(self.widths) != 1:
-                raise ConfigError("widths", f"'fixed' sampling takes one width, got {self.widths}")
-        elif self.widths is not None:
-            raise ConfigError(
-                "widths", f"is only used by 'switches' and 'fixed' sampling, not {self.sampling!r}"
-            )
+        check_width_sampling(self.sampling, self.num_widths, self.widths)
 
 
 @dataclass(frozen=True)

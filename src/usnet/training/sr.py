@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .. import checkpoint
 from ..config import ConfigError, build_config, setting, to_dict
+from ..config.widths import check_width_sampling
 from ..data.sr import (
     EMBEDDED_TEST,
     EMBEDDED_TRAIN,
@@ -87,21 +88,7 @@ class SRTrainingConfig:
     log_every: int = setting(25, ge=1)
 
     def __post_init__(self) -> None:
-        if self.sampling == "sandwich" and self.num_widths < 2:
-            raise ConfigError(
-                "num_widths", f"must be >= 2 for sandwich sampling, got {self.num_widths}"
-            )
-        if self.sampling in ("switches", "fixed"):
-            if not self.widths:
-                raise ConfigError("widths", f"{self.sampling!r} sampling needs a list of widths")
-            if self.sampling == "fixed" and len(self.widths) != 1:
-                raise ConfigError(
-                    "widths", f"'fixed' sampling takes exactly one width, got {self.widths}"
-                )
-        elif self.widths is not None:
-            raise ConfigError(
-                "widths", f"is only used by 'switches' and 'fixed' sampling, not {self.sampling!r}"
-            )
+        check_width_sampling(self.sampling, self.num_widths, self.widths)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,29 @@
+"""Checks every task's width-sampling settings share (classification, super-resolution, RL)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .typed import ConfigError, _show
+
+
+def check_width_sampling(sampling: str, num_widths: int, widths: Sequence[float] | None) -> None:
+    """``sandwich`` needs ``num_widths >= 2``; ``switches``/``fixed`` need ``widths`` (``fixed``:
+    exactly one, no repeats); the others take no ``widths``. Raises :class:`ConfigError`."""
+    if sampling == "sandwich" and num_widths < 2:
+        raise ConfigError("num_widths", f"must be >= 2 for sandwich sampling, got {num_widths}")
+    if sampling in ("switches", "fixed"):
+        if not widths:
+            raise ConfigError(
+                "widths", f"{sampling!r} sampling needs a list of widths, got {_show(widths)}"
+            )
+        if sampling == "fixed" and len(widths) != 1:
+            raise ConfigError("widths", f"'fixed' sampling takes exactly one width, got {widths}")
+        if len(set(widths)) != len(widths):
+            raise ConfigError("widths", f"has repeated widths: {widths}")
+    elif widths is not None:
+        raise ConfigError(
+            "widths",
+            f"is only used by 'switches' and 'fixed' sampling; set it to null for {sampling!r} "
+            f"(got {widths})",
+        )
