@@ -144,8 +144,8 @@ def _baseline(
     if metrics is not None and data and ours and data != ours:
         raise ValueError(f"baseline {path} was trained on {data!r}, the model on {ours!r}")
     kind, label, widths = baseline_points(model, meta, grid_)
-    if kind == "us":
-        label = path.name
+    if kind == "us":  # name it after its run folder (runs/NAME/checkpoint)
+        label = path.parent.name if path.name == "checkpoint" else path.name
     return measure(
         path,
         model,
