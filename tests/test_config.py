@@ -140,7 +140,7 @@ def test_cross_field_checks(train: dict, expected: str) -> None:
 def test_more_cross_field_checks() -> None:
     assert "schedule.milestones: 'multistep' needs" in error({"schedule": {"name": "multistep"}})
     msg = error({"schedule": {"name": "multistep", "milestones": [3, 9]}})
-    assert "schedule.milestones: must lie within train.epochs (5)" in msg
+    assert "schedule.milestones: must lie within train.epochs (4)" in msg
     assert "must be < train.epochs" in error({"schedule": {"warmup_epochs": 5}})
     switches = {"model": {"name": "us_mobilenet_v1", "kwargs": {"switches": [1.0, 0.5]}}}
     assert "model.kwargs.switches: a switchable-BN model" in error(switches)

@@ -21,7 +21,7 @@ DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder")
 class ModelConfig:
     """Which registered model to build: ``create_model(name, **kwargs)``."""
 
-    name: str = "us_mobilenet_v2_small"
+    name: str = "us_mobilenet_v1_small"
     kwargs: dict[str, Any] = setting({}, doc="passed to create_model (in_chans, switches...)")
 
     def __post_init__(self) -> None:
@@ -46,7 +46,7 @@ class DataConfig:
     batch_size: int = setting(128, ge=1, doc="global batch size, split across ranks")
     val_batch_size: int = setting(500, ge=1)
     num_workers: int = setting(0, ge=0, doc="DataLoader workers per process")
-    augment: bool = True
+    augment: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,14 @@ class TrainingConfig:
     trained model). ``amp``: null (fp32), ``bf16`` (CPU or CUDA) or ``fp16`` (CUDA only).
     """
 
-    epochs: int = setting(5, ge=1)
+    epochs: int = setting(4, ge=1)
     sampling: Literal["sandwich", "random", "switches", "fixed"] = "sandwich"
     num_widths: int = setting(4, ge=1)
     widths: list[float] | None = setting(None, gt=0)
     inplace_distillation: bool = True
     label_smoothing: float = setting(0.0, ge=0, lt=1, doc="for the largest width's label loss")
     amp: Literal["bf16", "fp16"] | None = None
-    channels_last: bool = False
+    channels_last: bool = True
     seed: int = setting(0, ge=0)
     log_every: int = setting(50, ge=1)
     max_steps_per_epoch: int | None = setting(None, ge=1)
@@ -83,7 +83,7 @@ class OptimConfig:
     weights (the paper)."""
 
     name: Literal["sgd", "adamw"] = "sgd"
-    lr: float = setting(0.1, gt=0, doc="peak learning rate for the global batch")
+    lr: float = setting(0.2, gt=0, doc="peak learning rate for the global batch")
     momentum: float = setting(0.9, ge=0, lt=1)
     nesterov: bool = True
     weight_decay: float = setting(1.0e-4, ge=0)
@@ -131,7 +131,7 @@ class CalibrateConfig:
     default model's range [0.35, 1.0].
     """
 
-    widths: str | list[float] = "0.35,0.5,0.625,0.75,0.875,1.0"
+    widths: str | list[float] = "0.25,0.5,1.0"
     num_samples: int = setting(2000, ge=1)
     batch_size: int = setting(200, ge=1)
     method: Literal["exact", "single_pass"] = "exact"

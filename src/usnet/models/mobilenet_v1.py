@@ -17,8 +17,10 @@ from .registry import register_model
 
 # (channels, repeats, stride) of the depthwise-separable stages, as in the paper.
 IMAGENET_BLOCKS = ((64, 1, 1), (128, 2, 2), (256, 2, 2), (512, 6, 2), (1024, 2, 2))
-# 28-32 px inputs: stem stride 1 and one stride-2 stage fewer; a lighter 512/1024 tail.
-SMALL_BLOCKS = ((32, 1, 1), (64, 2, 2), (128, 2, 2), (256, 2, 2))
+# 28-32 px inputs: stem stride 2, then stages of 32-256 channels down to a 4x4 map (8x in all).
+# Sized for CPUs: a sandwich-rule epoch over Fashion-MNIST takes ~1.5 min on 2 cores
+# (4.61 M MACs at width 1.0, 0.37 M at 0.25 for 28 px).
+SMALL_BLOCKS = ((32, 1, 1), (64, 2, 1), (128, 2, 2), (256, 2, 2))
 
 
 class DepthwiseSeparable(nn.Sequential):
@@ -78,8 +80,12 @@ def us_mobilenet_v1(**kwargs: object) -> USMobileNetV1:
 
 @register_model
 def us_mobilenet_v1_small(**kwargs: object) -> USMobileNetV1:
-    """US-MobileNet v1 for 28-32 px images (Fashion-MNIST, CIFAR): stem stride 1, 8x down-sampling."""
+    """US-MobileNet v1 for 28-32 px images (Fashion-MNIST, CIFAR): 8x down-sampling, 32-256 channels.
+
+    4.61 M MACs at width 1.0 and 0.37 M at 0.25 (28x28x1 input); the default model of
+    ``configs/fashion_mnist.yaml``.
+    """
     defaults: dict = dict(
-        num_classes=10, in_chans=1, input_size=28, stem_stride=1, blocks=SMALL_BLOCKS
+        num_classes=10, in_chans=1, input_size=28, stem_stride=2, blocks=SMALL_BLOCKS
     )
     return USMobileNetV1(**{**defaults, **kwargs})

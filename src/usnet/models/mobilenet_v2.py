@@ -27,8 +27,10 @@ IMAGENET_BLOCKS = (
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 )
-# 28-32 px inputs: stem stride 1, 8x down-sampling, fewer and narrower blocks.
-SMALL_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 2), (6, 96, 1, 1))
+# 28-32 px inputs: stem stride 2, 8x down-sampling, fewer and narrower blocks
+# (7.59 M MACs at width 1.0, 1.55 M at 0.35 for 28 px; its 6x expanded maps make it ~3x slower
+# per step than us_mobilenet_v1_small on a CPU).
+SMALL_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 2, 2), (6, 64, 2, 2), (6, 96, 1, 1))
 
 
 class InvertedResidual(nn.Module):
@@ -103,12 +105,15 @@ def us_mobilenet_v2(**kwargs: object) -> USMobileNetV2:
 
 @register_model
 def us_mobilenet_v2_small(**kwargs: object) -> USMobileNetV2:
-    """US-MobileNet v2 for 28-32 px images (Fashion-MNIST, CIFAR): stem stride 1, 8x down-sampling."""
+    """US-MobileNet v2 for 28-32 px images (Fashion-MNIST, CIFAR): 8x down-sampling, 16-96 channels.
+
+    7.59 M MACs at width 1.0 and 1.55 M at 0.35 (28x28x1 input).
+    """
     defaults: dict = dict(
         num_classes=10,
         in_chans=1,
         input_size=28,
-        stem_stride=1,
+        stem_stride=2,
         last_channels=512,
         blocks=SMALL_BLOCKS,
     )
