@@ -1,0 +1,18 @@
+"""The dense network a width selects (:mod:`.dense`) and the files a deployment loads without
+usnet (:mod:`.files`: ExportedProgram, TorchScript, ONNX)."""
+
+from .dense import Residual, extract, register_dense
+from .files import FORMATS, SUFFIXES, TOLERANCE, check, load_file, read_info, save
+
+__all__ = [
+    "FORMATS",
+    "SUFFIXES",
+    "TOLERANCE",
+    "Residual",
+    "check",
+    "extract",
+    "load_file",
+    "read_info",
+    "register_dense",
+    "save",
+]
