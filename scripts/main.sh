@@ -8,4 +8,5 @@ bash scripts/setup.sh
 out=${OUT:-runs/fashion_mnist}
 usnet train configs/fashion_mnist.yaml --set output.dir="$out" "$@"
 usnet spectrum "$out/checkpoint" --widths 0.25:1.0:0.05
+usnet select "$out/checkpoint" --max-macs 1M      # the best width within 1 M MACs, from that spectrum
 echo "plot: $out/checkpoint/spectrum.png"

@@ -76,13 +76,15 @@ def _label_some(ax: Axes, xs: list[float], ys: list[float], rows: list[SpectrumR
 
 def _panel(ax: Axes, spectrum: Spectrum, x: str, metric: Metric | None) -> None:
     xs, ys, rows = _points(spectrum, x, metric)
-    # The curve joins the widths in order; measured latency is noisy, so there the line is faint.
+    # The curve joins the widths in order of MACs; measured latency is not monotone in width
+    # (kernels change with channel counts), so that panel shows the points alone.
     ax.plot(
         xs,
         ys,
         marker="o",
-        markersize=3.5,
-        linewidth=1.6 if x == "macs" else 0.8,
+        markersize=3.5 if x == "macs" else 4.5,
+        linewidth=1.6,
+        linestyle="-" if x == "macs" else "none",
         color="#1f77b4",
         label=spectrum.label,
         zorder=3,
