@@ -1,6 +1,6 @@
 """usnet performance benchmarks (issue 4): is a switched US-Net as cheap as the network it stands for?
 
-    python benchmarks/run.py                 # all five, US-MobileNet v2 at 224 px (~3-5 min, 1 thread)
+    python benchmarks/run.py                 # all five, US-MobileNet v2 at 224 px (~2 min, 1 thread)
     python benchmarks/run.py --quick         # a faster smoke run (fewer widths, repeats, images)
     python benchmarks/run.py --model tiny --quick --out /tmp/b.md   # seconds; what the test runs
 
@@ -344,7 +344,7 @@ def memory_probe(name: str, which: str, batch: int) -> dict:
     return {"before_mb": before, "peak_mb": peak, "step_mb": peak - before}
 
 
-def bench_memory(name: str, batch: int, threads: int, patched: bool = False) -> list:
+def bench_memory(name: str, batch: int, threads: int) -> list:
     probes = {}
     for which in ("sandwich", "dense"):
         cmd = [
@@ -359,8 +359,6 @@ def bench_memory(name: str, batch: int, threads: int, patched: bool = False) -> 
             "--memory-batch",
             str(batch),
         ]
-        if patched:
-            cmd.append("--with-patches")
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"memory probe {which} failed:\n{done.stderr[-2000:]}")
@@ -459,21 +457,10 @@ def main(argv: list[str] | None = None) -> int:
     default_out = Path(__file__).parent.parent / "docs/benchmarks.md"
     p.add_argument("--out", type=Path, default=default_out)
     p.add_argument("--no-write", action="store_true", help="print only")
-    p.add_argument(
-        "--with-patches",
-        action="store_true",
-        help="apply the proposed fixes of benchmarks/patches.py first (writes nothing by "
-        "default; with --out the block is marked patched)",
-    )
     p.add_argument("--memory-probe", help=argparse.SUPPRESS)
     p.add_argument("--memory-batch", type=int, default=8, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.with_patches:
-        sys.path.insert(0, str(Path(__file__).parent))
-        import patches
-
-        patches.apply()
     if args.memory_probe:
         print(json.dumps(memory_probe(args.model, args.memory_probe, args.memory_batch)))
         return 0
@@ -512,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         batch, num, repeats = plan["calib"]
         results += bench_calibration(model, 0.5, batch, num, repeats)
     if "memory" in selected:
-        results += bench_memory(args.model, plan["memory_batch"], args.threads, args.with_patches)
+        results += bench_memory(args.model, plan["memory_batch"], args.threads)
     seconds = time.perf_counter() - start
     env["load_after"] = [round(v, 2) for v in os.getloadavg()]
     command = "python benchmarks/run.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
@@ -521,8 +508,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{met} of {len(results)} measurements meet their target ({seconds:.0f} s; load "
         f"after {env['load_after']})"
     )
-    if args.with_patches and args.out == default_out:
-        args.no_write = True  # the doc's main block is the code as it is
     if not args.no_write:
         write(args.out, markdown(results, env, command.strip(), seconds))
         print(f"wrote {args.out}")

@@ -49,3 +49,10 @@ def test_result_targets(bench) -> None:
     r = bench.Result("x", "c", "us", 1.04, "dense", 1.0, "ms", "<= 1.05")
     assert r.met and abs(r.ratio - 1.04) < 1e-12
     assert not bench.Result("x", "c", "a", 0.8, "b", 1.0, "img/s", ">= 0.9").met
+
+
+def test_no_monkeypatch_copy_of_library_code(bench) -> None:
+    """The proposed fixes are in the library now: no ``--with-patches``, no ``patches.py``."""
+    assert not (ROOT / "benchmarks/patches.py").exists()
+    with pytest.raises(SystemExit):
+        bench.main(["--model", "tiny", "--quick", "--no-write", "--with-patches"])
