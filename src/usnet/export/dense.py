@@ -101,9 +101,10 @@ def _copy(model: nn.Module) -> nn.Module:
         for value in vars(m).values():
             if isinstance(value, (torch.utils.data.DataLoader, torch.utils.data.Dataset)):
                 memo[id(value)] = value
-        cache = vars(m).get("_slice_cache")
-        if cache is not None:
-            memo[id(cache)] = {}
+        for name in ("_slice_cache", "_eval_cache"):  # eval-mode caches: not worth copying
+            cache = vars(m).get(name)
+            if cache is not None:
+                memo[id(cache)] = {}
     return copy.deepcopy(model, memo)
 
 
