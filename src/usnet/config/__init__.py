@@ -18,14 +18,12 @@ from .typed import (
     UnknownKeyError,
     apply_overrides,
     build_config,
-    dump_yaml,
     from_dict,
-    load_yaml,
     setting,
-    task_of,
     to_dict,
     validate,
 )
+from .yaml_io import dump_yaml, load_yaml, task_of
 
 __all__ = [
     "TASKS",

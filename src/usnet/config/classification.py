@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from ..nn.width import parse_widths
-from .typed import ConfigError, _show, _suggest, build_config, load_yaml, setting
-from .widths import check_width_sampling
+from .typed import ConfigError, _show, _suggest, build_config, setting
+from .widths import check_width_grid, check_width_sampling, width_grid
+from .yaml_io import load_yaml
 
 T = TypeVar("T")
 
@@ -139,20 +139,10 @@ class CalibrateConfig:
     @property
     def grid(self) -> list[float]:
         """The widths as a list of floats."""
-        if isinstance(self.widths, str):
-            return parse_widths(self.widths)
-        return [float(w) for w in self.widths]
+        return width_grid(self.widths)
 
     def __post_init__(self) -> None:
-        try:
-            grid = self.grid
-        except ValueError as e:
-            raise ConfigError("widths", str(e)) from None
-        if not grid:
-            raise ConfigError("widths", "needs at least one width")
-        bad = [w for w in grid if not w > 0]
-        if bad:
-            raise ConfigError("widths", f"must be positive, got {bad}")
+        check_width_grid(self.widths)
 
 
 @dataclass(frozen=True)

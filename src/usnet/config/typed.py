@@ -1,8 +1,11 @@
-"""Typed configs read from YAML, validated strictly, with errors that name the bad field.
+"""Typed configs, validated strictly, with errors that name the bad field.
 
-Two layers live here:
+This module is the generic layer over dataclasses that every task reuses (classification, SR,
+RL); reading YAML lives in :mod:`usnet.config.yaml_io`, the classification schema
+(:class:`TrainConfig`, whose defaults are the Fashion-MNIST CPU recipe) in
+:mod:`usnet.config.classification`.
 
-* A small generic layer over dataclasses that every task reuses (classification, SR, RL):
+*
   :func:`from_dict` builds a dataclass from plain data, checking each value against the field's
   type hint (``int``, ``float`` (ints accepted), ``bool``, ``str``, ``Literal[...]``,
   ``X | None``, ``list[T]``, ``tuple[...]``, ``dict[str, T]``, ``Any`` and nested dataclasses);
@@ -12,9 +15,6 @@ Two layers live here:
   for a list they hold for every element); checks across fields go in ``__post_init__`` and
   raise :class:`ConfigError` with the field's name relative to that dataclass, and
   :func:`from_dict` prefixes the dotted path of where the dataclass sits.
-
-* The classification schema, :class:`TrainConfig` (in :mod:`usnet.config.classification`),
-  whose defaults are the Fashion-MNIST CPU recipe (``configs/fashion_mnist.yaml``).
 
 Every error is a :class:`ConfigError` (a ``ValueError``) whose text names the file or ``--set``
 item, the full dotted path, the value found and what is allowed, e.g.
@@ -41,7 +41,6 @@ import copy
 import dataclasses
 import difflib
 import math
-import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -389,6 +388,8 @@ def apply_overrides(
         parts = key.split(".")
         if not sep or not key or not all(parts):
             raise ConfigError("", "expected KEY=VALUE with a dotted key, e.g. optim.lr=0.1", source)
+        from .yaml_io import _Loader, _yaml_reason  # yaml_io builds on this module
+
         try:
             value = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
         except yaml.YAMLError as e:
@@ -454,84 +455,3 @@ def build_config(
         if overrides:
             where += " with " + " ".join(f"--set {o}" for o in overrides)
         raise e.relocated(source=where) from None
-
-
-# ---------------------------------------------------------------------------------------------
-# YAML
-# ---------------------------------------------------------------------------------------------
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads ``1e-4`` as a number (YAML 1.2; PyYAML alone reads a string) and
-    rejects duplicate keys instead of keeping the last."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:
-                continue  # an unhashable key: the base class reports it
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-        return super().construct_mapping(node, deep)
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """The raw mapping in a YAML file (``{}`` for an empty file); errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506
-    except yaml.YAMLError as e:
-        raise ConfigError("", f"invalid YAML at {_yaml_reason(e)}", str(path)) from None
-    except UnicodeDecodeError as e:
-        raise ConfigError("", f"not a UTF-8 text file ({e})", str(path)) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError("", f"expected a mapping at the top level, got {_show(data)}", str(path))
-    return data
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block mappings, flow lists (``widths: [0.25, 1.0]``), as the recipes are written."""
-
-
-_Dumper.add_representer(
-    list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True)
-)
-
-
-def dump_yaml(obj: Any) -> str:
-    """A config (dataclass or plain data) as YAML text, in field order; :func:`load_yaml` reads
-    it back to the same data."""
-    return yaml.dump(to_dict(obj), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
-
-
-def _yaml_reason(e: yaml.YAMLError) -> str:
-    """A YAML error in one line: where and what."""
-    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
-    if problem is None:
-        return str(e).replace("\n", " ")
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    return f"{where}{problem}"
-
-
-def task_of(data: Mapping[str, Any]) -> str:
-    """The ``task:`` of raw config data (default ``classification``), checked."""
-    task = data.get("task", "classification")
-    if task not in TASKS:
-        hint = _suggest(task, TASKS) if isinstance(task, str) else ""
-        raise ConfigError("task", f"expected one of {', '.join(TASKS)}, got {_show(task)}{hint}")
-    return task

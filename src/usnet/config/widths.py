@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..nn.width import parse_widths
 from .typed import ConfigError, _show
 
 
@@ -27,3 +28,25 @@ def check_width_sampling(sampling: str, num_widths: int, widths: Sequence[float]
             f"is only used by 'switches' and 'fixed' sampling; set it to null for {sampling!r} "
             f"(got {widths})",
         )
+
+
+def width_grid(widths: str | float | Sequence[float]) -> list[float]:
+    """A config's width grid: ``"start:stop:step"``, ``"a,b,c"``, one number or a list."""
+    if isinstance(widths, str):
+        return parse_widths(widths)
+    if isinstance(widths, (int, float)):
+        return [float(widths)]
+    return [float(w) for w in widths]
+
+
+def check_width_grid(widths: str | float | Sequence[float]) -> None:
+    """A grid must parse, be non-empty and hold positive widths. Raises :class:`ConfigError`."""
+    try:
+        grid = width_grid(widths)
+    except ValueError as e:
+        raise ConfigError("widths", str(e)) from None
+    if not grid:
+        raise ConfigError("widths", "needs at least one width")
+    bad = [w for w in grid if not w > 0]
+    if bad:
+        raise ConfigError("widths", f"must be positive, got {bad}")

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..config import ConfigError, setting
-from ..config.widths import check_width_sampling
-from ..nn import parse_widths
+from ..config.widths import check_width_grid, check_width_sampling, width_grid
 
 
 @dataclass(frozen=True)
@@ -85,20 +84,11 @@ class EvalConfig:
 
     @property
     def grid(self) -> list[float]:
-        """The widths: a grid string ("start:stop:step" or "a,b,c"), one number or a list."""
-        if isinstance(self.widths, str):
-            return parse_widths(self.widths)
-        if isinstance(self.widths, float):
-            return [self.widths]
-        return [float(w) for w in self.widths]
+        """The widths as a list of floats."""
+        return width_grid(self.widths)
 
     def __post_init__(self) -> None:
-        try:
-            grid = self.grid
-        except ValueError as e:
-            raise ConfigError("widths", str(e)) from None
-        if not grid:
-            raise ConfigError("widths", "needs at least one width")
+        check_width_grid(self.widths)
 
 
 @dataclass(frozen=True)
