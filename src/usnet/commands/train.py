@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -45,5 +46,6 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = build_config(TrainConfig, raw, args.overrides, source=args.config)
     path = train(cfg, resume=args.resume, device=args.device, progress=not args.no_progress)
-    print(f"checkpoint: {path}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the run
+        print(f"checkpoint: {path}")
     return 0
