@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .nn import USBatchNorm2d, WidthConfig, format_width, width_space
+from .nn import USBatchNorm2d, WidthConfig, width_space
 
 METHODS = ("exact", "single_pass")
 
@@ -229,16 +229,13 @@ def attach_calibration_data(
     if old is not None:
         old.remove()
 
+    bns = _bn_layers(model)  # found once: no module walk on every forward
+
     def pre_hook(module: nn.Module, _args: tuple) -> None:
         if module.training or getattr(module, "_usnet_calibrating", False):
             return
-        config = width_space(module).config
-        if not is_calibrated(module, config):
-            calibrate(module, batches, [config], num_samples, method, progress=False)
+        space = width_space(module)
+        if any(bn.get_stats(space.key) is None for bn in bns):
+            calibrate(module, batches, [space.config], num_samples, method, progress=False)
 
     model._usnet_calibration_hook = model.register_forward_pre_hook(pre_hook)
-
-
-def describe(model: nn.Module) -> list[str]:
-    """The calibrated width configs of ``model`` as text."""
-    return [format_width(c) for c in width_space(model).calibrated]

@@ -79,6 +79,9 @@ def extract(model: nn.Module, width: WidthConfig | None, *, stats: bool = True) 
     _own(dense, model)
     if isinstance(getattr(dense, "width_space", None), WidthSpace):
         del dense.width_space  # no longer a US model: the width is fixed
+    hook = dense.__dict__.pop("_usnet_calibration_hook", None)
+    if hook is not None:  # attached calibration data belongs to the US model
+        dense._forward_pre_hooks.pop(hook.id, None)
     if getattr(model, "input_size", None) is not None:
         dense.input_size = tuple(model.input_size)
     return dense.eval()

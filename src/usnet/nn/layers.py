@@ -28,7 +28,7 @@ class _Sliced:
         cache: dict = self.__dict__.setdefault("_slice_cache", {})
         key = (id(param), out, inp)
         hit = cache.get(key)
-        if hit is not None and hit[0] == param._version:
+        if hit is not None and hit[0] == (param._version, param.data_ptr()):
             return hit[1]
         if out == param.shape[0] and (inp is None or inp == param.shape[1]):
             sliced = param
@@ -36,15 +36,19 @@ class _Sliced:
             sliced = (param[:out] if inp is None else param[:out, :inp]).contiguous()
         if len(cache) > 64:
             cache.clear()
-        cache[key] = (param._version, sliced)
+        cache[key] = ((param._version, param.data_ptr()), sliced)
         return sliced
 
     def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN202
         self.__dict__.pop("_slice_cache", None)  # cached copies live on the old device/dtype
         return super()._apply(fn, *args, **kwargs)
 
+    def __setstate__(self, state: dict) -> None:  # deepcopy: the copy has its own weights
+        super().__setstate__(state)
+        self.__dict__.pop("_slice_cache", None)
 
-class USConv2d(nn.Conv2d, _Sliced):
+
+class USConv2d(_Sliced, nn.Conv2d):
     """A ``Conv2d`` whose in/out channels follow channel groups.
 
     ``depthwise=True`` makes a depthwise conv (``groups`` = active channels; in and out share one
@@ -63,8 +67,15 @@ class USConv2d(nn.Conv2d, _Sliced):
         dilation: int = 1,
     ) -> None:
         self.in_ref, self.out_ref = as_ref(in_channels), as_ref(out_channels)
-        if depthwise and self.in_ref.full != self.out_ref.full:
-            raise ValueError("a depthwise USConv2d needs equal in and out channels")
+        if depthwise and (
+            self.in_ref.space is not self.out_ref.space
+            or self.in_ref.index != self.out_ref.index
+            or self.in_ref.full != self.out_ref.full
+        ):
+            raise ValueError(
+                f"a depthwise USConv2d needs one channel group for in and out, got "
+                f"{self.in_ref} and {self.out_ref}"
+            )
         if padding is None:
             padding = dilation * (kernel_size - 1) // 2
         super().__init__(
@@ -92,7 +103,7 @@ class USConv2d(nn.Conv2d, _Sliced):
         return f"{self.in_ref} -> {self.out_ref}, " + super().extra_repr()
 
 
-class USLinear(nn.Linear, _Sliced):
+class USLinear(_Sliced, nn.Linear):
     """A ``Linear`` whose in/out features follow channel groups."""
 
     def __init__(

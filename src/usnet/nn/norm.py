@@ -60,17 +60,30 @@ class USBatchNorm2d(nn.Module):
         return [k[len(_PREFIX) :] for k in self._buffers if k.startswith(_PREFIX)]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
-        # Statistics buffers are created on load: a model loads whatever widths were calibrated.
+        # The loaded statistics replace this layer's calibrated set, whatever widths either had:
+        # buffers are created for the widths in the state dict and dropped for the others.
         self._eval_cache = {}
-        for name, value in state_dict.items():
-            if name.startswith(prefix + _PREFIX) and "." not in name[len(prefix) :]:
-                self.register_buffer(name[len(prefix) :], torch.empty_like(value))
+        loaded = {
+            name[len(prefix) :]: value
+            for name, value in state_dict.items()
+            if name.startswith(prefix + _PREFIX) and "." not in name[len(prefix) :]
+        }
+        for name in [n for n in self._buffers if n.startswith(_PREFIX) and n not in loaded]:
+            del self._buffers[name]
+        for name, value in loaded.items():
+            self.register_buffer(
+                name, torch.empty(value.shape, device=self.weight.device, dtype=torch.float32)
+            )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- forward --------------------------------------------------------------------------
     def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN202
         self._eval_cache = {}  # cached views point at the old tensors
         return super()._apply(fn, *args, **kwargs)
+
+    def __setstate__(self, state: dict) -> None:  # deepcopy: the copy has its own tensors
+        super().__setstate__(state)
+        self._eval_cache = {}
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training and not torch.is_grad_enabled():

@@ -151,6 +151,8 @@ class WidthSpace:
     def _resolve(self, config: Width) -> tuple[tuple[int, ...], str]:
         hit = self._cache.get(config)
         if hit is None:
+            if len(self._cache) >= 4096:  # training draws a new random width every step
+                self._cache.clear()
             per_group = dict(config) if isinstance(config, tuple) else None
             active = tuple(
                 active_channels(

@@ -179,7 +179,7 @@ def _train(
             desc=f"epoch {epoch + 1}/{tc.epochs}",
             disable=not (progress and info.is_main),
         )
-        sums = torch.zeros(3, device=dev)  # loss at largest, smallest, mean of all
+        sums = torch.zeros(3, device=dev)  # loss at the first (largest) width, smallest, mean
         seen, t0 = 0, time.perf_counter()
         for i, (x, y) in enumerate(loader):
             if i == steps:
@@ -210,7 +210,7 @@ def _train(
             sums += torch.stack(
                 [
                     losses[0],
-                    losses[-1] if len(losses) > 1 else losses[0],
+                    losses[min(range(len(widths)), key=widths.__getitem__)],
                     torch.stack(losses).mean(),
                 ]
             )
@@ -229,7 +229,7 @@ def _train(
             "epoch": epoch + 1,
             "lr": scheduler.get_last_lr()[0],
             "loss_first": (sums[0] / steps).item(),
-            "loss_last": (sums[1] / steps).item(),
+            "loss_smallest": (sums[1] / steps).item(),
             "loss_mean": (sums[2] / steps).item(),
             "images_per_s": seen / elapsed,
             "seconds": elapsed,

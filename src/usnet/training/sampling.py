@@ -30,8 +30,9 @@ def sample_widths(
     if strategy not in STRATEGIES:
         raise ValueError(f"width sampling {strategy!r} is unknown; allowed: {list(STRATEGIES)}")
     if strategy in ("sandwich", "random"):
-        if n < (2 if strategy == "sandwich" else 1):
-            raise ValueError(f"num_widths must be >= 2 for the sandwich rule, got {n}")
+        least = 2 if strategy == "sandwich" else 1
+        if n < least:
+            raise ValueError(f"num_widths must be >= {least} for {strategy!r} sampling, got {n}")
         k = n - 2 if strategy == "sandwich" else n
         u = torch.rand(k, generator=generator, dtype=torch.float64).tolist()
         rand = [width_min + (width_max - width_min) * x for x in u]
