@@ -230,3 +230,36 @@ def test_state_helpers(tmp_path) -> None:
 
 class _Pickled:
     pass
+
+
+def test_a_save_cut_off_between_its_renames_leaves_the_previous_checkpoint_loadable(
+    tmp_path, monkeypatch
+):
+    import os
+
+    from usnet import checkpoint
+
+    path = tmp_path / "ckpt"
+    first = usnet.create_model("us_mlp", hidden=[8])
+    checkpoint.save(first, path)
+    (path / "spectrum.json").write_text("{}")
+    second = usnet.create_model("us_mlp", hidden=[8])
+    real = os.replace
+
+    def cut_off(src, dst):
+        if str(src).endswith(".tmp") and str(dst) == str(path):
+            raise KeyboardInterrupt("killed between the renames")
+        return real(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(second, path)
+    monkeypatch.setattr(checkpoint.os, "replace", real)
+    assert not path.exists()
+    loaded = checkpoint.load(path)  # falls back to the previous checkpoint set aside
+    for a, b in zip(loaded.parameters(), first.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    checkpoint.save(second, path)  # the next save completes and keeps the other files
+    assert (path / "spectrum.json").exists()
+    for a, b in zip(checkpoint.load(path).parameters(), second.parameters(), strict=True):
+        torch.testing.assert_close(a, b)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Mapping
@@ -111,8 +112,10 @@ def _width_to_json(config: Width) -> float | dict[str, float]:
 def save(model: nn.Module, path: str | os.PathLike, meta: Mapping[str, Any] | None = None) -> Path:
     """Save ``model`` (built by ``usnet.create_model``) and JSON-able ``meta`` into folder ``path``.
 
-    A new folder appears complete or not at all (built under a temporary name, then renamed);
-    in an existing folder each file is replaced atomically and other files are kept.
+    The folder appears complete or not at all: it is built under a temporary name (with the
+    other files of an existing folder copied in, e.g. a spectrum), then renamed into place; an
+    existing folder is first renamed aside to ``.NAME.old``, which :func:`load` falls back to if
+    a crash comes between the two renames.
     """
     path = Path(path)
     model = _unwrap(model)
@@ -129,6 +132,9 @@ def save(model: nn.Module, path: str | os.PathLike, meta: Mapping[str, Any] | No
             raise ValueError(f"checkpoint {field} must be JSON-serialisable: {e}") from None
     space = width_space(model)
     save_id = uuid.uuid4().hex
+    bns = [m for m in model.modules() if isinstance(m, USBatchNorm2d)]
+    # widths whose statistics are really there (a load_state_dict may have replaced them)
+    present = set(bns[0].calibrated_keys()) if bns else set(space.calibrated.values())
     doc = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -139,6 +145,7 @@ def save(model: nn.Module, path: str | os.PathLike, meta: Mapping[str, Any] | No
         "calibrated": [
             {"width": _width_to_json(config), "key": key}
             for config, key in space.calibrated.items()
+            if key in present
         ],
         "meta": dict(meta or {}),
         "versions": _versions(),
@@ -155,21 +162,32 @@ def save(model: nn.Module, path: str | os.PathLike, meta: Mapping[str, Any] | No
 
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path}: exists and is not a checkpoint folder")
-    if path.is_dir():
-        write(path)
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        try:
-            os.chmod(tmp, 0o777 & ~_umask())
-            write(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            for f in tmp.glob("*"):
-                f.unlink()
-            tmp.rmdir()
-            raise
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        old = _aside(path)
+        source = path if path.is_dir() else old if old.is_dir() else None
+        if source is not None:  # keep what else the folder holds (spectrum files, exports...)
+            for f in source.iterdir():
+                if f.is_file() and f.name not in (WEIGHTS, INFO):
+                    shutil.copy2(f, tmp / f.name)
+        write(tmp)
+        if path.is_dir():
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return path
+
+
+def _aside(path: Path) -> Path:
+    """Where :func:`save` moves the previous checkpoint while it renames the new one in."""
+    return path.with_name(f".{path.name}.old")
 
 
 def _versions() -> dict[str, str]:
@@ -187,6 +205,8 @@ def _folder(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_file() and path.name in (WEIGHTS, INFO):
         path = path.parent  # a path to one of the two files means its checkpoint
+    if not path.exists() and _aside(path).is_dir():
+        path = _aside(path)  # a save was cut off between its two renames: the previous one
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint folder")
     if not path.is_dir():
