@@ -29,6 +29,7 @@ from torch import nn
 from .models import create_model
 from .nn import USBatchNorm2d, Width, format_width, width_space
 from .nn import width as at_width
+from .nn.width import unwrap_model
 
 WEIGHTS = "model.safetensors"
 INFO = "usnet.json"
@@ -99,10 +100,7 @@ def _write_json(path: Path, doc: Mapping[str, Any]) -> None:
 # -- save -----------------------------------------------------------------------------------
 def _unwrap(model: nn.Module) -> nn.Module:
     """The US model itself, without DDP / torch.compile wrappers."""
-    space = width_space(model)
-    while getattr(model, "width_space", None) is not space:
-        model = getattr(model, "module", None) or model._orig_mod
-    return model
+    return unwrap_model(model)
 
 
 def _width_to_json(config: Width) -> float | dict[str, float]:

@@ -29,9 +29,9 @@ from ..nn import (
     WidthConfig,
     WidthSpace,
     format_width,
-    width_space,
 )
 from ..nn import width as at_width
+from ..nn.width import unwrap_model
 
 
 class Residual(nn.Module):
@@ -93,9 +93,7 @@ def _copy(model: nn.Module) -> nn.Module:
     Parameters, buffers and attached data sets are shared with ``model`` rather than copied:
     converters slice and clone what they keep, and :func:`_own` clones whatever is left shared.
     """
-    space = width_space(model)  # a clear TypeError for a model that is not slimmable
-    while getattr(model, "width_space", None) is not space:
-        model = getattr(model, "module", None) or model._orig_mod
+    model = unwrap_model(model)  # a clear TypeError for a model that is not slimmable
     memo: dict[int, object] = {}
     for m in model.modules():
         for t in (*m._parameters.values(), *m._buffers.values()):

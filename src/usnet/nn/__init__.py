@@ -14,6 +14,7 @@ from .width import (
     get_width,
     parse_widths,
     set_width,
+    unwrap_model,
     width,
     width_space,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "make_divisible",
     "parse_widths",
     "set_width",
+    "unwrap_model",
     "width",
     "width_space",
 ]

@@ -184,17 +184,21 @@ def plan_key(active: tuple[int, ...]) -> str:
     return hashlib.sha1(",".join(map(str, active)).encode()).hexdigest()[:12]
 
 
-def width_space(model: nn.Module) -> WidthSpace:
-    """The :class:`WidthSpace` of a US model (also through DDP / torch.compile wrappers)."""
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The US model itself, inside DDP (``.module``) / torch.compile (``._orig_mod``) wrappers."""
     for _ in range(4):
-        space = getattr(model, "width_space", None)
-        if isinstance(space, WidthSpace):
-            return space
+        if isinstance(getattr(model, "width_space", None), WidthSpace):
+            return model
         inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
         if inner is None:
             break
         model = inner
     raise TypeError(f"{type(model).__name__} is not a US model: it has no width_space")
+
+
+def width_space(model: nn.Module) -> WidthSpace:
+    """The :class:`WidthSpace` of a US model (also through DDP / torch.compile wrappers)."""
+    return unwrap_model(model).width_space
 
 
 def set_width(model: nn.Module, width: WidthConfig) -> None:
