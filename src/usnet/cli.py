@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Subcommand modules; each defines ``add_parser(subparsers)`` returning its parser, and ``run(args)``.
-COMMANDS = ("profile", "train", "calibrate", "spectrum", "select", "export", "upscale", "rl")
+COMMANDS = ("profile", "train", "calibrate", "spectrum", "select", "export", "upscale")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,12 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"usnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"usnet.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"usnet.commands.{name}":
-                continue  # not written yet
-            raise
+        module = importlib.import_module(f"usnet.commands.{name}")
         module.add_parser(sub).set_defaults(_run=module.run)
     return parser
 
