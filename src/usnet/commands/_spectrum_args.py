@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from ..devices import resolve_device
+
 
 def add_checkpoint_command(
     subparsers: argparse._SubParsersAction, name: str, help: str, description: str
@@ -67,14 +69,7 @@ def setup(args: argparse.Namespace) -> torch.device:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        raise ValueError(
-            f"--device {args.device!r} is not a torch device (e.g. cpu, cuda:0)"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: CUDA is not available here; use --device cpu")
+    device = resolve_device(args.device, "--device")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     return device

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from .typed import ConfigError, _show, _suggest, build_config, setting
-from .widths import check_width_grid, check_width_sampling, width_grid
+from .widths import WidthGrid, check_width_sampling
 from .yaml_io import load_yaml
 
 T = TypeVar("T")
@@ -123,7 +123,7 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
-class CalibrateConfig:
+class CalibrateConfig(WidthGrid):
     """Post-training BN calibration: which widths, from how many training images.
 
     ``widths`` is a grid string (``"start:stop:step"`` or ``"0.35,0.5,1.0"``) or a list; it must
@@ -135,14 +135,6 @@ class CalibrateConfig:
     num_samples: int = setting(2000, ge=1)
     batch_size: int = setting(200, ge=1)
     method: Literal["exact", "single_pass"] = "exact"
-
-    @property
-    def grid(self) -> list[float]:
-        """The widths as a list of floats."""
-        return width_grid(self.widths)
-
-    def __post_init__(self) -> None:
-        check_width_grid(self.widths)
 
 
 @dataclass(frozen=True)

@@ -50,3 +50,17 @@ def check_width_grid(widths: str | float | Sequence[float]) -> None:
     bad = [w for w in grid if not w > 0]
     if bad:
         raise ConfigError("widths", f"must be positive, got {bad}")
+
+
+class WidthGrid:
+    """Mixin for a config section with a ``widths`` grid: the parsed :attr:`grid`, validated."""
+
+    widths: str | float | Sequence[float]
+
+    @property
+    def grid(self) -> list[float]:
+        """The widths as a list of floats."""
+        return width_grid(self.widths)
+
+    def __post_init__(self) -> None:
+        check_width_grid(self.widths)

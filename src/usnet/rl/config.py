@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..config import ConfigError, setting
-from ..config.widths import check_width_grid, check_width_sampling, width_grid
+from ..config.widths import WidthGrid, check_width_sampling
 
 
 @dataclass(frozen=True)
@@ -74,21 +74,13 @@ class WidthsConfig:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(WidthGrid):
     """The final spectrum: ``episodes`` episodes (seeds ``seed``, ``seed + 1``...) per width."""
 
     episodes: int = setting(10, ge=1)
     widths: str | float | list[float] = "0.25:1.0:0.125"
     seed: int = setting(10_000, ge=0)
     greedy: bool = False
-
-    @property
-    def grid(self) -> list[float]:
-        """The widths as a list of floats."""
-        return width_grid(self.widths)
-
-    def __post_init__(self) -> None:
-        check_width_grid(self.widths)
 
 
 @dataclass(frozen=True)

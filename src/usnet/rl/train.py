@@ -18,6 +18,7 @@ from torch import nn
 
 from ..checkpoint import load, load_state, read_meta, save, save_state
 from ..config import build_config, to_dict
+from ..devices import resolve_device
 from ..models import create_model
 from ..nn import width_space
 from .config import RLConfig
@@ -47,14 +48,7 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # tiny networks: more threads only add overhead
     torch.manual_seed(cfg.seed)
-    try:
-        device = torch.device(cfg.device)
-    except RuntimeError:
-        raise ValueError(
-            f"device {cfg.device!r} is not a torch device (cpu, cuda, cuda:1...)"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {cfg.device!r}: no CUDA device is available here; use cpu")
+    device = resolve_device(cfg.device)
     model = build_model(cfg).to(device)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
