@@ -4,9 +4,8 @@
     python benchmarks/run.py --quick         # a faster smoke run (fewer widths, repeats, images)
     python benchmarks/run.py --model tiny --quick --out /tmp/b.md   # seconds; what the test runs
 
-Each benchmark times two contenders side by side in one process, interleaved (A, B, A, B, ...)
-so that load from other jobs on the machine hits both alike, and reports the median of the
-timed repeats after warm-up and their ratio:
+Each benchmark times two contenders side by side, interleaved, so that load from other jobs hits
+both alike, and reports the medians after warm-up and their ratio:
 
 1. inference: the US model switched to width w (eval, calibrated) vs its exported dense model.
 2. switch: ``usnet.set_width`` (a cached width config, and a first-time one).
@@ -46,7 +45,7 @@ from torch import nn
 import usnet
 from usnet.calibration import calibrate
 from usnet.export import extract
-from usnet.nn import USBatchNorm2d, width_space
+from usnet.nn import width_space
 from usnet.training.losses import soft_cross_entropy
 from usnet.training.step import sandwich_step
 
@@ -99,17 +98,9 @@ def build(name: str) -> nn.Module:
     raise ValueError(f"--model {name!r} is unknown; allowed: mobilenet, tiny")
 
 
-def fake_stats(model: nn.Module, widths: list) -> None:
-    """Random calibrated statistics for ``widths``: the values do not matter for speed."""
-    g = torch.Generator().manual_seed(0)
-    space = width_space(model)
-    for w in widths:
-        with usnet.width(model, w):
-            for bn in model.modules():
-                if isinstance(bn, USBatchNorm2d) and bn.get_stats(space.key) is None:
-                    c = bn.ref.active
-                    bn.set_stats(space.key, 0.1 * torch.randn(c, generator=g), torch.ones(c))
-            space.calibrated[usnet.get_width(model)] = space.key
+def calibrate_on_noise(model: nn.Module, widths: list) -> None:
+    """Calibrated statistics for ``widths`` from random inputs: their values do not matter for speed."""
+    calibrate(model, [inputs(model, 2)], widths, 2, "single_pass", progress=False)
 
 
 def inputs(model: nn.Module, batch: int) -> torch.Tensor:
@@ -141,7 +132,7 @@ def interleaved(
 # -- 1. inference ------------------------------------------------------------------------------
 def bench_inference(model: nn.Module, widths: list[float], plan: list[tuple[int, int]]) -> list:
     """US model at width w vs ``extract(model, w)``, eval, ``torch.inference_mode``."""
-    fake_stats(model, widths)
+    calibrate_on_noise(model, widths)
     model.eval()
     out = []
     for w in widths:
@@ -279,7 +270,7 @@ def bench_training(model: nn.Module, batch: int, repeats: int) -> list:
 # -- 4. calibration ----------------------------------------------------------------------------
 def bench_calibration(model: nn.Module, w: float, batch: int, num: int, repeats: int) -> list:
     """Images/s of ``usnet.calibrate`` at one width vs an eval forward of the same images."""
-    fake_stats(model, [w])
+    calibrate_on_noise(model, [w])
     model.eval()
     batches = [inputs(model, batch)[: min(batch, num - i)] for i in range(0, num, batch)]
     out = []
@@ -325,12 +316,8 @@ def memory_probe(name: str, which: str, batch: int) -> dict:
     y = torch.zeros(batch, dtype=torch.long)
     if which == "sandwich":
         model.train()
-        widths = [
-            space.width_max,
-            space.width_min,
-            0.5 * (space.width_min + space.width_max),
-            space.width_max - 0.1 * (space.width_max - space.width_min),
-        ]
+        lo, hi = space.width_min, space.width_max
+        widths = [hi, lo, 0.5 * (lo + hi), hi - 0.1 * (hi - lo)]
         step: Callable[[], object] = lambda: sandwich_step(model, x, y, widths)  # noqa: E731
     elif which == "dense":
         dense = extract(model, space.width_max, stats=False).train()
@@ -373,12 +360,7 @@ def bench_memory(name: str, batch: int, threads: int) -> list:
         max(d["step_mb"], 1e-3),
         "MiB",
         "<= 1.05",
-        {
-            "sandwich_peak_mb": s["peak_mb"],
-            "dense_peak_mb": d["peak_mb"],
-            "sandwich_before_mb": s["before_mb"],
-            "dense_before_mb": d["before_mb"],
-        },
+        {f"{side}_{k}": v for side, p in probes.items() for k, v in p.items()},
     )
     print(r.line() + f"  (peak RSS {s['peak_mb']:.0f} vs {d['peak_mb']:.0f} MiB)", flush=True)
     return [r]
