@@ -18,13 +18,6 @@ from usnet.nn import width_space
 WIDTHS = [0.35, 0.6, 1.0, {"stem": 0.5, "*": 0.8}]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture
 def model():

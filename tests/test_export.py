@@ -16,15 +16,6 @@ from usnet.nn import UncalibratedWidthError, USConv2d, USLinear, width_space
 from usnet.profile import macs, params
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small convolutions run fastest (and robustly on a busy machine) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_widths(model: nn.Module, n_uniform: int, n_non_uniform: int, seed: int) -> list:
     rng = random.Random(seed)
     space = width_space(model)

@@ -155,14 +155,7 @@ def _checkpoint(path: Path, data: Path, **train: object) -> Path:
     return checkpoint.save(model, path, meta={"config": to_dict(config)})
 
 
-@pytest.fixture
-def one_thread():
-    old = torch.get_num_threads()
-    yield
-    torch.set_num_threads(old)  # the commands' --threads 1 sets it for the process
-
-
-def test_spectrum_and_select_commands(tmp_path, capsys, one_thread):
+def test_spectrum_and_select_commands(tmp_path, capsys):
     data = tmp_path / "fmnist"
     data.mkdir()
     _fashion_mnist(data)
