@@ -98,11 +98,6 @@ def _write_json(path: Path, doc: Mapping[str, Any]) -> None:
 
 
 # -- save -----------------------------------------------------------------------------------
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The US model itself, without DDP / torch.compile wrappers."""
-    return unwrap_model(model)
-
-
 def _width_to_json(config: Width) -> float | dict[str, float]:
     return dict(config) if isinstance(config, tuple) else config
 
@@ -116,7 +111,7 @@ def save(model: nn.Module, path: str | os.PathLike, meta: Mapping[str, Any] | No
     a crash comes between the two renames.
     """
     path = Path(path)
-    model = _unwrap(model)
+    model = unwrap_model(model)
     arch = getattr(model, "arch", None)
     if arch is None:
         raise ValueError(
