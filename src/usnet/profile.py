@@ -182,14 +182,18 @@ def latency(
         "repeats": repeats,
         "warmup": warmup,
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if cuda else _cpu_name(),
+        "device_name": device_name(dev),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
 
 
-def _cpu_name() -> str:
-    """A readable CPU name (``platform.processor()`` is empty on many Linux systems)."""
+def device_name(device: torch.device | str = "cpu") -> str:
+    """A readable name of ``device``: the GPU's, or the CPU model (``platform.processor()`` is
+    empty on many Linux systems)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo") as f:
             for line in f:

@@ -187,20 +187,14 @@ def _width_json(config: Width) -> float | dict[str, float]:
 
 def environment(device: torch.device) -> dict[str, Any]:
     """What timings depend on: device, its name, CPU threads, torch version, when."""
-    cuda = device.type == "cuda"
     return {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
+        "device_name": profile.device_name(device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def _cpu_name() -> str:
-    name = getattr(profile, "_cpu_name", None)  # TODO: profile could export device_name()
-    return name() if name is not None else (platform.processor() or platform.machine())
 
 
 @contextlib.contextmanager
