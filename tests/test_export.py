@@ -122,7 +122,7 @@ class Doubling(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return 2 * x
 
-    def to_dense(self) -> nn.Module:
+    def to_dense(self, stats: bool = True) -> nn.Module:
         return _Twice()
 
 

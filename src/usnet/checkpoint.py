@@ -29,7 +29,7 @@ from torch import nn
 from .models import create_model
 from .nn import USBatchNorm2d, Width, format_width, width_space
 from .nn import width as at_width
-from .nn.width import unwrap_model
+from .nn.space import unwrap_model
 
 WEIGHTS = "model.safetensors"
 INFO = "usnet.json"

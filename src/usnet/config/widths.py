@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..nn.width import parse_widths
+from ..nn.space import parse_widths
 from .typed import ConfigError, _show
 
 

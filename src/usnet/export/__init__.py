@@ -1,7 +1,7 @@
 """The dense network a width selects (:mod:`.dense`) and the files a deployment loads without
 usnet (:mod:`.files`: ExportedProgram, TorchScript, ONNX)."""
 
-from .dense import Residual, extract, register_dense
+from .dense import Residual, extract
 from .files import FORMATS, SUFFIXES, TOLERANCE, check, load_file, read_info, save
 
 __all__ = [
@@ -13,6 +13,5 @@ __all__ = [
     "extract",
     "load_file",
     "read_info",
-    "register_dense",
     "save",
 ]

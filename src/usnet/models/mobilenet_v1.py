@@ -71,6 +71,10 @@ class USMobileNetV1(USModel):
     def calibration_stages(self) -> nn.Sequential:
         return self.features
 
+    def to_dense(self, stats: bool = True) -> nn.Sequential:
+        """Export hook (children already dense): the forward as one plain ``nn.Sequential``."""
+        return nn.Sequential(self.features, self.pool, nn.Flatten(1), self.classifier)
+
 
 @register_model
 def us_mobilenet_v1(**kwargs: object) -> USMobileNetV1:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..nn import GroupRef, USConv2d, init_weights, make_divisible
+from ..nn import GroupRef, Residual, USConv2d, init_weights, make_divisible
 from .base import USModel
 from .registry import register_model
 
@@ -56,6 +56,10 @@ class InvertedResidual(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x) if self.residual else self.body(x)
 
+    def to_dense(self, stats: bool = True) -> nn.Module:
+        """Export hook (children already dense): the body, plus its skip connection."""
+        return Residual(self.body) if self.residual else self.body
+
 
 class USMobileNetV2(USModel):
     def __init__(
@@ -95,6 +99,10 @@ class USMobileNetV2(USModel):
 
     def calibration_stages(self) -> nn.Sequential:
         return self.features
+
+    def to_dense(self, stats: bool = True) -> nn.Sequential:
+        """Export hook (children already dense): the forward as one plain ``nn.Sequential``."""
+        return nn.Sequential(self.features, self.pool, nn.Flatten(1), self.classifier)
 
 
 @register_model

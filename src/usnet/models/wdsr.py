@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..nn import GroupRef, make_divisible
 from ..nn.layers import _Sliced
-from ..nn.width import as_ref
+from ..nn.space import as_ref
 from .base import USModel
 from .edsr import MeanShift, check_scale
 from .registry import register_model
@@ -55,7 +55,7 @@ class USWeightNormConv2d(nn.Conv2d, _Sliced):
         return F.conv2d(x, self.active_weight(), bias, self.stride, self.padding)
 
     @torch.no_grad()
-    def to_dense(self) -> nn.Conv2d:
+    def to_dense(self, stats: bool = True) -> nn.Conv2d:
         """A plain ``nn.Conv2d`` computing what this layer computes at the current width."""
         weight = self.active_weight()
         conv = nn.Conv2d(

@@ -1,9 +1,9 @@
 """Slimmable layers, channel groups and width control."""
 
-from .layers import USConv2d, USLinear, init_weights
+from .layers import Residual, USConv2d, USLinear, init_weights
 from .norm import SwitchableBatchNorm2d, UncalibratedWidthError, USBatchNorm2d
 from .rounding import active_channels, make_divisible
-from .width import (
+from .space import (
     ChannelGroup,
     GroupRef,
     Width,
@@ -21,6 +21,7 @@ from .width import (
 
 __all__ = [
     "ChannelGroup",
+    "Residual",
     "GroupRef",
     "SwitchableBatchNorm2d",
     "USBatchNorm2d",

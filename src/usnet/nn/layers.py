@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .width import GroupRef, as_ref
+from .space import GroupRef, as_ref
 
 
 class _Sliced:
@@ -102,6 +102,27 @@ class USConv2d(_Sliced, nn.Conv2d):
     def extra_repr(self) -> str:
         return f"{self.in_ref} -> {self.out_ref}, " + super().extra_repr()
 
+    @torch.no_grad()
+    def to_dense(self, stats: bool = True) -> nn.Conv2d:
+        """The plain ``nn.Conv2d`` of the current width (the export hook; weights copied)."""
+        cin, cout = self.in_ref.active, self.out_ref.active
+        conv = nn.Conv2d(
+            cin,
+            cout,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            cout if self.depthwise else 1,
+            bias=self.bias is not None,
+            device=self.weight.device,
+            dtype=self.weight.dtype,
+        )
+        conv.weight = dense_param(self.weight[:cout] if self.depthwise else self.weight[:cout, :cin])
+        if self.bias is not None:
+            conv.bias = dense_param(self.bias[:cout])
+        return conv
+
 
 class USLinear(_Sliced, nn.Linear):
     """A ``Linear`` whose in/out features follow channel groups."""
@@ -120,6 +141,34 @@ class USLinear(_Sliced, nn.Linear):
 
     def extra_repr(self) -> str:
         return f"{self.in_ref} -> {self.out_ref}, bias={self.bias is not None}"
+
+    @torch.no_grad()
+    def to_dense(self, stats: bool = True) -> nn.Linear:
+        """The plain ``nn.Linear`` of the current width (the export hook; weights copied)."""
+        cin, cout = self.in_ref.active, self.out_ref.active
+        linear = nn.Linear(
+            cin, cout, bias=self.bias is not None, device=self.weight.device, dtype=self.weight.dtype
+        )
+        linear.weight = dense_param(self.weight[:cout, :cin])
+        if self.bias is not None:
+            linear.bias = dense_param(self.bias[:cout])
+        return linear
+
+
+class Residual(nn.Module):
+    """``x + body(x)``: the one block standard torch lacks (dense form of residual blocks)."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+def dense_param(t: Tensor) -> nn.Parameter:
+    """A parameter of a dense export: a copy of ``t`` (a slice must not alias the US weights)."""
+    return nn.Parameter(t.detach().clone(), requires_grad=t.requires_grad)
 
 
 def init_weights(model: nn.Module) -> None:

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .layers import dense_param
 from .rounding import active_channels
-from .width import GroupRef, WidthSpace, as_ref, format_width
+from .space import GroupRef, WidthSpace, as_ref, format_width
 
 _PREFIX = "stats_"
 
@@ -76,6 +77,15 @@ class USBatchNorm2d(nn.Module):
             )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def _uncalibrated(self) -> UncalibratedWidthError:
+        w = format_width(self.space.config)
+        return UncalibratedWidthError(
+            f"width {w} has no batch-norm statistics (post-statistics calibration is needed "
+            f"for every width). Run usnet.calibrate(model, train_loader, widths=[{w}]) or "
+            f"`usnet calibrate CKPT --widths {w}`, or attach calibration data with "
+            f"usnet.attach_calibration_data(model, train_loader) to calibrate on first use."
+        )
+
     # -- forward --------------------------------------------------------------------------
     def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN202
         self._eval_cache = {}  # cached views point at the old tensors
@@ -96,19 +106,28 @@ class USBatchNorm2d(nn.Module):
             return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
         stats = self._buffers.get(_PREFIX + self.space.key)
         if stats is None:
-            w = format_width(self.space.config)
-            raise UncalibratedWidthError(
-                f"width {w} has no batch-norm statistics (post-statistics calibration is needed "
-                f"for every width). Run usnet.calibrate(model, train_loader, widths=[{w}]) or "
-                f"`usnet calibrate CKPT --widths {w}`, or attach calibration data with "
-                f"usnet.attach_calibration_data(model, train_loader) to calibrate on first use."
-            )
+            raise self._uncalibrated()
         if not torch.is_grad_enabled():
             self._eval_cache[self.space.key] = (weight, bias, stats[0], stats[1])
         return F.batch_norm(x, stats[0], stats[1], weight, bias, False, 0.0, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.ref}, eps={self.eps}, calibrated={len(self.calibrated_keys())}"
+
+    @torch.no_grad()
+    def to_dense(self, stats: bool = True) -> nn.BatchNorm2d:
+        """The plain ``nn.BatchNorm2d`` of the current width, with its calibrated statistics as
+        running statistics (``stats=False``: left at 0/1, e.g. to count parameters)."""
+        c = self.ref.active
+        bn = nn.BatchNorm2d(c, eps=self.eps, device=self.weight.device, dtype=self.weight.dtype)
+        bn.weight, bn.bias = dense_param(self.weight[:c]), dense_param(self.bias[:c])
+        if stats:
+            found = self.get_stats(self.space.key)
+            if found is None:
+                raise self._uncalibrated()
+            bn.running_mean.copy_(found[0])
+            bn.running_var.copy_(found[1])
+        return bn
 
 
 class SwitchableBatchNorm2d(nn.Module):
@@ -141,3 +160,13 @@ class SwitchableBatchNorm2d(nn.Module):
                 f"allowed: {list(self.switches)}"
             )
         return self.bn[self.switches.index(config)](x)
+
+    def to_dense(self, stats: bool = True) -> nn.BatchNorm2d:
+        """The current switch's own ``nn.BatchNorm2d`` (the export hook)."""
+        config = self.space.config
+        if config not in self.switches:
+            raise ValueError(
+                f"width {format_width(config)} is not a switch of this model; "
+                f"allowed: {list(self.switches)}"
+            )
+        return self.bn[self.switches.index(config)]
