@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from ..nn import width as at_width
 from ..nn import width_space
 from ..training import sample_widths
+from ..training.step import sandwich_step
 from .config import PPOConfig, WidthsConfig
 
 
@@ -201,6 +202,27 @@ def width_losses(
     return out
 
 
+class PPOLoss:
+    """PPO's loss per width; inplace distillation adds the KL to the largest width's detached
+    policy and the MSE to its value (a :class:`~usnet.training.step.SandwichLoss`)."""
+
+    def __init__(self, cfg: PPOConfig, widths_cfg: WidthsConfig) -> None:
+        self.cfg, self.widths_cfg = cfg, widths_cfg
+
+    def loss(self, outputs: tuple[Tensor, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return width_losses(*outputs, batch, self.cfg)
+
+    def distill_loss(
+        self,
+        outputs: tuple[Tensor, Tensor],
+        teacher: tuple[Tensor, Tensor],
+        batch: dict[str, Tensor],
+    ) -> dict[str, Tensor]:
+        logits, value = teacher
+        target = (F.log_softmax(logits.float(), dim=-1), value.float())
+        return width_losses(*outputs, batch, self.cfg, target, self.widths_cfg)
+
+
 def sandwich_backward(
     model: nn.Module,
     batch: dict[str, Tensor],
@@ -208,36 +230,13 @@ def sandwich_backward(
     cfg: PPOConfig,
     widths_cfg: WidthsConfig,
 ) -> dict[float, dict[str, float]]:
-    """Accumulate into ``.grad`` the gradients of every width's loss; no optimizer step.
-
-    The largest width goes first (its detached outputs are the narrow widths' teacher); if the
-    sampled widths lack it and distillation is on, a no-grad pass at the largest width makes
-    the teacher. Returns each width's loss parts.
-    """
-    w_max = width_space(model).width_max
-    teacher: tuple[Tensor, Tensor] | None = None
-    if widths_cfg.distill and all(w < w_max for w in widths):
-        with torch.no_grad(), at_width(model, w_max):
-            logits, value = model(batch["obs"])
-        teacher = (F.log_softmax(logits.float(), dim=-1), value.float())
-    stats: dict[float, dict[str, float]] = {}
-    for w in widths:
-        with at_width(model, w):
-            logits, value = model(batch["obs"])
-        is_max = w >= w_max
-        parts = width_losses(
-            logits,
-            value,
-            batch,
-            cfg,
-            None if is_max or not widths_cfg.distill else teacher,
-            widths_cfg,
-        )
-        parts["loss"].backward()
-        if is_max and widths_cfg.distill:
-            teacher = (F.log_softmax(logits.detach().float(), dim=-1), value.detach().float())
-        stats[w] = {k: float(v.detach()) for k, v in parts.items()}
-    return stats
+    """Accumulate into ``.grad`` the gradients of every width's loss (the shared
+    :func:`~usnet.training.step.sandwich_step`); no optimizer step. Returns each width's loss
+    parts."""
+    parts = sandwich_step(
+        model, batch["obs"], batch, widths, PPOLoss(cfg, widths_cfg), widths_cfg.distill
+    )
+    return {w: {k: float(v) for k, v in p.items()} for w, p in zip(widths, parts, strict=True)}
 
 
 def update(

@@ -29,6 +29,7 @@ from ..models import create_model
 from ..nn import format_width, width_space
 from .distributed import DistInfo, barrier, cleanup, init_distributed
 from .evaluate import evaluate
+from .losses import ClassificationLoss
 from .optim import create_optimizer, create_scheduler
 from .sampling import sample_widths
 from .step import sandwich_step
@@ -170,6 +171,7 @@ def _train(
     writer = _tensorboard(out) if cfg.output.tensorboard and info.is_main else None
     autocast = _autocast(cfg, dev)
     backward = scaler.scale if tc.amp == "fp16" else None
+    loss_fn = ClassificationLoss(tc.label_smoothing)
     for epoch in range(start_epoch, tc.epochs):
         clear_calibration(model)  # statistics of the old weights are stale
         model.train()
@@ -191,16 +193,17 @@ def _train(
                 tc.sampling, space.width_min, space.width_max, tc.num_widths, tc.widths, widths_gen
             )
             optimizer.zero_grad(set_to_none=True)
-            losses = sandwich_step(
+            parts = sandwich_step(
                 ddp,
                 x,
                 y,
                 widths,
+                loss_fn,
                 tc.inplace_distillation,
-                tc.label_smoothing,
                 autocast,
                 (lambda loss: backward(loss).backward()) if backward else torch.Tensor.backward,
             )
+            losses = [p["loss"] for p in parts]
             if tc.grad_clip is not None:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)

@@ -39,9 +39,10 @@ from ..metrics import psnr_y, ssim_y
 from ..models import create_model
 from ..models import edsr as _edsr  # noqa: F401  (registers us_edsr)
 from ..models import wdsr as _wdsr  # noqa: F401  (registers us_wdsr)
-from ..nn import format_width, set_width, width_space
+from ..nn import format_width, width_space
 from ..nn import width as at_width
 from .sampling import sample_widths
+from .step import sandwich_step
 
 SR_MODELS = ("us_edsr", "us_wdsr")
 
@@ -201,6 +202,16 @@ def _super_resolution(
 
 
 # -- training -------------------------------------------------------------------------------
+class L1Loss:
+    """L1 to the HR image; inplace distillation: L1 to the largest width's detached output."""
+
+    def loss(self, sr_img: Tensor, hr_img: Tensor) -> Tensor:
+        return F.l1_loss(sr_img, hr_img)
+
+    def distill_loss(self, sr_img: Tensor, teacher: Tensor, hr_img: Tensor) -> Tensor:
+        return F.l1_loss(sr_img, teacher)
+
+
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -209,31 +220,12 @@ def train_step(
     widths: Sequence[float],
     inplace_distillation: bool,
 ) -> dict[float, float]:
-    """One sandwich-rule step; returns each width's L1 loss.
-
-    The largest width of the model's range learns from the HR image; every other width learns
-    from the largest width's detached output when ``inplace_distillation`` is on and the largest
-    width was trained first in this step, else from the HR image.
-    """
-    space = width_space(model)
+    """One sandwich-rule step (:func:`~usnet.training.step.sandwich_step`); returns each
+    width's L1 loss."""
     optimizer.zero_grad(set_to_none=True)
-    teacher: Tensor | None = None
-    losses: dict[float, float] = {}
-    for w in widths:
-        set_width(model, w)
-        out = model(lr_img)
-        is_max = math.isclose(w, space.width_max)
-        if not is_max and inplace_distillation and teacher is not None:
-            loss = F.l1_loss(out, teacher)
-        else:
-            loss = F.l1_loss(out, hr_img)
-        if is_max and inplace_distillation:
-            teacher = out.detach()
-        loss.backward()
-        losses[w] = float(loss.detach())
+    parts = sandwich_step(model, lr_img, hr_img, widths, L1Loss(), inplace_distillation)
     optimizer.step()
-    set_width(model, space.width_max)
-    return losses
+    return {w: float(p["loss"]) for w, p in zip(widths, parts, strict=True)}
 
 
 def _cosine(step: int, total: int, lr: float, lr_min: float) -> float:
