@@ -46,7 +46,7 @@ import usnet
 from usnet.calibration import calibrate
 from usnet.export import extract
 from usnet.nn import width_space
-from usnet.training.losses import ClassificationLoss, soft_cross_entropy
+from usnet.tasks.classification.loss import ClassificationLoss, soft_cross_entropy
 from usnet.training.step import sandwich_step
 
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"

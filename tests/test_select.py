@@ -14,10 +14,11 @@ import torch
 
 import usnet
 from usnet import checkpoint, cli
-from usnet.config import TrainConfig, from_dict, to_dict
+from usnet.config import from_dict, to_dict
 from usnet.metric_providers import Metric
 from usnet.selection import parse_count, parse_latency_ms, parse_target, select
 from usnet.spectrum import Spectrum, SpectrumRow, load_spectrum
+from usnet.tasks.classification import TrainConfig
 
 
 def _spectrum(rows: list[tuple[float, float, float, float | None]], metrics=None) -> Spectrum:

@@ -14,9 +14,10 @@ from fixtures import write_fashion_mnist
 
 from usnet import checkpoint
 from usnet.cli import main
-from usnet.config import TrainConfig, build_config
+from usnet.config import build_config
+from usnet.tasks.classification import TASK, TrainConfig
+from usnet.tasks.classification.data import build_model
 from usnet.training import loop
-from usnet.training.loop import train
 
 TINY = {"input_size": 28, "blocks": [[1, 8, 1, 1], [6, 16, 1, 2]], "last_channels": 32}
 
@@ -27,7 +28,8 @@ def _cfg(tmp_path: Path, data: Path, *overrides: str) -> TrainConfig:
         "data": {"root": str(data), "batch_size": 32, "val_batch_size": 64, "augment": True},
         "train": {"epochs": 2, "max_steps_per_epoch": 3, "log_every": 1},
         "optim": {"lr": 0.05},
-        "calibrate": {"widths": "0.35,1.0", "num_samples": 64, "batch_size": 32},
+        "calibrate": {"num_samples": 64, "batch_size": 32},
+        "eval": {"widths": "0.35,1.0"},
         "output": {"dir": str(tmp_path / "run")},
     }
     return build_config(TrainConfig, raw, list(overrides))
@@ -46,7 +48,8 @@ def test_cli_train_then_calibrate_a_new_width(tmp_path, data, capsys):
                 "model": {"name": "us_mobilenet_v2_small", "kwargs": TINY},
                 "data": {"root": str(data), "batch_size": 32, "augment": False},
                 "train": {"epochs": 3},
-                "calibrate": {"widths": "0.35:1.0:0.325", "num_samples": 64},
+                "calibrate": {"num_samples": 64},
+                "eval": {"widths": "0.35:1.0:0.325"},
                 "output": {"dir": str(tmp_path / "run")},
             }
         )
@@ -69,7 +72,7 @@ def test_cli_train_then_calibrate_a_new_width(tmp_path, data, capsys):
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path, data, monkeypatch):
-    full = train(_cfg(tmp_path / "a", data), progress=False)
+    full = TASK.train(_cfg(tmp_path / "a", data), progress=False)
     expected = checkpoint.load_state(full.parent / loop.RESUME)["model"]
 
     # Crash right after the first epoch's resume state is written.
@@ -82,10 +85,10 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, data, monkeypatch):
 
     monkeypatch.setattr(checkpoint, "save_state", crash_after)
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, progress=False)
+        TASK.train(cfg, progress=False)
     monkeypatch.setattr(checkpoint, "save_state", real)
     assert checkpoint.load_state(tmp_path / "b" / "run" / loop.RESUME)["epoch"] == 1
-    train(cfg, resume=True, progress=False)
+    TASK.train(cfg, resume=True, progress=False)
     got = checkpoint.load_state(tmp_path / "b" / "run" / loop.RESUME)["model"]
     assert got.keys() == expected.keys()
     for k in expected:
@@ -104,20 +107,20 @@ def _ddp_worker(rank: int, world: int, port: int, cfg: TrainConfig) -> None:
         WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
     )
     torch.set_num_threads(1)
-    train(cfg, device="cpu", progress=False)
+    TASK.train(cfg, device="cpu", progress=False)
 
 
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, data):
     """No BN (us_mlp): 2 ranks x 16 images must give the weights of 1 rank x 32 images."""
-    common = ("model.name=us_mlp", "model.kwargs={hidden: [32, 32]}", "calibrate.widths=[0.25, 1.0]",
+    common = ("model.name=us_mlp", "model.kwargs={hidden: [32, 32]}", "eval.widths=[0.25, 1.0]",
               "optim.weight_decay=0.001")
-    single = train(_cfg(tmp_path / "one", data, *common), device="cpu", progress=False)
+    single = TASK.train(_cfg(tmp_path / "one", data, *common), device="cpu", progress=False)
     cfg2 = _cfg(tmp_path / "two", data, *common)
     mp.spawn(_ddp_worker, args=(2, _free_port(), cfg2), nprocs=2, join=True)
     a = checkpoint.load_state(single.parent / loop.RESUME)["model"]
     b = checkpoint.load_state(tmp_path / "two" / "run" / loop.RESUME)["model"]
     moved = 0.0
-    init = loop.build_model(cfg2).state_dict()
+    init = build_model(cfg2).state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
         moved = max(moved, (a[k] - init[k]).abs().max().item())

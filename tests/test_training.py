@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 import usnet
 from usnet.config import ScheduleConfig
-from usnet.training import sample_widths, soft_cross_entropy
-from usnet.training.losses import ClassificationLoss
+from usnet.tasks.classification.loss import ClassificationLoss, soft_cross_entropy
+from usnet.training import sample_widths
 from usnet.training.optim import lr_factor, param_groups
 from usnet.training.step import sandwich_step
 

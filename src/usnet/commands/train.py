@@ -29,23 +29,23 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-# task name -> module with ``run(raw: dict, overrides: list[str], resume: bool, ...) -> int``
-TASKS = {"sr": "usnet.training.sr", "rl": "usnet.rl"}
+# task name -> package with ``TASK`` (a task of the training loop)
+TASKS = {"classification": "usnet.tasks.classification", "sr": "usnet.tasks.sr"}
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import TrainConfig, build_config, load_yaml, task_of
+    from ..config import build_config, load_yaml, task_of
 
     raw = load_yaml(args.config)
-    task = task_of(raw)
-    if task != "classification":
-        module = importlib.import_module(TASKS[task])
-        extra = {} if args.device is None else {"device": args.device}
-        return int(module.run(raw, args.overrides, args.resume, source=args.config, **extra) or 0)
-    from ..training.loop import train
+    name = task_of(raw)
+    if name == "rl":
+        from .. import rl
 
-    cfg = build_config(TrainConfig, raw, args.overrides, source=args.config)
-    path = train(cfg, resume=args.resume, device=args.device, progress=not args.no_progress)
+        extra = {} if args.device is None else {"device": args.device}
+        return int(rl.run(raw, args.overrides, args.resume, source=args.config, **extra) or 0)
+    task = importlib.import_module(TASKS[name]).TASK
+    cfg = build_config(task.config, raw, args.overrides, source=args.config)
+    path = task.train(cfg, resume=args.resume, device=args.device, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the run
         print(f"checkpoint: {path}")
     return 0

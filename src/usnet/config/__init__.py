@@ -1,16 +1,14 @@
-"""Typed configs from YAML: a generic validated-dataclass layer (:mod:`.typed`) that every task
-reuses, and the classification schema (:mod:`.classification`)."""
+"""Typed configs from YAML: a generic validated layer (:mod:`.typed`) that every task reuses,
+YAML reading (:mod:`.yaml_io`) and the sections every task shares (:mod:`.sections`). Each
+task's schema lives in its package (``usnet.tasks.<name>.config``)."""
 
-from .classification import (
-    CalibrateConfig,
-    DataConfig,
+from .sections import (
+    EvalConfig,
     ModelConfig,
     OptimConfig,
     OutputConfig,
     ScheduleConfig,
-    TrainConfig,
     TrainingConfig,
-    load_config,
 )
 from .typed import (
     TASKS,
@@ -23,18 +21,16 @@ from .typed import (
     to_dict,
     validate,
 )
-from .yaml_io import dump_yaml, load_yaml, task_of
+from .yaml_io import dump_yaml, load_config, load_yaml, task_of
 
 __all__ = [
     "TASKS",
-    "CalibrateConfig",
     "ConfigError",
-    "DataConfig",
+    "EvalConfig",
     "ModelConfig",
     "OptimConfig",
     "OutputConfig",
     "ScheduleConfig",
-    "TrainConfig",
     "TrainingConfig",
     "UnknownKeyError",
     "apply_overrides",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-from ..nn.space import parse_widths
+from torch import nn
+
+from ..nn.space import parse_widths, width_space
 from .typed import ConfigError, _show
 
 
@@ -64,3 +66,15 @@ class WidthGrid:
 
     def __post_init__(self) -> None:
         check_width_grid(self.widths)
+
+
+def check_model_widths(model: nn.Module, widths: Mapping[str, Iterable[float]]) -> None:
+    """Every width of a config (``{"eval.widths": [...], ...}``) must be one ``model`` runs at:
+    the model says what is wrong (range, switches), the error names the config field."""
+    space = width_space(model)
+    for path, ws in widths.items():
+        for w in ws:
+            try:
+                space.canonical(w)
+            except ValueError as e:
+                raise ConfigError(path, str(e)) from None

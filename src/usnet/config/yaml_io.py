@@ -4,13 +4,15 @@ number), errors naming the file and line, and the ``task:`` key that ``usnet tra
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from .typed import TASKS, ConfigError, _show, _suggest, to_dict
+
+T = TypeVar("T")
 
 
 class _Loader(yaml.SafeLoader):
@@ -89,3 +91,11 @@ def task_of(data: Mapping[str, Any]) -> str:
         hint = _suggest(task, TASKS) if isinstance(task, str) else ""
         raise ConfigError("task", f"expected one of {', '.join(TASKS)}, got {_show(task)}{hint}")
     return task
+
+
+def load_config(path: str | Path, cls: type[T], overrides: Sequence[str] = ()) -> T:
+    """Read a YAML recipe, apply ``--set`` overrides and validate it against the schema ``cls``
+    (e.g. :class:`usnet.tasks.classification.TrainConfig`)."""
+    from .typed import build_config
+
+    return build_config(cls, load_yaml(path), overrides, source=str(path))

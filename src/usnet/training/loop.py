@@ -1,6 +1,8 @@
-"""The classification training loop: sandwich rule, DDP, autocast, atomic checkpoints, exact resume.
+"""The training loop of every task trained from a data loader (classification, super-resolution):
+the sandwich step, DDP, autocast, per-iteration schedules, atomic checkpoints, exact resume.
 
-Run folder (``output.dir``)::
+The task (:class:`LoopTask`) supplies the model, the data, the loss and the evaluation; the loop
+owns the rest. Run folder (``output.dir``)::
 
     checkpoint/      the model (model.safetensors + usnet.json), written at the end of every epoch
     resume.pt        everything a resumed run needs (weights, optimizer, schedule, RNG, epoch),
@@ -14,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -22,32 +26,74 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .. import checkpoint
-from ..calibration import calibrate, clear_calibration
-from ..config import TrainConfig, dump_yaml, to_dict
-from ..data import calibration_loader, create_dataset, create_loader, dataset_info
-from ..models import create_model
-from ..nn import format_width, width_space
+from ..calibration import clear_calibration
+from ..config import dump_yaml, to_dict
+from ..config.sections import check_amp
+from ..config.widths import check_model_widths
+from ..data.loader import EpochLoader
+from ..nn import WidthSpace, width_space
 from .distributed import DistInfo, barrier, cleanup, init_distributed
-from .evaluate import evaluate
-from .losses import ClassificationLoss
 from .optim import create_optimizer, create_scheduler
 from .sampling import sample_widths
-from .step import sandwich_step
+from .step import SandwichLoss, sandwich_step
 
 RESUME = "resume.pt"
 CHECKPOINT = "checkpoint"
 
 
-def build_model(cfg: TrainConfig) -> nn.Module:
-    """The model of ``cfg``, sized from the data set unless ``model.kwargs`` says otherwise."""
-    info = dataset_info(cfg.data.name, cfg.data.root)
-    return create_model(cfg.model.name, **{**info, **cfg.model.kwargs})
+class LoopTask(Protocol):
+    """What the loop needs from a task (``cfg`` is the task's validated config)."""
+
+    name: str
+    #: The metric logged for the smallest and largest width after each evaluated epoch.
+    primary: str
+
+    def build_model(self, cfg: Any) -> nn.Module: ...
+
+    def train_loader(
+        self, cfg: Any, world_size: int, distributed: bool, device: torch.device
+    ) -> EpochLoader:
+        """This rank's share of ``data.batch_size``; batches are ``(inputs, target)``."""
+        ...
+
+    def steps_per_epoch(self, cfg: Any, loader: EpochLoader) -> int: ...
+
+    def loss(self, cfg: Any) -> SandwichLoss: ...
+
+    def evaluate(
+        self, model: nn.Module, cfg: Any, widths: Sequence[float], device: torch.device
+    ) -> dict[float, dict[str, float]]:
+        """Metrics per width (calibrating BN first where the model has it)."""
+        ...
+
+    def report(
+        self,
+        model: nn.Module,
+        cfg: Any,
+        results: dict[float, dict[str, float]],
+        out: Path,
+        history: list[dict[str, Any]],
+    ) -> tuple[Any, str]:
+        """The final results as stored in the checkpoint's metadata, and as printed."""
+        ...
 
 
-def _autocast(cfg: TrainConfig, device: torch.device):  # noqa: ANN202
-    if cfg.train.amp is None:
+def final_widths(cfg: Any) -> list[float]:
+    """The widths evaluated after training: ``eval.widths``, or the trained list of a model
+    trained at fixed widths (``fixed``/``switches`` sampling)."""
+    return cfg.eval.grid if cfg.train.trains_range else sorted(cfg.train.widths or [])
+
+
+def _epoch_widths(cfg: Any, space: WidthSpace) -> list[float]:
+    tc = cfg.train
+    ends = {space.width_min, space.width_max} if tc.trains_range else set(tc.widths or [])
+    return sorted(ends)
+
+
+def _autocast(amp: str | None, device: torch.device) -> Callable[[], Any]:
+    if amp is None:
         return contextlib.nullcontext
-    dtype = torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return lambda: torch.autocast(device.type, dtype=dtype)
 
 
@@ -64,49 +110,29 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def validate_widths(
-    model: nn.Module,
-    cfg: TrainConfig,
-    widths: list[float],
-    device: torch.device,
-    max_samples: int | None = None,
-) -> dict[float, dict[str, float]]:
-    """Calibrate ``widths`` on training images, then evaluate them on the test split."""
-    calib = calibration_loader(
-        cfg.data.name,
-        cfg.data.root,
-        cfg.calibrate.num_samples,
-        cfg.calibrate.batch_size,
-        seed=cfg.train.seed,
-    )
-    calibrate(model, calib, widths, cfg.calibrate.num_samples, cfg.calibrate.method, progress=False)
-    val = create_dataset(cfg.data.name, cfg.data.root, "test")
-    if max_samples is not None and max_samples < len(val):
-        val = torch.utils.data.Subset(val, range(max_samples))
-    loader = create_loader(
-        val, cfg.data.val_batch_size, shuffle=False, num_workers=cfg.data.num_workers
-    )
-    return {w: evaluate(model, loader, w, device) for w in widths}
-
-
 def train(
-    cfg: TrainConfig, resume: bool = False, device: str | None = None, progress: bool = True
+    cfg: Any,
+    task: LoopTask,
+    resume: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
-    """Train ``cfg`` (under ``torchrun``: on every rank), then calibrate and evaluate its width grid.
+    """Train ``cfg`` (under ``torchrun``: on every rank), then evaluate its width grid.
 
     Returns the checkpoint folder. ``resume=True`` continues from ``output.dir/resume.pt``
     exactly where the last finished epoch left off.
     """
     info, dev = init_distributed(device)
-    cfg.check_device(dev.type)
+    check_amp(cfg.train.amp, dev.type)
     try:
-        return _train(cfg, resume, info, dev, progress)
+        return _train(cfg, task, resume, info, dev, progress)
     finally:
         cleanup(info)
 
 
 def _train(
-    cfg: TrainConfig, resume: bool, info: DistInfo, dev: torch.device, progress: bool
+    cfg: Any, task: LoopTask, resume: bool, info: DistInfo, dev: torch.device, progress: bool
 ) -> Path:
     out = Path(cfg.output.dir)
     tc = cfg.train
@@ -115,29 +141,17 @@ def _train(
             f"data.batch_size {cfg.data.batch_size} must divide evenly over {info.world_size} ranks"
         )
     torch.manual_seed(tc.seed)
-    model = build_model(cfg).to(dev)
+    model = task.build_model(cfg).to(dev)
+    check_model_widths(model, {"train.widths": tc.widths or [], "eval.widths": cfg.eval.grid})
     if tc.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     space = width_space(model)
-    train_set = create_dataset(
-        cfg.data.name, cfg.data.root, "train", augment=cfg.data.augment, seed=tc.seed
-    )
-    loader = create_loader(
-        train_set,
-        cfg.data.batch_size // info.world_size,
-        shuffle=True,
-        num_workers=cfg.data.num_workers,
-        seed=tc.seed,
-        distributed=info.enabled,
-        drop_last=True,
-        pin_memory=dev.type == "cuda",
-    )
-    steps = (
-        len(loader) if tc.max_steps_per_epoch is None else min(len(loader), tc.max_steps_per_epoch)
-    )
+    loader = task.train_loader(cfg, info.world_size, info.enabled, dev)
+    steps = task.steps_per_epoch(cfg, loader)
     if steps == 0:
         raise ValueError(
-            f"data.batch_size {cfg.data.batch_size} is larger than the training set ({len(train_set)})"
+            f"data.batch_size {cfg.data.batch_size} is larger than the training set "
+            f"({len(loader.dataset)})"  # type: ignore[arg-type]
         )
     optimizer = create_optimizer(cfg.optim, model)
     scheduler = create_scheduler(cfg.schedule, optimizer, steps, tc.epochs)
@@ -160,7 +174,7 @@ def _train(
             model,
             device_ids=[dev.index] if dev.type == "cuda" else None,
             broadcast_buffers=False,
-            find_unused_parameters=model.switches is not None,
+            find_unused_parameters=getattr(model, "switches", None) is not None,
         )
         if info.enabled
         else model
@@ -169,9 +183,10 @@ def _train(
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_yaml(to_dict(cfg)))
     writer = _tensorboard(out) if cfg.output.tensorboard and info.is_main else None
-    autocast = _autocast(cfg, dev)
+    autocast = _autocast(tc.amp, dev)
     backward = scaler.scale if tc.amp == "fp16" else None
-    loss_fn = ClassificationLoss(tc.label_smoothing)
+    loss_fn = task.loss(cfg)
+    meta = {"task": task.name, "config": to_dict(cfg)}
     for epoch in range(start_epoch, tc.epochs):
         clear_calibration(model)  # statistics of the old weights are stale
         model.train()
@@ -238,13 +253,9 @@ def _train(
             "seconds": elapsed,
         }
         if info.is_main:
-            ends = sorted(
-                {space.width_min, space.width_max}
-                if tc.sampling in ("sandwich", "random")
-                else set(tc.widths or [])
-            )
-            for w, m in validate_widths(model, cfg, ends, dev).items():
-                row[f"top1@{w:g}"] = m["top1"]
+            if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == tc.epochs:
+                for w, m in task.evaluate(model, cfg, _epoch_widths(cfg, space), dev).items():
+                    row[f"{task.primary}@{w:g}"] = m[task.primary]
             history.append(row)
             if writer is not None:
                 for k, v in row.items():
@@ -266,9 +277,7 @@ def _train(
                 out / RESUME,
             )
             checkpoint.save(
-                model,
-                out / CHECKPOINT,
-                meta={"config": to_dict(cfg), "epoch": epoch + 1, "history": history},
+                model, out / CHECKPOINT, meta={**meta, "epoch": epoch + 1, "history": history}
             )
             tqdm.write(
                 " ".join(
@@ -277,42 +286,19 @@ def _train(
             )
         barrier(info)
     if info.is_main:
-        grid = (
-            cfg.calibrate.grid if tc.sampling in ("sandwich", "random") else sorted(tc.widths or [])
-        )
-        results = validate_widths(model, cfg, grid, dev)
-        summary = [{"width": w, **m} for w, m in results.items()]
+        results = task.evaluate(model, cfg, final_widths(cfg), dev)
+        summary, text = task.report(model, cfg, results, out, history)
         checkpoint.save(
             model,
             out / CHECKPOINT,
-            meta={
-                "config": to_dict(cfg),
-                "epoch": tc.epochs,
-                "history": history,
-                "results": summary,
-            },
+            meta={**meta, "epoch": tc.epochs, "history": history, "results": summary},
         )
-        print(format_results(model, results, cfg))
+        print(text)
     barrier(info)
     return out / CHECKPOINT
 
 
-def format_results(
-    model: nn.Module, results: dict[float, dict[str, float]], cfg: TrainConfig
-) -> str:
-    """The per-width validation summary as a Markdown table."""
-    from ..profile import macs
-
-    lines = ["| width | MMACs | top-1 % | top-5 % |", "|---:|---:|---:|---:|"]
-    for w, m in sorted(results.items(), reverse=True):
-        lines.append(
-            f"| {format_width(w)} | {macs(model, w) / 1e6:.2f} | "
-            f"{100 * m['top1']:.2f} | {100 * m['top5']:.2f} |"
-        )
-    return "\n".join(lines)
-
-
-def _tensorboard(out: Path):  # noqa: ANN202
+def _tensorboard(out: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:

@@ -1,0 +1,1 @@
+"""The tasks usnet trains: each a package with its config schema, data, loss and evaluation."""
