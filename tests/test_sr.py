@@ -269,6 +269,26 @@ def test_run_end_to_end_resumes_and_upscales(image_dirs, tmp_path, capsys, monke
     for k in a:
         torch.testing.assert_close(a[k], b[k], msg=k)
 
+    # killed between the epoch-2 checkpoint and its resume.pt (defect 6): the resumed run
+    # retrains epoch 2 from resume.pt's own weights and optimizer, not the newer checkpoint's
+    calls = []
+
+    def die_at_second_save(obj, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_save_state(obj, path)
+
+    monkeypatch.setattr(checkpoint, "save_state", die_at_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        _run(_raw(train_dir, test_dir, tmp_path / "between"))
+    monkeypatch.undo()
+    assert checkpoint.read_meta(tmp_path / "between" / "checkpoint")["epoch"] == 2
+    _run(_raw(train_dir, test_dir, tmp_path / "between"), resume=True)
+    c = checkpoint.load(tmp_path / "between" / "checkpoint").state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], c[k], rtol=0, atol=0, msg=k)
+
     # usnet upscale at two widths
     src, out = tmp_path / "in.png", tmp_path / "out.png"
     _photo(10, 12, 5).save(src)

@@ -14,7 +14,7 @@ from fixtures import write_fashion_mnist
 
 from usnet import checkpoint
 from usnet.cli import main
-from usnet.config import build_config
+from usnet.config import build_config, dump_yaml
 from usnet.tasks.classification import TASK, TrainConfig
 from usnet.tasks.classification.data import build_model
 from usnet.training import loop
@@ -71,9 +71,13 @@ def test_cli_train_then_calibrate_a_new_width(tmp_path, data, capsys):
     assert "unknown key 'optim.lrr'" in capsys.readouterr().err
 
 
+def _resume_state(run: Path) -> dict:
+    return checkpoint.load_state(run / loop.RESUME)
+
+
 def test_killed_run_resumes_to_the_same_weights(tmp_path, data, monkeypatch):
     full = TASK.train(_cfg(tmp_path / "a", data), progress=False)
-    expected = checkpoint.load_state(full.parent / loop.RESUME)["model"]
+    expected = _resume_state(full.parent)["model"]
 
     # Crash right after the first epoch's resume state is written.
     cfg = _cfg(tmp_path / "b", data)
@@ -87,12 +91,97 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, data, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         TASK.train(cfg, progress=False)
     monkeypatch.setattr(checkpoint, "save_state", real)
-    assert checkpoint.load_state(tmp_path / "b" / "run" / loop.RESUME)["epoch"] == 1
+    assert _resume_state(tmp_path / "b" / "run")["counters"]["epoch"] == 1
     TASK.train(cfg, resume=True, progress=False)
-    got = checkpoint.load_state(tmp_path / "b" / "run" / loop.RESUME)["model"]
+    got = _resume_state(tmp_path / "b" / "run")["model"]
     assert got.keys() == expected.keys()
     for k in expected:
         torch.testing.assert_close(got[k], expected[k], rtol=0, atol=0)
+
+
+def test_crash_between_checkpoint_and_resume_state_resumes_consistently(
+    tmp_path, data, monkeypatch, capsys
+):
+    """Defect 6: the epoch-2 checkpoint is written, then the run dies before resume.pt; the
+    resumed run must not pair epoch-2 weights with epoch-1 optimizer state."""
+    full = TASK.train(_cfg(tmp_path / "a", data), progress=False)
+    expected = _resume_state(full.parent)["model"]
+    cfg = _cfg(tmp_path / "b", data)
+    real, calls = checkpoint.save_state, []
+
+    def die_before_second(obj, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed between the checkpoint and resume.pt")
+        real(obj, path)
+
+    monkeypatch.setattr(checkpoint, "save_state", die_before_second)
+    with pytest.raises(KeyboardInterrupt):
+        TASK.train(cfg, progress=False)
+    monkeypatch.setattr(checkpoint, "save_state", real)
+    run = tmp_path / "b" / "run"
+    assert checkpoint.read_meta(run / loop.CHECKPOINT)["epoch"] == 2
+    assert _resume_state(run)["counters"]["epoch"] == 1
+    capsys.readouterr()
+    TASK.train(cfg, resume=True, progress=False)
+    assert "is not the checkpoint saved with" in capsys.readouterr().out
+    got = _resume_state(run)["model"]
+    for k in expected:
+        torch.testing.assert_close(got[k], expected[k], rtol=0, atol=0)
+
+
+def test_resume_with_another_model_or_optimizer_names_the_fields(tmp_path, data, capsys):
+    """Defect 11: one line naming what differs, not a state-dict traceback."""
+    cfg = _cfg(tmp_path, data, "train.epochs=1")
+    TASK.train(cfg, progress=False)
+    changed = _cfg(
+        tmp_path, data, "train.epochs=2", "optim.name=adamw", "model.kwargs.last_channels=64"
+    )
+    with pytest.raises(ValueError) as info:
+        TASK.train(changed, resume=True, progress=False)
+    msg = str(info.value)
+    assert "\n" not in msg and "cannot resume" in msg
+    assert "model.kwargs.last_channels (32 -> 64)" in msg and "optim.name ('sgd' -> 'adamw')" in msg
+    assert "train.epochs" not in msg  # a longer run may continue
+    TASK.train(_cfg(tmp_path, data, "train.epochs=2"), resume=True, progress=False)
+    assert _resume_state(tmp_path / "run")["counters"]["epoch"] == 2
+
+
+def test_resume_state_is_read_on_the_cpu(tmp_path, data, monkeypatch):
+    """Defect 4: RNG states must reach torch.set_rng_state as CPU byte tensors, so resume.pt is
+    read onto the CPU whatever the training device (on CUDA, map_location=cuda broke it)."""
+    cfg = _cfg(tmp_path, data, "train.epochs=2")
+    TASK.train(_cfg(tmp_path, data, "train.epochs=1"), progress=False)
+    seen, real = [], checkpoint.load_state
+
+    def spy(path, map_location="cpu"):
+        seen.append(map_location)
+        return real(path, map_location)
+
+    monkeypatch.setattr(checkpoint, "load_state", spy)
+    set_rng, states = torch.set_rng_state, []
+    monkeypatch.setattr(torch, "set_rng_state", lambda s: (states.append(s), set_rng(s)))
+    TASK.train(cfg, resume=True, progress=False)
+    assert seen == ["cpu"]
+    assert states and all(s.device.type == "cpu" and s.dtype == torch.uint8 for s in states)
+
+
+def test_a_finished_run_is_not_overwritten(tmp_path, data, capsys):
+    """Defect 10: training again into a run's folder without --resume is refused."""
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(dump_yaml(_cfg(tmp_path, data, "train.epochs=1")))
+    args = ["train", str(cfg_file), "--no-progress"]
+    assert main(args) == 0
+    ckpt = tmp_path / "run" / loop.CHECKPOINT
+    before = checkpoint.read_info(ckpt)["save_id"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(tmp_path / "run") in err
+    assert "--resume" in err and "output.dir" in err and "--overwrite" in err
+    assert checkpoint.read_info(ckpt)["save_id"] == before  # untouched
+    assert main([*args, "--overwrite"]) == 0
+    assert checkpoint.read_info(ckpt)["save_id"] != before
 
 
 def _free_port() -> int:

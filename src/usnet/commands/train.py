@@ -24,6 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="override a config value, e.g. --set optim.lr=0.1 (repeatable)",
     )
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/resume.pt")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an OUTPUT_DIR that holds a run (its checkpoint is replaced)",
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -45,7 +50,13 @@ def run(args: argparse.Namespace) -> int:
         return int(rl.run(raw, args.overrides, args.resume, source=args.config, **extra) or 0)
     task = importlib.import_module(TASKS[name]).TASK
     cfg = build_config(task.config, raw, args.overrides, source=args.config)
-    path = task.train(cfg, resume=args.resume, device=args.device, progress=not args.no_progress)
+    path = task.train(
+        cfg,
+        resume=args.resume,
+        device=args.device,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+    )
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the run
         print(f"checkpoint: {path}")
     return 0

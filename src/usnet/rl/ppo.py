@@ -80,15 +80,17 @@ def _device(model: nn.Module) -> torch.device:
 class Collector:
     """Steps a vector environment with the model; keeps the current observations and episodes.
 
-    Actions are drawn with its own generator, so a run is reproducible whatever else uses the
-    global RNG. ``episodes`` collects ``(return, length)`` of every finished episode (raw rewards).
+    Actions are drawn with its own generator (``generator``, else one seeded ``seed``), so a run
+    is reproducible whatever else uses the global RNG. ``episodes`` collects ``(return, length)`` of every finished episode (raw rewards).
     """
 
-    def __init__(self, envs: gym.vector.VectorEnv, seed: int) -> None:
+    def __init__(
+        self, envs: gym.vector.VectorEnv, seed: int, generator: torch.Generator | None = None
+    ) -> None:
         self.envs = envs
         obs, _ = envs.reset(seed=seed)
         self.obs = _obs_tensor(obs)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = generator or torch.Generator().manual_seed(seed)
         self._ret = np.zeros(envs.num_envs)
         self._len = np.zeros(envs.num_envs, dtype=np.int64)
         self.episodes: list[tuple[float, int]] = []

@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import load, load_state, read_meta, save, save_state
+from ..checkpoint import save
 from ..config import build_config, to_dict
 from ..devices import resolve_device
 from ..models import create_model
 from ..nn import width_space
+from ..training.resume import CHECKPOINT, ResumeState, check_run_folder, clear_run_folder
 from .config import RLConfig
 from .envs import make_vector_env, model_kwargs
 from .evaluate import format_table, plot, spectrum
@@ -42,7 +43,10 @@ def _env_seed(cfg: RLConfig, update_index: int) -> int:
 
 
 def train(
-    cfg: RLConfig, resume: bool = False, log: Callable[[str], None] = print
+    cfg: RLConfig,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    overwrite: bool = False,
 ) -> tuple[nn.Module, list[dict]]:
     """Train for ``cfg.ppo.total_steps`` environment steps; returns the agent and its spectrum."""
     if cfg.threads:
@@ -51,36 +55,29 @@ def train(
     device = resolve_device(cfg.device)
     model = build_model(cfg).to(device)
     out = Path(cfg.out_dir)
+    check_run_folder(out, resume, overwrite)
+    if overwrite:
+        clear_run_folder(out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_dir, resume_path = out / "checkpoint", out / "resume.pt"
+    ckpt_dir = out / CHECKPOINT
     space = width_space(model)
     rollout_width = cfg.train.rollout_width or space.width_max
     space.canonical(rollout_width)  # in range, or a clear error
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.ppo.lr, eps=1e-5)
     generator = torch.Generator().manual_seed(cfg.seed)
-    start, step = 0, 0
-    collector_state: torch.Tensor | None = None
-    if resume:
-        if not resume_path.is_file():
-            raise FileNotFoundError(f"cannot resume: {resume_path} does not exist")
-        state = load_state(resume_path)
-        loaded = load(ckpt_dir)
-        if loaded.arch != model.arch or state["update"] != read_meta(ckpt_dir).get("update"):
-            raise ValueError(
-                f"{ckpt_dir} and {resume_path} do not belong together (architecture or update "
-                "differ); delete them to start afresh"
-            )
-        model.load_state_dict(loaded.state_dict())
-        optimizer.load_state_dict(state["optimizer"])  # moves its state to the weights' device
-        generator.set_state(state["generator"])
-        collector_state = state["collector_generator"]
-        start, step = state["update"], state["step"]
-        log(f"resumed from {ckpt_dir} at update {start} ({step} steps)")
-    envs = make_vector_env(cfg.env.id, cfg.env.num_envs)
-    collector = Collector(envs, _env_seed(cfg, start))
-    if collector_state is not None:
-        collector.generator.set_state(collector_state)
+    actions = torch.Generator().manual_seed(_env_seed(cfg, 0))
     config_data = to_dict(cfg)
+    state = ResumeState(
+        out, model, optimizer, generators={"widths": generator, "actions": actions},
+        config=config_data,
+    )
+    start, step = 0, 0
+    if resume:
+        counters, _ = state.load(log)
+        start, step = int(counters["update"]), int(counters["step"])
+        log(f"resumed from {state.path} at update {start} ({step} steps)")
+    envs = make_vector_env(cfg.env.id, cfg.env.num_envs)
+    collector = Collector(envs, _env_seed(cfg, start), generator=actions)
     t0, logged = time.time(), 0
     try:
         for k in range(start, cfg.num_updates):
@@ -114,16 +111,7 @@ def train(
             if done % cfg.checkpoint_every == 0 or done == cfg.num_updates:
                 meta = {"config": config_data, "update": done, "step": step, "task": "rl"}
                 save(model, ckpt_dir, meta=meta)
-                save_state(
-                    {
-                        "optimizer": optimizer.state_dict(),
-                        "generator": generator.get_state(),
-                        "collector_generator": collector.generator.get_state(),
-                        "update": done,
-                        "step": step,
-                    },
-                    resume_path,
-                )
+                state.save({"update": done, "step": step})  # after the checkpoint, paired
     finally:
         envs.close()
     ev = cfg.eval

@@ -34,11 +34,9 @@ from ..data.loader import EpochLoader
 from ..nn import WidthSpace, width_space
 from .distributed import DistInfo, barrier, cleanup, init_distributed
 from .optim import create_optimizer, create_scheduler
+from .resume import CHECKPOINT, RESUME, ResumeState, check_run_folder, clear_run_folder
 from .sampling import sample_widths
 from .step import SandwichLoss, sandwich_step
-
-RESUME = "resume.pt"
-CHECKPOINT = "checkpoint"
 
 
 class LoopTask(Protocol):
@@ -97,19 +95,6 @@ def _autocast(amp: str | None, device: torch.device) -> Callable[[], Any]:
     return lambda: torch.autocast(device.type, dtype=dtype)
 
 
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def train(
     cfg: Any,
     task: LoopTask,
@@ -121,11 +106,16 @@ def train(
     """Train ``cfg`` (under ``torchrun``: on every rank), then evaluate its width grid.
 
     Returns the checkpoint folder. ``resume=True`` continues from ``output.dir/resume.pt``
-    exactly where the last finished epoch left off.
+    exactly where the last finished epoch left off. A folder that already holds a run is
+    refused unless ``resume`` or ``overwrite`` (which starts afresh).
     """
+    out = Path(cfg.output.dir)
+    check_run_folder(out, resume, overwrite)
     info, dev = init_distributed(device)
     check_amp(cfg.train.amp, dev.type)
     try:
+        if overwrite and info.is_main:
+            clear_run_folder(out)
         return _train(cfg, task, resume, info, dev, progress)
     finally:
         cleanup(info)
@@ -157,16 +147,14 @@ def _train(
     scheduler = create_scheduler(cfg.schedule, optimizer, steps, tc.epochs)
     scaler = torch.amp.GradScaler(dev.type, enabled=tc.amp == "fp16")
     widths_gen = torch.Generator().manual_seed(tc.seed)  # identical on every rank
+    meta = {"task": task.name, "config": to_dict(cfg)}
+    state = ResumeState(
+        out, model, optimizer, scheduler, scaler, {"widths": widths_gen}, meta["config"]
+    )
     start_epoch, history = 0, []
     if resume:
-        state = checkpoint.load_state(out / RESUME, map_location=dev)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        widths_gen.set_state(state["widths_generator"])
-        _set_rng_state(state["rng"])
-        start_epoch, history = int(state["epoch"]), list(state.get("history", []))
+        counters, history = state.load(log=print if info.is_main else _quiet)
+        start_epoch = int(counters["epoch"])
     if start_epoch >= tc.epochs:
         raise ValueError(f"{out / RESUME} already finished all {tc.epochs} epochs")
     ddp = (
@@ -186,7 +174,6 @@ def _train(
     autocast = _autocast(tc.amp, dev)
     backward = scaler.scale if tc.amp == "fp16" else None
     loss_fn = task.loss(cfg)
-    meta = {"task": task.name, "config": to_dict(cfg)}
     for epoch in range(start_epoch, tc.epochs):
         clear_calibration(model)  # statistics of the old weights are stale
         model.train()
@@ -263,22 +250,10 @@ def _train(
                         writer.add_scalar(k, v, epoch + 1)
                 writer.flush()
             _write_csv(out / "metrics.csv", history)
-            checkpoint.save_state(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "widths_generator": widths_gen.get_state(),
-                    "rng": _rng_state(),
-                    "epoch": epoch + 1,
-                    "history": history,
-                },
-                out / RESUME,
-            )
             checkpoint.save(
                 model, out / CHECKPOINT, meta={**meta, "epoch": epoch + 1, "history": history}
             )
+            state.save({"epoch": epoch + 1}, history)  # after the checkpoint, paired with it
             tqdm.write(
                 " ".join(
                     f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
@@ -293,9 +268,14 @@ def _train(
             out / CHECKPOINT,
             meta={**meta, "epoch": tc.epochs, "history": history, "results": summary},
         )
+        state.save({"epoch": tc.epochs}, history)
         print(text)
     barrier(info)
     return out / CHECKPOINT
+
+
+def _quiet(message: str) -> None:
+    """Ranks other than 0 keep quiet."""
 
 
 def _tensorboard(out: Path) -> Any:
