@@ -21,7 +21,6 @@ from usnet.config import (
     from_dict,
     load_yaml,
     setting,
-    task_of,
     to_dict,
     validate,
 )
@@ -29,6 +28,7 @@ from usnet.config import load_config as _load_config
 from usnet.config.sections import check_amp
 from usnet.config.widths import check_model_widths
 from usnet.nn import width_space
+from usnet.tasks import task_of
 from usnet.tasks.classification import CalibrateConfig, TrainConfig
 from usnet.training import STRATEGIES
 

@@ -1,16 +1,15 @@
-"""``usnet train CONFIG``: train a US-Net from a YAML recipe (dispatching on its ``task``)."""
+"""``usnet train CONFIG``: train a US-Net from a YAML recipe (the task its ``task:`` names)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
-        help="train a US-Net from a YAML recipe, then calibrate and evaluate its width grid",
+        help="train a US-Net from a YAML recipe, then evaluate its width grid",
         description="Train with the sandwich rule and inplace distillation. Under torchrun every "
         "rank runs this command (DDP); only rank 0 writes files.",
     )
@@ -29,28 +28,21 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         action="store_true",
         help="start afresh in an OUTPUT_DIR that holds a run (its checkpoint is replaced)",
     )
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:1... (default: the recipe's train.device, else cuda when available)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
-# task name -> package with ``TASK`` (a task of the training loop)
-TASKS = {"classification": "usnet.tasks.classification", "sr": "usnet.tasks.sr"}
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..config import build_config, load_yaml, task_of
+    from ..config import load_yaml
+    from ..tasks import get_task, task_config
 
-    raw = load_yaml(args.config)
-    name = task_of(raw)
-    if name == "rl":
-        from .. import rl
-
-        extra = {} if args.device is None else {"device": args.device}
-        return int(rl.run(raw, args.overrides, args.resume, source=args.config, **extra) or 0)
-    task = importlib.import_module(TASKS[name]).TASK
-    cfg = build_config(task.config, raw, args.overrides, source=args.config)
-    path = task.train(
+    cfg = task_config(load_yaml(args.config), args.overrides, source=args.config)
+    path = get_task(cfg.task).train(
         cfg,
         resume=args.resume,
         device=args.device,

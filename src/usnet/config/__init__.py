@@ -11,7 +11,6 @@ from .sections import (
     TrainingConfig,
 )
 from .typed import (
-    TASKS,
     ConfigError,
     UnknownKeyError,
     apply_overrides,
@@ -21,10 +20,9 @@ from .typed import (
     to_dict,
     validate,
 )
-from .yaml_io import dump_yaml, load_config, load_yaml, task_of
+from .yaml_io import dump_yaml, load_config, load_yaml
 
 __all__ = [
-    "TASKS",
     "ConfigError",
     "EvalConfig",
     "ModelConfig",
@@ -40,7 +38,6 @@ __all__ = [
     "load_config",
     "load_yaml",
     "setting",
-    "task_of",
     "to_dict",
     "validate",
 ]

@@ -32,23 +32,24 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class TrainingConfig:
-    """The ``train:`` section: how each step picks widths, and the loop's options.
+class WidthTraining:
+    """The ``train:`` keys every task shares: how each step picks widths, seeds, the machine.
 
     ``sampling``: ``sandwich`` (largest, smallest and ``num_widths - 2`` random widths; the
     paper), ``random`` (``num_widths`` random widths; the ablation), ``switches`` (every width in
     ``widths``; the 4-switch baseline) or ``fixed`` (the one width in ``widths``; an individually
-    trained model). ``amp``: null (fp32), ``bf16`` (CPU or CUDA) or ``fp16`` (CUDA only).
+    trained model). ``inplace_distillation``: the widths other than the largest learn from its
+    detached outputs (:mod:`usnet.training.step`). ``device``: null = CUDA when available (the
+    command's ``--device`` overrides it); ``threads``: torch CPU threads, 0 = torch's default.
     """
 
-    epochs: int = setting(4, ge=1)
     sampling: Literal["sandwich", "random", "switches", "fixed"] = "sandwich"
     num_widths: int = setting(4, ge=1)
     widths: list[float] | None = setting(None, gt=0)
     inplace_distillation: bool = True
-    amp: Literal["bf16", "fp16"] | None = None
-    channels_last: bool = True
     seed: int = setting(0, ge=0)
+    device: str | None = setting(None, doc="cpu, cuda, cuda:1...; null = cuda when available")
+    threads: int = setting(0, ge=0, doc="torch CPU threads; 0 = torch's default")
     log_every: int = setting(50, ge=1)
     grad_clip: float | None = setting(None, gt=0, doc="max gradient norm; null = no clipping")
 
@@ -59,6 +60,17 @@ class TrainingConfig:
     def trains_range(self) -> bool:
         """Whether the widths come from the whole range (not from the list ``widths``)."""
         return self.sampling in ("sandwich", "random")
+
+
+@dataclass(frozen=True)
+class TrainingConfig(WidthTraining):
+    """The shared keys plus the options of the loop over a data set (classification, SR):
+    ``epochs``; ``amp``: null (fp32), ``bf16`` (CPU or CUDA) or ``fp16`` (CUDA only);
+    ``channels_last`` memory format."""
+
+    epochs: int = setting(4, ge=1)
+    amp: Literal["bf16", "fp16"] | None = None
+    channels_last: bool = True
 
 
 @dataclass(frozen=True)
@@ -121,7 +133,7 @@ class EvalConfig(WidthGrid):
     training (``every`` epochs). A model trained at a list of widths (``fixed``/``switches``
     sampling) is evaluated at those widths instead."""
 
-    widths: str | list[float] = "0.25,0.5,1.0"
+    widths: str | float | list[float] = "0.25,0.5,1.0"
     every: int = setting(1, ge=1)
 
 
@@ -133,17 +145,20 @@ class OutputConfig:
     tensorboard: bool = False
 
 
-def check_schedule(schedule: ScheduleConfig, epochs: int, lr: float) -> None:
-    """Checks across the schedule, the run length and the optimizer (a run config's)."""
+def check_schedule(
+    schedule: ScheduleConfig, epochs: int, lr: float, length: str = "train.epochs"
+) -> None:
+    """Checks across the schedule, the run length (``epochs``, named ``length``) and the
+    optimizer (a run config's)."""
     if schedule.warmup_epochs >= epochs:
         raise ConfigError(
             "schedule.warmup_epochs",
-            f"must be < train.epochs ({epochs}), got {schedule.warmup_epochs:g}",
+            f"must be < {length} ({epochs}), got {schedule.warmup_epochs:g}",
         )
     if schedule.milestones and max(schedule.milestones) > epochs:
         raise ConfigError(
             "schedule.milestones",
-            f"must lie within train.epochs ({epochs}), got {schedule.milestones}",
+            f"must lie within {length} ({epochs}), got {schedule.milestones}",
         )
     if schedule.min_lr > lr:
         raise ConfigError(

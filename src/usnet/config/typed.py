@@ -52,9 +52,6 @@ import yaml
 
 T = TypeVar("T")
 
-#: Values of the top-level ``task:`` key that ``usnet train`` dispatches on.
-TASKS = ("classification", "sr", "rl")
-
 
 
 # ---------------------------------------------------------------------------------------------

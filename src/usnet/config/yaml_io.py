@@ -1,16 +1,16 @@
 """Reading and writing config YAML: strict loading (duplicate keys refused, ``1e-4`` read as a
-number), errors naming the file and line, and the ``task:`` key that ``usnet train`` dispatches on."""
+number), errors naming the file and line."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-from .typed import TASKS, ConfigError, _show, _suggest, to_dict
+from .typed import ConfigError, _show, to_dict
 
 T = TypeVar("T")
 
@@ -82,15 +82,6 @@ def _yaml_reason(e: yaml.YAMLError) -> str:
         return str(e).replace("\n", " ")
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
     return f"{where}{problem}"
-
-
-def task_of(data: Mapping[str, Any]) -> str:
-    """The ``task:`` of raw config data (default ``classification``), checked."""
-    task = data.get("task", "classification")
-    if task not in TASKS:
-        hint = _suggest(task, TASKS) if isinstance(task, str) else ""
-        raise ConfigError("task", f"expected one of {', '.join(TASKS)}, got {_show(task)}{hint}")
-    return task
 
 
 def load_config(path: str | Path, cls: type[T], overrides: Sequence[str] = ()) -> T:

@@ -107,11 +107,14 @@ def train(
 
     Returns the checkpoint folder. ``resume=True`` continues from ``output.dir/resume.pt``
     exactly where the last finished epoch left off. A folder that already holds a run is
-    refused unless ``resume`` or ``overwrite`` (which starts afresh).
+    refused unless ``resume`` or ``overwrite`` (which starts afresh). ``device`` overrides
+    ``train.device``.
     """
     out = Path(cfg.output.dir)
     check_run_folder(out, resume, overwrite)
-    info, dev = init_distributed(device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    info, dev = init_distributed(device or cfg.train.device)
     check_amp(cfg.train.amp, dev.type)
     try:
         if overwrite and info.is_main:

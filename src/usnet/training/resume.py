@@ -47,13 +47,6 @@ RESUMABLE = (
     "data.test_dir",
     "data.num_workers",
     "data.val_batch_size",
-    # RL's run-level keys until its config takes the shared shape
-    "out_dir",
-    "ppo.total_steps",
-    "log_every",
-    "checkpoint_every",
-    "threads",
-    "device",
 )
 
 

@@ -10,8 +10,6 @@ from torch import nn
 from ...data.loader import EpochLoader, create_loader
 from ...data.sr import EMBEDDED_TEST, EMBEDDED_TRAIN, SRPairs, SRPatches, SRTestSet, load_pairs
 from ...models import create_model
-from ...models import edsr as _edsr  # noqa: F401  (registers us_edsr)
-from ...models import wdsr as _wdsr  # noqa: F401  (registers us_wdsr)
 from .config import SRConfig
 
 
