@@ -1,4 +1,4 @@
-"""Choosing a width (usnet.selection.select), budget parsing, and `usnet spectrum` / `usnet select`
+"""Choosing a width (usnet.spectrum.select), budget parsing, and `usnet spectrum` / `usnet select`
 end to end on a tiny checkpoint whose config points at a generated Fashion-MNIST."""
 
 from __future__ import annotations
@@ -15,9 +15,16 @@ import torch
 import usnet
 from usnet import checkpoint, cli
 from usnet.config import TrainConfig, from_dict, to_dict
-from usnet.metric_providers import Metric
-from usnet.selection import parse_count, parse_latency_ms, parse_target, select
-from usnet.spectrum import Spectrum, SpectrumRow, load_spectrum
+from usnet.spectrum import (
+    Metric,
+    Spectrum,
+    SpectrumRow,
+    load_spectrum,
+    parse_count,
+    parse_latency_ms,
+    parse_target,
+    select,
+)
 
 
 def _spectrum(rows: list[tuple[float, float, float, float | None]], metrics=None) -> Spectrum:

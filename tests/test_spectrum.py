@@ -1,5 +1,5 @@
-"""usnet.spectrum, usnet.spectrum_tables and usnet.plot: one row per network, calibration on
-demand, files, the plot."""
+"""usnet.spectrum: one row per network, calibration on demand, interleaved timing, files, tables,
+validation, the plot."""
 
 from __future__ import annotations
 
@@ -12,17 +12,20 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import usnet
 from usnet.calibration import calibrate, is_calibrated
-from usnet.metric_providers import (
+from usnet.nn import USBatchNorm2d, width_space
+from usnet.spectrum import (
     Metric,
     MetricProvider,
     ProviderOptions,
+    baseline_points,
+    compute_spectrum,
+    format_table,
+    load_spectrum,
     metric_provider,
     register_metric_provider,
+    save_spectrum,
 )
-from usnet.nn import USBatchNorm2d, width_space
-from usnet.plot import plot_spectrum
-from usnet.spectrum import baseline_points, compute_spectrum, load_spectrum
-from usnet.spectrum_tables import format_table
+from usnet.spectrum.plot import plot_spectrum
 from usnet.training.evaluate import evaluate
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -138,7 +141,7 @@ def test_bad_grid_is_rejected_before_any_work():
 
 def test_files_round_trip(measured, tmp_path):
     _, spec = measured
-    paths = spec.save(tmp_path)
+    paths = save_spectrum(spec, tmp_path)
     assert [p.name for p in paths] == ["spectrum.csv", "spectrum.json", "spectrum.md"]
     again = load_spectrum(tmp_path)
     assert again.to_dict() == spec.to_dict()

@@ -11,8 +11,15 @@ from .. import checkpoint
 from ..calibration import calibrate, is_calibrated
 from ..export import FORMATS, SUFFIXES
 from ..export import save as export_save
-from ..selection import parse_count, parse_latency_ms, parse_target, select
-from ..spectrum import Spectrum, environment, load_spectrum
+from ..spectrum import (
+    Spectrum,
+    environment,
+    load_spectrum,
+    parse_count,
+    parse_latency_ms,
+    parse_target,
+    select,
+)
 from ._spectrum_args import add_checkpoint_command, add_measure_options, setup
 from .spectrum import grid, load, measure, provider
 

@@ -7,7 +7,7 @@
 from ..models import actor_critic  # noqa: F401  (registers us_actor_critic_mlp / _cnn)
 from .config import RLConfig
 from .envs import make_env, make_vector_env
-from .evaluate import evaluate, spectrum
+from .evaluate import evaluate
 from .train import run, train
 
-__all__ = ["RLConfig", "evaluate", "make_env", "make_vector_env", "run", "spectrum", "train"]
+__all__ = ["RLConfig", "evaluate", "make_env", "make_vector_env", "run", "train"]

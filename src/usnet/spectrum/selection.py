@@ -9,7 +9,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from .spectrum import Spectrum, SpectrumRow
+from .result import Spectrum, SpectrumRow
 
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 
@@ -105,7 +105,7 @@ def select(
     def summary(r: SpectrumRow) -> str:
         parts = [f"width {r.label}", f"{r.macs / 1e6:.3g}M MACs"]
         if r.latency_ms is not None:
-            parts.append(f"{r.latency_ms:.2f} ms")
+            parts.append(f"{r.latency_ms:.2f} ms" + (" (noisy timing)" if r.noisy else ""))
         if metric is not None and metric.name in r.metrics:
             parts.append(
                 f"{metric.name} {metric.show(r.metrics[metric.name])}"
@@ -123,11 +123,11 @@ def select(
         r
         for r in rows
         if (max_macs is None or r.macs <= max_macs)
-        and (max_latency_ms is None or r.latency_ms <= max_latency_ms)
+        and (max_latency_ms is None or (r.latency_ms or 0.0) <= max_latency_ms)
     ]
     if not fits:
         by_latency = max_latency_ms is not None and max_macs is None
-        cheapest = min(rows, key=lambda r: (r.latency_ms, r.macs) if by_latency else cost(r))
+        cheapest = min(rows, key=lambda r: (r.latency_ms or 0.0, r.macs) if by_latency else cost(r))
         raise ValueError(f"no width fits {budget}: the cheapest available is {summary(cheapest)}")
 
     def best(candidates: list[SpectrumRow]) -> SpectrumRow:
