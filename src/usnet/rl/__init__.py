@@ -1,4 +1,5 @@
-"""Universally slimmable reinforcement learning: US actor-critics trained by PPO with the sandwich rule.
+"""Universally slimmable reinforcement learning: US actor-critics trained by PPO with the
+sandwich rule.
 
 ``run(raw, overrides, resume)`` is the ``usnet train`` entry for ``task: rl`` configs;
 ``evaluate(model, width, ...)`` gives the mean episodic return at one width.

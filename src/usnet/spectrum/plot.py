@@ -129,9 +129,13 @@ def _panel(ax: Axes, spectrum: Spectrum, x: str, metric: Metric | None, scale: f
                 linewidth=0,
                 label=f"± {spectrum.metric(metric.spread).label}",
             )
-    noisy = [(xv, yv) for xv, yv, r in zip(xs, ys, rows, strict=True) if r.noisy]
+    limit = spectrum.env.get("noisy_spread")
+    noisy = [
+        (xv, yv)
+        for xv, yv, r in zip(xs, ys, rows, strict=True)
+        if r.noisy_timings(limit)[0]  # the batch-1 latency drawn here
+    ]
     if noisy and timed:
-        limit = spectrum.env.get("noisy_spread")
         share = f" > {100 * limit:.0f}% of median" if isinstance(limit, (int, float)) else ""
         ax.plot(
             [p[0] for p in noisy],

@@ -64,6 +64,19 @@ class SpectrumRow:
     def label(self) -> str:
         return show_width(self.width)
 
+    def noisy_timings(self, limit: object) -> tuple[bool, bool]:
+        """Which timing is too noisy to trust: (latency, throughput), judged against ``limit``
+        (the spectrum's ``env["noisy_spread"]``); the row's flag for both when that is unknown."""
+        if not self.noisy or not isinstance(limit, (int, float)):
+            return self.noisy, self.noisy
+
+        def wide(iqr: tuple[float, float] | None, mid: float | None) -> bool:
+            return iqr is not None and mid is not None and abs(iqr[1] - iqr[0]) > limit * mid
+
+        return wide(self.latency_iqr_ms, self.latency_ms), wide(
+            self.throughput_iqr, self.throughput
+        )
+
     @property
     def shared(self) -> str:
         """The widths that select this network, compactly (``0.35..0.55 (9)``); '' if only one."""

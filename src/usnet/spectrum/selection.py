@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from .result import Spectrum, SpectrumRow
+from .tables import format_count
 
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 
@@ -46,7 +47,8 @@ def parse_latency_ms(text: str | float) -> float:
 
 
 def parse_target(text: str, spectrum: Spectrum | None = None) -> tuple[str, float]:
-    """``top1=0.9`` or ``top1=90%`` -> (``top1``, 0.9): a metric floor (ceiling if lower is better)."""
+    """``top1=0.9`` or ``top1=90%`` -> (``top1``, 0.9): a metric floor (a ceiling if lower is
+    better)."""
     name, sep, value = text.partition("=")
     name, value = name.strip(), value.strip()
     if not sep or not name or not value:
@@ -103,7 +105,7 @@ def select(
         return (r.macs, r.latency_ms if r.latency_ms is not None else 0.0)
 
     def summary(r: SpectrumRow) -> str:
-        parts = [f"width {r.label}", f"{r.macs / 1e6:.3g}M MACs"]
+        parts = [f"width {r.label}", f"{format_count(r.macs)} MACs"]
         if r.latency_ms is not None:
             parts.append(f"{r.latency_ms:.2f} ms" + (" (noisy timing)" if r.noisy else ""))
         if metric is not None and metric.name in r.metrics:
@@ -115,7 +117,7 @@ def select(
 
     limits = []
     if max_macs is not None:
-        limits.append(f"MACs <= {max_macs / 1e6:g}M")
+        limits.append(f"MACs <= {format_count(max_macs)}")
     if max_latency_ms is not None:
         limits.append(f"latency <= {max_latency_ms:g} ms")
     budget = " and ".join(limits)

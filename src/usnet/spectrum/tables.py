@@ -91,7 +91,7 @@ def format_table(
     return render(row_columns(table, metrics), table, style)
 
 
-def _count(n: float | None) -> str:
+def format_count(n: float | None) -> str:
     """``216``, ``3.64k``, ``4.61M``, ``1.2G``: a count people can read at any size."""
     if n is None:
         return "-"
@@ -102,7 +102,10 @@ def _count(n: float | None) -> str:
 
 
 def _ms(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3g}"
+    """Milliseconds to three significant digits, trailing zeros kept (``2.20``, ``0.0817``)."""
+    if x is None:
+        return "-"
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:#.3g}"
 
 
 def _sig(x: float | None, digits: int = 5) -> float | None:
@@ -115,15 +118,6 @@ def _mark(noisy: bool) -> Callable[[str], str]:
     return lambda text: f"{text} {NOISY_MARK}" if noisy else f"{text}  "
 
 
-def _too_wide(
-    iqr: Sequence[float] | None, centre: float | None, row: SpectrumRow, limit: Any
-) -> bool:
-    """Whether this timing is the noisy one (the row's flag alone when the limit is unknown)."""
-    if not row.noisy or iqr is None or not centre or not isinstance(limit, (int, float)):
-        return row.noisy
-    return abs(iqr[1] - iqr[0]) / centre > limit
-
-
 def spectrum_columns(spectrum: Spectrum) -> list[Column[SpectrumRow]]:
     """The spectrum's columns; the CSV keeps every timing column even when none was measured."""
     image = len(spectrum.input_size) == 3 and spectrum.input_size[-1] > 1
@@ -133,11 +127,11 @@ def spectrum_columns(spectrum: Spectrum) -> list[Column[SpectrumRow]]:
     bs, limit = env.get("throughput_batch_size", ""), env.get("noisy_spread")
 
     def latency(r: SpectrumRow) -> str:
-        noisy = _too_wide(r.latency_iqr_ms, r.latency_ms, r, limit)
+        noisy = r.noisy_timings(limit)[0]
         return "-" if r.latency_ms is None else _mark(noisy)(_ms(r.latency_ms))
 
     def throughput(r: SpectrumRow) -> str:
-        noisy = _too_wide(r.throughput_iqr, r.throughput, r, limit)
+        noisy = r.noisy_timings(limit)[1]
         return "-" if r.throughput is None else _mark(noisy)(f"{r.throughput:.0f}")
 
     def iqr(r: SpectrumRow) -> str:
@@ -167,8 +161,8 @@ def spectrum_columns(spectrum: Spectrum) -> list[Column[SpectrumRow]]:
             lambda r: r.channels,
         ),
         Column(None, lambda r: str(r.channels_full), "channels_full", lambda r: r.channels_full),
-        Column("MACs", lambda r: _count(r.macs), "macs", lambda r: r.macs),
-        Column("params", lambda r: _count(r.params), "params", lambda r: r.params),
+        Column("MACs", lambda r: format_count(r.macs), "macs", lambda r: r.macs),
+        Column("params", lambda r: format_count(r.params), "params", lambda r: r.params),
         Column(
             "latency (ms)" if timed else None, latency, "latency_ms", lambda r: _sig(r.latency_ms)
         ),
@@ -208,7 +202,7 @@ def row_columns(
     ]
 
     def count(key: str, heading: str) -> Column[Mapping[str, Any]]:
-        return Column(heading, lambda r: _count(r.get(key)), key, lambda r: r.get(key))
+        return Column(heading, lambda r: format_count(r.get(key)), key, lambda r: r.get(key))
 
     for key, heading in (("macs", "MACs"), ("params", "params")):
         if any(r.get(key) is not None for r in rows):
@@ -274,9 +268,9 @@ def to_markdown(spectrum: Spectrum) -> str:
     ]
     if spectrum.has_latency:
         lines.append(
-            f"- latency: median (and interquartile range) of {env.get('repeats')} rounds after "
-            f"{env.get('warmup')} warm-up rounds at batch 1, every round timing each width once "
-            f"in a shuffled order; throughput at batch {env.get('throughput_batch_size')}"
+            f"- latency: median (and interquartile range) of {env.get('repeats')} rounds at "
+            f"batch 1 after warm-up ({env.get('warmup')}), every round timing each width once in "
+            f"a shuffled order; throughput at batch {env.get('throughput_batch_size')}"
         )
     if spectrum.source.get("checkpoint"):
         lines.append(f"- checkpoint: `{spectrum.source['checkpoint']}`")
