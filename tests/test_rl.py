@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from usnet.profile import macs
 from usnet.rl import RLConfig, evaluate, run, train
 from usnet.rl.envs import make_vector_env, model_kwargs
 from usnet.rl.ppo import Collector, Rollout, sandwich_backward, update, width_losses
+from usnet.spectrum import load_spectrum
 
 TINY = {
     "env": {"id": "CartPole-v1", "num_envs": 2},
@@ -230,10 +230,11 @@ def test_run_end_to_end_checkpoint_and_resume(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert run(TINY, [f"out_dir={out}"]) == 0
     printed = capsys.readouterr().out
-    assert "| 0.25 |" in printed and "| 1 |" in printed
-    rows = json.loads((out / "spectrum.json").read_text())
-    assert [r["width"] for r in rows] == ["0.25", "1"]
-    assert rows[0]["macs"] < rows[1]["macs"]
+    assert "mean episodic return" in printed and "\n0.25 " in printed and "\n1 " in printed
+    spec = load_spectrum(out)  # the format `usnet spectrum` writes, through the same package
+    assert [r.width for r in spec.rows] == [0.25, 1.0] and spec.has_latency
+    assert spec.rows[0].macs < spec.rows[1].macs and "return_mean" in spec.rows[0].metrics
+    assert spec.source["checkpoint"] == str(out / "checkpoint")
     assert (out / "spectrum.png").stat().st_size > 0
     agent = load(out / "checkpoint")
     assert agent.env_id == "CartPole-v1" and read_meta(out / "checkpoint")["update"] == 2

@@ -1,9 +1,10 @@
-"""Evaluation of an agent: mean episodic return at a width, and its spectrum against MACs."""
+"""Evaluation of an agent: mean episodic return at a width, and the metric provider that puts
+it into the spectrum (:mod:`usnet.spectrum`), so ``usnet spectrum`` and the end of an RL run
+measure agents like any other US model."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -12,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import build_config
-from ..metric_providers import Metric, MetricProvider, ProviderOptions, register_metric_provider
-from ..nn import format_width, get_width
+from ..nn import WidthConfig
 from ..nn import width as at_width
+from ..spectrum.providers import Metric, MetricProvider, ProviderOptions, register_metric_provider
 from .config import RLConfig
 from .envs import make_vector_env
 
@@ -22,7 +23,7 @@ from .envs import make_vector_env
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    width: float,
+    width: WidthConfig,
     env_id: str | None = None,
     episodes: int = 10,
     seed: int = 10_000,
@@ -81,76 +82,9 @@ def _reinforcement_learning(
     return MetricProvider(
         task="rl",
         metrics=(
-            Metric("return_mean", "mean episodic return", True),
+            Metric("return_mean", "mean episodic return", True, spread="return_std"),
             Metric("return_std", "return std", None),
         ),
         evaluate=lambda m, w: evaluate(m, w, cfg.env.id, episodes, cfg.eval.seed, cfg.eval.greedy),
         dataset=cfg.env.id,
     )
-
-
-def spectrum(
-    model: nn.Module,
-    widths: Sequence[float],
-    env_id: str | None = None,
-    episodes: int = 10,
-    seed: int = 10_000,
-    greedy: bool = False,
-) -> list[dict]:
-    """One row per width: MACs, parameters and the mean return (return against MACs)."""
-    from ..profile import macs, params
-
-    rows = []
-    for w in widths:
-        row = evaluate(model, w, env_id, episodes, seed, greedy)
-        with at_width(model, w):
-            row["width"] = format_width(get_width(model))
-        row["macs"] = macs(model, w)
-        try:
-            row["params"] = params(model, w)
-        except (ValueError, TypeError, NotImplementedError):
-            row["params"] = None  # the exporter does not know this layer layout
-        rows.append(row)
-    return rows
-
-
-def format_table(rows: Sequence[dict]) -> str:
-    """A Markdown table of a spectrum."""
-    lines = ["| width | MACs | params | return (mean ± std) |", "|---|---:|---:|---:|"]
-    for r in rows:
-        p = "-" if r.get("params") is None else f"{r['params']:,}"
-        lines.append(
-            f"| {r['width']} | {r['macs']:,} | {p} | "
-            f"{r['return_mean']:.1f} ± {r['return_std']:.1f} |"
-        )
-    return "\n".join(lines)
-
-
-def plot(curves: dict[str, Sequence[dict]], path: str | Path, title: str = "") -> None:
-    """Return against MACs, one line per labelled spectrum (a single point is drawn as a star)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, rows in curves.items():
-        x = [r["macs"] for r in rows]
-        y = np.array([r["return_mean"] for r in rows])
-        s = np.array([r["return_std"] for r in rows])
-        if len(rows) == 1:
-            ax.errorbar(x, y, yerr=s, fmt="*", markersize=14, capsize=3, label=label)
-        else:
-            ax.plot(x, y, "o-", label=label)
-            ax.fill_between(x, y - s, y + s, alpha=0.2)
-    if all(r["return_mean"] >= 0 for rows in curves.values() for r in rows):
-        ax.set_ylim(bottom=0)  # returns against their natural floor, not a zoomed-in band
-    ax.set_xlabel("MACs per step")
-    ax.set_ylabel("mean episodic return")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -3,7 +3,7 @@
 ``run(raw, overrides, resume)`` is what ``usnet train`` calls for a ``task: rl`` config. The run
 folder (``out_dir``) holds ``checkpoint/`` (usnet.checkpoint: weights + usnet.json), ``resume.pt``
 (optimizer, counters, RNG states; loaded with ``weights_only=True``), ``log.jsonl`` and, at
-the end, ``spectrum.json`` / ``spectrum.md`` / ``spectrum.png``.
+the end, the spectrum files of :mod:`usnet.spectrum` (``spectrum.csv/.json/.md/.png``).
 """
 
 from __future__ import annotations
@@ -16,14 +16,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import load, load_state, read_meta, save, save_state
+from ..checkpoint import load, load_state, read_info, read_meta, save, save_state
 from ..config import build_config, to_dict
 from ..devices import resolve_device
 from ..models import create_model
 from ..nn import width_space
+from ..spectrum import (
+    Spectrum,
+    compute_spectrum,
+    describe,
+    format_table,
+    metric_provider,
+    save_spectrum,
+)
 from .config import RLConfig
 from .envs import make_vector_env, model_kwargs
-from .evaluate import format_table, plot, spectrum
 from .ppo import Collector, update
 
 #: Episodes whose mean return the log reports (the training curve).
@@ -43,7 +50,7 @@ def _env_seed(cfg: RLConfig, update_index: int) -> int:
 
 def train(
     cfg: RLConfig, resume: bool = False, log: Callable[[str], None] = print
-) -> tuple[nn.Module, list[dict]]:
+) -> tuple[nn.Module, Spectrum]:
     """Train for ``cfg.ppo.total_steps`` environment steps; returns the agent and its spectrum."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # tiny networks: more threads only add overhead
@@ -126,16 +133,21 @@ def train(
                 )
     finally:
         envs.close()
-    ev = cfg.eval
-    rows = spectrum(model, ev.grid, cfg.env.id, ev.episodes, ev.seed, ev.greedy)
-    return model, rows
+    # The spectrum, as `usnet spectrum` measures it: the RL provider plays eval.episodes at each
+    # of eval.widths; latency is timed in interleaved rounds.
+    provider = metric_provider(model, {"config": config_data, "task": "rl"})
+    spec = compute_spectrum(
+        model, cfg.eval.grid, provider, progress=False, label=f"PPO, {cfg.train.sampling}"
+    )
+    spec.source = {"checkpoint": str(ckpt_dir), "save_id": read_info(ckpt_dir)["save_id"]}
+    return model, spec
 
 
-def write_spectrum(rows: Sequence[dict], out: Path, title: str) -> None:
-    """``spectrum.json``, a Markdown table and a plot of return against MACs."""
-    (out / "spectrum.json").write_text(json.dumps(list(rows), indent=2) + "\n")
-    (out / "spectrum.md").write_text(format_table(rows) + "\n")
-    plot({title: rows}, out / "spectrum.png", title)
+def write_spectrum(spec: Spectrum, out: Path) -> list[Path]:
+    """``spectrum.csv/.json/.md`` and ``spectrum.png`` in ``out``, as ``usnet spectrum`` writes."""
+    from ..spectrum.plot import plot_spectrum  # matplotlib only when plotting
+
+    return [*save_spectrum(spec, out), plot_spectrum(spec, out / "spectrum.png")]
 
 
 def run(raw: dict, overrides: Sequence[str] = (), resume: bool = False, source: str = "") -> int:
@@ -145,9 +157,10 @@ def run(raw: dict, overrides: Sequence[str] = (), resume: bool = False, source: 
     """
     cfg = build_config(RLConfig, raw, list(overrides), source=source)
     t0 = time.time()
-    _, rows = train(cfg, resume)
+    _, spec = train(cfg, resume)
     out = Path(cfg.out_dir)
-    write_spectrum(rows, out, f"{cfg.env.id} ({cfg.train.sampling})")
-    print(format_table(rows))
+    write_spectrum(spec, out)
+    print(describe(spec))
+    print(format_table(spec))
     print(f"trained and evaluated in {time.time() - t0:.0f} s; results in {out}")
     return 0
