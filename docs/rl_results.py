@@ -6,6 +6,7 @@ docs/rl_cartpole_curve.png from runs/rl_cartpole{,_nodistill,_individual}/seed*/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics as st
 from pathlib import Path
@@ -15,7 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from usnet.rl.evaluate import plot  # noqa: E402
+from usnet.spectrum import Metric, Spectrum, format_table, load_spectrum  # noqa: E402
+from usnet.spectrum.plot import plot_spectrum  # noqa: E402
 
 DOCS = Path(__file__).parent
 RUNS = {
@@ -25,25 +27,33 @@ RUNS = {
 }
 
 
-def aggregate(root: str, name: str) -> list[dict]:
-    """Per width: the mean and std over seeds of each seed's mean return."""
-    per = [json.loads(p.read_text()) for p in sorted(Path(root).glob(f"seed*/{name}"))]
-    rows = []
-    for i, r in enumerate(per[0]):
-        means = [s[i]["return_mean"] for s in per]
-        rows.append({**r, "return_mean": st.fmean(means), "return_std": st.pstdev(means)})
-    return rows
+def aggregate(root: str, name: str, label: str) -> Spectrum:
+    """The first seed's spectrum with, per width, the mean and std over seeds of each seed's
+    mean return (the run folders' ``seed*/NAME``, written by ``usnet train``)."""
+    per = [load_spectrum(p) for p in sorted(Path(root).glob(f"seed*/{name}"))]
+    if not per:
+        raise FileNotFoundError(f"no {root}/seed*/{name}")
+    spec = per[0]
+    for i, row in enumerate(spec.rows):
+        means = [s.rows[i].metrics["return_mean"] for s in per]
+        row.metrics = {"return_mean": st.fmean(means), "return_std": st.pstdev(means)}
+    spec.label = label
+    return spec
 
 
-def table(name: str) -> dict[str, list[dict]]:
-    agg = {label: aggregate(root, name) for label, root in RUNS.items()}
-    print(f"{name}:\n| width | MACs | params | " + " | ".join(agg) + " |")
-    print("|---|---:|---:|" + "---:|" * len(agg))
-    for i, r in enumerate(next(iter(agg.values()))):
-        cells = [
-            f"{rows[i]['return_mean']:.1f} ± {rows[i]['return_std']:.1f}" for rows in agg.values()
-        ]
-        print(f"| {r['width']} | {r['macs']:,} | {r['params']:,} | " + " | ".join(cells) + " |")
+def table(name: str) -> dict[str, Spectrum]:
+    agg = {label: aggregate(root, name, label) for label, root in RUNS.items()}
+    first = next(iter(agg.values()))
+    rows, metrics = [], []
+    for i, label in enumerate(agg):
+        metrics += [Metric(f"m{i}", label, spread=f"s{i}"), Metric(f"s{i}", "± std", None)]
+    for j, r in enumerate(first.rows):
+        row = {"width": r.width, "macs": r.macs, "params": r.params}
+        for i, spec in enumerate(agg.values()):
+            m = spec.rows[j].metrics
+            row |= {f"m{i}": m["return_mean"], f"s{i}": m["return_std"]}
+        rows.append(row)
+    print(f"{name}:\n{format_table(rows, 'markdown', metrics)}")
     return agg
 
 
@@ -69,13 +79,13 @@ def curves() -> None:
 
 if __name__ == "__main__":
     agg = table("spectrum.json")
-    try:
+    with contextlib.suppress(FileNotFoundError):
         table("spectrum_greedy.json")  # re-evaluations with greedy actions, where made
-    except IndexError:
-        pass
-    ind = agg["individual (fixed width 1.0)"]
-    spectra = {k: v for k, v in agg.items() if not k.startswith("individual")}
-    spectra["individual, sliced (only 1.0 trained)"] = ind
-    spectra["individual (fixed width 1.0)"] = [r for r in ind if r["width"] == "1"]
-    plot(spectra, DOCS / "rl_cartpole.png", "CartPole-v1: return against MACs (3 seeds)")
-    curves()
+    labels = list(agg)
+    main, others = agg[labels[0]], [agg[k] for k in labels[1:]]
+    ind = others.pop()  # the individually trained agent: its weights sliced, and its one width
+    sliced = Spectrum.from_dict(ind.to_dict())
+    sliced.label = "individual, sliced (only 1.0 trained)"
+    ind.kind, ind.rows = "individual", [r for r in ind.rows if r.width == 1.0]
+    main.baselines = [*others, sliced, ind]
+    plot_spectrum(main, DOCS / "rl_cartpole.png")

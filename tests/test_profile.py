@@ -6,13 +6,14 @@ import csv
 
 import pytest
 import torch
+from fake_clock import ScheduledClock
 from fake_stats import fake_calibrate
 
 import usnet
 from usnet.cli import main
 from usnet.models import USModel
 from usnet.nn import UncalibratedWidthError, USConv2d, USLinear, width_space
-from usnet.profile import latency, macs, params
+from usnet.profile import Timing, interleaved_latency, latency, macs, params
 
 
 class Tiny(USModel):
@@ -111,3 +112,33 @@ def test_profile_command(tmp_path, capsys) -> None:
 def test_profile_command_errors(capsys, argv: list[str], message: str) -> None:
     assert main(["profile", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_interleaved_latency_times_every_width_each_round_and_resists_a_burst() -> None:
+    """Regression (spectrum latency noise): a burst of load during one round slows every width
+    of that round alike, and the median ignores it; each round is a fresh order of all widths."""
+    model = Tiny().train()
+    fake_calibrate(model, [0.25, 0.5, 1.0])
+    usnet.set_width(model, 0.5)
+    base = {0.25: 1.0, 0.5: 2.0, 1.0: 4.0}
+    burst = range(4 * 3, 5 * 3)  # round 4 (after the warm-up round): +50 ms for all three
+
+    clock = ScheduledClock(model, lambda w, call, nth: base[w] + (50.0 if call in burst else 0.0))
+    timings = interleaved_latency(model, [1.0, 0.25, 0.5], rounds=12, warmup=1, timer=clock)
+
+    rounds = [clock.calls[i : i + 3] for i in range(0, len(clock.calls), 3)]
+    assert len(rounds) == 13 and all(sorted(r) == [0.25, 0.5, 1.0] for r in rounds)
+    assert len({tuple(r) for r in rounds}) > 1  # shuffled, not one fixed order
+    assert [t.median_ms for t in timings] == pytest.approx([4.0, 1.0, 2.0])
+    assert all(t.runs == 12 and t.spread == pytest.approx(0.0) for t in timings)
+    assert [t.max_ms for t in timings] == pytest.approx([54.0, 51.0, 52.0])  # the burst is seen
+    assert usnet.get_width(model) == 0.5 and model.training  # width and modes restored
+    with pytest.raises(ValueError, match="None"):
+        interleaved_latency(model, [None, 0.5], rounds=1)
+
+
+def test_timing_summary_spread_is_the_relative_interquartile_range() -> None:
+    t = Timing.of([3.0, 6.0] * 6)
+    assert (t.median_ms, t.q1_ms, t.q3_ms) == (4.5, 3.0, 6.0)
+    assert t.spread == pytest.approx(3.0 / 4.5)
+    assert Timing.of([2.0]).spread == 0.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +14,10 @@ from usnet.config import ConfigError, build_config, load_yaml
 from usnet.models import create_model
 from usnet.nn import set_width, width
 from usnet.profile import macs
-from usnet.rl.evaluate import evaluate
+from usnet.spectrum import load_spectrum
 from usnet.tasks.rl.config import RLConfig
 from usnet.tasks.rl.envs import make_vector_env, model_kwargs
+from usnet.tasks.rl.evaluate import evaluate
 from usnet.tasks.rl.ppo import Collector, PPOLoss, Rollout, update, width_losses
 from usnet.tasks.rl.task import TASK
 from usnet.tasks.rl.train import train
@@ -256,10 +256,11 @@ def test_run_end_to_end_checkpoint_and_resume(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert run(TINY, [f"output.dir={out}"]) == 0
     printed = capsys.readouterr().out
-    assert "| 0.25 |" in printed and "| 1 |" in printed
-    rows = json.loads((out / "spectrum.json").read_text())
-    assert [r["width"] for r in rows] == ["0.25", "1"]
-    assert rows[0]["macs"] < rows[1]["macs"]
+    assert "mean episodic return" in printed and "\n0.25 " in printed and "\n1 " in printed
+    spec = load_spectrum(out)  # the format `usnet spectrum` writes, through the same package
+    assert [r.width for r in spec.rows] == [0.25, 1.0] and spec.has_latency
+    assert spec.rows[0].macs < spec.rows[1].macs and "return_mean" in spec.rows[0].metrics
+    assert spec.source["checkpoint"] == str(out / "checkpoint")
     assert (out / "spectrum.png").stat().st_size > 0
     agent = load(out / "checkpoint")
     assert agent.env_id == "CartPole-v1" and read_meta(out / "checkpoint")["update"] == 2

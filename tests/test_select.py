@@ -1,4 +1,4 @@
-"""Choosing a width (usnet.selection.select), budget parsing, and `usnet spectrum` / `usnet select`
+"""Choosing a width (usnet.spectrum.select), budget parsing, and `usnet spectrum` / `usnet select`
 end to end on a tiny checkpoint whose config points at a generated Fashion-MNIST."""
 
 from __future__ import annotations
@@ -15,9 +15,16 @@ import torch
 import usnet
 from usnet import checkpoint, cli
 from usnet.config import from_dict, to_dict
-from usnet.metric_providers import Metric
-from usnet.selection import parse_count, parse_latency_ms, parse_target, select
-from usnet.spectrum import Spectrum, SpectrumRow, load_spectrum
+from usnet.spectrum import (
+    Metric,
+    Spectrum,
+    SpectrumRow,
+    load_spectrum,
+    parse_count,
+    parse_latency_ms,
+    parse_target,
+    select,
+)
 from usnet.tasks.classification import TrainConfig
 
 
@@ -62,7 +69,7 @@ def test_macs_budget_takes_the_best_metric_that_fits():
     assert select(SPEC, max_macs=250e6).row.width == 0.75
     choice = select(SPEC, max_macs=1e9)
     assert choice.row.width == 0.75 and choice.fitting == 4  # best, not widest
-    assert "best top-1 accuracy of 4 networks within MACs <= 1000M" in choice.reason
+    assert "best top-1 accuracy of 4 networks within MACs <= 1G" in choice.reason
 
 
 def test_latency_budget_and_combined_budgets():
@@ -207,8 +214,27 @@ def test_spectrum_and_select_commands(tmp_path, capsys):
 
     rc = cli.main(["select", str(ckpt), "--max-macs", "1k", *common])
     err = capsys.readouterr().err
-    assert rc == 2 and "no width fits MACs <= 0.001M: the cheapest available is width 0.45" in err
+    assert rc == 2 and "no width fits MACs <= 1k: the cheapest available is width 0.45" in err
     rc = cli.main(["select", str(ckpt), *common])
     assert rc == 2 and "give a budget" in capsys.readouterr().err
 
     json.loads((ckpt / "spectrum.json").read_text())  # still valid after the selects
+
+
+def test_select_survives_a_hand_edited_spectrum_file(tmp_path, capsys):
+    """Regression: a string where a number belongs in CKPT/spectrum.json used to end `usnet
+    select` in a TypeError traceback; now the file is refused naming the row and field, and the
+    spectrum is measured afresh."""
+    ckpt = _checkpoint(tmp_path / "us", tmp_path)
+    common = ["--threads", "1", "--repeats", "2", "--batch-size", "2", "--quiet", "--no-metric"]
+    assert cli.main(["spectrum", str(ckpt), "--widths", "0.35,0.7,1.0", *common]) == 0
+    doc = json.loads((ckpt / "spectrum.json").read_text())
+    doc["rows"][1]["macs"] = "12M"
+    (ckpt / "spectrum.json").write_text(json.dumps(doc))
+    capsys.readouterr()
+
+    rc = cli.main(["select", str(ckpt), "--max-macs", "1G", *common])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert f"saved spectrum unreadable ({ckpt / 'spectrum.json'}: row 2 (width 0.7), field macs" in out
+    assert "selected width 1" in out

@@ -56,7 +56,7 @@ def test_cli_train_then_calibrate_a_new_width(tmp_path, data, capsys):
     )
     assert main(["train", str(cfg_file), "--set", "optim.lr=0.2", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "| width | MMACs | top-1 % |" in out and "| 0.35 |" in out
+    assert "| width | MACs | top-1 accuracy (%) |" in out and "| 0.35 |" in out
     ckpt = tmp_path / "run" / "checkpoint"
     meta = checkpoint.read_meta(ckpt)
     assert [r["width"] for r in meta["results"]] == [0.35, 0.675, 1.0]

@@ -4,49 +4,41 @@ MACs are counted by running the network under :class:`torch.utils.flop_counter.F
 rather than by a hand-written per-layer formula, so every architecture (and every dense
 export) is counted by the same rule. Parameters are those of the dense network the width
 selects (:func:`usnet.export.extract`), so a new model family that teaches ``extract`` its
-layers is counted correctly too.
+layers is counted correctly too. Latencies of several widths are measured in interleaved
+rounds (:func:`interleaved_latency`), so load from elsewhere on the machine cannot single out
+one width.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import platform
+import random
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
 
 from .export import extract
-from .nn import USBatchNorm2d, WidthConfig, WidthSpace, format_width, get_width
+from .nn import USBatchNorm2d, WidthConfig, WidthSpace, format_width, get_width, set_width
 from .nn import width as at_width
+from .shapes import input_shape
 
-
-def input_shape(model: nn.Module, input_size: int | tuple[int, ...] | None = None) -> tuple:
-    """The shape of one input (no batch axis): ``input_size`` or the model's own ``input_size``.
-
-    An int is an image side: it replaces the height and width of the model's ``(C, H, W)``.
-    """
-    own = getattr(model, "input_size", None)
-    if input_size is None:
-        if own is None:
-            raise ValueError(
-                f"{type(model).__name__} has no input_size attribute; pass input_size=(C, H, W)"
-            )
-        return tuple(own)
-    if isinstance(input_size, int):
-        if input_size < 1 or own is None or len(own) < 3:
-            raise ValueError(
-                f"input_size {input_size!r} must be a positive image side for a model with a "
-                f"(C, H, W) input_size, or a full shape tuple"
-            )
-        return (*tuple(own)[:-2], input_size, input_size)
-    shape = tuple(int(s) for s in input_size)
-    if not shape or min(shape) < 1:
-        raise ValueError(f"input_size {input_size!r} must be positive sizes, e.g. (3, 224, 224)")
-    return shape
+__all__ = [
+    "Timing",
+    "device_name",
+    "input_shape",
+    "interleaved_latency",
+    "latency",
+    "macs",
+    "params",
+]
 
 
 @contextlib.contextmanager
@@ -125,6 +117,108 @@ def params(model: nn.Module, width: WidthConfig | None) -> int:
     return sum(p.numel() for p in dense.parameters())
 
 
+@dataclass(frozen=True)
+class Timing:
+    """One network's timed runs, summarised robustly (milliseconds per batch).
+
+    The median is the estimate; the quartiles ``q1_ms``..``q3_ms`` (the middle half of the runs)
+    say how far to trust it: their gap relative to the median is :attr:`spread`.
+    """
+
+    median_ms: float
+    q1_ms: float
+    q3_ms: float
+    min_ms: float
+    max_ms: float
+    mean_ms: float
+    stdev_ms: float
+    runs: int
+
+    @classmethod
+    def of(cls, times_ms: Sequence[float]) -> Timing:
+        if not times_ms:
+            raise ValueError("no timed runs to summarise")
+        t = sorted(times_ms)
+        q1, _, q3 = statistics.quantiles(t, n=4, method="inclusive") if len(t) > 1 else t * 3
+        return cls(
+            median_ms=statistics.median(t),
+            q1_ms=q1,
+            q3_ms=q3,
+            min_ms=t[0],
+            max_ms=t[-1],
+            mean_ms=statistics.fmean(t),
+            stdev_ms=statistics.stdev(t) if len(t) > 1 else 0.0,
+            runs=len(t),
+        )
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range relative to the median (0.1: the middle half within 10 %)."""
+        return (self.q3_ms - self.q1_ms) / self.median_ms if self.median_ms > 0 else math.inf
+
+
+def interleaved_latency(
+    model: nn.Module,
+    widths: Sequence[WidthConfig | None],
+    batch_size: int = 1,
+    rounds: int = 30,
+    warmup: int = 5,
+    *,
+    device: str | torch.device | None = None,
+    input_size: int | tuple[int, ...] | None = None,
+    seed: int = 0,
+    timer: Callable[[], float] = time.perf_counter,
+    progress: bool = False,
+) -> list[Timing]:
+    """Inference time of one batch at each of ``widths``, measured in interleaved rounds.
+
+    Every round runs each width once, in a fresh (seeded) random order, so a burst of load
+    from elsewhere on the machine slows every width alike instead of making one row an outlier;
+    each width's :class:`Timing` summarises its ``rounds`` runs by their median and quartiles.
+    ``warmup`` untimed rounds come first. ``timer`` returns seconds (tests pass a fake clock).
+    Eval mode under ``torch.inference_mode``, so widths need BN statistics (an uncalibrated
+    width raises the model's own error). ``device`` defaults to the model's; the model moves
+    there and back. Width ``None`` (run as it is, e.g. a dense model) must be the only one.
+    The model's width and train/eval modes are restored.
+    """
+    if batch_size < 1 or rounds < 1 or warmup < 0:
+        raise ValueError(
+            f"batch_size ({batch_size}) and repeats ({rounds}) must be >= 1, warmup ({warmup}) >= 0"
+        )
+    if not widths or (None in widths and len(widths) > 1):
+        raise ValueError("give one width or more; None (the model as it is) only on its own")
+    shape = input_shape(model, input_size)
+    p = _first_param(model)
+    home = p.device
+    dev = torch.device(device) if device is not None else home
+    x = torch.randn(batch_size, *shape, dtype=p.dtype if p.is_floating_point() else None).to(dev)
+    sync: Callable[[], None] = (
+        (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    )
+    order, rng = list(range(len(widths))), random.Random(seed)
+    times: list[list[float]] = [[] for _ in widths]
+    model.to(dev)
+    try:
+        # _at restores the width it found, whatever widths the rounds set in between.
+        with _at(model, widths[0]), torch.inference_mode():
+            model.eval()
+            for r in tqdm(range(warmup + rounds), desc="latency", disable=not progress):
+                rng.shuffle(order)
+                for i in order:
+                    w = widths[i]
+                    if w is not None:
+                        set_width(model, w)
+                    sync()
+                    start = timer()
+                    model(x)
+                    sync()
+                    if r >= warmup:
+                        times[i].append((timer() - start) * 1000.0)
+    finally:
+        model.to(home)
+    return [Timing.of(t) for t in times]
+
+
 def latency(
     model: nn.Module,
     width: WidthConfig | None,
@@ -134,51 +228,28 @@ def latency(
     device: str | torch.device | None = None,
     input_size: int | tuple[int, ...] | None = None,
 ) -> dict:
-    """Inference time of one batch at ``width``: the median of ``repeats`` timed runs after warm-up.
+    """Inference time of one batch at one ``width``: the median of ``repeats`` runs after warm-up.
 
-    Eval mode under ``torch.inference_mode``, so the width needs calibrated BN statistics (an
-    uncalibrated width raises the model's own error). ``device`` defaults to the model's; the
-    model is moved there for the measurement and back afterwards. The result records what the
-    number depends on: device, threads, torch version.
+    As :func:`interleaved_latency` with one width (which see; a spectrum times many widths
+    together). The result records what the number depends on: device, threads, torch version.
     """
-    if batch_size < 1 or repeats < 1 or warmup < 0:
-        raise ValueError(
-            f"batch_size ({batch_size}) and repeats ({repeats}) must be >= 1, warmup ({warmup}) >= 0"
-        )
-    shape = input_shape(model, input_size)
-    home = _first_param(model).device
-    dev = torch.device(device) if device is not None else home
-    cuda = dev.type == "cuda"
-    p = _first_param(model)
-    x = torch.randn(batch_size, *shape, dtype=p.dtype if p.is_floating_point() else None)
-    x = x.to(dev)
-    times: list[float] = []
-    model.to(dev)
-    try:
-        with _at(model, width), torch.inference_mode():
-            model.eval()
-            for i in range(warmup + repeats):
-                if cuda:
-                    torch.cuda.synchronize(dev)
-                start = time.perf_counter()
-                model(x)
-                if cuda:
-                    torch.cuda.synchronize(dev)
-                if i >= warmup:
-                    times.append((time.perf_counter() - start) * 1000.0)
-            config = get_width(model) if width is not None else None
-    finally:
-        model.to(home)
-    median = statistics.median(times)
+    (t,) = interleaved_latency(
+        model, [width], batch_size, repeats, warmup, device=device, input_size=input_size
+    )
+    dev = torch.device(device) if device is not None else _first_param(model).device
+    with _at(model, width):
+        config = get_width(model) if width is not None else None
     return {
         "width": None if config is None else format_width(config),
         "batch_size": batch_size,
-        "median_ms": median,
-        "mean_ms": statistics.fmean(times),
-        "min_ms": min(times),
-        "max_ms": max(times),
-        "stdev_ms": statistics.stdev(times) if len(times) > 1 else 0.0,
-        "images_per_s": batch_size * 1000.0 / median,
+        "median_ms": t.median_ms,
+        "q1_ms": t.q1_ms,
+        "q3_ms": t.q3_ms,
+        "mean_ms": t.mean_ms,
+        "min_ms": t.min_ms,
+        "max_ms": t.max_ms,
+        "stdev_ms": t.stdev_ms,
+        "images_per_s": batch_size * 1000.0 / t.median_ms,
         "repeats": repeats,
         "warmup": warmup,
         "device": str(dev),

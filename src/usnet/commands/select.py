@@ -11,8 +11,16 @@ from .. import checkpoint
 from ..calibration import calibrate, is_calibrated
 from ..export import FORMATS, SUFFIXES
 from ..export import save as export_save
-from ..selection import parse_count, parse_latency_ms, parse_target, select
-from ..spectrum import Spectrum, environment, load_spectrum
+from ..spectrum import (
+    Spectrum,
+    environment,
+    load_spectrum,
+    parse_count,
+    parse_latency_ms,
+    parse_target,
+    select,
+)
+from ..spectrum.tables import format_count
 from ._spectrum_args import add_checkpoint_command, add_measure_options, setup
 from .spectrum import grid, load, measure, provider
 
@@ -131,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         + (f" (the same network as widths {row.shared})" if row.shared else "")
     )
     print(f"  why: {choice.reason}")
-    print(f"  {row.channels} active channels, {row.params / 1e6:.4g}M params")
+    print(f"  {row.channels} active channels, {format_count(row.params)} params")
 
     if args.export is not None:
         if not is_calibrated(model, row.width):  # e.g. a spectrum saved with --no-save-stats

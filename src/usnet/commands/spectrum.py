@@ -11,10 +11,19 @@ import torch
 from torch import nn
 
 from .. import checkpoint
-from ..metric_providers import MetricProvider, ProviderOptions, metric_provider
 from ..nn import parse_widths, width_space
-from ..spectrum import Spectrum, baseline_points, compute_spectrum
-from ..spectrum_tables import describe, format_table
+from ..spectrum import (
+    MetricProvider,
+    ProviderOptions,
+    Spectrum,
+    baseline_points,
+    compute_spectrum,
+    describe,
+    format_table,
+    metric_provider,
+    save_spectrum,
+)
+from ..spectrum.result import Kind
 from ._spectrum_args import add_checkpoint_command, add_measure_options, setup
 
 
@@ -108,7 +117,7 @@ def measure(
     latency: bool,
     save_stats: bool,
     label: str = "US-Net",
-    kind: str = "us",
+    kind: Kind = "us",
 ) -> Spectrum:
     """The spectrum of one checkpoint; newly calibrated statistics are saved into it if asked."""
     spec = compute_spectrum(
@@ -161,7 +170,7 @@ def _baseline(
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..plot import plot_spectrum  # matplotlib only when plotting
+    from ..spectrum.plot import plot_spectrum  # matplotlib only when plotting
 
     device = setup(args)
     model, meta, _ = load(args.checkpoint, device)
@@ -189,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     elif not any(r.metrics for r in spec.rows):
         print("\nno width could be evaluated: it has no calibration data")
     out = args.out or args.checkpoint
-    paths = spec.save(out)
+    paths = save_spectrum(spec, out)
     if spec.has_latency or any(r.metrics for r in spec.rows):
         paths.append(plot_spectrum(spec, Path(out) / "spectrum.png"))
     print("\nwrote " + ", ".join(str(p) for p in paths))

@@ -61,7 +61,7 @@ def save(
     if format not in FORMATS:
         raise ValueError(f"export format {format!r} is unknown; allowed: {list(FORMATS)}")
     from ..checkpoint import atomic_write  # checkpoint -> models; imported late to stay light
-    from ..profile import input_shape  # profile imports this module
+    from ..shapes import input_shape
 
     path = Path(path)
     if path.is_dir():

@@ -1,8 +1,10 @@
 """The tasks usnet trains, registered in one place.
 
 A task is a package ``usnet.tasks.<name>`` with its config schema (``config``), data, loss,
-evaluation and a ``task`` module whose ``TASK`` object trains it (:class:`Task`). The recipe's
-``task:`` key picks it; packages are imported on first use, so a classifier needs no gymnasium.
+evaluation, metric provider (``provider``) and a ``task`` module whose ``TASK`` object trains
+it and measures its checkpoints (:class:`Task`). The recipe's ``task:`` key (and a checkpoint's
+``meta.config.task``) picks it; packages are imported on first use, so a classifier needs no
+gymnasium. :func:`register_task` adds a task defined elsewhere.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ from typing import Any, Protocol
 from ..config import ConfigError, build_config, load_yaml
 from ..config.typed import _show, _suggest
 
-#: The registry: task name -> its package.
-_PACKAGES = {
-    "classification": "usnet.tasks.classification",
-    "sr": "usnet.tasks.sr",
-    "rl": "usnet.tasks.rl",
+#: The registry: task name -> the module holding its ``TASK`` (or the task object itself).
+_TASKS: dict[str, Any] = {
+    "classification": "usnet.tasks.classification.task",
+    "sr": "usnet.tasks.sr.task",
+    "rl": "usnet.tasks.rl.task",
 }
-TASKS = tuple(_PACKAGES)
+TASKS = tuple(_TASKS)
 
 
 class Task(Protocol):
@@ -30,6 +32,12 @@ class Task(Protocol):
     name: str
     #: The validated config schema of the task's recipes.
     config: type
+
+    def metric_provider(self, model: Any, cfg: Any, options: Any) -> Any:
+        """How a checkpoint of this task is measured for the spectrum: a
+        :class:`usnet.spectrum.MetricProvider` from its validated config ``cfg`` and
+        :class:`usnet.spectrum.ProviderOptions`."""
+        ...
 
     def train(
         self,
@@ -44,18 +52,26 @@ class Task(Protocol):
 
 
 def get_task(name: str) -> Task:
-    """The registered task ``name`` (``classification``, ``sr``, ``rl``)."""
-    if name not in _PACKAGES:
-        raise ValueError(f"unknown task {name!r}; allowed: {', '.join(TASKS)}")
-    return importlib.import_module(_PACKAGES[name] + ".task").TASK
+    """The registered task ``name`` (``classification``, ``sr``, ``rl``...)."""
+    if name not in _TASKS:
+        raise ValueError(f"unknown task {name!r}; allowed: {', '.join(_TASKS)}")
+    task = _TASKS[name]
+    return importlib.import_module(task).TASK if isinstance(task, str) else task
+
+
+def register_task(task: Task) -> Task:
+    """Add a task (e.g. one defined outside usnet) under ``task.name``; returns it."""
+    _TASKS[task.name] = task
+    return task
 
 
 def task_of(data: Mapping[str, Any]) -> str:
     """The ``task:`` of raw config data (default ``classification``), checked."""
     task = data.get("task", "classification")
-    if task not in TASKS:
-        hint = _suggest(task, TASKS) if isinstance(task, str) else ""
-        raise ConfigError("task", f"expected one of {', '.join(TASKS)}, got {_show(task)}{hint}")
+    if task not in _TASKS:
+        names = list(_TASKS)
+        hint = _suggest(task, names) if isinstance(task, str) else ""
+        raise ConfigError("task", f"expected one of {', '.join(names)}, got {_show(task)}{hint}")
     return task
 
 

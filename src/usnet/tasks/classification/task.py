@@ -12,12 +12,14 @@ from torch import nn
 
 from ...calibration import calibrate
 from ...data.loader import EpochLoader
-from ...nn import format_width
+from ...spectrum.providers import MetricProvider, ProviderOptions
+from ...spectrum.tables import format_table
 from ...training.loop import train as train_loop
 from .config import TrainConfig
 from .data import build_model, calibration_data, test_loader, train_loader
 from .evaluate import evaluate
 from .loss import ClassificationLoss
+from .provider import CLASSIFICATION_METRICS, metric_provider
 
 
 class ClassificationTask:
@@ -67,6 +69,11 @@ class ClassificationTask:
         """The checkpoint's ``results`` (one row per width) and the Markdown table printed."""
         return [{"width": w, **m} for w, m in results.items()], format_results(model, results)
 
+    def metric_provider(
+        self, model: nn.Module, cfg: TrainConfig, options: ProviderOptions
+    ) -> MetricProvider:
+        return metric_provider(model, cfg, options)
+
     def train(
         self,
         cfg: TrainConfig,
@@ -80,16 +87,11 @@ class ClassificationTask:
 
 
 def format_results(model: nn.Module, results: dict[float, dict[str, float]]) -> str:
-    """The per-width validation summary as a Markdown table."""
+    """The per-width validation summary as a Markdown table (the spectrum's formatter)."""
     from ...profile import macs
 
-    lines = ["| width | MMACs | top-1 % | top-5 % |", "|---:|---:|---:|---:|"]
-    for w, m in sorted(results.items(), reverse=True):
-        lines.append(
-            f"| {format_width(w)} | {macs(model, w) / 1e6:.2f} | "
-            f"{100 * m['top1']:.2f} | {100 * m['top5']:.2f} |"
-        )
-    return "\n".join(lines)
+    rows = [{"width": w, "macs": macs(model, w), **m} for w, m in sorted(results.items())[::-1]]
+    return format_table(rows, "markdown", CLASSIFICATION_METRICS[:2])
 
 
 TASK = ClassificationTask()

@@ -3,6 +3,6 @@
 from .config import SRConfig
 from .evaluate import bicubic_metrics
 from .loss import L1Loss
-from .task import TASK, SRTask, format_table
+from .task import TASK, SRTask, format_results
 
-__all__ = ["TASK", "L1Loss", "SRConfig", "SRTask", "bicubic_metrics", "format_table"]
+__all__ = ["TASK", "L1Loss", "SRConfig", "SRTask", "bicubic_metrics", "format_results"]

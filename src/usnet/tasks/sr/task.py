@@ -15,13 +15,15 @@ from torch import nn
 
 from ...data.loader import EpochLoader
 from ...data.sr import SRTestSet
-from ...nn import format_width
+from ...spectrum.providers import MetricProvider, ProviderOptions
+from ...spectrum.tables import format_table
 from ...training.loop import CHECKPOINT
 from ...training.loop import train as train_loop
 from .config import SRConfig
 from .data import build_model, test_set, train_loader
 from .evaluate import bicubic_metrics, evaluate
 from .loss import L1Loss
+from .provider import SR_METRICS, metric_provider
 
 
 class SRTask:
@@ -64,8 +66,13 @@ class SRTask:
         summary["train_time_s"] = round(sum(float(r["seconds"]) for r in history), 1)
         summary["checkpoint"] = str(out / CHECKPOINT)
         (out / "results.json").write_text(json.dumps({**summary, "history": history}, indent=2))
-        text = format_table(summary) + f"\nresults: {out / 'results.json'}"
+        text = format_results(summary) + f"\nresults: {out / 'results.json'}"
         return summary, text
+
+    def metric_provider(
+        self, model: nn.Module, cfg: SRConfig, options: ProviderOptions
+    ) -> MetricProvider:
+        return metric_provider(model, cfg, options)
 
     def train(
         self,
@@ -98,20 +105,10 @@ def final_results(
     }
 
 
-def format_table(results: dict[str, Any]) -> str:
-    """The results as a Markdown table (width, MACs, PSNR, SSIM, bicubic)."""
-    bic = results["bicubic"]
-    h = results["input_size"][1:]
-    lines = [
-        f"| width | MACs ({h[0]}x{h[1]} LR) | PSNR (dB) | SSIM | bicubic PSNR / SSIM |",
-        "|---|---|---|---|---|",
-    ]
-    for r in results["widths"]:
-        lines.append(
-            f"| {format_width(r['width'])} | {r['macs'] / 1e6:.1f} M | {r['psnr']:.2f} | "
-            f"{r['ssim']:.4f} | {bic['psnr']:.2f} / {bic['ssim']:.4f} |"
-        )
-    return "\n".join(lines)
+def format_results(results: dict[str, Any]) -> str:
+    """The results as a Markdown table (the spectrum's formatter), bicubic as the last row."""
+    bicubic = {"width": "bicubic", **results["bicubic"]}
+    return format_table([*results["widths"], bicubic], "markdown", SR_METRICS)
 
 
 TASK = SRTask()

@@ -9,7 +9,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from .spectrum import Spectrum, SpectrumRow
+from .result import Spectrum, SpectrumRow
+from .tables import format_count
 
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 
@@ -46,7 +47,8 @@ def parse_latency_ms(text: str | float) -> float:
 
 
 def parse_target(text: str, spectrum: Spectrum | None = None) -> tuple[str, float]:
-    """``top1=0.9`` or ``top1=90%`` -> (``top1``, 0.9): a metric floor (ceiling if lower is better)."""
+    """``top1=0.9`` or ``top1=90%`` -> (``top1``, 0.9): a metric floor (a ceiling if lower is
+    better)."""
     name, sep, value = text.partition("=")
     name, value = name.strip(), value.strip()
     if not sep or not name or not value:
@@ -103,9 +105,9 @@ def select(
         return (r.macs, r.latency_ms if r.latency_ms is not None else 0.0)
 
     def summary(r: SpectrumRow) -> str:
-        parts = [f"width {r.label}", f"{r.macs / 1e6:.3g}M MACs"]
+        parts = [f"width {r.label}", f"{format_count(r.macs)} MACs"]
         if r.latency_ms is not None:
-            parts.append(f"{r.latency_ms:.2f} ms")
+            parts.append(f"{r.latency_ms:.2f} ms" + (" (noisy timing)" if r.noisy else ""))
         if metric is not None and metric.name in r.metrics:
             parts.append(
                 f"{metric.name} {metric.show(r.metrics[metric.name])}"
@@ -115,7 +117,7 @@ def select(
 
     limits = []
     if max_macs is not None:
-        limits.append(f"MACs <= {max_macs / 1e6:g}M")
+        limits.append(f"MACs <= {format_count(max_macs)}")
     if max_latency_ms is not None:
         limits.append(f"latency <= {max_latency_ms:g} ms")
     budget = " and ".join(limits)
@@ -123,11 +125,11 @@ def select(
         r
         for r in rows
         if (max_macs is None or r.macs <= max_macs)
-        and (max_latency_ms is None or r.latency_ms <= max_latency_ms)
+        and (max_latency_ms is None or (r.latency_ms or 0.0) <= max_latency_ms)
     ]
     if not fits:
         by_latency = max_latency_ms is not None and max_macs is None
-        cheapest = min(rows, key=lambda r: (r.latency_ms, r.macs) if by_latency else cost(r))
+        cheapest = min(rows, key=lambda r: (r.latency_ms or 0.0, r.macs) if by_latency else cost(r))
         raise ValueError(f"no width fits {budget}: the cheapest available is {summary(cheapest)}")
 
     def best(candidates: list[SpectrumRow]) -> SpectrumRow:
