@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pytest
+from pydantic import Field
 
 from usnet import create_model
 from usnet.config import (
     ConfigError,
+    Section,
     TrainingConfig,
     UnknownKeyError,
     apply_overrides,
@@ -20,12 +20,11 @@ from usnet.config import (
     dump_yaml,
     from_dict,
     load_yaml,
-    setting,
     to_dict,
     validate,
 )
 from usnet.config import load_config as _load_config
-from usnet.config.sections import check_amp
+from usnet.config.sections import ScheduleConfig, check_amp
 from usnet.config.widths import check_model_widths
 from usnet.nn import width_space
 from usnet.tasks import task_of
@@ -74,7 +73,7 @@ def test_recipe_loads_and_fits_its_model(path: Path) -> None:
 
 def test_default_recipe_is_the_dataclass_default() -> None:
     fm = load_config(RECIPES[0].parent / "fashion_mnist.yaml")
-    assert dataclasses.replace(fm, output=TrainConfig().output) == TrainConfig()
+    assert fm.model_copy(update={"output": TrainConfig().output}) == TrainConfig()
 
 
 def test_paper_recipes() -> None:
@@ -265,30 +264,48 @@ def test_round_trip(path: Path, tmp_path: Path) -> None:
     assert to_dict(cfg)["optim"]["betas"] == [0.9, 0.999]
 
 
-def test_validate_catches_bounds_in_python_built_configs() -> None:
-    cfg = dataclasses.replace(TrainConfig(), calibrate=CalibrateConfig(num_samples=0))
+def test_python_built_configs_are_validated_too() -> None:
+    with pytest.raises(ConfigError, match="num_samples: must be >= 1, got 0"):
+        CalibrateConfig(num_samples=0)
+    with pytest.raises(ConfigError, match="milestones: 'multistep' needs at least one"):
+        ScheduleConfig(name="multistep")
+    unchecked = TrainConfig().model_copy(
+        update={"calibrate": CalibrateConfig.model_construct(num_samples=0)}
+    )
     with pytest.raises(ConfigError, match="calibrate.num_samples: must be >= 1, got 0"):
-        validate(cfg)
+        validate(unchecked)
 
 
-@dataclass(frozen=True)
-class _Inner:
-    size: int = setting(8, ge=1, le=64)
-    names: tuple[str, ...] = ("a",)
-    extra: dict[str, float] = setting({})
+def test_numbers_must_be_finite_and_types_strict() -> None:
+    assert "optim.lr: must be a finite number, got nan" in error({"optim": {"lr": float("nan")}})
+    assert "data.batch_size: expected an integer, got '128'" in error({"data": {"batch_size": "128"}})
+    assert "model.kwargs key 1: expected a string" in error({"model": {"kwargs": {1: 2}}})
+    assert "eval.widths: expected a string or a number or a list of numbers, got {}" in error(
+        {"eval": {"widths": {}}}
+    )
 
 
-@dataclass(frozen=True)
-class _Outer:
+def _tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+class _Inner(Section):
+    size: int = Field(8, ge=1, le=64)
+    names: list[str] = ["a"]
+    extra: dict[str, float] = Field(default_factory=dict)
+
+
+class _Outer(Section):
     task: Literal["toy"]
-    inner: _Inner = field(default_factory=_Inner)
+    inner: _Inner = Field(default_factory=_Inner)
     maybe: _Inner | None = None
     anything: Any = None
+    pair: Annotated[tuple[float, float], Field()] | None = None
 
 
 def test_generic_layer_on_another_schema() -> None:
     cfg = from_dict(_Outer, {"task": "toy", "inner": {"size": 4, "names": ["x", "y"]}})
-    assert cfg.inner == _Inner(size=4, names=("x", "y")) and cfg.maybe is None
+    assert cfg.inner == _Inner(size=4, names=["x", "y"]) and cfg.maybe is None
     assert from_dict(_Outer, to_dict(cfg)) == cfg
     with pytest.raises(ConfigError, match="task: is required"):
         from_dict(_Outer, {})

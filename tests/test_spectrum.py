@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
 from typing import Literal
 
 import pytest
@@ -16,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import usnet
 import usnet.tasks
 from usnet.calibration import calibrate, is_calibrated
+from usnet.config import Section
 from usnet.nn import USBatchNorm2d, width_space
 from usnet.spectrum import (
     Metric,
@@ -192,8 +192,7 @@ def load_spectrum_copy(spec):
     return type(spec).from_dict(json.loads(json.dumps(spec.to_dict())))
 
 
-@dataclass(frozen=True)
-class _ToyConfig:
+class _ToyConfig(Section):
     task: Literal["toy"] = "toy"
     a: int = 0
 

@@ -37,7 +37,9 @@ def test_every_recipe_is_its_tasks_config_and_round_trips(path: Path) -> None:
 
 def test_task_key_is_checked_with_a_suggestion() -> None:
     assert task_of({}) == "classification"
-    with pytest.raises(ConfigError, match="task: expected one of classification, sr, rl, got 'sr2'"):
+    with pytest.raises(
+        ConfigError, match="task: expected one of classification, sr, rl, got 'sr2'"
+    ):
         task_of({"task": "sr2"})
     with pytest.raises(ConfigError, match=r"x\.yaml: task: .*did you mean 'rl'"):
         task_config({"task": "rl2"}, source="x.yaml")

@@ -15,6 +15,7 @@ from fixtures import write_fashion_mnist
 from usnet import checkpoint
 from usnet.cli import main
 from usnet.config import build_config, dump_yaml
+from usnet.tasks import load_config, task_config
 from usnet.tasks.classification import TASK, TrainConfig
 from usnet.tasks.classification.data import build_model
 from usnet.training import loop
@@ -59,6 +60,8 @@ def test_cli_train_then_calibrate_a_new_width(tmp_path, data, capsys):
     assert "| width | MACs | top-1 accuracy (%) |" in out and "| 0.35 |" in out
     ckpt = tmp_path / "run" / "checkpoint"
     meta = checkpoint.read_meta(ckpt)
+    # the checkpoint holds the validated config, which reloads into the same typed config
+    assert task_config(meta["config"]) == load_config(cfg_file, ["optim.lr=0.2"])
     assert [r["width"] for r in meta["results"]] == [0.35, 0.675, 1.0]
     assert meta["results"][-1]["top1"] > 0.3  # learnable fixture: well above chance (0.1)
     assert (tmp_path / "run" / "metrics.csv").read_text().startswith("epoch,")

@@ -1,7 +1,9 @@
-"""Typed configs from YAML: a generic validated layer (:mod:`.typed`) that every task reuses,
-YAML reading (:mod:`.yaml_io`) and the sections every task shares (:mod:`.sections`). Each
-task's schema lives in its package (``usnet.tasks.<name>.config``)."""
+"""Typed configs from YAML, validated by pydantic v2: the generic layer (:mod:`.typed`: the
+:class:`Section` base, overrides, loading), usnet's one-line errors (:mod:`.errors`,
+:mod:`.messages`), YAML reading (:mod:`.yaml_io`) and the sections every task shares
+(:mod:`.sections`). Each task's schema lives in its package (``usnet.tasks.<name>.config``)."""
 
+from .errors import ConfigError, UnknownKeyError
 from .sections import (
     EvalConfig,
     ModelConfig,
@@ -11,16 +13,15 @@ from .sections import (
     TrainingConfig,
 )
 from .typed import (
-    ConfigError,
-    UnknownKeyError,
+    Section,
     apply_overrides,
     build_config,
     from_dict,
-    setting,
+    load_config,
     to_dict,
     validate,
 )
-from .yaml_io import dump_yaml, load_config, load_yaml
+from .yaml_io import dump_yaml, load_yaml
 
 __all__ = [
     "ConfigError",
@@ -37,7 +38,7 @@ __all__ = [
     "from_dict",
     "load_config",
     "load_yaml",
-    "setting",
+    "Section",
     "to_dict",
     "validate",
 ]

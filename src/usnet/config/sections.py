@@ -5,21 +5,26 @@ may extend these."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
 
-from .typed import ConfigError, _suggest, setting
+from pydantic import Field
+
+from .errors import ConfigError
+from .errors import suggest as _suggest
+from .typed import Pair, Positive, Section
 from .widths import WidthGrid, check_width_sampling
 
 
-@dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Section):
     """Which registered model to build: ``create_model(name, **kwargs)``."""
 
     name: str = "us_mobilenet_v1_small"
-    kwargs: dict[str, Any] = setting({}, doc="passed to create_model (in_chans, switches...)")
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="passed to create_model (in_chans, switches...)"
+    )
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        super().check()
         from ..models import list_models  # the registry; imported late to keep config light
 
         known = list_models()
@@ -31,8 +36,7 @@ class ModelConfig:
             )
 
 
-@dataclass(frozen=True)
-class WidthTraining:
+class WidthTraining(Section):
     """The ``train:`` keys every task shares: how each step picks widths, seeds, the machine.
 
     ``sampling``: ``sandwich`` (largest, smallest and ``num_widths - 2`` random widths; the
@@ -44,16 +48,17 @@ class WidthTraining:
     """
 
     sampling: Literal["sandwich", "random", "switches", "fixed"] = "sandwich"
-    num_widths: int = setting(4, ge=1)
-    widths: list[float] | None = setting(None, gt=0)
+    num_widths: int = Field(4, ge=1)
+    widths: list[Positive] | None = None
     inplace_distillation: bool = True
-    seed: int = setting(0, ge=0)
-    device: str | None = setting(None, doc="cpu, cuda, cuda:1...; null = cuda when available")
-    threads: int = setting(0, ge=0, doc="torch CPU threads; 0 = torch's default")
-    log_every: int = setting(50, ge=1)
-    grad_clip: float | None = setting(None, gt=0, doc="max gradient norm; null = no clipping")
+    seed: int = Field(0, ge=0)
+    device: str | None = Field(None, description="cpu, cuda, cuda:1...; null = cuda when available")
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
+    log_every: int = Field(50, ge=1)
+    grad_clip: float | None = Field(None, gt=0, description="max gradient norm; null = no clipping")
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        super().check()
         check_width_sampling(self.sampling, self.num_widths, self.widths)
 
     @property
@@ -62,39 +67,37 @@ class WidthTraining:
         return self.sampling in ("sandwich", "random")
 
 
-@dataclass(frozen=True)
 class TrainingConfig(WidthTraining):
     """The shared keys plus the options of the loop over a data set (classification, SR):
     ``epochs``; ``amp``: null (fp32), ``bf16`` (CPU or CUDA) or ``fp16`` (CUDA only);
     ``channels_last`` memory format."""
 
-    epochs: int = setting(4, ge=1)
+    epochs: int = Field(4, ge=1)
     amp: Literal["bf16", "fp16"] | None = None
     channels_last: bool = True
 
 
-@dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(Section):
     """The optimizer. SGD uses ``momentum``/``nesterov``; Adam and AdamW use ``betas`` and
     ``eps``. BN weights and biases get no weight decay; ``no_weight_decay_depthwise`` also
     exempts depthwise conv weights (the paper)."""
 
     name: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = setting(0.2, gt=0, doc="peak learning rate for the global batch")
-    momentum: float = setting(0.9, ge=0, lt=1)
+    lr: float = Field(0.2, gt=0, description="peak learning rate for the global batch")
+    momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
-    weight_decay: float = setting(1.0e-4, ge=0)
+    weight_decay: float = Field(1.0e-4, ge=0)
     no_weight_decay_depthwise: bool = True
-    betas: tuple[float, float] = setting((0.9, 0.999), ge=0, lt=1)
-    eps: float = setting(1.0e-8, gt=0, doc="Adam/AdamW's epsilon")
+    betas: Pair = (0.9, 0.999)
+    eps: float = Field(1.0e-8, gt=0, description="Adam/AdamW's epsilon")
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        super().check()
         if self.name == "sgd" and self.nesterov and self.momentum == 0:
             raise ConfigError("nesterov", "needs momentum > 0; set nesterov: false or a momentum")
 
 
-@dataclass(frozen=True)
-class ScheduleConfig:
+class ScheduleConfig(Section):
     """The learning-rate schedule, evaluated per iteration at fractional epoch ``e``:
     ``linear`` (to ``min_lr`` at the end; the paper), ``cosine`` (to ``min_lr``), ``multistep``
     (times ``gamma`` at each of ``milestones``, in epochs), ``exponential`` (times ``gamma`` once
@@ -102,12 +105,13 @@ class ScheduleConfig:
     warm-up from 0."""
 
     name: Literal["linear", "cosine", "multistep", "exponential", "constant"] = "linear"
-    warmup_epochs: float = setting(0.0, ge=0)
-    milestones: list[float] = setting([], gt=0)
-    gamma: float = setting(0.1, gt=0, le=1)
-    min_lr: float = setting(0.0, ge=0, doc="where linear and cosine decay end")
+    warmup_epochs: float = Field(0.0, ge=0)
+    milestones: list[Positive] = Field(default_factory=list)
+    gamma: float = Field(0.1, gt=0, le=1)
+    min_lr: float = Field(0.0, ge=0, description="where linear and cosine decay end")
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        super().check()
         if self.name == "multistep":
             if not self.milestones:
                 raise ConfigError("milestones", "'multistep' needs at least one milestone epoch")
@@ -126,7 +130,6 @@ class ScheduleConfig:
             )
 
 
-@dataclass(frozen=True)
 class EvalConfig(WidthGrid):
     """The widths evaluated after training (``widths``: a grid string ``"start:stop:step"``,
     ``"0.35,0.5,1.0"`` or a list) and how often the smallest and largest are evaluated during
@@ -134,11 +137,10 @@ class EvalConfig(WidthGrid):
     sampling) is evaluated at those widths instead."""
 
     widths: str | float | list[float] = "0.25,0.5,1.0"
-    every: int = setting(1, ge=1)
+    every: int = Field(1, ge=1)
 
 
-@dataclass(frozen=True)
-class OutputConfig:
+class OutputConfig(Section):
     """Where the run writes its checkpoint, CSV metrics and (optionally) TensorBoard logs."""
 
     dir: str = "runs/default"
@@ -175,4 +177,6 @@ def check_amp(amp: str | None, device_type: str) -> None:
             "use 'bf16' or null",
         )
     if amp == "bf16" and device_type not in ("cuda", "cpu"):
-        raise ConfigError("train.amp", f"'bf16' autocast runs on 'cpu' or 'cuda', not {device_type!r}")
+        raise ConfigError(
+            "train.amp", f"'bf16' autocast runs on 'cpu' or 'cuda', not {device_type!r}"
+        )

@@ -7,7 +7,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from torch import nn
 
 from ..nn.space import parse_widths, width_space
-from .typed import ConfigError, _show
+from .errors import ConfigError
+from .errors import show as _show
+from .typed import Section
 
 
 def check_width_sampling(sampling: str, num_widths: int, widths: Sequence[float] | None) -> None:
@@ -54,17 +56,19 @@ def check_width_grid(widths: str | float | Sequence[float]) -> None:
         raise ConfigError("widths", f"must be positive, got {bad}")
 
 
-class WidthGrid:
-    """Mixin for a config section with a ``widths`` grid: the parsed :attr:`grid`, validated."""
+class WidthGrid(Section):
+    """A config section with a ``widths`` grid (``"start:stop:step"``, ``"a,b,c"``, a number or a
+    list of numbers), validated, and parsed as :attr:`grid`."""
 
-    widths: str | float | Sequence[float]
+    widths: str | float | list[float] = "0.25,0.5,1.0"
 
     @property
     def grid(self) -> list[float]:
         """The widths as a list of floats."""
         return width_grid(self.widths)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        super().check()
         check_width_grid(self.widths)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import ConfigError, build_config, load_yaml
-from ..config.typed import _show, _suggest
+from ..config.errors import show, suggest
 
 #: The registry: task name -> the module holding its ``TASK`` (or the task object itself).
 _TASKS: dict[str, Any] = {
@@ -70,8 +70,8 @@ def task_of(data: Mapping[str, Any]) -> str:
     task = data.get("task", "classification")
     if task not in _TASKS:
         names = list(_TASKS)
-        hint = _suggest(task, names) if isinstance(task, str) else ""
-        raise ConfigError("task", f"expected one of {', '.join(names)}, got {_show(task)}{hint}")
+        hint = suggest(task, names) if isinstance(task, str) else ""
+        raise ConfigError("task", f"expected one of {', '.join(names)}, got {show(task)}{hint}")
     return task
 
 

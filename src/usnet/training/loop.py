@@ -137,7 +137,7 @@ def _train(
     model = task.build_model(cfg).to(dev)
     check_model_widths(model, {"train.widths": tc.widths or [], "eval.widths": cfg.eval.grid})
     if tc.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model = model.to(memory_format=torch.channels_last)
     space = width_space(model)
     loader = task.train_loader(cfg, info.world_size, info.enabled, dev)
     steps = task.steps_per_epoch(cfg, loader)
@@ -154,7 +154,7 @@ def _train(
     state = ResumeState(
         out, model, optimizer, scheduler, scaler, {"widths": widths_gen}, meta["config"]
     )
-    start_epoch, history = 0, []
+    start_epoch, history = 0, list[dict[str, Any]]()
     if resume:
         counters, history = state.load(log=print if info.is_main else _quiet)
         start_epoch = int(counters["epoch"])
@@ -235,7 +235,7 @@ def _train(
         elapsed = time.perf_counter() - t0
         row: dict[str, float | int | str] = {
             "epoch": epoch + 1,
-            "lr": scheduler.get_last_lr()[0],
+            "lr": float(scheduler.get_last_lr()[0]),
             "loss_first": (sums[0] / steps).item(),
             "loss_smallest": (sums[1] / steps).item(),
             "loss_mean": (sums[2] / steps).item(),

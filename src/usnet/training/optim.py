@@ -37,7 +37,7 @@ def create_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimize
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     optim = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
-    return optim(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    return optim(groups, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), eps=cfg.eps)
 
 
 def lr_factor(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from torch import Tensor, nn
 
@@ -83,7 +83,9 @@ def sandwich_step(
         for i, w in enumerate(widths):
             last = i == len(widths) - 1
             sync = (
-                contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+                contextlib.nullcontext()
+                if last or not hasattr(model, "no_sync")
+                else cast(Any, model).no_sync()
             )
             with sync:
                 space.set(w)
@@ -98,5 +100,5 @@ def sandwich_step(
                 backward(parts["loss"])
             results.append({k: v.detach() for k, v in parts.items()})
     finally:
-        space.set(before)
+        space.set(cast(Any, before))  # a canonical width config
     return results

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Literal
 
+from pydantic import Field
+
+from ...config.errors import ConfigError
 from ...config.sections import (
     EvalConfig,
     ModelConfig,
@@ -15,59 +17,58 @@ from ...config.sections import (
     TrainingConfig,
     check_schedule,
 )
-from ...config.typed import ConfigError, setting
+from ...config.typed import Section
 
 #: Datasets :mod:`usnet.data` reads.
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder")
 
 
-@dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Section):
     """The dataset. ``batch_size`` is the global batch: under torchrun each of the N ranks
     loads ``batch_size / N`` images per step, so the recipe means the same on any machine."""
 
     name: Literal["fashion_mnist", "cifar10", "cifar100", "imagefolder"] = "fashion_mnist"
-    root: str | None = setting(None, doc="data folder; null = the dataset's default folder")
-    batch_size: int = setting(128, ge=1, doc="global batch size, split across ranks")
-    val_batch_size: int = setting(500, ge=1)
-    num_workers: int = setting(0, ge=0, doc="DataLoader workers per process")
+    root: str | None = Field(None, description="data folder; null = the dataset's default folder")
+    batch_size: int = Field(128, ge=1, description="global batch size, split across ranks")
+    val_batch_size: int = Field(500, ge=1)
+    num_workers: int = Field(0, ge=0, description="DataLoader workers per process")
     augment: bool = False
 
 
-@dataclass(frozen=True)
 class ClassificationTraining(TrainingConfig):
     """The shared ``train:`` options, plus label smoothing and a cap on steps per epoch."""
 
-    label_smoothing: float = setting(0.0, ge=0, lt=1, doc="for the largest width's label loss")
-    max_steps_per_epoch: int | None = setting(None, ge=1)
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="for the largest width's label loss"
+    )
+    max_steps_per_epoch: int | None = Field(None, ge=1)
 
 
-@dataclass(frozen=True)
-class CalibrateConfig:
+class CalibrateConfig(Section):
     """Post-training BN calibration of the evaluated widths: from how many training images,
     in batches of which size, with which estimator (docs/design-notes.md)."""
 
-    num_samples: int = setting(2000, ge=1)
-    batch_size: int = setting(200, ge=1)
+    num_samples: int = Field(2000, ge=1)
+    batch_size: int = Field(200, ge=1)
     method: Literal["exact", "single_pass"] = "exact"
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Section):
     """A classification training run (``task: classification``); the defaults are the
     Fashion-MNIST CPU recipe. Load with :func:`usnet.config.load_config`."""
 
     task: Literal["classification"] = "classification"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: ClassificationTraining = field(default_factory=ClassificationTraining)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    output: OutputConfig = field(default_factory=OutputConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: ClassificationTraining = Field(default_factory=ClassificationTraining)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        super().check()
         check_schedule(self.schedule, self.train.epochs, self.optim.lr)
         if "switches" in self.model.kwargs and self.train.trains_range:
             raise ConfigError(

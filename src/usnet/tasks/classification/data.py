@@ -3,7 +3,8 @@ the calibration images and the test split."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
+from typing import cast
 
 import torch
 from torch import nn
@@ -53,7 +54,7 @@ def calibration_data(cfg: TrainConfig) -> Iterable:
 def test_loader(cfg: TrainConfig, max_samples: int | None = None) -> EpochLoader:
     """The test split in order (the first ``max_samples`` images when given)."""
     val = create_dataset(cfg.data.name, cfg.data.root, "test")
-    if max_samples is not None and max_samples < len(val):
+    if max_samples is not None and max_samples < len(cast(Sized, val)):
         val = torch.utils.data.Subset(val, range(max_samples))
     return create_loader(
         val, cfg.data.val_batch_size, shuffle=False, num_workers=cfg.data.num_workers

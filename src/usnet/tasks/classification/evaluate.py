@@ -13,7 +13,10 @@ from ...nn import WidthConfig, width
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, loader: Iterable, width_config: WidthConfig, device: torch.device | None = None
+    model: nn.Module,
+    loader: Iterable,
+    width_config: WidthConfig,
+    device: torch.device | None = None,
 ) -> dict[str, float]:
     """Top-1/top-5 accuracy (fractions) and mean cross-entropy over ``loader`` at ``width_config``.
 

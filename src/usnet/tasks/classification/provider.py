@@ -22,9 +22,7 @@ CLASSIFICATION_METRICS = (
 )
 
 
-def metric_provider(
-    model: nn.Module, cfg: TrainConfig, options: ProviderOptions
-) -> MetricProvider:
+def metric_provider(model: nn.Module, cfg: TrainConfig, options: ProviderOptions) -> MetricProvider:
     """Validation data from the checkpoint's config (``options.data_root`` may move it)."""
     data, cal = cfg.data, cfg.calibrate
     root = options.data_root or data.root

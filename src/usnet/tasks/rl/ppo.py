@@ -194,11 +194,7 @@ def width_losses(
         t_logps, t_value = teacher
         kl = (t_logps.exp() * (t_logps - logps)).sum(-1).mean()
         value_distill = 0.5 * (value.float() - t_value).pow(2).mean()
-        loss = (
-            loss
-            + train.distill_policy_coef * kl
-            + train.distill_value_coef * value_distill
-        )
+        loss = loss + train.distill_policy_coef * kl + train.distill_value_coef * value_distill
         out.update(kl=kl, value_distill=value_distill)
     out["loss"] = loss
     return out
@@ -272,8 +268,7 @@ def update(
                 nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
             optimizer.step()
             stats = {
-                w: {k: float(v) for k, v in p.items()}
-                for w, p in zip(widths, parts, strict=True)
+                w: {k: float(v) for k, v in p.items()} for w, p in zip(widths, parts, strict=True)
             }
             hi, lo = stats[max(stats)], stats[min(stats)]
             for key, v in hi.items():

@@ -6,9 +6,11 @@ embedded photos, evaluation every 4 epochs over widths 0.25..1.0 in steps of 0.1
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import Field
+
+from ...config.errors import ConfigError
 from ...config.sections import (
     EvalConfig,
     OptimConfig,
@@ -17,84 +19,84 @@ from ...config.sections import (
     TrainingConfig,
     check_schedule,
 )
-from ...config.typed import ConfigError, setting
+from ...config.typed import Section
 
 
-@dataclass(frozen=True)
-class SRModelConfig:
+class SRModelConfig(Section):
     """``create_model(name, scale=<scale>, **kwargs)``."""
 
     name: Literal["us_edsr", "us_wdsr"] = "us_edsr"
-    kwargs: dict[str, Any] = setting({}, doc="n_resblocks, n_feats, res_scale, width_min...")
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="n_resblocks, n_feats, res_scale, width_min..."
+    )
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        super().check()
         if "scale" in self.kwargs:
             raise ConfigError("kwargs.scale", "set the top-level 'scale' instead")
 
 
-@dataclass(frozen=True)
-class SRDataConfig:
+class SRDataConfig(Section):
     """HR image folders (``null``: the embedded scikit-image photos) and training patches."""
 
-    train_dir: str | None = setting(None, doc="folder of HR images, e.g. DIV2K/DIV2K_train_HR")
-    test_dir: str | None = setting(None, doc="folder of HR images, e.g. DIV2K/DIV2K_valid_HR")
-    patch_size: int = setting(32, ge=4, doc="LR patch side; the HR patch is scale times larger")
-    batch_size: int = setting(16, ge=1, doc="global batch size, split across ranks")
-    num_workers: int = setting(0, ge=0)
+    train_dir: str | None = Field(
+        None, description="folder of HR images, e.g. DIV2K/DIV2K_train_HR"
+    )
+    test_dir: str | None = Field(None, description="folder of HR images, e.g. DIV2K/DIV2K_valid_HR")
+    patch_size: int = Field(
+        32, ge=4, description="LR patch side; the HR patch is scale times larger"
+    )
+    batch_size: int = Field(16, ge=1, description="global batch size, split across ranks")
+    num_workers: int = Field(0, ge=0)
     augment: bool = True
 
 
-@dataclass(frozen=True)
 class SRTrainingConfig(TrainingConfig):
     """The shared ``train:`` options; an epoch is ``steps_per_epoch`` batches of patches."""
 
-    epochs: int = setting(12, ge=1)
-    steps_per_epoch: int = setting(50, ge=1)
+    epochs: int = Field(12, ge=1)
+    steps_per_epoch: int = Field(50, ge=1)
     channels_last: bool = False
-    log_every: int = setting(25, ge=1)
+    log_every: int = Field(25, ge=1)
 
 
-@dataclass(frozen=True)
 class SROptimConfig(OptimConfig):
     """Adam without weight decay (EDSR's)."""
 
     name: Literal["sgd", "adam", "adamw"] = "adam"
-    lr: float = setting(5e-4, gt=0)
-    weight_decay: float = setting(0.0, ge=0)
+    lr: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
 
 
-@dataclass(frozen=True)
 class SRScheduleConfig(ScheduleConfig):
     """Cosine decay per step to ``min_lr``."""
 
     name: Literal["linear", "cosine", "multistep", "exponential", "constant"] = "cosine"
-    min_lr: float = setting(1e-5, ge=0)
+    min_lr: float = Field(1e-5, ge=0)
 
 
-@dataclass(frozen=True)
 class SREvalConfig(EvalConfig):
     widths: str | list[float] = "0.25:1.0:0.125"
-    every: int = setting(4, ge=1)
+    every: int = Field(4, ge=1)
 
 
-@dataclass(frozen=True)
 class SROutputConfig(OutputConfig):
     dir: str = "runs/sr"
 
 
-@dataclass(frozen=True)
-class SRConfig:
+class SRConfig(Section):
     """A super-resolution run (``task: sr``)."""
 
     task: Literal["sr"] = "sr"
     scale: Literal[2, 3, 4] = 2
-    model: SRModelConfig = field(default_factory=SRModelConfig)
-    data: SRDataConfig = field(default_factory=SRDataConfig)
-    train: SRTrainingConfig = field(default_factory=SRTrainingConfig)
-    optim: SROptimConfig = field(default_factory=SROptimConfig)
-    schedule: SRScheduleConfig = field(default_factory=SRScheduleConfig)
-    eval: SREvalConfig = field(default_factory=SREvalConfig)
-    output: SROutputConfig = field(default_factory=SROutputConfig)
+    model: SRModelConfig = Field(default_factory=SRModelConfig)
+    data: SRDataConfig = Field(default_factory=SRDataConfig)
+    train: SRTrainingConfig = Field(default_factory=SRTrainingConfig)
+    optim: SROptimConfig = Field(default_factory=SROptimConfig)
+    schedule: SRScheduleConfig = Field(default_factory=SRScheduleConfig)
+    eval: SREvalConfig = Field(default_factory=SREvalConfig)
+    output: SROutputConfig = Field(default_factory=SROutputConfig)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        super().check()
         check_schedule(self.schedule, self.train.epochs, self.optim.lr)

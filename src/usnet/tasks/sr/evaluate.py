@@ -4,7 +4,7 @@ cropped (:mod:`usnet.metrics`), and the bicubic reference every width must beat.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +34,7 @@ def evaluate(
     ``data`` is an :class:`~usnet.data.sr.SRTestSet` (or any dataset of ``(lr, hr)`` pairs) or a
     loader of batch size 1. The model's width and mode are restored afterwards.
     """
-    scale = int(model.scale)
+    scale = int(cast(Any, model).scale)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

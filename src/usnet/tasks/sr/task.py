@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -98,7 +98,7 @@ def final_results(
     ]
     bic = {k: round(v, 4) for k, v in bicubic_metrics(test).items()}
     return {
-        "input_size": list(model.input_size),
+        "input_size": list(cast(Any, model).input_size),
         "bicubic": bic,
         "widths": rows,
         "test_images": list(test.pairs.names),
