@@ -193,27 +193,79 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, cfg: TrainConfig) -> None:
+_COMMON = (
+    "model.name=us_mlp",
+    "model.kwargs={hidden: [32, 32]}",
+    "eval.widths=[0.25, 1.0]",
+    "optim.weight_decay=0.001",
+)
+_GRID = [0.35, 0.5, 0.75, 1.0]
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfgs: list[TrainConfig], logs: Path) -> None:
+    """Train each config on 2 gloo ranks, recording the widths each rank evaluates."""
+    from usnet.tasks.classification.task import ClassificationTask
+
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
         WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
     )
     torch.set_num_threads(1)
-    TASK.train(cfg, device="cpu", progress=False)
+    real = ClassificationTask.evaluate
+
+    def recording(self, model, cfg, widths, device, max_samples=None):
+        with open(logs / f"{Path(cfg.output.dir).parent.name}.rank{rank}", "a") as f:
+            f.write(" ".join(f"{w:g}" for w in widths) + "\n")
+        return real(self, model, cfg, widths, device, max_samples)
+
+    ClassificationTask.evaluate = recording
+    for cfg in cfgs:
+        TASK.train(cfg, device="cpu", progress=False)
 
 
-def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, data):
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory, data) -> Path:
+    """One 2-process gloo job (process start-up is most of its cost) training two runs: ``two``
+    (us_mlp, no BN) and ``grid`` (BN, a 4-width grid, 1 epoch)."""
+    root = tmp_path_factory.mktemp("ddp")
+    cfgs = [
+        _cfg(root / "two", data, *_COMMON),
+        _cfg(root / "grid", data, "train.epochs=1", f"eval.widths={_GRID}"),
+    ]
+    mp.spawn(_ddp_worker, args=(2, _free_port(), cfgs, root), nprocs=2, join=True)
+    return root
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, data, ddp_runs):
     """No BN (us_mlp): 2 ranks x 16 images must give the weights of 1 rank x 32 images."""
-    common = ("model.name=us_mlp", "model.kwargs={hidden: [32, 32]}", "eval.widths=[0.25, 1.0]",
-              "optim.weight_decay=0.001")
-    single = TASK.train(_cfg(tmp_path / "one", data, *common), device="cpu", progress=False)
-    cfg2 = _cfg(tmp_path / "two", data, *common)
-    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg2), nprocs=2, join=True)
+    single = TASK.train(_cfg(tmp_path / "one", data, *_COMMON), device="cpu", progress=False)
     a = checkpoint.load_state(single.parent / loop.RESUME)["model"]
-    b = checkpoint.load_state(tmp_path / "two" / "run" / loop.RESUME)["model"]
+    b = checkpoint.load_state(ddp_runs / "two" / "run" / loop.RESUME)["model"]
     moved = 0.0
-    init = build_model(cfg2).state_dict()
+    init = build_model(_cfg(tmp_path, data, *_COMMON)).state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
         moved = max(moved, (a[k] - init[k]).abs().max().item())
     assert moved > 1e-3  # training did change the weights
+
+
+def test_ddp_ranks_share_the_width_grid(ddp_runs, data):
+    """Defect 7: each rank calibrates and evaluates its share of the widths; rank 0's
+    checkpoint holds every width's results and statistics, equal to one process's."""
+    from usnet.calibration import calibrate, clear_calibration, is_calibrated
+    from usnet.tasks.classification.data import calibration_data
+
+    logs = [(ddp_runs / f"grid.rank{r}").read_text().splitlines() for r in (0, 1)]
+    assert logs[0] == ["0.35", "0.35 0.75"] and logs[1] == ["1", "0.5 1"]  # epoch end, final
+    ckpt = ddp_runs / "grid" / "run" / loop.CHECKPOINT
+    assert [r["width"] for r in checkpoint.read_meta(ckpt)["results"]] == _GRID
+    shared = checkpoint.load(ckpt)
+    assert all(is_calibrated(shared, w) for w in _GRID)
+    alone = checkpoint.load(ckpt)
+    clear_calibration(alone)
+    cfg = _cfg(ddp_runs / "grid", data, "train.epochs=1", f"eval.widths={_GRID}")
+    calibrate(alone, calibration_data(cfg), _GRID, cfg.calibrate.num_samples, progress=False)
+    a, b = shared.state_dict(), alone.state_dict()
+    assert a.keys() == b.keys() and any("stats_" in k for k in a)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)

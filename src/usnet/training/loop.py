@@ -33,6 +33,7 @@ from ..config.widths import check_model_widths
 from ..data.loader import EpochLoader
 from ..nn import WidthSpace, width_space
 from .distributed import DistInfo, barrier, cleanup, init_distributed
+from .grid import evaluate_widths
 from .optim import create_optimizer, create_scheduler
 from .resume import CHECKPOINT, RESUME, ResumeState, check_run_folder, clear_run_folder
 from .sampling import sample_widths
@@ -242,10 +243,11 @@ def _train(
             "images_per_s": seen / elapsed,
             "seconds": elapsed,
         }
+        if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == tc.epochs:  # on every rank
+            ends = evaluate_widths(task, model, cfg, _epoch_widths(cfg, space), info, dev)
+            for w, m in ends.items():
+                row[f"{task.primary}@{w:g}"] = m[task.primary]
         if info.is_main:
-            if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == tc.epochs:
-                for w, m in task.evaluate(model, cfg, _epoch_widths(cfg, space), dev).items():
-                    row[f"{task.primary}@{w:g}"] = m[task.primary]
             history.append(row)
             if writer is not None:
                 for k, v in row.items():
@@ -263,8 +265,8 @@ def _train(
                 )
             )
         barrier(info)
+    results = evaluate_widths(task, model, cfg, final_widths(cfg), info, dev)  # shared
     if info.is_main:
-        results = task.evaluate(model, cfg, final_widths(cfg), dev)
         summary, text = task.report(model, cfg, results, out, history)
         checkpoint.save(
             model,
