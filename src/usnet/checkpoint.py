@@ -10,13 +10,13 @@ readable; the two files carry a shared save id, so a pair from different saves i
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import math
 import os
-import shutil
-import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
-from .models import create_model
+from . import io as _io
+from .io import atomic_write
+from .models import create_model, list_models
 from .nn import USBatchNorm2d, Width, format_width, width_space
 from .nn import width as at_width
 from .nn.space import unwrap_model
@@ -35,6 +38,7 @@ WEIGHTS = "model.safetensors"
 INFO = "usnet.json"
 FORMAT = "usnet-checkpoint"
 FORMAT_VERSION = 1
+_STATS = "stats_"  # USBatchNorm2d's buffer prefix: stats_<key> per calibrated width
 _REQUIRED = {
     "format": str,
     "format_version": int,
@@ -47,33 +51,41 @@ _REQUIRED = {
 }
 
 
-# -- atomic files ---------------------------------------------------------------------------
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place.
+# -- locking and crash recovery -------------------------------------------------------------
+@contextlib.contextmanager
+def locked(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold checkpoint ``path``'s lock for a read-modify-write, after finishing a cut-off save.
 
-    A crash before the rename leaves the old file untouched; the temporary file is removed when
-    ``write`` fails.
+    Every writer of a checkpoint folder holds it (:func:`save`, :func:`save_statistics`,
+    :func:`update_meta`, commands writing their outputs into the folder), so their changes never
+    interleave; a second writer waits for the first, with a message. Re-entrant.
     """
+    path = _path(path)
+    with _io.locked(path, f"waiting for another usnet process writing checkpoint {path} ..."):
+        _io.recover_folder(path, _complete)
+        yield path
+
+
+def recover(path: str | os.PathLike) -> None:
+    """Restore a checkpoint that a crash between :func:`save`'s two renames left aside.
+
+    Such a crash leaves the previous checkpoint as ``.NAME.old``; outputs written since into a
+    new ``NAME`` folder are moved into the restored one. Leftover ``.NAME.*.tmp`` folders of
+    crashed saves are removed. Every write and every load does this (:func:`locked`).
+    """
+    with locked(path):
+        pass
+
+
+def _path(path: str | os.PathLike) -> Path:
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's private 0600 is not what a user expects
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    if path.name in (WEIGHTS, INFO) and path.is_file():
+        path = path.parent  # a path to one of the two files means its checkpoint
     return path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _complete(folder: Path) -> bool:
+    return (folder / INFO).is_file() and (folder / WEIGHTS).is_file()
 
 
 def save_state(obj: object, path: str | os.PathLike) -> Path:
@@ -105,12 +117,29 @@ def _width_to_json(config: Width) -> float | dict[str, float]:
 def save(model: nn.Module, path: str | os.PathLike, meta: Mapping[str, Any] | None = None) -> Path:
     """Save ``model`` (built by ``usnet.create_model``) and JSON-able ``meta`` into folder ``path``.
 
-    The folder appears complete or not at all: it is built under a temporary name (with the
-    other files of an existing folder copied in, e.g. a spectrum), then renamed into place; an
-    existing folder is first renamed aside to ``.NAME.old``, which :func:`load` falls back to if
-    a crash comes between the two renames.
+    The folder appears complete or not at all (:func:`usnet.io.replace_folder`: built under a
+    temporary name with the other files of an existing folder, e.g. a spectrum, then renamed
+    into place). Concurrent writers take turns (:func:`locked`). If the folder holds these very
+    weights, the widths calibrated there that ``model`` lacks are kept: two processes
+    calibrating different widths of one checkpoint both keep their statistics.
     """
-    path = Path(path)
+    return _save(model, Path(path), meta, same_weights=False)
+
+
+def save_statistics(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write the calibrated widths of ``model``, loaded from checkpoint ``path``, back into it.
+
+    For commands that calibrate a checkpoint (``usnet calibrate``, ``--save-stats``): the
+    folder keeps its metadata and the widths others calibrated meanwhile; if it was saved with
+    other weights since ``model`` was loaded, ``ValueError`` (its statistics would not fit them).
+    """
+    with locked(path) as folder:
+        return _save(model, folder, read_meta(folder), same_weights=True)
+
+
+def _save(
+    model: nn.Module, path: Path, meta: Mapping[str, Any] | None, same_weights: bool
+) -> Path:
     model = unwrap_model(model)
     arch = getattr(model, "arch", None)
     if arch is None:
@@ -123,6 +152,8 @@ def save(model: nn.Module, path: str | os.PathLike, meta: Mapping[str, Any] | No
             json.dumps(value)
         except (TypeError, ValueError) as e:
             raise ValueError(f"checkpoint {field} must be JSON-serialisable: {e}") from None
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path}: exists and is not a checkpoint folder")
     space = width_space(model)
     save_id = uuid.uuid4().hex
     bns = [m for m in model.modules() if isinstance(m, USBatchNorm2d)]
@@ -153,34 +184,61 @@ def save(model: nn.Module, path: str | os.PathLike, meta: Mapping[str, Any] | No
         )
         _write_json(folder / INFO, doc)  # last: it names the weights it belongs to
 
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{path}: exists and is not a checkpoint folder")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())
-        old = _aside(path)
-        source = path if path.is_dir() else old if old.is_dir() else None
-        if source is not None:  # keep what else the folder holds (spectrum files, exports...)
-            for f in source.iterdir():
-                if f.is_file() and f.name not in (WEIGHTS, INFO):
-                    shutil.copy2(f, tmp / f.name)
-        write(tmp)
-        if path.is_dir():
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with locked(path):
+        same = _merge_calibrated(path, doc, tensors)
+        if same_weights and not same:
+            raise ValueError(
+                f"{path}: was saved with other weights since this model was loaded from it, so "
+                "its batch-norm statistics would not fit them; load it and calibrate again"
+            )
+        _io.replace_folder(path, write, keep=lambda f: f.name not in (WEIGHTS, INFO))
     return path
 
 
-def _aside(path: Path) -> Path:
-    """Where :func:`save` moves the previous checkpoint while it renames the new one in."""
-    return path.with_name(f".{path.name}.old")
+def _merge_calibrated(path: Path, doc: dict[str, Any], tensors: dict[str, torch.Tensor]) -> bool:
+    """Add the widths calibrated in checkpoint ``path`` to ``doc``/``tensors`` if its weights
+    are ``tensors``'; returns whether they are (statistics aside)."""
+    if not _complete(path):
+        return False
+    try:
+        old = read_info(path)
+    except (ValueError, OSError):
+        return False  # a corrupt checkpoint is simply replaced
+    if (old["arch"], old["arch_kwargs"]) != (doc["arch"], doc["arch_kwargs"]):
+        return False
+    ours = {k for k in tensors if not _is_stats(k)}
+    have = {entry["key"] for entry in doc["calibrated"]}
+    configs = {json.dumps(entry["width"], sort_keys=True) for entry in doc["calibrated"]}
+    try:
+        with safe_open(str(path / WEIGHTS), framework="pt", device="cpu") as f:
+            keys = set(f.keys())
+            if (f.metadata() or {}).get("usnet_save_id") != old["save_id"] or {
+                k for k in keys if not _is_stats(k)
+            } != ours:
+                return False
+            for k in sorted(ours):
+                t = f.get_tensor(k)
+                if t.dtype != tensors[k].dtype or not torch.equal(t, tensors[k]):
+                    return False
+            for entry in old["calibrated"]:
+                if not (isinstance(entry, dict) and isinstance(entry.get("key"), str)):
+                    continue
+                if "width" not in entry or json.dumps(entry["width"], sort_keys=True) in configs:
+                    continue  # calibrated again here: ours is newer
+                if entry["key"] not in have:
+                    stats = [k for k in keys if k.rsplit(".", 1)[-1] == _STATS + entry["key"]]
+                    if not stats:
+                        continue
+                    tensors.update({k: f.get_tensor(k) for k in stats})
+                    have.add(entry["key"])
+                doc["calibrated"].append({"width": entry["width"], "key": entry["key"]})
+    except SafetensorError:
+        return False
+    return True
+
+
+def _is_stats(name: str) -> bool:
+    return name.rsplit(".", 1)[-1].startswith(_STATS)
 
 
 def _versions() -> dict[str, str]:
@@ -195,11 +253,13 @@ def _versions() -> dict[str, str]:
 
 # -- load -----------------------------------------------------------------------------------
 def _folder(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if path.is_file() and path.name in (WEIGHTS, INFO):
-        path = path.parent  # a path to one of the two files means its checkpoint
-    if not path.exists() and _aside(path).is_dir():
-        path = _aside(path)  # a save was cut off between its two renames: the previous one
+    path = _path(path)
+    if not _complete(path) and _io.aside(path).is_dir():
+        try:  # a save was cut off between its two renames: restore the previous checkpoint
+            recover(path)
+        except OSError:  # e.g. a read-only folder: read it where it lies
+            if _complete(_io.aside(path)):
+                path = _io.aside(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint folder")
     if not path.is_dir():
@@ -242,14 +302,14 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
 
 def update_meta(path: str | os.PathLike, **fields: Any) -> dict[str, Any]:
     """Merge ``fields`` into the checkpoint's user metadata (atomically); returns the new metadata."""
-    folder = _folder(path)
-    doc = read_info(folder)
-    doc["meta"].update(fields)
-    try:
-        json.dumps(doc["meta"])
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"checkpoint meta must be JSON-serialisable: {e}") from None
-    _write_json(folder / INFO, doc)
+    with locked(_folder(path)) as folder:
+        doc = read_info(folder)
+        doc["meta"].update(fields)
+        try:
+            json.dumps(doc["meta"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"checkpoint meta must be JSON-serialisable: {e}") from None
+        _write_json(folder / INFO, doc)
     return doc["meta"]
 
 
@@ -262,16 +322,85 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> n
     folder = _folder(path)
     doc = read_info(folder)
     info_file, weights_file = folder / INFO, folder / WEIGHTS
-    try:
-        model = create_model(doc["arch"], **doc["arch_kwargs"])
-    except ValueError as e:
-        raise ValueError(f"{info_file}: {e}") from None
     tensors = _read_weights(weights_file, doc["save_id"])
-    _check_shapes(model, tensors, weights_file, doc["arch"])
+    # what usnet.json asks for is bounded by the weights it names: an absurd num_classes is
+    # refused before it allocates (the model holds no more than the file, statistics aside)
+    budget = 2 * weights_file.stat().st_size + 2**26
+    model = build_model(
+        doc["arch"], doc["arch_kwargs"], budget, str(info_file), f"the size of {WEIGHTS} allows"
+    )
+    _load_weights(model, tensors, weights_file)
+    space = width_space(model)
+    space.calibrated = _calibrated(model, doc["calibrated"], info_file, weights_file)
+    return model.to(map_location).eval()
+
+
+def build_model(
+    arch: str, kwargs: Mapping[str, Any], max_bytes: int, where: str, limit: str = "allowed"
+) -> nn.Module:
+    """``create_model(arch, **kwargs)`` for arguments from a file or command line (``where``).
+
+    Every error the arguments can cause is a ``ValueError`` naming ``where``; a model whose
+    tensors would take more than ``max_bytes`` in all is refused before they are allocated
+    (``limit`` says why that much: e.g. "this machine's memory").
+    """
+    if arch not in list_models():
+        raise ValueError(f"{where}: unknown model {arch!r}; available: {list_models()}")
+    try:
+        with _MemoryBudget(max_bytes):
+            return create_model(arch, **kwargs)
+    except _TooBig as e:
+        raise ValueError(
+            f"{where}: model {arch!r} with arguments {dict(kwargs)} needs a tensor of shape "
+            f"{e.shape} ({e.need / 2**30:.3g} GiB), more than the {max_bytes / 2**30:.3g} GiB "
+            f"{limit}"
+        ) from None
+    except (ValueError, TypeError, RuntimeError, OverflowError) as e:  # wrong values or kinds
+        what = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+        raise ValueError(
+            f"{where}: arguments {dict(kwargs)} do not build model {arch!r} ({what})"
+        ) from None
+
+
+class _MemoryBudget(TorchFunctionMode):
+    """Refuses tensor factory calls beyond ``limit`` bytes in all, before they allocate."""
+
+    _FACTORIES = (torch.empty, torch.zeros, torch.ones, torch.rand, torch.randn, torch.full)
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.left = limit
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN202
+        kwargs = kwargs or {}
+        if func in self._FACTORIES:
+            size = kwargs.get("size", args[0] if args and not isinstance(args[0], int) else args)
+            try:
+                dtype = kwargs.get("dtype") or torch.get_default_dtype()
+                need = math.prod(max(int(s), 0) for s in size) * dtype.itemsize
+            except (TypeError, ValueError):  # not sizes torch accepts: let torch say so
+                need = 0
+            if need > self.left:
+                raise _TooBig(tuple(size), need)
+            self.left -= need
+        return func(*args, **kwargs)
+
+
+class _TooBig(Exception):
+    def __init__(self, shape: tuple, need: int) -> None:
+        super().__init__(shape, need)
+        self.shape, self.need = shape, need
+
+
+def _load_weights(
+    model: nn.Module, tensors: dict[str, torch.Tensor], file: Path
+) -> None:
+    arch = getattr(model, "arch", "?")
+    _check_shapes(model, tensors, file, arch)
     result = model.load_state_dict(tensors, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
-            f"{weights_file}: does not match model {doc['arch']!r}: "
+            f"{file}: does not match model {arch!r}: "
             + "; ".join(
                 f"{what} {_few(keys)}"
                 for what, keys in (
@@ -281,9 +410,6 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> n
                 if keys
             )
         )
-    space = width_space(model)
-    space.calibrated = _calibrated(model, doc["calibrated"], info_file, weights_file)
-    return model.to(map_location).eval()
 
 
 def _few(keys: list[str], n: int = 5) -> str:
