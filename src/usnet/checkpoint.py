@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import math
 import os
 import uuid
 from collections.abc import Iterator, Mapping
@@ -25,11 +24,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from . import io as _io
 from .io import atomic_write
-from .models import create_model, list_models
+from .models.checked import build_model
 from .nn import USBatchNorm2d, Width, format_width, width_space
 from .nn import width as at_width
 from .nn.space import unwrap_model
@@ -39,15 +37,9 @@ INFO = "usnet.json"
 FORMAT = "usnet-checkpoint"
 FORMAT_VERSION = 1
 _STATS = "stats_"  # USBatchNorm2d's buffer prefix: stats_<key> per calibrated width
-_REQUIRED = {
-    "format": str,
-    "format_version": int,
-    "save_id": str,
-    "arch": str,
-    "arch_kwargs": dict,
-    "width_range": list,
-    "calibrated": list,
-    "meta": dict,
+_REQUIRED = {  # the fields of usnet.json and their types
+    **{"format": str, "format_version": int, "save_id": str, "arch": str, "arch_kwargs": dict},
+    **{"width_range": list, "calibrated": list, "meta": dict},
 }
 
 
@@ -196,44 +188,37 @@ def _save(
 
 
 def _merge_calibrated(path: Path, doc: dict[str, Any], tensors: dict[str, torch.Tensor]) -> bool:
-    """Add the widths calibrated in checkpoint ``path`` to ``doc``/``tensors`` if its weights
-    are ``tensors``'; returns whether they are (statistics aside)."""
-    if not _complete(path):
-        return False
+    """If checkpoint ``path`` holds these very weights (statistics aside), add the widths
+    calibrated there but not here to ``doc`` and ``tensors``; returns whether it does."""
     try:
-        old = read_info(path)
-    except (ValueError, OSError):
-        return False  # a corrupt checkpoint is simply replaced
-    if (old["arch"], old["arch_kwargs"]) != (doc["arch"], doc["arch_kwargs"]):
-        return False
-    ours = {k for k in tensors if not _is_stats(k)}
-    have = {entry["key"] for entry in doc["calibrated"]}
-    configs = {json.dumps(entry["width"], sort_keys=True) for entry in doc["calibrated"]}
-    try:
+        old = read_info(path) if _complete(path) else None
+        if old is None or (old["arch"], old["arch_kwargs"]) != (doc["arch"], doc["arch_kwargs"]):
+            return False
         with safe_open(str(path / WEIGHTS), framework="pt", device="cpu") as f:
-            keys = set(f.keys())
-            if (f.metadata() or {}).get("usnet_save_id") != old["save_id"] or {
-                k for k in keys if not _is_stats(k)
-            } != ours:
+            keys, ours = set(f.keys()), {k for k in tensors if not _is_stats(k)}
+            same = (f.metadata() or {}).get("usnet_save_id") == old["save_id"]
+            if not same or {k for k in keys if not _is_stats(k)} != ours:
                 return False
             for k in sorted(ours):
                 t = f.get_tensor(k)
                 if t.dtype != tensors[k].dtype or not torch.equal(t, tensors[k]):
                     return False
+            have = {entry["key"] for entry in doc["calibrated"]}
+            configs = {json.dumps(entry["width"], sort_keys=True) for entry in doc["calibrated"]}
             for entry in old["calibrated"]:
-                if not (isinstance(entry, dict) and isinstance(entry.get("key"), str)):
+                key = entry.get("key") if isinstance(entry, dict) else None
+                if not isinstance(key, str) or "width" not in entry:
                     continue
-                if "width" not in entry or json.dumps(entry["width"], sort_keys=True) in configs:
+                if json.dumps(entry["width"], sort_keys=True) in configs:
                     continue  # calibrated again here: ours is newer
-                if entry["key"] not in have:
-                    stats = [k for k in keys if k.rsplit(".", 1)[-1] == _STATS + entry["key"]]
-                    if not stats:
-                        continue
+                stats = {k for k in keys if k.rsplit(".", 1)[-1] == _STATS + key}
+                if key not in have and stats:
                     tensors.update({k: f.get_tensor(k) for k in stats})
-                    have.add(entry["key"])
-                doc["calibrated"].append({"width": entry["width"], "key": entry["key"]})
-    except SafetensorError:
-        return False
+                    have.add(key)
+                if key in have:
+                    doc["calibrated"].append({"width": entry["width"], "key": key})
+    except (ValueError, OSError, SafetensorError):
+        return False  # an unreadable checkpoint is simply replaced
     return True
 
 
@@ -244,11 +229,7 @@ def _is_stats(name: str) -> bool:
 def _versions() -> dict[str, str]:
     from . import __version__
 
-    return {
-        "usnet": __version__,
-        "torch": torch.__version__,
-        "safetensors": safetensors.__version__,
-    }
+    return {"usnet": __version__, "torch": torch.__version__, "safetensors": safetensors.__version__}
 
 
 # -- load -----------------------------------------------------------------------------------
@@ -329,87 +310,20 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> n
     model = build_model(
         doc["arch"], doc["arch_kwargs"], budget, str(info_file), f"the size of {WEIGHTS} allows"
     )
-    _load_weights(model, tensors, weights_file)
+    _check_shapes(model, tensors, weights_file, doc["arch"])
+    result = model.load_state_dict(tensors, strict=False)
+    wrong = [(what, keys) for what, keys in zip(_WRONG, result, strict=True) if keys]
+    if wrong:
+        raise ValueError(
+            f"{weights_file}: does not match model {doc['arch']!r}: "
+            + "; ".join(f"{what} {_few(keys)}" for what, keys in wrong)
+        )
     space = width_space(model)
     space.calibrated = _calibrated(model, doc["calibrated"], info_file, weights_file)
     return model.to(map_location).eval()
 
 
-def build_model(
-    arch: str, kwargs: Mapping[str, Any], max_bytes: int, where: str, limit: str = "allowed"
-) -> nn.Module:
-    """``create_model(arch, **kwargs)`` for arguments from a file or command line (``where``).
-
-    Every error the arguments can cause is a ``ValueError`` naming ``where``; a model whose
-    tensors would take more than ``max_bytes`` in all is refused before they are allocated
-    (``limit`` says why that much: e.g. "this machine's memory").
-    """
-    if arch not in list_models():
-        raise ValueError(f"{where}: unknown model {arch!r}; available: {list_models()}")
-    try:
-        with _MemoryBudget(max_bytes):
-            return create_model(arch, **kwargs)
-    except _TooBig as e:
-        raise ValueError(
-            f"{where}: model {arch!r} with arguments {dict(kwargs)} needs a tensor of shape "
-            f"{e.shape} ({e.need / 2**30:.3g} GiB), more than the {max_bytes / 2**30:.3g} GiB "
-            f"{limit}"
-        ) from None
-    except (ValueError, TypeError, RuntimeError, OverflowError) as e:  # wrong values or kinds
-        what = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
-        raise ValueError(
-            f"{where}: arguments {dict(kwargs)} do not build model {arch!r} ({what})"
-        ) from None
-
-
-class _MemoryBudget(TorchFunctionMode):
-    """Refuses tensor factory calls beyond ``limit`` bytes in all, before they allocate."""
-
-    _FACTORIES = (torch.empty, torch.zeros, torch.ones, torch.rand, torch.randn, torch.full)
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.left = limit
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN202
-        kwargs = kwargs or {}
-        if func in self._FACTORIES:
-            size = kwargs.get("size", args[0] if args and not isinstance(args[0], int) else args)
-            try:
-                dtype = kwargs.get("dtype") or torch.get_default_dtype()
-                need = math.prod(max(int(s), 0) for s in size) * dtype.itemsize
-            except (TypeError, ValueError):  # not sizes torch accepts: let torch say so
-                need = 0
-            if need > self.left:
-                raise _TooBig(tuple(size), need)
-            self.left -= need
-        return func(*args, **kwargs)
-
-
-class _TooBig(Exception):
-    def __init__(self, shape: tuple, need: int) -> None:
-        super().__init__(shape, need)
-        self.shape, self.need = shape, need
-
-
-def _load_weights(
-    model: nn.Module, tensors: dict[str, torch.Tensor], file: Path
-) -> None:
-    arch = getattr(model, "arch", "?")
-    _check_shapes(model, tensors, file, arch)
-    result = model.load_state_dict(tensors, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"{file}: does not match model {arch!r}: "
-            + "; ".join(
-                f"{what} {_few(keys)}"
-                for what, keys in (
-                    ("missing weights", result.missing_keys),
-                    ("unexpected weights", result.unexpected_keys),
-                )
-                if keys
-            )
-        )
+_WRONG = ("missing weights", "unexpected weights")  # what load_state_dict's two lists hold
 
 
 def _few(keys: list[str], n: int = 5) -> str:
