@@ -421,3 +421,12 @@ def test_absurd_or_mistyped_model_arguments_are_refused_before_allocating(
     _edit_json(ckpt, arch_kwargs={"hidden": [8], **kwargs})
     with pytest.raises(ValueError, match=r"usnet\.json: .*" + message):
         load(ckpt)
+
+
+def test_a_checkpoint_path_under_a_file_is_a_clear_error(model, tmp_path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"checkpoint '.*file/ckpt': '.*file' is a file"):
+        save(model, tmp_path / "file" / "ckpt")
+    with pytest.raises(ValueError, match="exists and is not a checkpoint folder"):
+        save(model, tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "x"

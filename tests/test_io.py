@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -86,6 +87,17 @@ def test_locked_is_reentrant_and_releases_on_error(tmp_path: Path) -> None:
     assert not io.lock_file(target).exists()
     with io.locked(target):  # and it can be taken again
         pass
+    (tmp_path / "sub").mkdir()
+    alias = tmp_path / "sub" / ".." / "x"  # the same path spelled otherwise: the same lock
+
+    def nested() -> None:
+        with io.locked(target), io.locked(alias):
+            pass
+
+    thread = threading.Thread(target=nested, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
 
 
 def _complete(folder: Path) -> bool:

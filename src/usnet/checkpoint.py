@@ -6,6 +6,8 @@ name and arguments), the width range, the calibrated width configs, the user's m
 (training config, metrics) and versions. Nothing is ever unpickled. Every file is written to a
 temporary name and renamed into place, so an interrupted save leaves the previous checkpoint
 readable; the two files carry a shared save id, so a pair from different saves is detected.
+Writers of a folder take turns (:func:`locked`), and the next write or load finishes what a
+crash cut off (:func:`recover`).
 """
 
 from __future__ import annotations
@@ -59,11 +61,9 @@ def locked(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def recover(path: str | os.PathLike) -> None:
-    """Restore a checkpoint that a crash between :func:`save`'s two renames left aside.
-
-    Such a crash leaves the previous checkpoint as ``.NAME.old``; outputs written since into a
-    new ``NAME`` folder are moved into the restored one. Leftover ``.NAME.*.tmp`` folders of
-    crashed saves are removed. Every write and every load does this (:func:`locked`).
+    """Restore the checkpoint a crash between :func:`save`'s two renames left as ``.NAME.old``
+    (outputs written since into a new ``NAME`` folder are moved into it), and remove leftover
+    ``.NAME.*.tmp`` folders of crashed saves. Every write, and a load that needs it, does this.
     """
     with locked(path):
         pass
@@ -176,6 +176,7 @@ def _save(
         )
         _write_json(folder / INFO, doc)  # last: it names the weights it belongs to
 
+    _io.make_parent(path, "checkpoint")
     with locked(path):
         same = _merge_calibrated(path, doc, tensors)
         if same_weights and not same:

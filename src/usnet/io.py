@@ -103,7 +103,8 @@ def locked(path: str | os.PathLike, wait_message: str | None = None) -> Iterator
     Re-entrant within a thread. Works across processes on one machine (``flock``); on a
     platform without ``fcntl`` (Windows) it does not lock.
     """
-    lock = lock_file(Path(path).absolute())
+    absolute = Path(path).absolute()  # one lock file however the path is spelled
+    lock = lock_file(absolute.parent.resolve() / absolute.name)
     pid, depth = _held.paths.get(lock, (0, 0))
     if pid == os.getpid():
         _held.paths[lock] = (pid, depth + 1)
