@@ -6,10 +6,9 @@ import argparse
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch import Tensor
 
-from ..data.sr import ALPHA_FORMATS, MAX_PIXELS, image_format, read_image, to_image, write_image
+from ..data.sr import ALPHA_FORMATS, MAX_PIXELS, image_format, read_image, write_image
 from ..models import edsr as _edsr  # noqa: F401  (registers us_edsr for checkpoint loading)
 from ..models import wdsr as _wdsr  # noqa: F401  (registers us_wdsr)
 from ..nn import format_width, width_space
@@ -44,15 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def upscale(model: torch.nn.Module, image: Image.Image, width: float | None = None) -> Image.Image:
-    """``image`` (RGB) upscaled by ``model.scale`` at ``width`` (default: the model's largest)."""
-    from ..data.sr import to_tensor
-
-    return to_image(upscale_tensor(model, to_tensor(image).float() / 255, width))
-
-
-def upscale_tensor(model: torch.nn.Module, x: Tensor, width: float | None = None) -> Tensor:
-    """A ``(3, H, W)`` float image in [0, 1] upscaled by ``model.scale`` at ``width``."""
+def upscale(model: torch.nn.Module, x: Tensor, width: float | None = None) -> Tensor:
+    """A ``(3, H, W)`` float image in [0, 1] upscaled by ``model.scale`` at ``width`` (default:
+    the model's largest)."""
     space = width_space(model)
     w = space.width_max if width is None else width
     device = next(model.parameters()).device
@@ -77,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if args.width is not None:
         width_space(model).canonical(args.width)  # a clear error for a width out of range
     x, alpha = read_image(args.input, args.max_pixels)
-    out = write_image(args.output, upscale_tensor(model, x, args.width), alpha)
+    out = write_image(args.output, upscale(model, x, args.width), alpha)
     w = width_space(model).width_max if args.width is None else args.width
     note = ""
     if alpha is not None and image_format(args.output) not in ALPHA_FORMATS:
