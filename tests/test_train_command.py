@@ -65,7 +65,7 @@ def test_a_bad_device_is_refused_in_one_line(tmp_path, capsys, make):
     assert main(["train", _recipe(tmp_path, make(tmp_path)), "--device", "banana"]) == 2
     err = capsys.readouterr().err
     assert err == (
-        "usnet train: error: device 'banana' is not a torch device (e.g. cpu, cuda, cuda:1)\n"
+        "usnet train: error: device 'banana' is not a torch device (allowed: cpu, cuda, cuda:N, mps)\n"
     )
     assert not (tmp_path / "run").exists()
 

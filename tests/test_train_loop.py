@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -187,10 +188,13 @@ def test_a_finished_run_is_not_overwritten(tmp_path, data, capsys):
     assert checkpoint.read_info(ckpt)["save_id"] != before
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free now (held open together while they are picked)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
 
 
 _COMMON = (
@@ -202,13 +206,15 @@ _COMMON = (
 _GRID = [0.35, 0.5, 0.75, 1.0]
 
 
-def _ddp_worker(rank: int, world: int, port: int, cfgs: list[TrainConfig], logs: Path) -> None:
-    """Train each config on 2 gloo ranks, recording the widths each rank evaluates."""
+def _ddp_worker(
+    rank: int, world: int, ports: list[int], cfgs: list[TrainConfig], logs: Path
+) -> None:
+    """Train each config on 2 gloo ranks (a fresh rendezvous port for each run), recording the
+    widths each rank evaluates."""
     from usnet.tasks.classification.task import ClassificationTask
 
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-        WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1", RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(1)
     real = ClassificationTask.evaluate
@@ -219,7 +225,8 @@ def _ddp_worker(rank: int, world: int, port: int, cfgs: list[TrainConfig], logs:
         return real(self, model, cfg, widths, device, max_samples)
 
     ClassificationTask.evaluate = recording
-    for cfg in cfgs:
+    for cfg, port in zip(cfgs, ports, strict=True):
+        os.environ["MASTER_PORT"] = str(port)
         TASK.train(cfg, device="cpu", progress=False)
 
 
@@ -232,7 +239,8 @@ def ddp_runs(tmp_path_factory, data) -> Path:
         _cfg(root / "two", data, *_COMMON),
         _cfg(root / "grid", data, "train.epochs=1", f"eval.widths={_GRID}"),
     ]
-    mp.spawn(_ddp_worker, args=(2, _free_port(), cfgs, root), nprocs=2, join=True)
+    ports = _free_ports(len(cfgs))
+    mp.spawn(_ddp_worker, args=(2, ports, cfgs, root), nprocs=2, join=True)
     return root
 
 

@@ -6,17 +6,18 @@ name and arguments), the width range, the calibrated width configs, the user's m
 (training config, metrics) and versions. Nothing is ever unpickled. Every file is written to a
 temporary name and renamed into place, so an interrupted save leaves the previous checkpoint
 readable; the two files carry a shared save id, so a pair from different saves is detected.
+Writers of a folder take turns (:func:`locked`), and the next write or load finishes what a
+crash cut off (:func:`recover`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
-import shutil
-import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .models import create_model
+from . import io as _io
+from .io import atomic_write
+from .models.checked import build_model
 from .nn import USBatchNorm2d, Width, format_width, width_space
 from .nn import width as at_width
 from .nn.space import unwrap_model
@@ -35,45 +38,46 @@ WEIGHTS = "model.safetensors"
 INFO = "usnet.json"
 FORMAT = "usnet-checkpoint"
 FORMAT_VERSION = 1
-_REQUIRED = {
-    "format": str,
-    "format_version": int,
-    "save_id": str,
-    "arch": str,
-    "arch_kwargs": dict,
-    "width_range": list,
-    "calibrated": list,
-    "meta": dict,
+_STATS = "stats_"  # USBatchNorm2d's buffer prefix: stats_<key> per calibrated width
+_REQUIRED = {  # the fields of usnet.json and their types
+    **{"format": str, "format_version": int, "save_id": str, "arch": str, "arch_kwargs": dict},
+    **{"width_range": list, "calibrated": list, "meta": dict},
 }
 
 
-# -- atomic files ---------------------------------------------------------------------------
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place.
+# -- locking and crash recovery -------------------------------------------------------------
+@contextlib.contextmanager
+def locked(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold checkpoint ``path``'s lock for a read-modify-write, after finishing a cut-off save.
 
-    A crash before the rename leaves the old file untouched; the temporary file is removed when
-    ``write`` fails.
+    Every writer of a checkpoint folder holds it (:func:`save`, :func:`save_statistics`,
+    :func:`update_meta`, commands writing their outputs into the folder), so their changes never
+    interleave; a second writer waits for the first, with a message. Re-entrant.
     """
+    path = _path(path)
+    with _io.locked(path, f"waiting for another usnet process writing checkpoint {path} ..."):
+        _io.recover_folder(path, _complete)
+        yield path
+
+
+def recover(path: str | os.PathLike) -> None:
+    """Restore the checkpoint a crash between :func:`save`'s two renames left as ``.NAME.old``
+    (outputs written since into a new ``NAME`` folder are moved into it), and remove leftover
+    ``.NAME.*.tmp`` folders of crashed saves. Every write, and a load that needs it, does this.
+    """
+    with locked(path):
+        pass
+
+
+def _path(path: str | os.PathLike) -> Path:
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's private 0600 is not what a user expects
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    if path.name in (WEIGHTS, INFO) and path.is_file():
+        path = path.parent  # a path to one of the two files means its checkpoint
     return path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _complete(folder: Path) -> bool:
+    return (folder / INFO).is_file() and (folder / WEIGHTS).is_file()
 
 
 def save_state(obj: object, path: str | os.PathLike) -> Path:
@@ -105,12 +109,29 @@ def _width_to_json(config: Width) -> float | dict[str, float]:
 def save(model: nn.Module, path: str | os.PathLike, meta: Mapping[str, Any] | None = None) -> Path:
     """Save ``model`` (built by ``usnet.create_model``) and JSON-able ``meta`` into folder ``path``.
 
-    The folder appears complete or not at all: it is built under a temporary name (with the
-    other files of an existing folder copied in, e.g. a spectrum), then renamed into place; an
-    existing folder is first renamed aside to ``.NAME.old``, which :func:`load` falls back to if
-    a crash comes between the two renames.
+    The folder appears complete or not at all (:func:`usnet.io.replace_folder`: built under a
+    temporary name with the other files of an existing folder, e.g. a spectrum, then renamed
+    into place). Concurrent writers take turns (:func:`locked`). If the folder holds these very
+    weights, the widths calibrated there that ``model`` lacks are kept: two processes
+    calibrating different widths of one checkpoint both keep their statistics.
     """
-    path = Path(path)
+    return _save(model, Path(path), meta, same_weights=False)
+
+
+def save_statistics(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write the calibrated widths of ``model``, loaded from checkpoint ``path``, back into it.
+
+    For commands that calibrate a checkpoint (``usnet calibrate``, ``--save-stats``): the
+    folder keeps its metadata and the widths others calibrated meanwhile; if it was saved with
+    other weights since ``model`` was loaded, ``ValueError`` (its statistics would not fit them).
+    """
+    with locked(path) as folder:
+        return _save(model, folder, read_meta(folder), same_weights=True)
+
+
+def _save(
+    model: nn.Module, path: Path, meta: Mapping[str, Any] | None, same_weights: bool
+) -> Path:
     model = unwrap_model(model)
     arch = getattr(model, "arch", None)
     if arch is None:
@@ -123,6 +144,8 @@ def save(model: nn.Module, path: str | os.PathLike, meta: Mapping[str, Any] | No
             json.dumps(value)
         except (TypeError, ValueError) as e:
             raise ValueError(f"checkpoint {field} must be JSON-serialisable: {e}") from None
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path}: exists and is not a checkpoint folder")
     space = width_space(model)
     save_id = uuid.uuid4().hex
     bns = [m for m in model.modules() if isinstance(m, USBatchNorm2d)]
@@ -153,53 +176,72 @@ def save(model: nn.Module, path: str | os.PathLike, meta: Mapping[str, Any] | No
         )
         _write_json(folder / INFO, doc)  # last: it names the weights it belongs to
 
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{path}: exists and is not a checkpoint folder")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())
-        old = _aside(path)
-        source = path if path.is_dir() else old if old.is_dir() else None
-        if source is not None:  # keep what else the folder holds (spectrum files, exports...)
-            for f in source.iterdir():
-                if f.is_file() and f.name not in (WEIGHTS, INFO):
-                    shutil.copy2(f, tmp / f.name)
-        write(tmp)
-        if path.is_dir():
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    _io.make_parent(path, "checkpoint")
+    with locked(path):
+        same = _merge_calibrated(path, doc, tensors)
+        if same_weights and not same:
+            raise ValueError(
+                f"{path}: was saved with other weights since this model was loaded from it, so "
+                "its batch-norm statistics would not fit them; load it and calibrate again"
+            )
+        _io.replace_folder(path, write, keep=lambda f: f.name not in (WEIGHTS, INFO))
     return path
 
 
-def _aside(path: Path) -> Path:
-    """Where :func:`save` moves the previous checkpoint while it renames the new one in."""
-    return path.with_name(f".{path.name}.old")
+def _merge_calibrated(path: Path, doc: dict[str, Any], tensors: dict[str, torch.Tensor]) -> bool:
+    """If checkpoint ``path`` holds these very weights (statistics aside), add the widths
+    calibrated there but not here to ``doc`` and ``tensors``; returns whether it does."""
+    try:
+        old = read_info(path) if _complete(path) else None
+        if old is None or (old["arch"], old["arch_kwargs"]) != (doc["arch"], doc["arch_kwargs"]):
+            return False
+        with safe_open(str(path / WEIGHTS), framework="pt", device="cpu") as f:
+            keys, ours = set(f.keys()), {k for k in tensors if not _is_stats(k)}
+            same = (f.metadata() or {}).get("usnet_save_id") == old["save_id"]
+            if not same or {k for k in keys if not _is_stats(k)} != ours:
+                return False
+            for k in sorted(ours):
+                t = f.get_tensor(k)
+                if t.dtype != tensors[k].dtype or not torch.equal(t, tensors[k]):
+                    return False
+            have = {entry["key"] for entry in doc["calibrated"]}
+            configs = {json.dumps(entry["width"], sort_keys=True) for entry in doc["calibrated"]}
+            for entry in old["calibrated"]:
+                key = entry.get("key") if isinstance(entry, dict) else None
+                if not isinstance(key, str) or "width" not in entry:
+                    continue
+                if json.dumps(entry["width"], sort_keys=True) in configs:
+                    continue  # calibrated again here: ours is newer
+                stats = {k for k in keys if k.rsplit(".", 1)[-1] == _STATS + key}
+                if key not in have and stats:
+                    tensors.update({k: f.get_tensor(k) for k in stats})
+                    have.add(key)
+                if key in have:
+                    doc["calibrated"].append({"width": entry["width"], "key": key})
+    except (ValueError, OSError, SafetensorError):
+        return False  # an unreadable checkpoint is simply replaced
+    return True
+
+
+def _is_stats(name: str) -> bool:
+    return name.rsplit(".", 1)[-1].startswith(_STATS)
 
 
 def _versions() -> dict[str, str]:
     from . import __version__
 
-    return {
-        "usnet": __version__,
-        "torch": torch.__version__,
-        "safetensors": safetensors.__version__,
-    }
+    return {"usnet": __version__, "torch": torch.__version__, "safetensors": safetensors.__version__}
 
 
 # -- load -----------------------------------------------------------------------------------
 def _folder(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if path.is_file() and path.name in (WEIGHTS, INFO):
-        path = path.parent  # a path to one of the two files means its checkpoint
-    if not path.exists() and _aside(path).is_dir():
-        path = _aside(path)  # a save was cut off between its two renames: the previous one
+    path = _path(path)
+    if not _complete(path) and _io.aside(path).is_dir():
+        try:  # a save was cut off between its two renames: restore the previous checkpoint
+            recover(path)
+        except OSError:  # e.g. a read-only folder: read it where it lies
+            if _complete(_io.aside(path)):
+                path = _io.aside(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint folder")
     if not path.is_dir():
@@ -242,14 +284,14 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
 
 def update_meta(path: str | os.PathLike, **fields: Any) -> dict[str, Any]:
     """Merge ``fields`` into the checkpoint's user metadata (atomically); returns the new metadata."""
-    folder = _folder(path)
-    doc = read_info(folder)
-    doc["meta"].update(fields)
-    try:
-        json.dumps(doc["meta"])
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"checkpoint meta must be JSON-serialisable: {e}") from None
-    _write_json(folder / INFO, doc)
+    with locked(_folder(path)) as folder:
+        doc = read_info(folder)
+        doc["meta"].update(fields)
+        try:
+            json.dumps(doc["meta"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"checkpoint meta must be JSON-serialisable: {e}") from None
+        _write_json(folder / INFO, doc)
     return doc["meta"]
 
 
@@ -262,28 +304,27 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> n
     folder = _folder(path)
     doc = read_info(folder)
     info_file, weights_file = folder / INFO, folder / WEIGHTS
-    try:
-        model = create_model(doc["arch"], **doc["arch_kwargs"])
-    except ValueError as e:
-        raise ValueError(f"{info_file}: {e}") from None
     tensors = _read_weights(weights_file, doc["save_id"])
+    # what usnet.json asks for is bounded by the weights it names: an absurd num_classes is
+    # refused before it allocates (the model holds no more than the file, statistics aside)
+    budget = 2 * weights_file.stat().st_size + 2**26
+    model = build_model(
+        doc["arch"], doc["arch_kwargs"], budget, str(info_file), f"the size of {WEIGHTS} allows"
+    )
     _check_shapes(model, tensors, weights_file, doc["arch"])
     result = model.load_state_dict(tensors, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    wrong = [(what, keys) for what, keys in zip(_WRONG, result, strict=True) if keys]
+    if wrong:
         raise ValueError(
             f"{weights_file}: does not match model {doc['arch']!r}: "
-            + "; ".join(
-                f"{what} {_few(keys)}"
-                for what, keys in (
-                    ("missing weights", result.missing_keys),
-                    ("unexpected weights", result.unexpected_keys),
-                )
-                if keys
-            )
+            + "; ".join(f"{what} {_few(keys)}" for what, keys in wrong)
         )
     space = width_space(model)
     space.calibrated = _calibrated(model, doc["calibrated"], info_file, weights_file)
     return model.to(map_location).eval()
+
+
+_WRONG = ("missing weights", "unexpected weights")  # what load_state_dict's two lists hold
 
 
 def _few(keys: list[str], n: int = 5) -> str:

@@ -5,14 +5,34 @@ from __future__ import annotations
 import torch
 
 
-def resolve_device(name: str, field: str = "device") -> torch.device:
-    """``"cpu"``, ``"cuda"``, ``"cuda:1"``...; a CUDA device must be available here."""
+def resolve_device(name: str | torch.device, field: str = "device") -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``: a device that exists on this machine.
+
+    ``ValueError`` naming ``field`` otherwise (an unknown name, no CUDA, a GPU index too high),
+    instead of the assertion or runtime error torch raises at first use.
+    """
     try:
         device = torch.device(name)
-    except RuntimeError:
+    except (RuntimeError, TypeError):
         raise ValueError(
-            f"{field} {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)"
+            f"{field} {str(name)!r} is not a torch device (allowed: cpu, cuda, cuda:N, mps)"
         ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{field} {name!r}: no CUDA device is available here; use cpu")
-    return device
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{field} {str(name)!r}: no CUDA device is available here; use cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(
+                f"{field} {str(name)!r}: this machine has {count} CUDA device(s), "
+                f"cuda:0 to cuda:{count - 1}"
+            )
+        return device
+    if device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"{field} {str(name)!r}: no MPS device is available here; use cpu")
+        return device
+    raise ValueError(
+        f"{field} {str(name)!r}: usnet runs on cpu, cuda, cuda:N or mps, not {device.type!r}"
+    )

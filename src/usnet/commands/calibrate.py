@@ -3,60 +3,150 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._args import positive_int
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "calibrate",
         help="compute batch-norm statistics of a checkpoint at some widths and save them into it",
+        description="Calibrate the widths and write their statistics into the checkpoint. Runs "
+        "on one checkpoint at once take turns saving and keep each other's widths.",
     )
     p.add_argument("checkpoint", help="checkpoint folder (model.safetensors + usnet.json)")
     p.add_argument("--widths", required=True, help="grid 'start:stop:step' or list '0.35,0.5,1.0'")
+    add_data_options(p)
     p.add_argument(
-        "--num-samples",
-        type=int,
+        "--batch-size",
+        type=positive_int,
         default=None,
-        help="training images (default: as trained, else 2000)",
+        help="images per batch (default: as trained, else 200)",
     )
-    p.add_argument("--batch-size", type=int, default=200)
-    p.add_argument("--method", choices=("exact", "single_pass"), default=None)
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N (default: cpu)")
+    return p
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """Where calibration data comes from: options ``calibrate`` and ``export`` share."""
     p.add_argument(
         "--data-root", default=None, help="data folder (default: as in the checkpoint's config)"
     )
-    p.add_argument("--device", default="cpu")
-    return p
+    p.add_argument(
+        "--num-samples",
+        type=positive_int,
+        default=None,
+        help="training images (default: the config's calibrate.num_samples, else 2000)",
+    )
+    p.add_argument(
+        "--method",
+        choices=("exact", "single_pass"),
+        default=None,
+        help="estimator (default: the config's calibrate.method, else exact)",
+    )
+
+
+@dataclass
+class CalibrationData:
+    """What calibrates a checkpoint: its training data's loader, sample count and estimator."""
+
+    loader: Any
+    name: str
+    num_samples: int
+    method: str
+
+
+def calibration_data(
+    checkpoint: object, meta: Mapping[str, Any], model: nn.Module, args: argparse.Namespace
+) -> CalibrationData:
+    """The calibration data of ``model`` from checkpoint ``checkpoint``: its training config
+    (``meta.config``), overridden by the options (``--num-samples`` ...).
+
+    ``ValueError`` naming the field when the metadata lacks the data set or has a bad value.
+    """
+    from ..calibration import METHODS
+    from ..data import calibration_loader
+
+    cfg = _section(meta, "config")
+    data = _section(cfg, "data", "config.")
+    name = data.get("name")
+    if not isinstance(name, str):
+        raise ValueError(
+            f"{checkpoint}: its metadata names no training data set (meta.config.data.name); "
+            "calibrate it from Python with usnet.calibrate(model, loader, widths)"
+        )
+    cal = _section(cfg, "calibrate", "config.")
+    num = _option(args.num_samples, cal, "num_samples", 2000, checkpoint, "--num-samples")
+    batch = _option(
+        getattr(args, "batch_size", None), cal, "batch_size", 200, checkpoint, "--batch-size"
+    )
+    seed = _section(cfg, "train", "config.").get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"{checkpoint}: meta.config.train.seed {seed!r} must be an integer")
+    method = args.method or cal.get("method", "exact")
+    if method not in METHODS:
+        raise ValueError(
+            f"{checkpoint}: meta.config.calibrate.method {method!r} is unknown; allowed: "
+            f"{list(METHODS)} (or pass --method)"
+        )
+    root = args.data_root or data.get("root")
+    if root is not None and not isinstance(root, str):
+        raise ValueError(f"{checkpoint}: meta.config.data.root {root!r} must be a folder name")
+    kw: dict[str, Any] = {}
+    if name in ("imagefolder", "imagenet"):  # images cropped to the model's input size
+        kw["input_size"] = int(tuple(getattr(model, "input_size", (224,)))[-1])
+    loader = calibration_loader(name, root, num, batch, seed=seed, **kw)
+    return CalibrationData(loader, name, num, method)
+
+
+def _section(doc: Mapping[str, Any], key: str, prefix: str = "") -> Mapping[str, Any]:
+    value = doc.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"checkpoint meta.{prefix}{key} must be a mapping, got {value!r}")
+    return value
+
+
+def _option(
+    given: int | None, cal: Mapping[str, Any], key: str, default: int, ckpt: object, flag: str
+) -> int:
+    """A positive count: the option if given, else the config's, else ``default``."""
+    if given is not None:
+        return given
+    value = cal.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"{ckpt}: meta.config.calibrate.{key} {value!r} must be an integer >= 1 "
+            f"(or pass {flag} N)"
+        )
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import checkpoint
     from ..calibration import calibrate
-    from ..data import calibration_loader
-    from ..nn import format_width, parse_widths
+    from ..devices import resolve_device
+    from ..nn import format_width, parse_widths, width_space
 
+    device = resolve_device(args.device, "--device")
     widths = parse_widths(args.widths)
-    meta = checkpoint.read_meta(args.checkpoint)
-    cfg = meta.get("config") or {}
-    data = cfg.get("data") or {}
-    if "name" not in data:
-        raise ValueError(
-            f"{args.checkpoint}: its metadata names no training data set (meta.config.data.name); "
-            "calibrate it from Python with usnet.calibrate(model, loader, widths)"
-        )
-    calib_cfg = cfg.get("calibrate") or {}
-    num = args.num_samples or int(calib_cfg.get("num_samples", 2000))
-    method = args.method or calib_cfg.get("method", "exact")
-    model = checkpoint.load(args.checkpoint).to(args.device)
-    loader = calibration_loader(
-        data["name"],
-        args.data_root or data.get("root"),
-        num,
-        args.batch_size,
-        seed=int((cfg.get("train") or {}).get("seed", 0)),
-    )
-    calibrate(model, loader, widths, num, method)
-    checkpoint.save(model.cpu(), args.checkpoint, meta=meta)
+    if not widths:
+        raise ValueError(f"--widths {args.widths!r} selects no width")
+    model = checkpoint.load(args.checkpoint, map_location=device)
+    for w in widths:
+        width_space(model).canonical(w)  # every width in range before any work
+    data = calibration_data(args.checkpoint, checkpoint.read_meta(args.checkpoint), model, args)
+    calibrate(model, data.loader, widths, data.num_samples, data.method)
+    checkpoint.save_statistics(model.cpu(), args.checkpoint)
     print(
         f"calibrated {len(widths)} width(s) ({', '.join(format_width(w) for w in widths)}) "
-        f"from {num} samples ({method}); saved into {args.checkpoint}"
+        f"from {data.num_samples} samples ({data.method}); saved into {args.checkpoint}"
     )
     return 0

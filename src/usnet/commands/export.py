@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,8 @@ from torch import nn
 
 from ..export import FORMATS, SUFFIXES
 from ..nn import WidthConfig, format_width, width_space
+from ._args import positive_int
+from .calibrate import add_data_options, calibration_data
 
 _FORMAT_HELP = (
     "pt: a torch.export ExportedProgram (.pt2; load with torch.export.load(f).module()). It is "
@@ -52,7 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--input-size",
-        type=int,
+        type=positive_int,
         metavar="N",
         help="image side of the traced input (default: the model's input size); the batch "
         "axis is dynamic either way",
@@ -64,17 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="calibrate an uncalibrated width first from the checkpoint's training data "
         "(default: on; --no-calibrate makes it an error)",
     )
-    p.add_argument("--data-root", help="calibration data folder, if not the one in the config")
-    p.add_argument(
-        "--num-samples",
-        type=int,
-        help="calibration images (default: the training config's calibrate.num_samples, or 2000)",
-    )
-    p.add_argument(
-        "--method",
-        choices=("exact", "single_pass"),
-        help="calibration estimator (default: the training config's, or exact)",
-    )
+    add_data_options(p)
     p.add_argument(
         "--save-stats",
         action="store_true",
@@ -156,45 +150,21 @@ def ensure_calibrated(
             f"width {label} of {args.checkpoint} has no batch-norm statistics; {how}, or drop "
             "--no-calibrate to calibrate it here"
         )
-    config = meta.get("config") if isinstance(meta.get("config"), Mapping) else {}
-    data = config.get("data") or {}
-    name = data.get("name") if isinstance(data, Mapping) else None
-    if not name:
-        raise ValueError(
-            f"width {label} of {args.checkpoint} has no batch-norm statistics and the checkpoint "
-            f"names no training data (meta.config.data.name) to calibrate it from; {how}"
-        )
-    from ..calibration import METHODS
-    from ..data import calibration_loader
-
-    cal = config.get("calibrate") or {}
-    num = args.num_samples or int(cal.get("num_samples", 2000))
-    if num < 1:
-        raise ValueError(f"--num-samples must be >= 1, got {num}")
-    method = args.method or cal.get("method", "exact")
-    if method not in METHODS:
-        raise ValueError(f"calibrate.method {method!r} is unknown; allowed: {list(METHODS)}")
-    kw: dict[str, Any] = {}
-    if name in ("imagefolder", "imagenet"):
-        kw["input_size"] = int(model.input_size[-1])
-    loader = calibration_loader(
-        name,
-        args.data_root or data.get("root"),
-        num,
-        int(cal.get("batch_size", 200)),
-        seed=int((config.get("train") or {}).get("seed", 0)),
-        **kw,
+    try:
+        data = calibration_data(args.checkpoint, meta, model, args)
+    except ValueError as e:
+        raise ValueError(f"width {label} has no batch-norm statistics to export: {e}") from None
+    print(
+        f"calibrating width {label} from {data.num_samples} {data.name} training images "
+        f"({data.method})"
     )
-    print(f"calibrating width {label} from {num} {name} training images ({method})")
-    calibrate(model, loader, [width], num, method)
+    calibrate(model, data.loader, [width], data.num_samples, data.method)
     return True
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import checkpoint, export
 
-    if args.input_size is not None and args.input_size < 1:
-        raise ValueError(f"--input-size must be >= 1, got {args.input_size}")
     width = parse_width(args.width, args.width_json)
     model = checkpoint.load(args.checkpoint)
     meta = checkpoint.read_meta(args.checkpoint)
@@ -204,19 +174,26 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or args.checkpoint / f"export_w{label.replace(',', '_')}{SUFFIXES[args.format]}"
     calibrated = ensure_calibrated(model, meta, width, args)
     if calibrated and args.save_stats:
-        checkpoint.save(model, args.checkpoint, meta=meta)
+        checkpoint.save_statistics(model, args.checkpoint)
         print(f"saved the statistics of width {label} into {args.checkpoint}")
-    try:
-        path = export.save(model, width, out, args.format, args.input_size)
-    except ModuleNotFoundError as e:
-        raise ValueError(str(e)) from None
-    channels = space.channels(config)
+    # a file written into the checkpoint folder must not race a save of the folder
+    inside = _inside(out, args.checkpoint)
+    with checkpoint.locked(args.checkpoint) if inside else contextlib.nullcontext():
+        try:
+            path = export.save(model, width, out, args.format, args.input_size)
+        except ModuleNotFoundError as e:
+            raise ValueError(str(e)) from None
+    channels = space.channels(width)
     print(
         f"exported width {label} of {args.checkpoint} ({getattr(model, 'arch', '?')}, "
         f"{sum(channels.values())} active channels) as {args.format} to {path}"
     )
     print(f"  load without usnet: {_how_to_load(args.format, path)}")
     return 0
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return Path(os.path.abspath(path)).parent == Path(os.path.abspath(folder))
 
 
 def _how_to_load(format: str, path: Path) -> str:

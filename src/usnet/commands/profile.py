@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 from pathlib import Path
+from typing import Any
 
 import yaml
 from torch import nn
 
-from ..models import create_model, list_models
+from ..io import atomic_write, make_parent
+from ..models import list_models
 from ..nn import parse_widths, width_space
 from ..profile import input_shape, macs, params
+from ._args import positive_int
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,7 +33,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="start:stop:step (stop included) or a comma list; default: the model's range, "
         "step 0.025",
     )
-    p.add_argument("--input-size", type=int, help="image side in pixels (default: the model's)")
+    p.add_argument(
+        "--input-size", type=positive_int, help="image side in pixels (default: the model's)"
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -41,24 +47,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _model_kwargs(pairs: list[str]) -> dict:
-    kwargs = {}
+def _model_kwargs(pairs: list[str]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set {pair!r} must be KEY=VALUE, e.g. --set num_classes=10")
-        kwargs[key.strip()] = yaml.safe_load(value)
+        try:
+            kwargs[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ValueError(f"--set {pair!r}: the value is not YAML ({e})") from None
     return kwargs
 
 
-def _build(name: str, kwargs: dict) -> nn.Module:
+def _build(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    from ..checkpoint import load
+    from ..models.checked import build_model
+
     if Path(name).is_dir():
         if kwargs:
             raise ValueError("--set changes a model built by name, not a checkpoint")
-        from ..checkpoint import load
-
         return load(name)
-    return create_model(name, **kwargs)
+    if name not in list_models():
+        what = f"MODEL {name!r} is a file" if Path(name).exists() else f"unknown model {name!r}"
+        raise ValueError(
+            f"{what}: give a checkpoint folder or a model name ({', '.join(list_models())})"
+        )
+    # the arguments of --set may ask for anything: refuse what would not fit in memory
+    where = "--set " + " ".join(f"{k}={v}" for k, v in kwargs.items()) if kwargs else name
+    return build_model(name, kwargs, _memory(), where, "this machine's memory holds")
+
+
+def _memory() -> int:
+    """Physical memory in bytes (a generous 1 TiB where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**40
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,15 +97,16 @@ def run(args: argparse.Namespace) -> int:
         space.canonical(w)  # every width in range before any work
     shape = input_shape(model, args.input_size)
 
-    rows, first_of = [], {}
+    rows: list[dict[str, Any]] = []
+    first_of: dict[str, dict[str, Any]] = {}
     for w in widths:
         key = space.resolve(w)[1]
         if key in first_of:
             same = first_of[key]
             rows.append({**same, "width": w, "same_as": same["width"]})
             continue
-        row = {"width": w, "macs": macs(model, w, shape), "params": params(model, w)}
-        row.update(network=key, same_as="")
+        row: dict[str, Any] = {"width": w, "macs": macs(model, w, shape)}
+        row.update(params=params(model, w), network=key, same_as="")
         first_of[key] = row
         rows.append(row)
 
@@ -91,13 +117,18 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"{'width':>7} {'MACs (M)':>10} {'params (M)':>11}  same network as")
     for r in rows:
-        same = f"{r['same_as']:g}" if r["same_as"] != "" else ""
-        print(f"{r['width']:>7.3f} {r['macs'] / 1e6:>10.2f} {r['params'] / 1e6:>11.3f}  {same}")
+        mark = f"{r['same_as']:g}" if r["same_as"] != "" else ""
+        print(f"{r['width']:>7.3f} {r['macs'] / 1e6:>10.2f} {r['params'] / 1e6:>11.3f}  {mark}")
     if args.csv is not None:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["width", "macs", "params", "network", "same_as"])
-            writer.writeheader()
-            writer.writerows(rows)
+        make_parent(args.csv, "--csv")
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                fields = ["width", "macs", "params", "network", "same_as"]
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        atomic_write(args.csv, write)
         print(f"wrote {args.csv}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,7 @@ def measure(
         kind=kind,
     )
     if spec.calibrated_here and save_stats:
-        checkpoint.save(model, path, meta=meta)
+        checkpoint.save_statistics(model, path)  # keeps what others calibrated meanwhile
         print(f"saved BN statistics of {len(spec.calibrated_here)} new widths into {path}")
     spec.source = source(path)
     return spec
@@ -198,8 +199,10 @@ def run(args: argparse.Namespace) -> int:
     elif not any(r.metrics for r in spec.rows):
         print("\nno width could be evaluated: it has no calibration data")
     out = args.out or args.checkpoint
-    paths = save_spectrum(spec, out)
-    if spec.has_latency or any(r.metrics for r in spec.rows):
-        paths.append(plot_spectrum(spec, Path(out) / "spectrum.png"))
+    # files written into a checkpoint folder take its lock, like every writer of that folder
+    with checkpoint.locked(out) if out == args.checkpoint else contextlib.nullcontext():
+        paths = save_spectrum(spec, out)
+        if spec.has_latency or any(r.metrics for r in spec.rows):
+            paths.append(plot_spectrum(spec, Path(out) / "spectrum.png"))
     print("\nwrote " + ", ".join(str(p) for p in paths))
     return 0

@@ -9,7 +9,10 @@ aligned patches of the pair with random flips and 90-degree rotations.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -78,19 +81,122 @@ def to_image(x: Tensor) -> Image.Image:
     return Image.fromarray(array, "RGB")
 
 
+#: Default largest input of :func:`read_image`, in pixels (2048 x 2048): the activations of an SR
+#: network on it take a few GB. Raise it with ``max_pixels`` (``usnet upscale --max-pixels``).
+MAX_PIXELS = 2048 * 2048
+#: Output formats that keep an input's alpha band.
+ALPHA_FORMATS = ("PNG", "WEBP", "TIFF")
+#: Modes read as 16-bit greyscale (0..65535): Pillow's modes for 16-bit PNG and TIFF files.
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[Tensor, Image.Image | None]:
+    """An image file as a ``(3, H, W)`` float tensor in [0, 1], and its alpha band (or None).
+
+    The size is checked against ``max_pixels`` before any pixel is decoded. Greyscale becomes
+    grey RGB; 16-bit greyscale (``I;16``, and ``I`` read as 16-bit) keeps its precision;
+    palette images use their colours; CMYK and other colour modes are converted to RGB; the
+    alpha of LA/RGBA/PA images (or a palette's transparency) is returned apart. Unreadable,
+    empty, truncated or oversized files raise ``ValueError`` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input image {str(path)!r} does not exist or is not a file")
+    try:
+        with _own_size_check():
+            im = Image.open(path)
+    except Image.UnidentifiedImageError:
+        raise ValueError(
+            f"input image {str(path)!r} is not an image file Pillow can read (empty, or another "
+            f"kind of file); use one of {', '.join(IMAGE_SUFFIXES)}"
+        ) from None
+    with im:
+        if im.width * im.height > max_pixels:
+            raise ValueError(
+                f"input image {str(path)!r} is {im.width}x{im.height} = {im.width * im.height} "
+                f"pixels, more than the limit of {max_pixels} (raise it with --max-pixels)"
+            )
+        try:
+            im.load()
+            return _to_rgb(im)
+        except (OSError, SyntaxError, EOFError, struct.error, zlib.error) as e:
+            raise ValueError(
+                f"input image {str(path)!r} is truncated or corrupt ({type(e).__name__}: {e})"
+            ) from None
+        except ValueError as e:  # a mode with no RGB meaning
+            raise ValueError(f"input image {str(path)!r} (mode {im.mode}): {e}") from None
+
+
+@contextlib.contextmanager
+def _own_size_check() -> Iterator[None]:
+    """Pillow's decompression-bomb check off while :func:`read_image` applies its own limit."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _to_rgb(im: Image.Image) -> tuple[Tensor, Image.Image | None]:
+    alpha = None
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
+        im = im.convert("RGBA")  # un-premultiplies La/RGBa
+        alpha = im.getchannel("A")
+    if im.mode in _SIXTEEN_BIT:
+        grey = np.asarray(im).astype(np.float32).clip(0, 65535) / 65535
+        x = torch.from_numpy(grey).unsqueeze(0).expand(3, -1, -1).contiguous()
+        return x, alpha
+    if im.mode == "F":
+        raise ValueError("32-bit float pixels have no defined range; save it as 8- or 16-bit")
+    return to_tensor(im.convert("RGB")).float() / 255, alpha
+
+
+def write_image(path: str | Path, rgb: Tensor, alpha: Image.Image | None = None) -> Image.Image:
+    """Write a ``(3, H, W)`` float tensor in [0, 1] as an 8-bit image (format from the suffix).
+
+    ``alpha`` (a band of the input's size) is resized bicubically to the output and kept where
+    the format stores it (:data:`ALPHA_FORMATS`), else dropped. Written atomically.
+    """
+    from ..io import atomic_write, make_parent
+
+    path = Path(path)
+    fmt = image_format(path)
+    image = to_image(rgb)
+    if alpha is not None and fmt in ALPHA_FORMATS:
+        image.putalpha(alpha.resize(image.size, Image.Resampling.BICUBIC))
+    make_parent(path, "output image")
+    atomic_write(path, lambda tmp: image.save(tmp, format=fmt))
+    return image
+
+
+def image_format(path: Path) -> str:
+    """Pillow's format name for ``path``'s suffix; ``ValueError`` listing the known suffixes."""
+    known = Image.registered_extensions()
+    fmt = known.get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(
+            f"output image {str(path)!r}: unknown image suffix {path.suffix!r}; use one of "
+            f"{', '.join(IMAGE_SUFFIXES)}"
+        )
+    return fmt
+
+
 def bicubic_pair(hr: Image.Image, scale: int) -> tuple[Image.Image, Image.Image]:
     """Crop ``hr`` to a multiple of ``scale`` and downscale it bicubically: ``(lr, hr)``."""
     w, h = (hr.width // scale) * scale, (hr.height // scale) * scale
     if w == 0 or h == 0:
         raise ValueError(f"image of {hr.width}x{hr.height} px is smaller than the scale {scale}")
     hr = hr.crop((0, 0, w, h))
-    return hr.resize((w // scale, h // scale), Image.BICUBIC), hr
+    return hr.resize((w // scale, h // scale), Image.Resampling.BICUBIC), hr
 
 
 def bicubic_upscale(lr: Tensor, scale: int) -> Tensor:
     """Pillow's bicubic upscaling of a ``(3, h, w)`` uint8 tensor: the reference SR method."""
     image = Image.fromarray(lr.permute(1, 2, 0).numpy(), "RGB")
-    up = image.resize((image.width * scale, image.height * scale), Image.BICUBIC)
+    up = image.resize((image.width * scale, image.height * scale), Image.Resampling.BICUBIC)
     return to_tensor(up)
 
 

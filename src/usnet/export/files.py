@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..io import atomic_write, make_parent
 from ..nn import WidthConfig, format_width, width_space
 from ..nn import width as at_width
 from .dense import extract
@@ -60,7 +61,6 @@ def save(
     """
     if format not in FORMATS:
         raise ValueError(f"export format {format!r} is unknown; allowed: {list(FORMATS)}")
-    from ..checkpoint import atomic_write  # checkpoint -> models; imported late to stay light
     from ..shapes import input_shape
 
     path = Path(path)
@@ -73,7 +73,7 @@ def save(
     with torch.no_grad():
         outputs = _flat(dense(x))
     info = _info(model, width, shape, format, len(outputs))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path, "export file")
     atomic_write(path, lambda tmp: _WRITERS[format](dense, x, tmp, info))
     if verify:
         err = check(path, dense, shape, format)
@@ -199,8 +199,8 @@ def _calibrate_attached(model: nn.Module, width: WidthConfig | None, shape: tupl
         return
     from ..calibration import is_calibrated
 
-    space = width_space(model)
-    config = space.config if width is None else width
+    current = width_space(model).config
+    config = width if width is not None else dict(current) if isinstance(current, tuple) else current
     if is_calibrated(model, config):
         return
     modes = [(m, m.training) for m in model.modules()]
@@ -221,14 +221,15 @@ def _info(
 
     space = width_space(model)
     config = space.config if width is None else space.canonical(width)
+    plain = dict(config) if isinstance(config, tuple) else config
     return {
         "format": "usnet-export",
         "export_format": format,
         "arch": getattr(model, "arch", type(model).__name__),
         "arch_kwargs": dict(getattr(model, "arch_kwargs", {}) or {}),
-        "width": dict(config) if isinstance(config, tuple) else config,
+        "width": plain,
         "width_label": format_width(config),
-        "channels": space.channels(config),
+        "channels": space.channels(plain),
         "input_size": list(shape),
         "dynamic_axes": {"input": [0], "output": [0]},
         "outputs": outputs,

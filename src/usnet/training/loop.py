@@ -31,6 +31,7 @@ from ..config import dump_yaml, to_dict
 from ..config.sections import check_amp
 from ..config.widths import check_model_widths
 from ..data.loader import EpochLoader
+from ..io import atomic_write
 from ..nn import WidthSpace, width_space
 from .distributed import DistInfo, barrier, cleanup, init_distributed
 from .grid import evaluate_widths
@@ -302,4 +303,4 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
             w.writeheader()
             w.writerows(rows)
 
-    checkpoint.atomic_write(path, write)
+    atomic_write(path, write)

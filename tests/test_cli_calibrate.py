@@ -1,0 +1,90 @@
+"""``usnet calibrate``: every bad input ends in one line naming it, before any work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from cli_checks import fails, succeeds
+from fixtures import write_fashion_mnist
+
+import usnet
+from usnet import checkpoint
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_fashion_mnist(tmp_path_factory.mktemp("fmnist"), n_train=24, n_test=8)
+
+
+@pytest.fixture
+def ckpt(tmp_path, data) -> Path:
+    torch.manual_seed(0)
+    config = {"data": {"name": "fashion_mnist", "root": str(data)}}
+    model = usnet.create_model("us_mobilenet_v1_small")
+    return checkpoint.save(model, tmp_path / "ckpt", meta={"config": config})
+
+
+def _calibrate(ckpt: Path, *more: str) -> list[str]:
+    return ["calibrate", str(ckpt), "--widths", "0.5", *more]
+
+
+def test_calibrate_saves_the_widths(capsys, ckpt) -> None:
+    out = succeeds(capsys, _calibrate(ckpt, "--num-samples", "12", "--batch-size", "6"))
+    assert "calibrated 1 width(s) (0.5) from 12 samples (exact)" in out
+    assert usnet.is_calibrated(checkpoint.load(ckpt), 0.5)
+
+
+def test_num_samples_zero_is_refused_not_replaced_by_the_default(capsys, ckpt) -> None:
+    fails(capsys, _calibrate(ckpt, "--num-samples", "0"), "--num-samples", "must be >= 1, got 0")
+    fails(capsys, _calibrate(ckpt, "--num-samples", "-5"), "--num-samples", "got -5")
+    fails(capsys, _calibrate(ckpt, "--batch-size", "0"), "--batch-size", "got 0")
+
+
+@pytest.mark.parametrize(
+    ("device", "needle"),
+    [
+        ("banana", "--device 'banana' is not a torch device"),
+        ("meta", "--device 'meta': usnet runs on cpu, cuda, cuda:N or mps"),
+        pytest.param(
+            "cuda",
+            "--device 'cuda': no CUDA device is available here",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has a GPU"),
+        ),
+    ],
+)
+def test_a_device_this_machine_lacks_is_one_line(capsys, ckpt, device, needle) -> None:
+    fails(capsys, _calibrate(ckpt, "--device", device), needle)
+
+
+@pytest.mark.parametrize(
+    ("calibrate", "needle"),
+    [
+        ({"num_samples": 0}, "meta.config.calibrate.num_samples 0 must be an integer >= 1"),
+        ({"num_samples": "many"}, "num_samples 'many'"),
+        ({"batch_size": 2.5}, "meta.config.calibrate.batch_size 2.5"),
+        ({"method": "magic"}, "meta.config.calibrate.method 'magic' is unknown"),
+        ("fast", "meta.config.calibrate must be a mapping"),
+    ],
+)
+def test_wrong_values_in_the_checkpoint_config_are_named(capsys, ckpt, calibrate, needle) -> None:
+    meta = checkpoint.read_meta(ckpt)
+    meta["config"]["calibrate"] = calibrate
+    checkpoint.update_meta(ckpt, **meta)
+    fails(capsys, _calibrate(ckpt), needle)
+
+
+def test_bad_checkpoints_and_widths(capsys, ckpt, tmp_path) -> None:
+    fails(capsys, _calibrate(ckpt, "--widths", "0.1"), "outside the model's width range")
+    fails(capsys, _calibrate(ckpt, "--widths", "a,b"), "widths 'a,b' must be")
+    fails(capsys, _calibrate(tmp_path / "nowhere"), "no such checkpoint folder")
+    (tmp_path / "file").write_text("x")
+    fails(capsys, _calibrate(tmp_path / "file"), "not a checkpoint folder")
+    checkpoint.update_meta(ckpt, config=None)
+    fails(capsys, _calibrate(ckpt), "names no training data set (meta.config.data.name)")
+    info = json.loads((ckpt / "usnet.json").read_text())
+    info["arch_kwargs"] = {"num_classes": 10**12}
+    (ckpt / "usnet.json").write_text(json.dumps(info))
+    fails(capsys, _calibrate(ckpt), "usnet.json", "needs a tensor of shape (1000000000000, 256)")

@@ -1,0 +1,72 @@
+"""``usnet export``: bad paths, values and checkpoints end in one line; crash states recover."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from cli_checks import fails, succeeds
+
+import usnet
+from usnet import checkpoint
+
+
+@pytest.fixture
+def ckpt(tmp_path) -> Path:
+    torch.manual_seed(0)  # an MLP: no batch norm, so every width exports without calibration
+    return checkpoint.save(usnet.create_model("us_mlp", hidden=[16]), tmp_path / "ckpt")
+
+
+def _export(ckpt: Path, *more: str) -> list[str]:
+    return ["export", str(ckpt), "--width", "0.5", "--format", "torchscript", *more]
+
+
+def test_an_output_path_under_a_file_is_one_line(capsys, ckpt, tmp_path) -> None:
+    (tmp_path / "some").mkdir()
+    (tmp_path / "some" / "file").write_text("not a folder")
+    out = tmp_path / "some" / "file" / "x.onnx"
+    fails(capsys, _export(ckpt, "--out", str(out)), str(out), "some/file' is a file, not a folder")
+    deeper = tmp_path / "some" / "file" / "sub" / "x.pt"
+    fails(capsys, _export(ckpt, "--out", str(deeper)), "some/file' is a file, not a folder")
+    fails(capsys, _export(ckpt, "--out", str(tmp_path)), "is a folder; give the file to write")
+    assert (tmp_path / "some" / "file").read_text() == "not a folder"
+
+
+def test_bad_checkpoint_paths_and_values(capsys, ckpt, tmp_path) -> None:
+    (tmp_path / "file").write_text("x")
+    fails(capsys, _export(tmp_path / "file"), "not a checkpoint folder")
+    fails(capsys, _export(tmp_path / "nowhere"), "no such checkpoint folder")
+    fails(capsys, _export(ckpt, "--input-size", "0"), "--input-size: must be >= 1, got 0")
+    fails(capsys, _export(ckpt, "--num-samples", "0"), "--num-samples: must be >= 1, got 0")
+    fails(capsys, ["export", str(ckpt), "--width", "wide"], "--width: width 'wide' must be")
+
+
+def test_an_absurd_num_classes_is_refused_before_allocating(capsys, ckpt) -> None:
+    info = json.loads((ckpt / "usnet.json").read_text())
+    info["arch_kwargs"]["num_classes"] = 10**12
+    (ckpt / "usnet.json").write_text(json.dumps(info))
+    fails(capsys, _export(ckpt), "usnet.json", "'num_classes': 1000000000000", "needs a tensor")
+    info["arch_kwargs"]["num_classes"] = "ten"
+    (ckpt / "usnet.json").write_text(json.dumps(info))
+    fails(capsys, _export(ckpt), "usnet.json", "do not build model 'us_mlp'")
+
+
+def test_export_after_a_save_cut_off_between_its_renames_does_not_strand_the_model(
+    capsys, ckpt
+) -> None:
+    # the disk a killed save leaves: the checkpoint aside, a half-built copy
+    os.replace(ckpt, ckpt.with_name(".ckpt.old"))
+    (ckpt.with_name(".ckpt.x7_k2abc.tmp")).mkdir()
+    out = succeeds(capsys, _export(ckpt))  # default output: into the checkpoint folder
+    assert "to " + str(ckpt / "export_w0.5.pt") in out
+    model = checkpoint.load(ckpt)
+    assert model.arch == "us_mlp"
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "export_w0.5.pt",
+        "model.safetensors",
+        "usnet.json",
+    ]
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["ckpt"]
