@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -142,3 +144,8 @@ def test_learning_rate_schedules():
     assert [lr_factor(multi, s, 10, 3) for s in (9, 10, 25)] == pytest.approx([1, 0.1, 0.01])
     exp = ScheduleConfig(name="exponential", gamma=0.98)
     assert lr_factor(exp, 25, 10, 5) == pytest.approx(0.98**2)
+    # a floor (SR's cosine decay from lr to min_lr): lr_min + (lr - lr_min) (1 + cos) / 2
+    floor = ScheduleConfig(name="cosine", min_lr=1e-5)
+    for step in (0, 7, 20):
+        expected = 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * step / 20))
+        assert 1e-3 * lr_factor(floor, step, 10, 2, lr=1e-3) == pytest.approx(expected)

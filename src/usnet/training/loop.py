@@ -36,7 +36,7 @@ from ..nn import WidthSpace, width_space
 from .distributed import DistInfo, barrier, cleanup, init_distributed
 from .grid import evaluate_widths
 from .optim import create_optimizer, create_scheduler
-from .resume import CHECKPOINT, RESUME, ResumeState, check_run_folder, clear_run_folder
+from .resume import CHECKPOINT, ResumeState, check_run_folder, clear_run_folder
 from .sampling import sample_widths
 from .step import SandwichLoss, sandwich_step
 
@@ -161,7 +161,9 @@ def _train(
         counters, history = state.load(log=print if info.is_main else _quiet)
         start_epoch = int(counters["epoch"])
     if start_epoch >= tc.epochs:
-        raise ValueError(f"{out / RESUME} already finished all {tc.epochs} epochs")
+        raise ValueError(
+            f"{out} already finished all {tc.epochs} epochs; raise train.epochs to train longer"
+        )
     ddp = (
         DistributedDataParallel(
             model,
