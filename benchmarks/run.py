@@ -46,7 +46,7 @@ import usnet
 from usnet.calibration import calibrate
 from usnet.export import extract
 from usnet.nn import width_space
-from usnet.training.losses import soft_cross_entropy
+from usnet.tasks.classification.loss import ClassificationLoss, soft_cross_entropy
 from usnet.training.step import sandwich_step
 
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
@@ -241,7 +241,7 @@ def bench_training(model: nn.Module, batch: int, repeats: int) -> list:
 
     def us() -> None:
         model.zero_grad(set_to_none=True)
-        sandwich_step(model, x, y, widths)
+        sandwich_step(model, x, y, widths, ClassificationLoss())
 
     def ref() -> None:
         for m in dense:
@@ -318,7 +318,8 @@ def memory_probe(name: str, which: str, batch: int) -> dict:
         model.train()
         lo, hi = space.width_min, space.width_max
         widths = [hi, lo, 0.5 * (lo + hi), hi - 0.1 * (hi - lo)]
-        step: Callable[[], object] = lambda: sandwich_step(model, x, y, widths)  # noqa: E731
+        loss = ClassificationLoss()
+        step: Callable[[], object] = lambda: sandwich_step(model, x, y, widths, loss)  # noqa: E731
     elif which == "dense":
         dense = extract(model, space.width_max, stats=False).train()
         del model

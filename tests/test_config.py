@@ -2,34 +2,39 @@
 
 from __future__ import annotations
 
-import dataclasses
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pytest
+from pydantic import Field
 
 from usnet import create_model
 from usnet.config import (
-    CalibrateConfig,
     ConfigError,
-    TrainConfig,
+    Section,
     TrainingConfig,
     UnknownKeyError,
     apply_overrides,
     build_config,
     dump_yaml,
     from_dict,
-    load_config,
     load_yaml,
-    setting,
-    task_of,
     to_dict,
     validate,
 )
+from usnet.config import load_config as _load_config
+from usnet.config.sections import ScheduleConfig, check_amp
+from usnet.config.widths import check_model_widths
 from usnet.nn import width_space
+from usnet.tasks import task_of
+from usnet.tasks.classification import CalibrateConfig, TrainConfig
 from usnet.training import STRATEGIES
+
+
+def load_config(path: Path, overrides: list[str] = ()) -> TrainConfig:
+    return _load_config(path, TrainConfig, overrides)
+
 
 RECIPES = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 CLASSIFICATION = [p for p in RECIPES if task_of(load_yaml(p)) == "classification"]
@@ -62,13 +67,13 @@ def test_recipe_loads_and_fits_its_model(path: Path) -> None:
     assert path.read_text().startswith("#"), "a recipe says where its numbers come from"
     model = create_model(cfg.model.name, **cfg.model.kwargs)
     space = width_space(model)
-    for w in [*cfg.calibrate.grid, *(cfg.train.widths or [])]:
+    for w in [*cfg.eval.grid, *(cfg.train.widths or [])]:
         space.canonical(w)  # raises if outside the model's range or switches
 
 
 def test_default_recipe_is_the_dataclass_default() -> None:
     fm = load_config(RECIPES[0].parent / "fashion_mnist.yaml")
-    assert dataclasses.replace(fm, output=TrainConfig().output) == TrainConfig()
+    assert fm.model_copy(update={"output": TrainConfig().output}) == TrainConfig()
 
 
 def test_paper_recipes() -> None:
@@ -111,8 +116,8 @@ def test_unknown_keys_named_with_suggestion() -> None:
         ({"train": {"amp": "fp8"}}, "train.amp: expected one of 'bf16', 'fp16' or null"),
         ({"train": {"grad_clip": "x"}}, "train.grad_clip: expected a number or null, got 'x'"),
         ({"optim": {"betas": [0.9]}}, "optim.betas: expected a list of 2 numbers"),
-        ({"calibrate": {"widths": [0.5, "a"]}}, "calibrate.widths[1]: expected a number"),
-        ({"calibrate": {"widths": "0.3:x"}}, "calibrate.widths: widths '0.3:x' must be"),
+        ({"eval": {"widths": [0.5, "a"]}}, "eval.widths[1]: expected a number"),
+        ({"eval": {"widths": "0.3:x"}}, "eval.widths: widths '0.3:x' must be"),
         ({"model": {"name": "us_mobilenet_v3"}}, "model.name: unknown model 'us_mobilenet_v3'"),
         ({"data": {"batch_size": 0}}, "data.batch_size: must be >= 1, got 0"),
         ({"data": []}, "data: expected a mapping with keys name, root"),
@@ -144,20 +149,35 @@ def test_more_cross_field_checks() -> None:
     assert "must be < train.epochs" in error({"schedule": {"warmup_epochs": 5}})
     switches = {"model": {"name": "us_mobilenet_v1", "kwargs": {"switches": [1.0, 0.5]}}}
     assert "model.kwargs.switches: a switchable-BN model" in error(switches)
-    msg = error(
-        {**switches, "train": {"sampling": "switches", "widths": [1.0, 0.5]}},
-        ["calibrate.widths=[0.5, 0.75]"],
-    )
-    assert "calibrate.widths: [0.75] not among model.kwargs.switches" in msg
     assert "nesterov: needs momentum > 0" in error({"optim": {"momentum": 0}})
+    assert "schedule.min_lr: is only used by 'linear' and 'cosine'" in error(
+        {"schedule": {"name": "constant", "min_lr": 0.1}}
+    )
+
+
+def test_widths_outside_the_model_are_named_by_the_model_with_the_config_path() -> None:
+    """The model checks its widths (range, switches); the error names the config field."""
+    switches = {"model": {"name": "us_mobilenet_v1", "kwargs": {"switches": [1.0, 0.5]}}}
+    cfg = build_config(
+        TrainConfig,
+        {**switches, "train": {"sampling": "switches", "widths": [1.0, 0.5]}},
+        ["eval.widths=[0.5, 0.75]"],
+    )
+    model = create_model(cfg.model.name, **cfg.model.kwargs)
+    with pytest.raises(ConfigError, match=r"eval.widths: width 0.75 is not one of this model's "
+                       r"switches \[1.0, 0.5\]"):
+        check_model_widths(model, {"train.widths": cfg.train.widths, "eval.widths": cfg.eval.grid})
+    with pytest.raises(ConfigError, match=r"train.widths: width 0.1 is outside the model's width "
+                       r"range \[0.25, 1.0\]"):
+        check_model_widths(create_model("us_mobilenet_v1"), {"train.widths": [0.1]})
 
 
 def test_fp16_is_cuda_only() -> None:
     cfg = build_config(TrainConfig, {"train": {"amp": "fp16"}})
-    cfg.check_device("cuda")
+    check_amp(cfg.train.amp, "cuda")
     with pytest.raises(ConfigError, match="train.amp: 'fp16' autocast needs a CUDA device"):
-        cfg.check_device("cpu")
-    build_config(TrainConfig, {"train": {"amp": "bf16"}}).check_device("cpu")
+        check_amp(cfg.train.amp, "cpu")
+    check_amp(build_config(TrainConfig, {"train": {"amp": "bf16"}}).train.amp, "cpu")
 
 
 # -- files ---------------------------------------------------------------------------------------
@@ -244,30 +264,48 @@ def test_round_trip(path: Path, tmp_path: Path) -> None:
     assert to_dict(cfg)["optim"]["betas"] == [0.9, 0.999]
 
 
-def test_validate_catches_bounds_in_python_built_configs() -> None:
-    cfg = dataclasses.replace(TrainConfig(), calibrate=CalibrateConfig(num_samples=0))
+def test_python_built_configs_are_validated_too() -> None:
+    with pytest.raises(ConfigError, match="num_samples: must be >= 1, got 0"):
+        CalibrateConfig(num_samples=0)
+    with pytest.raises(ConfigError, match="milestones: 'multistep' needs at least one"):
+        ScheduleConfig(name="multistep")
+    unchecked = TrainConfig().model_copy(
+        update={"calibrate": CalibrateConfig.model_construct(num_samples=0)}
+    )
     with pytest.raises(ConfigError, match="calibrate.num_samples: must be >= 1, got 0"):
-        validate(cfg)
+        validate(unchecked)
 
 
-@dataclass(frozen=True)
-class _Inner:
-    size: int = setting(8, ge=1, le=64)
-    names: tuple[str, ...] = ("a",)
-    extra: dict[str, float] = setting({})
+def test_numbers_must_be_finite_and_types_strict() -> None:
+    assert "optim.lr: must be a finite number, got nan" in error({"optim": {"lr": float("nan")}})
+    assert "data.batch_size: expected an integer, got '128'" in error({"data": {"batch_size": "128"}})
+    assert "model.kwargs key 1: expected a string" in error({"model": {"kwargs": {1: 2}}})
+    assert "eval.widths: expected a string or a number or a list of numbers, got {}" in error(
+        {"eval": {"widths": {}}}
+    )
 
 
-@dataclass(frozen=True)
-class _Outer:
+def _tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+class _Inner(Section):
+    size: int = Field(8, ge=1, le=64)
+    names: list[str] = ["a"]
+    extra: dict[str, float] = Field(default_factory=dict)
+
+
+class _Outer(Section):
     task: Literal["toy"]
-    inner: _Inner = field(default_factory=_Inner)
+    inner: _Inner = Field(default_factory=_Inner)
     maybe: _Inner | None = None
     anything: Any = None
+    pair: Annotated[tuple[float, float], Field()] | None = None
 
 
 def test_generic_layer_on_another_schema() -> None:
     cfg = from_dict(_Outer, {"task": "toy", "inner": {"size": 4, "names": ["x", "y"]}})
-    assert cfg.inner == _Inner(size=4, names=("x", "y")) and cfg.maybe is None
+    assert cfg.inner == _Inner(size=4, names=["x", "y"]) and cfg.maybe is None
     assert from_dict(_Outer, to_dict(cfg)) == cfg
     with pytest.raises(ConfigError, match="task: is required"):
         from_dict(_Outer, {})

@@ -14,19 +14,36 @@ from usnet.config import ConfigError, build_config, load_yaml
 from usnet.models import create_model
 from usnet.nn import set_width, width
 from usnet.profile import macs
-from usnet.rl import RLConfig, evaluate, run, train
-from usnet.rl.envs import make_vector_env, model_kwargs
-from usnet.rl.ppo import Collector, Rollout, sandwich_backward, update, width_losses
 from usnet.spectrum import load_spectrum
+from usnet.tasks.rl.config import RLConfig
+from usnet.tasks.rl.envs import make_vector_env, model_kwargs
+from usnet.tasks.rl.evaluate import evaluate
+from usnet.tasks.rl.ppo import Collector, PPOLoss, Rollout, update, width_losses
+from usnet.tasks.rl.task import TASK
+from usnet.tasks.rl.train import train
+from usnet.training.step import sandwich_step
 
 TINY = {
+    "task": "rl",
     "env": {"id": "CartPole-v1", "num_envs": 2},
     "model": {"name": "us_actor_critic_mlp", "kwargs": {"hidden": [16, 16]}},
-    "ppo": {"total_steps": 64, "rollout_steps": 16, "epochs": 2, "minibatches": 2},
+    "train": {"total_steps": 64, "log_every": 1, "threads": 0},  # 0: leave torch's threads
+    "ppo": {"rollout_steps": 16, "epochs": 2, "minibatches": 2},
     "eval": {"episodes": 2, "widths": "0.25,1.0"},
-    "log_every": 1,
-    "threads": 0,  # leave the test process's torch threads alone
 }
+
+
+def tiny(**train: object) -> dict:
+    return {**TINY, "train": {**TINY["train"], **train}}
+
+
+def sandwich_backward(model, batch, widths, cfg) -> dict:
+    """Every width's loss parts, gradients accumulated (the shared step with PPO's loss)."""
+    parts = sandwich_step(
+        model, batch["obs"], batch, widths, PPOLoss(cfg.ppo, cfg.train),
+        cfg.train.inplace_distillation,
+    )
+    return {w: {k: float(v) for k, v in p.items()} for w, p in zip(widths, parts, strict=True)}
 
 
 def mlp(**kw: object) -> torch.nn.Module:
@@ -138,16 +155,16 @@ def test_sandwich_accumulates_every_width_into_one_optimizer_step() -> None:
         batch["advantages"].std() + 1e-8
     )
     widths = [1.0, 0.25, 0.5]
-    no_distill = build_config(RLConfig, {**TINY, "train": {"distill": False}}).train
+    no_distill = build_config(RLConfig, tiny(inplace_distillation=False))
     expected = [torch.zeros_like(p) for p in model.parameters()]
     for w in widths:  # each width alone (distillation off: no teacher needed)
         model.zero_grad()
-        sandwich_backward(model, batch, [w], cfg.ppo, no_distill)
+        sandwich_backward(model, batch, [w], no_distill)
         for e, p in zip(expected, model.parameters(), strict=True):
             if p.grad is not None:
                 e += p.grad
     model.zero_grad()
-    stats = sandwich_backward(model, batch, widths, cfg.ppo, no_distill)
+    stats = sandwich_backward(model, batch, widths, no_distill)
     assert set(stats) == set(widths)
     for e, p in zip(expected, model.parameters(), strict=True):
         assert torch.allclose(e, p.grad, atol=1e-6)
@@ -167,11 +184,11 @@ def test_distillation_switch_changes_only_the_narrow_widths_loss() -> None:
     r = rollout(model)
     r.compute_gae(0.99, 0.95)
     batch = r.flat()
-    on = build_config(RLConfig, {**TINY, "train": {"distill": True}})
-    off = build_config(RLConfig, {**TINY, "train": {"distill": False}})
+    on = build_config(RLConfig, tiny(inplace_distillation=True))
+    off = build_config(RLConfig, tiny(inplace_distillation=False))
     widths = [1.0, 0.25]
-    s_on = sandwich_backward(model, batch, widths, on.ppo, on.train)
-    s_off = sandwich_backward(model, batch, widths, off.ppo, off.train)
+    s_on = sandwich_backward(model, batch, widths, on)
+    s_off = sandwich_backward(model, batch, widths, off)
     assert s_on[1.0]["loss"] == pytest.approx(s_off[1.0]["loss"])
     assert "kl" not in s_on[1.0] and "kl" in s_on[0.25] and "kl" not in s_off[0.25]
     assert s_on[0.25]["loss"] > s_off[0.25]["loss"]  # KL >= 0 and MSE >= 0, not both zero
@@ -201,8 +218,8 @@ def test_config_errors_name_the_field() -> None:
         build_config(RLConfig, {"ppo": {"minibatches": 3}, "env": {"num_envs": 2}})
     with pytest.raises(ConfigError, match="train.widths"):
         build_config(RLConfig, {"train": {"sampling": "fixed"}})
-    with pytest.raises(ConfigError, match="ppo.lr"):
-        build_config(RLConfig, {}, ["ppo.lr=-1"])
+    with pytest.raises(ConfigError, match="optim.lr"):
+        build_config(RLConfig, {}, ["optim.lr=-1"])
     with pytest.raises(ValueError, match="discrete"):
         model_kwargs("Pendulum-v1")
     with pytest.raises(ValueError, match="env id"):
@@ -211,24 +228,33 @@ def test_config_errors_name_the_field() -> None:
         model_kwargs("NoSuchEnv-v0")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
-            train(build_config(RLConfig, {**TINY, "device": "cuda"}))
+            train(build_config(RLConfig, tiny(device="cuda")))
 
 
 def test_training_is_seeded_and_reproducible(tmp_path) -> None:
     cfg = {**TINY, "eval": {"episodes": 1, "widths": "1.0"}}
-    a, _ = train(
-        build_config(RLConfig, {**cfg, "out_dir": str(tmp_path / "a")}), log=lambda s: None
+    a = train(
+        build_config(RLConfig, {**cfg, "output": {"dir": str(tmp_path / "a")}}),
+        progress=False,
+        log=lambda s: None,
     )
-    b, _ = train(
-        build_config(RLConfig, {**cfg, "out_dir": str(tmp_path / "b")}), log=lambda s: None
+    b = train(
+        build_config(RLConfig, {**cfg, "output": {"dir": str(tmp_path / "b")}}),
+        progress=False,
+        log=lambda s: None,
     )
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
 
 
+def run(raw: dict, overrides: list[str], resume: bool = False) -> int:
+    TASK.train(build_config(RLConfig, raw, overrides), resume=resume, progress=False)
+    return 0
+
+
 def test_run_end_to_end_checkpoint_and_resume(tmp_path, capsys) -> None:
     out = tmp_path / "run"
-    assert run(TINY, [f"out_dir={out}"]) == 0
+    assert run(TINY, [f"output.dir={out}"]) == 0
     printed = capsys.readouterr().out
     assert "mean episodic return" in printed and "\n0.25 " in printed and "\n1 " in printed
     spec = load_spectrum(out)  # the format `usnet spectrum` writes, through the same package
@@ -240,7 +266,7 @@ def test_run_end_to_end_checkpoint_and_resume(tmp_path, capsys) -> None:
     assert agent.env_id == "CartPole-v1" and read_meta(out / "checkpoint")["update"] == 2
     assert evaluate(agent, 0.5, episodes=1)["episodes"] == 1
     # resume: a longer budget continues from update 2
-    assert run(TINY, [f"out_dir={out}", "ppo.total_steps=96"], resume=True) == 0
+    assert run(TINY, [f"output.dir={out}", "train.total_steps=96"], resume=True) == 0
     assert "resumed" in capsys.readouterr().out
     assert read_meta(out / "checkpoint")["update"] == 3
 

@@ -14,7 +14,7 @@ import torch
 
 import usnet
 from usnet import checkpoint, cli
-from usnet.config import TrainConfig, from_dict, to_dict
+from usnet.config import from_dict, to_dict
 from usnet.spectrum import (
     Metric,
     Spectrum,
@@ -25,6 +25,7 @@ from usnet.spectrum import (
     parse_target,
     select,
 )
+from usnet.tasks.classification import TrainConfig
 
 
 def _spectrum(rows: list[tuple[float, float, float, float | None]], metrics=None) -> Spectrum:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from typing import Literal
 
 import pytest
 import torch
@@ -12,10 +13,11 @@ from fake_clock import ScheduledClock
 from torch.utils.data import DataLoader, TensorDataset
 
 import usnet
+import usnet.tasks
 from usnet.calibration import calibrate, is_calibrated
+from usnet.config import Section
 from usnet.nn import USBatchNorm2d, width_space
 from usnet.spectrum import (
-    CLASSIFICATION_METRICS,
     Metric,
     MetricProvider,
     ProviderOptions,
@@ -24,11 +26,12 @@ from usnet.spectrum import (
     format_table,
     load_spectrum,
     metric_provider,
-    register_metric_provider,
     save_spectrum,
 )
 from usnet.spectrum.plot import plot_spectrum
-from usnet.training.evaluate import evaluate
+from usnet.tasks import register_task
+from usnet.tasks.classification.evaluate import evaluate
+from usnet.tasks.classification.provider import CLASSIFICATION_METRICS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # The tiny model's widths 0.35..0.55 all round to the same network (so do 0.85..1.0).
@@ -189,24 +192,35 @@ def load_spectrum_copy(spec):
     return type(spec).from_dict(json.loads(json.dumps(spec.to_dict())))
 
 
-def test_metric_provider_dispatches_on_the_task():
+class _ToyConfig(Section):
+    task: Literal["toy"] = "toy"
+    a: int = 0
+
+
+def test_metric_provider_dispatches_on_the_task(monkeypatch):
+    """Through the one task registry, on the checkpoint config's ``task``."""
+    monkeypatch.setattr(usnet.tasks, "_TASKS", dict(usnet.tasks._TASKS))  # the toy task stays here
     seen = {}
 
-    @register_metric_provider("toy")
-    def _toy(model, config, options):
-        seen["config"], seen["options"] = config, options
-        return MetricProvider("toy", (Metric("score", "score"),), lambda m, w: {"score": 1.0})
+    class Toy:
+        name, config = "toy", _ToyConfig
 
+        def metric_provider(self, model, cfg, options):
+            seen["config"], seen["options"] = cfg, options
+            return MetricProvider("toy", (Metric("score", "score"),), lambda m, w: {"score": 1.0})
+
+    register_task(Toy())
     model = _model()
-    model.task = "toy"
-    provider = metric_provider(model, {"config": {"a": 1}}, ProviderOptions(max_eval_samples=5))
+    meta = {"config": {"task": "toy", "a": 1}}
+    provider = metric_provider(model, meta, ProviderOptions(max_eval_samples=5))
     assert provider(model, 0.5) == {"score": 1.0} and provider.primary.name == "score"
-    assert seen["config"] == {"a": 1} and seen["options"].max_eval_samples == 5
+    assert seen["config"] == _ToyConfig(a=1) and seen["options"].max_eval_samples == 5
     with pytest.raises(ValueError, match="no training config"):
         metric_provider(model, {})
-    model.task = "nothing"
-    with pytest.raises(ValueError, match="no metric provider for task 'nothing'"):
-        metric_provider(model, {"config": {}})
+    with pytest.raises(ValueError, match="checkpoint config: task: expected one of .*toy.*'nothing'"):
+        metric_provider(model, {"config": {"task": "nothing"}})
+    with pytest.raises(ValueError, match="checkpoint config: unknown key 'b'"):
+        metric_provider(model, {"config": {"task": "toy", "b": 1}})
     with pytest.raises(ValueError, match="declares no ranked metric"):
         MetricProvider("x", (Metric("std", "std", None),), lambda m, w: {})
     bad = MetricProvider("x", (Metric("a", "a"),), lambda m, w: {"b": 1.0})

@@ -20,7 +20,9 @@ from usnet.data.sr import SRPairs, SRPatches, SRTestSet, bicubic_pair, folder_im
 from usnet.metrics import psnr_y, rgb_to_y, ssim_y
 from usnet.models.wdsr import USWeightNormConv2d
 from usnet.nn import USConv2d
-from usnet.training import sr
+from usnet.tasks.sr import TASK, L1Loss, SRConfig
+from usnet.tasks.sr.evaluate import bicubic_metrics, evaluate
+from usnet.training.step import sandwich_step
 
 TINY = {"n_resblocks": 1, "n_feats": 16}
 
@@ -196,9 +198,9 @@ def test_ssim_is_one_for_equal_images_and_lower_for_noise():
 def test_inplace_distillation_switch_sets_the_target(distill):
     torch.manual_seed(0)
     model = create_model("us_edsr", **TINY)
-    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # weights stay put: recompute the losses
     lr_img, hr_img = torch.rand(2, 3, 6, 6), torch.rand(2, 3, 12, 12)
-    losses = sr.train_step(model, opt, lr_img, hr_img, [1.0, 0.25], distill)
+    parts = sandwich_step(model, lr_img, hr_img, [1.0, 0.25], L1Loss(), distill)
+    losses = {w: float(p["loss"]) for w, p in zip([1.0, 0.25], parts, strict=True)}
     with torch.no_grad():
         set_width(model, 1.0)
         teacher = model(lr_img)
@@ -213,11 +215,11 @@ def test_inplace_distillation_switch_sets_the_target(distill):
 
 def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match="scale"):
-        build_config(sr.SRConfig, {"task": "sr", "scale": 5})
+        build_config(SRConfig, {"task": "sr", "scale": 5})
     with pytest.raises(ConfigError, match="widths"):
-        build_config(sr.SRConfig, {"train": {"sampling": "fixed"}})
+        build_config(SRConfig, {"train": {"sampling": "fixed"}})
     with pytest.raises(ConfigError, match="kwargs.scale"):
-        build_config(sr.SRConfig, {"model": {"kwargs": {"scale": 2}}})
+        build_config(SRConfig, {"model": {"kwargs": {"scale": 2}}})
 
 
 def _raw(train, test, out, epochs=2):
@@ -226,15 +228,21 @@ def _raw(train, test, out, epochs=2):
         "scale": 2,
         "model": {"name": "us_edsr", "kwargs": {**TINY, "upsample_skip": True}},
         "data": {"train_dir": str(train), "test_dir": str(test), "patch_size": 8, "batch_size": 2},
-        "train": {"epochs": epochs, "steps_per_epoch": 3, "lr": 1e-3, "log_every": 1},
+        "train": {"epochs": epochs, "steps_per_epoch": 3, "log_every": 1},
+        "optim": {"lr": 1e-3},
         "eval": {"widths": [0.25, 0.5, 1.0], "every": 1},
         "output": {"dir": str(out)},
     }
 
 
+def _run(raw: dict, resume: bool = False) -> int:
+    TASK.train(build_config(SRConfig, raw), resume=resume, progress=False)
+    return 0
+
+
 def test_run_end_to_end_resumes_and_upscales(image_dirs, tmp_path, capsys, monkeypatch):
     train_dir, test_dir = image_dirs
-    assert sr.run(_raw(train_dir, test_dir, tmp_path / "full")) == 0
+    assert _run(_raw(train_dir, test_dir, tmp_path / "full")) == 0
     assert "| 0.25 |" in capsys.readouterr().out
     results = json.loads((tmp_path / "full" / "results.json").read_text())
     assert [r["width"] for r in results["widths"]] == [0.25, 0.5, 1.0]
@@ -253,13 +261,33 @@ def test_run_end_to_end_resumes_and_upscales(image_dirs, tmp_path, capsys, monke
 
     monkeypatch.setattr(checkpoint, "save_state", crash_after_saving)
     with pytest.raises(KeyboardInterrupt):
-        sr.run(_raw(train_dir, test_dir, tmp_path / "part"))
+        _run(_raw(train_dir, test_dir, tmp_path / "part"))
     monkeypatch.undo()
-    sr.run(_raw(train_dir, test_dir, tmp_path / "part"), resume=True)
+    _run(_raw(train_dir, test_dir, tmp_path / "part"), resume=True)
     a = checkpoint.load(ckpt).state_dict()
     b = checkpoint.load(tmp_path / "part" / "checkpoint").state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], msg=k)
+
+    # killed between the epoch-2 checkpoint and its resume.pt (defect 6): the resumed run
+    # retrains epoch 2 from resume.pt's own weights and optimizer, not the newer checkpoint's
+    calls = []
+
+    def die_at_second_save(obj, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_save_state(obj, path)
+
+    monkeypatch.setattr(checkpoint, "save_state", die_at_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        _run(_raw(train_dir, test_dir, tmp_path / "between"))
+    monkeypatch.undo()
+    assert checkpoint.read_meta(tmp_path / "between" / "checkpoint")["epoch"] == 2
+    _run(_raw(train_dir, test_dir, tmp_path / "between"), resume=True)
+    c = checkpoint.load(tmp_path / "between" / "checkpoint").state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], c[k], rtol=0, atol=0, msg=k)
 
     # usnet upscale at two widths
     src, out = tmp_path / "in.png", tmp_path / "out.png"
@@ -275,8 +303,8 @@ def test_evaluate_restores_width_and_bicubic_reference(image_dirs):
     test = SRTestSet(SRPairs(folder_images(test_dir), 2))
     model = create_model("us_edsr", upsample_skip=True, **TINY)
     set_width(model, 0.5)
-    m = sr.evaluate(model, 1.0, test)
+    m = evaluate(model, 1.0, test)
     assert set(m) == {"psnr", "ssim"} and get_width(model) == 0.5
-    bic = sr.bicubic_metrics(test)
+    bic = bicubic_metrics(test)
     # an untrained model with the bicubic skip is torch's bicubic: close to Pillow's
     assert bic["psnr"] > 45 and abs(m["psnr"] - bic["psnr"]) < 5

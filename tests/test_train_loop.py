@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -14,9 +15,11 @@ from fixtures import write_fashion_mnist
 
 from usnet import checkpoint
 from usnet.cli import main
-from usnet.config import TrainConfig, build_config
+from usnet.config import build_config, dump_yaml
+from usnet.tasks import load_config, task_config
+from usnet.tasks.classification import TASK, TrainConfig
+from usnet.tasks.classification.data import build_model
 from usnet.training import loop
-from usnet.training.loop import train
 
 TINY = {"input_size": 28, "blocks": [[1, 8, 1, 1], [6, 16, 1, 2]], "last_channels": 32}
 
@@ -27,7 +30,8 @@ def _cfg(tmp_path: Path, data: Path, *overrides: str) -> TrainConfig:
         "data": {"root": str(data), "batch_size": 32, "val_batch_size": 64, "augment": True},
         "train": {"epochs": 2, "max_steps_per_epoch": 3, "log_every": 1},
         "optim": {"lr": 0.05},
-        "calibrate": {"widths": "0.35,1.0", "num_samples": 64, "batch_size": 32},
+        "calibrate": {"num_samples": 64, "batch_size": 32},
+        "eval": {"widths": "0.35,1.0"},
         "output": {"dir": str(tmp_path / "run")},
     }
     return build_config(TrainConfig, raw, list(overrides))
@@ -46,16 +50,19 @@ def test_cli_train_then_calibrate_a_new_width(tmp_path, data, capsys):
                 "model": {"name": "us_mobilenet_v2_small", "kwargs": TINY},
                 "data": {"root": str(data), "batch_size": 32, "augment": False},
                 "train": {"epochs": 3},
-                "calibrate": {"widths": "0.35:1.0:0.325", "num_samples": 64},
+                "calibrate": {"num_samples": 64},
+                "eval": {"widths": "0.35:1.0:0.325"},
                 "output": {"dir": str(tmp_path / "run")},
             }
         )
     )
     assert main(["train", str(cfg_file), "--set", "optim.lr=0.2", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "| width | MMACs | top-1 % |" in out and "| 0.35 |" in out
+    assert "| width | MACs | top-1 accuracy (%) |" in out and "| 0.35 |" in out
     ckpt = tmp_path / "run" / "checkpoint"
     meta = checkpoint.read_meta(ckpt)
+    # the checkpoint holds the validated config, which reloads into the same typed config
+    assert task_config(meta["config"]) == load_config(cfg_file, ["optim.lr=0.2"])
     assert [r["width"] for r in meta["results"]] == [0.35, 0.675, 1.0]
     assert meta["results"][-1]["top1"] > 0.3  # learnable fixture: well above chance (0.1)
     assert (tmp_path / "run" / "metrics.csv").read_text().startswith("epoch,")
@@ -68,9 +75,13 @@ def test_cli_train_then_calibrate_a_new_width(tmp_path, data, capsys):
     assert "unknown key 'optim.lrr'" in capsys.readouterr().err
 
 
+def _resume_state(run: Path) -> dict:
+    return checkpoint.load_state(run / loop.RESUME)
+
+
 def test_killed_run_resumes_to_the_same_weights(tmp_path, data, monkeypatch):
-    full = train(_cfg(tmp_path / "a", data), progress=False)
-    expected = checkpoint.load_state(full.parent / loop.RESUME)["model"]
+    full = TASK.train(_cfg(tmp_path / "a", data), progress=False)
+    expected = _resume_state(full.parent)["model"]
 
     # Crash right after the first epoch's resume state is written.
     cfg = _cfg(tmp_path / "b", data)
@@ -82,43 +93,187 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, data, monkeypatch):
 
     monkeypatch.setattr(checkpoint, "save_state", crash_after)
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, progress=False)
+        TASK.train(cfg, progress=False)
     monkeypatch.setattr(checkpoint, "save_state", real)
-    assert checkpoint.load_state(tmp_path / "b" / "run" / loop.RESUME)["epoch"] == 1
-    train(cfg, resume=True, progress=False)
-    got = checkpoint.load_state(tmp_path / "b" / "run" / loop.RESUME)["model"]
+    assert _resume_state(tmp_path / "b" / "run")["counters"]["epoch"] == 1
+    TASK.train(cfg, resume=True, progress=False)
+    got = _resume_state(tmp_path / "b" / "run")["model"]
     assert got.keys() == expected.keys()
     for k in expected:
         torch.testing.assert_close(got[k], expected[k], rtol=0, atol=0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def test_crash_between_checkpoint_and_resume_state_resumes_consistently(
+    tmp_path, data, monkeypatch, capsys
+):
+    """Defect 6: the epoch-2 checkpoint is written, then the run dies before resume.pt; the
+    resumed run must not pair epoch-2 weights with epoch-1 optimizer state."""
+    full = TASK.train(_cfg(tmp_path / "a", data), progress=False)
+    expected = _resume_state(full.parent)["model"]
+    cfg = _cfg(tmp_path / "b", data)
+    real, calls = checkpoint.save_state, []
+
+    def die_before_second(obj, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed between the checkpoint and resume.pt")
+        real(obj, path)
+
+    monkeypatch.setattr(checkpoint, "save_state", die_before_second)
+    with pytest.raises(KeyboardInterrupt):
+        TASK.train(cfg, progress=False)
+    monkeypatch.setattr(checkpoint, "save_state", real)
+    run = tmp_path / "b" / "run"
+    assert checkpoint.read_meta(run / loop.CHECKPOINT)["epoch"] == 2
+    assert _resume_state(run)["counters"]["epoch"] == 1
+    capsys.readouterr()
+    TASK.train(cfg, resume=True, progress=False)
+    assert "is not the checkpoint saved with" in capsys.readouterr().out
+    got = _resume_state(run)["model"]
+    for k in expected:
+        torch.testing.assert_close(got[k], expected[k], rtol=0, atol=0)
 
 
-def _ddp_worker(rank: int, world: int, port: int, cfg: TrainConfig) -> None:
+def test_resume_with_another_model_or_optimizer_names_the_fields(tmp_path, data, capsys):
+    """Defect 11: one line naming what differs, not a state-dict traceback."""
+    cfg = _cfg(tmp_path, data, "train.epochs=1")
+    TASK.train(cfg, progress=False)
+    changed = _cfg(
+        tmp_path, data, "train.epochs=2", "optim.name=adamw", "model.kwargs.last_channels=64"
+    )
+    with pytest.raises(ValueError) as info:
+        TASK.train(changed, resume=True, progress=False)
+    msg = str(info.value)
+    assert "\n" not in msg and "cannot resume" in msg
+    assert "model.kwargs.last_channels (32 -> 64)" in msg and "optim.name ('sgd' -> 'adamw')" in msg
+    assert "train.epochs" not in msg  # a longer run may continue
+    TASK.train(_cfg(tmp_path, data, "train.epochs=2"), resume=True, progress=False)
+    assert _resume_state(tmp_path / "run")["counters"]["epoch"] == 2
+
+
+def test_resume_state_is_read_on_the_cpu(tmp_path, data, monkeypatch):
+    """Defect 4: RNG states must reach torch.set_rng_state as CPU byte tensors, so resume.pt is
+    read onto the CPU whatever the training device (on CUDA, map_location=cuda broke it)."""
+    cfg = _cfg(tmp_path, data, "train.epochs=2")
+    TASK.train(_cfg(tmp_path, data, "train.epochs=1"), progress=False)
+    seen, real = [], checkpoint.load_state
+
+    def spy(path, map_location="cpu"):
+        seen.append(map_location)
+        return real(path, map_location)
+
+    monkeypatch.setattr(checkpoint, "load_state", spy)
+    set_rng, states = torch.set_rng_state, []
+    monkeypatch.setattr(torch, "set_rng_state", lambda s: (states.append(s), set_rng(s)))
+    TASK.train(cfg, resume=True, progress=False)
+    assert seen == ["cpu"]
+    assert states and all(s.device.type == "cpu" and s.dtype == torch.uint8 for s in states)
+
+
+def test_a_finished_run_is_not_overwritten(tmp_path, data, capsys):
+    """Defect 10: training again into a run's folder without --resume is refused."""
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(dump_yaml(_cfg(tmp_path, data, "train.epochs=1")))
+    args = ["train", str(cfg_file), "--no-progress"]
+    assert main(args) == 0
+    ckpt = tmp_path / "run" / loop.CHECKPOINT
+    before = checkpoint.read_info(ckpt)["save_id"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(tmp_path / "run") in err
+    assert "--resume" in err and "output.dir" in err and "--overwrite" in err
+    assert checkpoint.read_info(ckpt)["save_id"] == before  # untouched
+    assert main([*args, "--overwrite"]) == 0
+    assert checkpoint.read_info(ckpt)["save_id"] != before
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free now (held open together while they are picked)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
+_COMMON = (
+    "model.name=us_mlp",
+    "model.kwargs={hidden: [32, 32]}",
+    "eval.widths=[0.25, 1.0]",
+    "optim.weight_decay=0.001",
+)
+_GRID = [0.35, 0.5, 0.75, 1.0]
+
+
+def _ddp_worker(
+    rank: int, world: int, ports: list[int], cfgs: list[TrainConfig], logs: Path
+) -> None:
+    """Train each config on 2 gloo ranks (a fresh rendezvous port for each run), recording the
+    widths each rank evaluates."""
+    from usnet.tasks.classification.task import ClassificationTask
+
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-        WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1", RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(1)
-    train(cfg, device="cpu", progress=False)
+    real = ClassificationTask.evaluate
+
+    def recording(self, model, cfg, widths, device, max_samples=None):
+        with open(logs / f"{Path(cfg.output.dir).parent.name}.rank{rank}", "a") as f:
+            f.write(" ".join(f"{w:g}" for w in widths) + "\n")
+        return real(self, model, cfg, widths, device, max_samples)
+
+    ClassificationTask.evaluate = recording
+    for cfg, port in zip(cfgs, ports, strict=True):
+        os.environ["MASTER_PORT"] = str(port)
+        TASK.train(cfg, device="cpu", progress=False)
 
 
-def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, data):
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory, data) -> Path:
+    """One 2-process gloo job (process start-up is most of its cost) training two runs: ``two``
+    (us_mlp, no BN) and ``grid`` (BN, a 4-width grid, 1 epoch)."""
+    root = tmp_path_factory.mktemp("ddp")
+    cfgs = [
+        _cfg(root / "two", data, *_COMMON),
+        _cfg(root / "grid", data, "train.epochs=1", f"eval.widths={_GRID}"),
+    ]
+    ports = _free_ports(len(cfgs))
+    mp.spawn(_ddp_worker, args=(2, ports, cfgs, root), nprocs=2, join=True)
+    return root
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, data, ddp_runs):
     """No BN (us_mlp): 2 ranks x 16 images must give the weights of 1 rank x 32 images."""
-    common = ("model.name=us_mlp", "model.kwargs={hidden: [32, 32]}", "calibrate.widths=[0.25, 1.0]",
-              "optim.weight_decay=0.001")
-    single = train(_cfg(tmp_path / "one", data, *common), device="cpu", progress=False)
-    cfg2 = _cfg(tmp_path / "two", data, *common)
-    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg2), nprocs=2, join=True)
+    single = TASK.train(_cfg(tmp_path / "one", data, *_COMMON), device="cpu", progress=False)
     a = checkpoint.load_state(single.parent / loop.RESUME)["model"]
-    b = checkpoint.load_state(tmp_path / "two" / "run" / loop.RESUME)["model"]
+    b = checkpoint.load_state(ddp_runs / "two" / "run" / loop.RESUME)["model"]
     moved = 0.0
-    init = loop.build_model(cfg2).state_dict()
+    init = build_model(_cfg(tmp_path, data, *_COMMON)).state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
         moved = max(moved, (a[k] - init[k]).abs().max().item())
     assert moved > 1e-3  # training did change the weights
+
+
+def test_ddp_ranks_share_the_width_grid(ddp_runs, data):
+    """Defect 7: each rank calibrates and evaluates its share of the widths; rank 0's
+    checkpoint holds every width's results and statistics, equal to one process's."""
+    from usnet.calibration import calibrate, clear_calibration, is_calibrated
+    from usnet.tasks.classification.data import calibration_data
+
+    logs = [(ddp_runs / f"grid.rank{r}").read_text().splitlines() for r in (0, 1)]
+    assert logs[0] == ["0.35", "0.35 0.75"] and logs[1] == ["1", "0.5 1"]  # epoch end, final
+    ckpt = ddp_runs / "grid" / "run" / loop.CHECKPOINT
+    assert [r["width"] for r in checkpoint.read_meta(ckpt)["results"]] == _GRID
+    shared = checkpoint.load(ckpt)
+    assert all(is_calibrated(shared, w) for w in _GRID)
+    alone = checkpoint.load(ckpt)
+    clear_calibration(alone)
+    cfg = _cfg(ddp_runs / "grid", data, "train.epochs=1", f"eval.widths={_GRID}")
+    calibrate(alone, calibration_data(cfg), _GRID, cfg.calibrate.num_samples, progress=False)
+    a, b = shared.state_dict(), alone.state_dict()
+    assert a.keys() == b.keys() and any("stats_" in k for k in a)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)

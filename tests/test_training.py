@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import usnet
 from usnet.config import ScheduleConfig
-from usnet.training import sample_widths, soft_cross_entropy
+from usnet.tasks.classification.loss import ClassificationLoss, soft_cross_entropy
+from usnet.training import sample_widths
 from usnet.training.optim import lr_factor, param_groups
 from usnet.training.step import sandwich_step
 
@@ -45,7 +48,8 @@ def test_sandwich_rule_trains_both_extremes_and_random_widths_in_between():
 def test_inplace_distillation_switch_changes_the_narrow_widths_loss(distill):
     model, (x, y) = _model(), _batch()
     widths = [1.0, 0.35, 0.6]
-    losses = sandwich_step(model, x, y, widths, inplace_distillation=distill)
+    parts = sandwich_step(model, x, y, widths, ClassificationLoss(), inplace_distillation=distill)
+    losses = [p["loss"] for p in parts]
     with torch.no_grad():
         with usnet.width(model, 1.0):
             teacher = F.softmax(model(x), dim=-1)
@@ -60,10 +64,42 @@ def test_inplace_distillation_switch_changes_the_narrow_widths_loss(distill):
     assert not torch.allclose(F.cross_entropy(out, y), soft_cross_entropy(out, teacher))
 
 
+def test_one_teacher_rule_the_largest_width_trained_first():
+    """Distillation only from the largest width trained first; without it, labels for all."""
+    model, (x, y) = _model(), _batch()
+
+    class Spy:
+        def __init__(self):
+            self.calls = []
+
+        def loss(self, out, target):
+            self.calls.append("label")
+            return F.cross_entropy(out, target)
+
+        def distill_loss(self, out, teacher, target):
+            assert not teacher.requires_grad
+            self.calls.append("distill")
+            return soft_cross_entropy(out, F.softmax(teacher, dim=-1))
+
+    for widths, expected in (
+        ([1.0, 0.35, 0.6], ["label", "distill", "distill"]),
+        ([0.9, 0.35, 0.6], ["label", "label", "label"]),  # no largest width: no teacher pass
+        ([0.35, 1.0], ["label", "label"]),  # the largest width not first: not the teacher
+    ):
+        spy = Spy()
+        usnet.set_width(model, 0.5)
+        parts = sandwich_step(model, x, y, widths, spy, inplace_distillation=True)
+        assert spy.calls == expected and len(parts) == len(widths)
+        assert usnet.get_width(model) == 0.5  # restored
+    spy = Spy()
+    sandwich_step(model, x, y, [1.0, 0.35], spy, inplace_distillation=False)
+    assert spy.calls == ["label", "label"]
+
+
 def test_gradients_of_all_widths_accumulate_into_one_step():
     model, (x, y) = _model(), _batch()
     widths = [1.0, 0.35, 0.7]
-    sandwich_step(model, x, y, widths, inplace_distillation=False)
+    sandwich_step(model, x, y, widths, ClassificationLoss(), inplace_distillation=False)
     got = {n: p.grad.clone() for n, p in model.named_parameters()}
     expected = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     for w in widths:
@@ -108,3 +144,8 @@ def test_learning_rate_schedules():
     assert [lr_factor(multi, s, 10, 3) for s in (9, 10, 25)] == pytest.approx([1, 0.1, 0.01])
     exp = ScheduleConfig(name="exponential", gamma=0.98)
     assert lr_factor(exp, 25, 10, 5) == pytest.approx(0.98**2)
+    # a floor (SR's cosine decay from lr to min_lr): lr_min + (lr - lr_min) (1 + cos) / 2
+    floor = ScheduleConfig(name="cosine", min_lr=1e-5)
+    for step in (0, 7, 20):
+        expected = 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * step / 20))
+        assert 1e-3 * lr_factor(floor, step, 10, 2, lr=1e-3) == pytest.approx(expected)

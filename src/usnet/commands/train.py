@@ -1,16 +1,15 @@
-"""``usnet train CONFIG``: train a US-Net from a YAML recipe (dispatching on its ``task``)."""
+"""``usnet train CONFIG``: train a US-Net from a YAML recipe (the task its ``task:`` names)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
-        help="train a US-Net from a YAML recipe, then calibrate and evaluate its width grid",
+        help="train a US-Net from a YAML recipe, then evaluate its width grid",
         description="Train with the sandwich rule and inplace distillation. Under torchrun every "
         "rank runs this command (DDP); only rank 0 writes files.",
     )
@@ -24,28 +23,32 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="override a config value, e.g. --set optim.lr=0.1 (repeatable)",
     )
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/resume.pt")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an OUTPUT_DIR that holds a run (its checkpoint is replaced)",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:1... (default: the recipe's train.device, else cuda when available)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
-# task name -> module with ``run(raw: dict, overrides: list[str], resume: bool, ...) -> int``
-TASKS = {"sr": "usnet.training.sr", "rl": "usnet.rl"}
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..config import TrainConfig, build_config, load_yaml, task_of
+    from ..config import load_yaml
+    from ..tasks import get_task, task_config
 
-    raw = load_yaml(args.config)
-    task = task_of(raw)
-    if task != "classification":
-        module = importlib.import_module(TASKS[task])
-        extra = {} if args.device is None else {"device": args.device}
-        return int(module.run(raw, args.overrides, args.resume, source=args.config, **extra) or 0)
-    from ..training.loop import train
-
-    cfg = build_config(TrainConfig, raw, args.overrides, source=args.config)
-    path = train(cfg, resume=args.resume, device=args.device, progress=not args.no_progress)
+    cfg = task_config(load_yaml(args.config), args.overrides, source=args.config)
+    path = get_task(cfg.task).train(
+        cfg,
+        resume=args.resume,
+        device=args.device,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+    )
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the run
         print(f"checkpoint: {path}")
     return 0

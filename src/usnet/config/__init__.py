@@ -1,40 +1,35 @@
-"""Typed configs from YAML: a generic validated-dataclass layer (:mod:`.typed`) that every task
-reuses, and the classification schema (:mod:`.classification`)."""
+"""Typed configs from YAML, validated by pydantic v2: the generic layer (:mod:`.typed`: the
+:class:`Section` base, overrides, loading), usnet's one-line errors (:mod:`.errors`,
+:mod:`.messages`), YAML reading (:mod:`.yaml_io`) and the sections every task shares
+(:mod:`.sections`). Each task's schema lives in its package (``usnet.tasks.<name>.config``)."""
 
-from .classification import (
-    CalibrateConfig,
-    DataConfig,
+from .errors import ConfigError, UnknownKeyError
+from .sections import (
+    EvalConfig,
     ModelConfig,
     OptimConfig,
     OutputConfig,
     ScheduleConfig,
-    TrainConfig,
     TrainingConfig,
-    load_config,
 )
 from .typed import (
-    TASKS,
-    ConfigError,
-    UnknownKeyError,
+    Section,
     apply_overrides,
     build_config,
     from_dict,
-    setting,
+    load_config,
     to_dict,
     validate,
 )
-from .yaml_io import dump_yaml, load_yaml, task_of
+from .yaml_io import dump_yaml, load_yaml
 
 __all__ = [
-    "TASKS",
-    "CalibrateConfig",
     "ConfigError",
-    "DataConfig",
+    "EvalConfig",
     "ModelConfig",
     "OptimConfig",
     "OutputConfig",
     "ScheduleConfig",
-    "TrainConfig",
     "TrainingConfig",
     "UnknownKeyError",
     "apply_overrides",
@@ -43,8 +38,7 @@ __all__ = [
     "from_dict",
     "load_config",
     "load_yaml",
-    "setting",
-    "task_of",
+    "Section",
     "to_dict",
     "validate",
 ]

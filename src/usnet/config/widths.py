@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-from ..nn.space import parse_widths
-from .typed import ConfigError, _show
+from torch import nn
+
+from ..nn.space import parse_widths, width_space
+from .errors import ConfigError
+from .errors import show as _show
+from .typed import Section
 
 
 def check_width_sampling(sampling: str, num_widths: int, widths: Sequence[float] | None) -> None:
@@ -52,15 +56,29 @@ def check_width_grid(widths: str | float | Sequence[float]) -> None:
         raise ConfigError("widths", f"must be positive, got {bad}")
 
 
-class WidthGrid:
-    """Mixin for a config section with a ``widths`` grid: the parsed :attr:`grid`, validated."""
+class WidthGrid(Section):
+    """A config section with a ``widths`` grid (``"start:stop:step"``, ``"a,b,c"``, a number or a
+    list of numbers), validated, and parsed as :attr:`grid`."""
 
-    widths: str | float | Sequence[float]
+    widths: str | float | list[float] = "0.25,0.5,1.0"
 
     @property
     def grid(self) -> list[float]:
         """The widths as a list of floats."""
         return width_grid(self.widths)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        super().check()
         check_width_grid(self.widths)
+
+
+def check_model_widths(model: nn.Module, widths: Mapping[str, Iterable[float]]) -> None:
+    """Every width of a config (``{"eval.widths": [...], ...}``) must be one ``model`` runs at:
+    the model says what is wrong (range, switches), the error names the config field."""
+    space = width_space(model)
+    for path, ws in widths.items():
+        for w in ws:
+            try:
+                space.canonical(w)
+            except ValueError as e:
+                raise ConfigError(path, str(e)) from None

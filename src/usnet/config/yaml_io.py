@@ -1,16 +1,16 @@
 """Reading and writing config YAML: strict loading (duplicate keys refused, ``1e-4`` read as a
-number), errors naming the file and line, and the ``task:`` key that ``usnet train`` dispatches on."""
+number) and errors naming the file and line."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
-from .typed import TASKS, ConfigError, _show, _suggest, to_dict
+from .errors import ConfigError, show
 
 
 class _Loader(yaml.SafeLoader):
@@ -54,8 +54,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError("", f"expected a mapping at the top level, got {_show(data)}", str(path))
+        raise ConfigError("", f"expected a mapping at the top level, got {show(data)}", str(path))
     return data
+
+
+def parse_value(text: str, key: str = "", source: str = "") -> Any:
+    """One YAML value as a ``--set KEY=VALUE`` item gives it: ``0.1``, ``[0.25, 1.0]``, ``null``."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(
+            key, f"cannot parse {text!r} as a YAML value ({_yaml_reason(e)})", source
+        ) from None
 
 
 class _Dumper(yaml.SafeDumper):
@@ -68,9 +78,10 @@ _Dumper.add_representer(
 
 
 def dump_yaml(obj: Any) -> str:
-    """A config (dataclass or plain data) as YAML text, in field order; :func:`load_yaml` reads
-    it back to the same data."""
-    return yaml.dump(to_dict(obj), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    """A config (a validated model or plain data) as YAML text, in field order;
+    :func:`load_yaml` reads it back to the same data."""
+    data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
 
 
 def _yaml_reason(e: yaml.YAMLError) -> str:
@@ -80,12 +91,3 @@ def _yaml_reason(e: yaml.YAMLError) -> str:
         return str(e).replace("\n", " ")
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
     return f"{where}{problem}"
-
-
-def task_of(data: Mapping[str, Any]) -> str:
-    """The ``task:`` of raw config data (default ``classification``), checked."""
-    task = data.get("task", "classification")
-    if task not in TASKS:
-        hint = _suggest(task, TASKS) if isinstance(task, str) else ""
-        raise ConfigError("task", f"expected one of {', '.join(TASKS)}, got {_show(task)}{hint}")
-    return task

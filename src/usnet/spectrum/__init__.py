@@ -5,26 +5,19 @@
 - :mod:`.files`: ``spectrum.csv/.json/.md`` (:func:`save_spectrum`, :func:`load_spectrum`).
 - :mod:`.tables`: ONE table formatter (:func:`format_table`) for the terminal, Markdown, CSV.
 - :mod:`.selection`: the best width under a MACs, latency or metric budget (:func:`select`).
-- :mod:`.providers`: how a task's quality is measured (:class:`MetricProvider`, registry).
+- :mod:`.providers`: how a task's quality is measured (:class:`MetricProvider`); each task
+  builds its own (``usnet.tasks.<name>.provider``).
 - :mod:`.plot`: :func:`~usnet.spectrum.plot.plot_spectrum` (imported on its own: matplotlib).
 """
 
 from .compute import NOISY_SPREAD, baseline_points, compute_spectrum, environment
 from .files import load_spectrum, save_spectrum
-from .providers import (
-    CLASSIFICATION_METRICS,
-    Metric,
-    MetricProvider,
-    ProviderOptions,
-    metric_provider,
-    register_metric_provider,
-)
+from .providers import Metric, MetricProvider, ProviderOptions, metric_provider
 from .result import Spectrum, SpectrumRow
 from .selection import Selection, parse_count, parse_latency_ms, parse_target, select
 from .tables import describe, format_table
 
 __all__ = [
-    "CLASSIFICATION_METRICS",
     "NOISY_SPREAD",
     "Metric",
     "MetricProvider",
@@ -42,7 +35,6 @@ __all__ = [
     "parse_count",
     "parse_latency_ms",
     "parse_target",
-    "register_metric_provider",
     "save_spectrum",
     "select",
 ]

@@ -78,7 +78,7 @@ def format_table(
     ``metrics``' names; e.g. a training summary::
 
         format_table([{"width": 1.0, "macs": 4_610_000, "top1": 0.91, "top5": 0.99}, ...],
-                     "markdown", CLASSIFICATION_METRICS[:2])
+                     "markdown", metrics)
 
     A spectrum with noisy timings gets a line under its text or Markdown table saying so.
     """

@@ -1,6 +1,6 @@
-"""Training: width sampling (the sandwich rule), losses, schedules and the loop."""
+"""Training: width sampling (the sandwich rule), the one sandwich step, schedules and the loop."""
 
-from .losses import soft_cross_entropy
 from .sampling import STRATEGIES, sample_widths
+from .step import SandwichLoss, sandwich_step
 
-__all__ = ["STRATEGIES", "sample_widths", "soft_cross_entropy"]
+__all__ = ["STRATEGIES", "SandwichLoss", "sample_widths", "sandwich_step"]

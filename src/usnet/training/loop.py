@@ -1,6 +1,8 @@
-"""The classification training loop: sandwich rule, DDP, autocast, atomic checkpoints, exact resume.
+"""The training loop of every task trained from a data loader (classification, super-resolution):
+the sandwich step, DDP, autocast, per-iteration schedules, atomic checkpoints, exact resume.
 
-Run folder (``output.dir``)::
+The task (:class:`LoopTask`) supplies the model, the data, the loss and the evaluation; the loop
+owns the rest. Run folder (``output.dir``)::
 
     checkpoint/      the model (model.safetensors + usnet.json), written at the end of every epoch
     resume.pt        everything a resumed run needs (weights, optimizer, schedule, RNG, epoch),
@@ -14,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -22,90 +26,108 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .. import checkpoint
-from ..calibration import calibrate, clear_calibration
-from ..config import TrainConfig, dump_yaml, to_dict
-from ..data import calibration_loader, create_dataset, create_loader, dataset_info
-from ..models import create_model
-from ..nn import format_width, width_space
+from ..calibration import clear_calibration
+from ..config import dump_yaml, to_dict
+from ..config.sections import check_amp
+from ..config.widths import check_model_widths
+from ..data.loader import EpochLoader
+from ..io import atomic_write
+from ..nn import WidthSpace, width_space
 from .distributed import DistInfo, barrier, cleanup, init_distributed
-from .evaluate import evaluate
+from .grid import evaluate_widths
 from .optim import create_optimizer, create_scheduler
+from .resume import CHECKPOINT, ResumeState, check_run_folder, clear_run_folder
 from .sampling import sample_widths
-from .step import sandwich_step
-
-RESUME = "resume.pt"
-CHECKPOINT = "checkpoint"
+from .step import SandwichLoss, sandwich_step
 
 
-def build_model(cfg: TrainConfig) -> nn.Module:
-    """The model of ``cfg``, sized from the data set unless ``model.kwargs`` says otherwise."""
-    info = dataset_info(cfg.data.name, cfg.data.root)
-    return create_model(cfg.model.name, **{**info, **cfg.model.kwargs})
+class LoopTask(Protocol):
+    """What the loop needs from a task (``cfg`` is the task's validated config)."""
+
+    name: str
+    #: The metric logged for the smallest and largest width after each evaluated epoch.
+    primary: str
+
+    def build_model(self, cfg: Any) -> nn.Module: ...
+
+    def train_loader(
+        self, cfg: Any, world_size: int, distributed: bool, device: torch.device
+    ) -> EpochLoader:
+        """This rank's share of ``data.batch_size``; batches are ``(inputs, target)``."""
+        ...
+
+    def steps_per_epoch(self, cfg: Any, loader: EpochLoader) -> int: ...
+
+    def loss(self, cfg: Any) -> SandwichLoss: ...
+
+    def evaluate(
+        self, model: nn.Module, cfg: Any, widths: Sequence[float], device: torch.device
+    ) -> dict[float, dict[str, float]]:
+        """Metrics per width (calibrating BN first where the model has it)."""
+        ...
+
+    def report(
+        self,
+        model: nn.Module,
+        cfg: Any,
+        results: dict[float, dict[str, float]],
+        out: Path,
+        history: list[dict[str, Any]],
+    ) -> tuple[Any, str]:
+        """The final results as stored in the checkpoint's metadata, and as printed."""
+        ...
 
 
-def _autocast(cfg: TrainConfig, device: torch.device):  # noqa: ANN202
-    if cfg.train.amp is None:
+def final_widths(cfg: Any) -> list[float]:
+    """The widths evaluated after training: ``eval.widths``, or the trained list of a model
+    trained at fixed widths (``fixed``/``switches`` sampling)."""
+    return cfg.eval.grid if cfg.train.trains_range else sorted(cfg.train.widths or [])
+
+
+def _epoch_widths(cfg: Any, space: WidthSpace) -> list[float]:
+    tc = cfg.train
+    ends = {space.width_min, space.width_max} if tc.trains_range else set(tc.widths or [])
+    return sorted(ends)
+
+
+def _autocast(amp: str | None, device: torch.device) -> Callable[[], Any]:
+    if amp is None:
         return contextlib.nullcontext
-    dtype = torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return lambda: torch.autocast(device.type, dtype=dtype)
 
 
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def validate_widths(
-    model: nn.Module,
-    cfg: TrainConfig,
-    widths: list[float],
-    device: torch.device,
-    max_samples: int | None = None,
-) -> dict[float, dict[str, float]]:
-    """Calibrate ``widths`` on training images, then evaluate them on the test split."""
-    calib = calibration_loader(
-        cfg.data.name,
-        cfg.data.root,
-        cfg.calibrate.num_samples,
-        cfg.calibrate.batch_size,
-        seed=cfg.train.seed,
-    )
-    calibrate(model, calib, widths, cfg.calibrate.num_samples, cfg.calibrate.method, progress=False)
-    val = create_dataset(cfg.data.name, cfg.data.root, "test")
-    if max_samples is not None and max_samples < len(val):
-        val = torch.utils.data.Subset(val, range(max_samples))
-    loader = create_loader(
-        val, cfg.data.val_batch_size, shuffle=False, num_workers=cfg.data.num_workers
-    )
-    return {w: evaluate(model, loader, w, device) for w in widths}
-
-
 def train(
-    cfg: TrainConfig, resume: bool = False, device: str | None = None, progress: bool = True
+    cfg: Any,
+    task: LoopTask,
+    resume: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
-    """Train ``cfg`` (under ``torchrun``: on every rank), then calibrate and evaluate its width grid.
+    """Train ``cfg`` (under ``torchrun``: on every rank), then evaluate its width grid.
 
     Returns the checkpoint folder. ``resume=True`` continues from ``output.dir/resume.pt``
-    exactly where the last finished epoch left off.
+    exactly where the last finished epoch left off. A folder that already holds a run is
+    refused unless ``resume`` or ``overwrite`` (which starts afresh). ``device`` overrides
+    ``train.device``.
     """
-    info, dev = init_distributed(device)
-    cfg.check_device(dev.type)
+    out = Path(cfg.output.dir)
+    check_run_folder(out, resume, overwrite)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    info, dev = init_distributed(device or cfg.train.device)
+    check_amp(cfg.train.amp, dev.type)
     try:
-        return _train(cfg, resume, info, dev, progress)
+        if overwrite and info.is_main:
+            clear_run_folder(out)
+        return _train(cfg, task, resume, info, dev, progress)
     finally:
         cleanup(info)
 
 
 def _train(
-    cfg: TrainConfig, resume: bool, info: DistInfo, dev: torch.device, progress: bool
+    cfg: Any, task: LoopTask, resume: bool, info: DistInfo, dev: torch.device, progress: bool
 ) -> Path:
     out = Path(cfg.output.dir)
     tc = cfg.train
@@ -114,52 +136,40 @@ def _train(
             f"data.batch_size {cfg.data.batch_size} must divide evenly over {info.world_size} ranks"
         )
     torch.manual_seed(tc.seed)
-    model = build_model(cfg).to(dev)
+    model = task.build_model(cfg).to(dev)
+    check_model_widths(model, {"train.widths": tc.widths or [], "eval.widths": cfg.eval.grid})
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     space = width_space(model)
-    train_set = create_dataset(
-        cfg.data.name, cfg.data.root, "train", augment=cfg.data.augment, seed=tc.seed
-    )
-    loader = create_loader(
-        train_set,
-        cfg.data.batch_size // info.world_size,
-        shuffle=True,
-        num_workers=cfg.data.num_workers,
-        seed=tc.seed,
-        distributed=info.enabled,
-        drop_last=True,
-        pin_memory=dev.type == "cuda",
-    )
-    steps = (
-        len(loader) if tc.max_steps_per_epoch is None else min(len(loader), tc.max_steps_per_epoch)
-    )
+    loader = task.train_loader(cfg, info.world_size, info.enabled, dev)
+    steps = task.steps_per_epoch(cfg, loader)
     if steps == 0:
         raise ValueError(
-            f"data.batch_size {cfg.data.batch_size} is larger than the training set ({len(train_set)})"
+            f"data.batch_size {cfg.data.batch_size} is larger than the training set "
+            f"({len(loader.dataset)})"  # type: ignore[arg-type]
         )
     optimizer = create_optimizer(cfg.optim, model)
     scheduler = create_scheduler(cfg.schedule, optimizer, steps, tc.epochs)
     scaler = torch.amp.GradScaler(dev.type, enabled=tc.amp == "fp16")
     widths_gen = torch.Generator().manual_seed(tc.seed)  # identical on every rank
-    start_epoch, history = 0, []
+    meta = {"task": task.name, "config": to_dict(cfg)}
+    state = ResumeState(
+        out, model, optimizer, scheduler, scaler, {"widths": widths_gen}, meta["config"]
+    )
+    start_epoch, history = 0, list[dict[str, Any]]()
     if resume:
-        state = checkpoint.load_state(out / RESUME, map_location=dev)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        widths_gen.set_state(state["widths_generator"])
-        _set_rng_state(state["rng"])
-        start_epoch, history = int(state["epoch"]), list(state.get("history", []))
+        counters, history = state.load(log=print if info.is_main else _quiet)
+        start_epoch = int(counters["epoch"])
     if start_epoch >= tc.epochs:
-        raise ValueError(f"{out / RESUME} already finished all {tc.epochs} epochs")
+        raise ValueError(
+            f"{out} already finished all {tc.epochs} epochs; raise train.epochs to train longer"
+        )
     ddp = (
         DistributedDataParallel(
             model,
             device_ids=[dev.index] if dev.type == "cuda" else None,
             broadcast_buffers=False,
-            find_unused_parameters=model.switches is not None,
+            find_unused_parameters=getattr(model, "switches", None) is not None,
         )
         if info.enabled
         else model
@@ -168,8 +178,9 @@ def _train(
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_yaml(to_dict(cfg)))
     writer = _tensorboard(out) if cfg.output.tensorboard and info.is_main else None
-    autocast = _autocast(cfg, dev)
+    autocast = _autocast(tc.amp, dev)
     backward = scaler.scale if tc.amp == "fp16" else None
+    loss_fn = task.loss(cfg)
     for epoch in range(start_epoch, tc.epochs):
         clear_calibration(model)  # statistics of the old weights are stale
         model.train()
@@ -191,16 +202,17 @@ def _train(
                 tc.sampling, space.width_min, space.width_max, tc.num_widths, tc.widths, widths_gen
             )
             optimizer.zero_grad(set_to_none=True)
-            losses = sandwich_step(
+            parts = sandwich_step(
                 ddp,
                 x,
                 y,
                 widths,
+                loss_fn,
                 tc.inplace_distillation,
-                tc.label_smoothing,
                 autocast,
                 (lambda loss: backward(loss).backward()) if backward else torch.Tensor.backward,
             )
+            losses = [p["loss"] for p in parts]
             if tc.grad_clip is not None:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
@@ -227,21 +239,18 @@ def _train(
         elapsed = time.perf_counter() - t0
         row: dict[str, float | int | str] = {
             "epoch": epoch + 1,
-            "lr": scheduler.get_last_lr()[0],
+            "lr": float(scheduler.get_last_lr()[0]),
             "loss_first": (sums[0] / steps).item(),
             "loss_smallest": (sums[1] / steps).item(),
             "loss_mean": (sums[2] / steps).item(),
             "images_per_s": seen / elapsed,
             "seconds": elapsed,
         }
+        if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == tc.epochs:  # on every rank
+            ends = evaluate_widths(task, model, cfg, _epoch_widths(cfg, space), info, dev)
+            for w, m in ends.items():
+                row[f"{task.primary}@{w:g}"] = m[task.primary]
         if info.is_main:
-            ends = sorted(
-                {space.width_min, space.width_max}
-                if tc.sampling in ("sandwich", "random")
-                else set(tc.widths or [])
-            )
-            for w, m in validate_widths(model, cfg, ends, dev).items():
-                row[f"top1@{w:g}"] = m["top1"]
             history.append(row)
             if writer is not None:
                 for k, v in row.items():
@@ -249,67 +258,35 @@ def _train(
                         writer.add_scalar(k, v, epoch + 1)
                 writer.flush()
             _write_csv(out / "metrics.csv", history)
-            checkpoint.save_state(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "widths_generator": widths_gen.get_state(),
-                    "rng": _rng_state(),
-                    "epoch": epoch + 1,
-                    "history": history,
-                },
-                out / RESUME,
-            )
             checkpoint.save(
-                model,
-                out / CHECKPOINT,
-                meta={"config": to_dict(cfg), "epoch": epoch + 1, "history": history},
+                model, out / CHECKPOINT, meta={**meta, "epoch": epoch + 1, "history": history}
             )
+            state.save({"epoch": epoch + 1}, history)  # after the checkpoint, paired with it
             tqdm.write(
                 " ".join(
                     f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
                 )
             )
         barrier(info)
+    results = evaluate_widths(task, model, cfg, final_widths(cfg), info, dev)  # shared
     if info.is_main:
-        grid = (
-            cfg.calibrate.grid if tc.sampling in ("sandwich", "random") else sorted(tc.widths or [])
-        )
-        results = validate_widths(model, cfg, grid, dev)
-        summary = [{"width": w, **m} for w, m in results.items()]
+        summary, text = task.report(model, cfg, results, out, history)
         checkpoint.save(
             model,
             out / CHECKPOINT,
-            meta={
-                "config": to_dict(cfg),
-                "epoch": tc.epochs,
-                "history": history,
-                "results": summary,
-            },
+            meta={**meta, "epoch": tc.epochs, "history": history, "results": summary},
         )
-        print(format_results(model, results, cfg))
+        state.save({"epoch": tc.epochs}, history)
+        print(text)
     barrier(info)
     return out / CHECKPOINT
 
 
-def format_results(
-    model: nn.Module, results: dict[float, dict[str, float]], cfg: TrainConfig
-) -> str:
-    """The per-width validation summary as a Markdown table."""
-    from ..profile import macs
-
-    lines = ["| width | MMACs | top-1 % | top-5 % |", "|---:|---:|---:|---:|"]
-    for w, m in sorted(results.items(), reverse=True):
-        lines.append(
-            f"| {format_width(w)} | {macs(model, w) / 1e6:.2f} | "
-            f"{100 * m['top1']:.2f} | {100 * m['top5']:.2f} |"
-        )
-    return "\n".join(lines)
+def _quiet(message: str) -> None:
+    """Ranks other than 0 keep quiet."""
 
 
-def _tensorboard(out: Path):  # noqa: ANN202
+def _tensorboard(out: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
@@ -328,4 +305,4 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
             w.writeheader()
             w.writerows(rows)
 
-    checkpoint.atomic_write(path, write)
+    atomic_write(path, write)

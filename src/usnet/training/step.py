@@ -1,51 +1,104 @@
-"""One training step: the sandwich rule with inplace distillation (design.md, "Training step")."""
+"""One training step for every task: the sandwich rule with inplace distillation (design.md).
+
+The task says how a width's outputs are scored (a :class:`SandwichLoss`); the step owns the rest:
+the widths in order, the teacher, the backward passes and DDP's gradient synchronisation.
+
+The teacher rule, one for every task: with inplace distillation on, the teacher is the model's
+largest width, trained first in the step (``sample_widths`` puts it first whenever it samples it).
+It learns from the labels, and its detached outputs are the target of every other width of the
+step. A step that does not train the largest width (``random`` sampling, a ``fixed`` narrow width,
+switches without it) has no teacher: every width learns from the labels. No extra teacher pass is
+ever made, so a step costs one forward and one backward per trained width.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, cast
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn import width_space
-from .losses import soft_cross_entropy
+
+#: A loss value: a scalar tensor, or named parts with the minimised total under ``"loss"``.
+LossParts = Tensor | Mapping[str, Tensor]
+
+
+class SandwichLoss(Protocol):
+    """How a task scores one width's outputs (classification, super-resolution, RL)."""
+
+    def loss(self, outputs: Any, target: Any) -> LossParts:
+        """The label loss: the teacher's, and every width's when there is no teacher."""
+        ...
+
+    def distill_loss(self, outputs: Any, teacher: Any, target: Any) -> LossParts:
+        """Inplace distillation: ``teacher`` is the largest width's detached ``outputs``."""
+        ...
+
+
+def detach(outputs: Any) -> Any:
+    """``outputs`` (a tensor or a tuple/list/dict of tensors) cut from the graph."""
+    if isinstance(outputs, Tensor):
+        return outputs.detach()
+    if isinstance(outputs, Mapping):
+        return {k: detach(v) for k, v in outputs.items()}
+    if isinstance(outputs, (tuple, list)):
+        return type(outputs)(detach(v) for v in outputs)
+    return outputs
+
+
+def _parts(value: LossParts) -> Mapping[str, Tensor]:
+    if isinstance(value, Tensor):
+        return {"loss": value}
+    if "loss" not in value:
+        raise ValueError(f"a loss given as parts needs a 'loss' entry, got {sorted(value)}")
+    return value
 
 
 def sandwich_step(
     model: nn.Module,
-    x: Tensor,
-    y: Tensor,
+    inputs: Any,
+    target: Any,
     widths: Sequence[float],
+    loss_fn: SandwichLoss,
     inplace_distillation: bool = True,
-    label_smoothing: float = 0.0,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     backward: Callable[[Tensor], None] = Tensor.backward,
-) -> list[Tensor]:
-    """Forward and backward ``x`` at each width in turn; gradients accumulate (no optimizer step).
+) -> list[dict[str, Tensor]]:
+    """Forward and backward ``inputs`` at each width in turn; gradients accumulate (the caller
+    makes one optimizer step).
 
-    The first width trains on labels. With ``inplace_distillation`` and the first width being
-    the model's largest, every other width trains on its detached softmax (soft cross-entropy,
-    no label term); otherwise every width trains on labels. Under DDP (``model`` wrapped in
-    DistributedDataParallel) all but the last backward run in ``no_sync()``, so gradients are
-    all-reduced once per step. Returns the detached loss of each width.
+    ``model(inputs)`` runs under ``autocast``; the losses are computed outside it. Under DDP
+    (``model`` wrapped in DistributedDataParallel) all but the last backward run in
+    ``no_sync()``, so gradients are all-reduced once per step. ``backward`` lets a GradScaler
+    scale the loss. Returns each width's detached loss parts (``"loss"`` and any others the task
+    reports), in the order of ``widths``; the model's width is restored afterwards.
     """
     space = width_space(model)
-    teacher: Tensor | None = None
-    losses = []
-    for i, w in enumerate(widths):
-        last = i == len(widths) - 1
-        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
-        with sync:
-            space.set(w)
-            with autocast():
-                logits = model(x)
-            if teacher is None:
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-                if i == 0 and inplace_distillation and w >= space.width_max - 1e-9:
-                    teacher = F.softmax(logits.detach().float(), dim=-1)
-            else:
-                loss = soft_cross_entropy(logits, teacher)
-            backward(loss)
-        losses.append(loss.detach())
-    return losses
+    before = space.config
+    teacher: Any = None
+    results = []
+    try:
+        for i, w in enumerate(widths):
+            last = i == len(widths) - 1
+            sync = (
+                contextlib.nullcontext()
+                if last or not hasattr(model, "no_sync")
+                else cast(Any, model).no_sync()
+            )
+            with sync:
+                space.set(w)
+                with autocast():
+                    outputs = model(inputs)
+                if teacher is None:
+                    parts = _parts(loss_fn.loss(outputs, target))
+                    if i == 0 and inplace_distillation and w >= space.width_max - 1e-9:
+                        teacher = detach(outputs)
+                else:
+                    parts = _parts(loss_fn.distill_loss(outputs, teacher, target))
+                backward(parts["loss"])
+            results.append({k: v.detach() for k, v in parts.items()})
+    finally:
+        space.set(cast(Any, before))  # a canonical width config
+    return results

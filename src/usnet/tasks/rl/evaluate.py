@@ -4,18 +4,14 @@ measure agents like any other US model."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import build_config
-from ..nn import WidthConfig
-from ..nn import width as at_width
-from ..spectrum.providers import Metric, MetricProvider, ProviderOptions, register_metric_provider
+from ...nn import WidthConfig
+from ...nn import width as at_width
+from ...spectrum.providers import Metric, MetricProvider, ProviderOptions
 from .config import RLConfig
 from .envs import make_vector_env
 
@@ -72,19 +68,19 @@ def evaluate(
     }
 
 
-@register_metric_provider("rl")
-def _reinforcement_learning(
-    model: nn.Module, config: Mapping[str, Any], options: ProviderOptions
-) -> MetricProvider:
-    """Mean return over the checkpoint's evaluation episodes for ``usnet spectrum``."""
-    cfg = build_config(RLConfig, config, source="checkpoint config")
+RL_METRICS = (
+    Metric("return_mean", "mean episodic return", True, spread="return_std"),
+    Metric("return_std", "return std", None),
+)
+
+
+def metric_provider(model: nn.Module, cfg: RLConfig, options: ProviderOptions) -> MetricProvider:
+    """Mean return over the checkpoint's evaluation episodes (``options.max_eval_samples``:
+    fewer episodes)."""
     episodes = options.max_eval_samples or cfg.eval.episodes
     return MetricProvider(
         task="rl",
-        metrics=(
-            Metric("return_mean", "mean episodic return", True, spread="return_std"),
-            Metric("return_std", "return std", None),
-        ),
+        metrics=RL_METRICS,
         evaluate=lambda m, w: evaluate(m, w, cfg.env.id, episodes, cfg.eval.seed, cfg.eval.greedy),
         dataset=cfg.env.id,
     )

@@ -5,7 +5,7 @@ the agent has; docs/rl.md says why). Every minibatch then trains the widths the 
 picks (``[w_max, w_min]`` + ``n - 2`` random widths), largest first; the gradients of all widths
 accumulate and one optimizer step follows. Each width's PPO loss uses the behaviour policy's
 log-probabilities as the trust-region anchor, so for narrow widths the ratio is the true
-importance weight of the collected actions. With ``distill`` the narrow widths also learn the
+importance weight of the collected actions. With inplace distillation the narrow widths also learn the
 largest width's detached action distribution (KL) and value (MSE), the RL form of inplace
 distillation.
 """
@@ -20,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn import width as at_width
-from ..nn import width_space
-from ..training import sample_widths
-from .config import PPOConfig, WidthsConfig
+from ...nn import width as at_width
+from ...nn import width_space
+from ...training import sample_widths
+from ...training.step import sandwich_step
+from .config import PPOConfig, RLTraining
 
 
 @dataclass
@@ -79,15 +80,17 @@ def _device(model: nn.Module) -> torch.device:
 class Collector:
     """Steps a vector environment with the model; keeps the current observations and episodes.
 
-    Actions are drawn with its own generator, so a run is reproducible whatever else uses the
-    global RNG. ``episodes`` collects ``(return, length)`` of every finished episode (raw rewards).
+    Actions are drawn with its own generator (``generator``, else one seeded ``seed``), so a run
+    is reproducible whatever else uses the global RNG. ``episodes`` collects ``(return, length)`` of every finished episode (raw rewards).
     """
 
-    def __init__(self, envs: gym.vector.VectorEnv, seed: int) -> None:
+    def __init__(
+        self, envs: gym.vector.VectorEnv, seed: int, generator: torch.Generator | None = None
+    ) -> None:
         self.envs = envs
         obs, _ = envs.reset(seed=seed)
         self.obs = _obs_tensor(obs)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = generator or torch.Generator().manual_seed(seed)
         self._ret = np.zeros(envs.num_envs)
         self._len = np.zeros(envs.num_envs, dtype=np.int64)
         self.episodes: list[tuple[float, int]] = []
@@ -169,7 +172,7 @@ def width_losses(
     batch: dict[str, Tensor],
     cfg: PPOConfig,
     teacher: tuple[Tensor, Tensor] | None = None,
-    widths_cfg: WidthsConfig | None = None,
+    train: RLTraining | None = None,
 ) -> dict[str, Tensor]:
     """The loss of one width on a minibatch, with its parts (``loss`` is what is minimised).
 
@@ -186,58 +189,36 @@ def width_losses(
     loss = policy + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
     out = {"policy": policy, "value": value_loss, "entropy": entropy}
     if teacher is not None:
-        if widths_cfg is None:
-            raise ValueError("distillation needs the widths config (its coefficients)")
+        if train is None:
+            raise ValueError("distillation needs the train config (its coefficients)")
         t_logps, t_value = teacher
         kl = (t_logps.exp() * (t_logps - logps)).sum(-1).mean()
         value_distill = 0.5 * (value.float() - t_value).pow(2).mean()
-        loss = (
-            loss
-            + widths_cfg.distill_policy_coef * kl
-            + widths_cfg.distill_value_coef * value_distill
-        )
+        loss = loss + train.distill_policy_coef * kl + train.distill_value_coef * value_distill
         out.update(kl=kl, value_distill=value_distill)
     out["loss"] = loss
     return out
 
 
-def sandwich_backward(
-    model: nn.Module,
-    batch: dict[str, Tensor],
-    widths: list[float],
-    cfg: PPOConfig,
-    widths_cfg: WidthsConfig,
-) -> dict[float, dict[str, float]]:
-    """Accumulate into ``.grad`` the gradients of every width's loss; no optimizer step.
+class PPOLoss:
+    """PPO's loss per width; inplace distillation adds the KL to the largest width's detached
+    policy and the MSE to its value (a :class:`~usnet.training.step.SandwichLoss`)."""
 
-    The largest width goes first (its detached outputs are the narrow widths' teacher); if the
-    sampled widths lack it and distillation is on, a no-grad pass at the largest width makes
-    the teacher. Returns each width's loss parts.
-    """
-    w_max = width_space(model).width_max
-    teacher: tuple[Tensor, Tensor] | None = None
-    if widths_cfg.distill and all(w < w_max for w in widths):
-        with torch.no_grad(), at_width(model, w_max):
-            logits, value = model(batch["obs"])
-        teacher = (F.log_softmax(logits.float(), dim=-1), value.float())
-    stats: dict[float, dict[str, float]] = {}
-    for w in widths:
-        with at_width(model, w):
-            logits, value = model(batch["obs"])
-        is_max = w >= w_max
-        parts = width_losses(
-            logits,
-            value,
-            batch,
-            cfg,
-            None if is_max or not widths_cfg.distill else teacher,
-            widths_cfg,
-        )
-        parts["loss"].backward()
-        if is_max and widths_cfg.distill:
-            teacher = (F.log_softmax(logits.detach().float(), dim=-1), value.detach().float())
-        stats[w] = {k: float(v.detach()) for k, v in parts.items()}
-    return stats
+    def __init__(self, cfg: PPOConfig, train: RLTraining) -> None:
+        self.cfg, self.train = cfg, train
+
+    def loss(self, outputs: tuple[Tensor, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return width_losses(*outputs, batch, self.cfg)
+
+    def distill_loss(
+        self,
+        outputs: tuple[Tensor, Tensor],
+        teacher: tuple[Tensor, Tensor],
+        batch: dict[str, Tensor],
+    ) -> dict[str, Tensor]:
+        logits, value = teacher
+        target = (F.log_softmax(logits.float(), dim=-1), value.float())
+        return width_losses(*outputs, batch, self.cfg, target, self.train)
 
 
 def update(
@@ -245,13 +226,14 @@ def update(
     optimizer: torch.optim.Optimizer,
     rollout: Rollout,
     cfg: PPOConfig,
-    widths_cfg: WidthsConfig,
+    train: RLTraining,
     generator: torch.Generator,
 ) -> dict[str, float]:
     """``epochs`` passes over the rollout in ``minibatches`` shuffled minibatches.
 
-    Per minibatch: sample widths, accumulate their gradients, clip the total, one step.
-    Returns the mean loss parts of the largest and the smallest trained width.
+    Per minibatch: sample widths, accumulate their gradients (the shared
+    :func:`~usnet.training.step.sandwich_step`), clip the total, one step. Returns the mean loss
+    parts of the largest and the smallest trained width.
     """
     rollout.compute_gae(cfg.gamma, cfg.gae_lambda)
     device = _device(model)
@@ -259,6 +241,7 @@ def update(
     n = data["actions"].shape[0]
     size = n // cfg.minibatches
     space = width_space(model)
+    loss_fn = PPOLoss(cfg, train)
     model.train()
     sums: dict[str, float] = {}
     count = 0
@@ -270,17 +253,23 @@ def update(
             adv = batch["advantages"]
             batch["advantages"] = (adv - adv.mean()) / (adv.std() + 1e-8)
             widths = sample_widths(
-                widths_cfg.sampling,
+                train.sampling,
                 space.width_min,
                 space.width_max,
-                widths_cfg.num_widths,
-                widths_cfg.widths,
+                train.num_widths,
+                train.widths,
                 generator,
             )
             optimizer.zero_grad(set_to_none=True)
-            stats = sandwich_backward(model, batch, widths, cfg, widths_cfg)
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            parts = sandwich_step(
+                model, batch["obs"], batch, widths, loss_fn, train.inplace_distillation
+            )
+            if train.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
             optimizer.step()
+            stats = {
+                w: {k: float(v) for k, v in p.items()} for w, p in zip(widths, parts, strict=True)
+            }
             hi, lo = stats[max(stats)], stats[min(stats)]
             for key, v in hi.items():
                 sums[f"max/{key}"] = sums.get(f"max/{key}", 0.0) + v

@@ -9,6 +9,7 @@ config says so. Only discrete action spaces are supported.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -45,7 +46,7 @@ def make_env(env_id: str) -> gym.Env:
     return _make(env_id)
 
 
-def _make(env_id: str, **kwargs: object) -> gym.Env:
+def _make(env_id: str, **kwargs: Any) -> gym.Env:
     try:
         return gym.make(env_id, **kwargs)
     except gym.error.Error as e:

@@ -8,12 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import WidthConfig, width
+from ...nn import WidthConfig, width
 
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, loader: Iterable, width_config: WidthConfig, device: torch.device | None = None
+    model: nn.Module,
+    loader: Iterable,
+    width_config: WidthConfig,
+    device: torch.device | None = None,
 ) -> dict[str, float]:
     """Top-1/top-5 accuracy (fractions) and mean cross-entropy over ``loader`` at ``width_config``.
 

@@ -1,0 +1,114 @@
+"""Super-resolution as a task of the training loop: the sandwich rule without BN. The largest
+width learns L1 to the HR image; the others L1 to its detached output (inplace distillation) or,
+with ``inplace_distillation: false``, to the HR image too. No BN, so nothing to calibrate: every
+width is ready to evaluate."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from ...data.loader import EpochLoader
+from ...data.sr import SRTestSet
+from ...spectrum.providers import MetricProvider, ProviderOptions
+from ...spectrum.tables import format_table
+from ...training.loop import CHECKPOINT
+from ...training.loop import train as train_loop
+from .config import SRConfig
+from .data import build_model, test_set, train_loader
+from .evaluate import bicubic_metrics, evaluate
+from .loss import L1Loss
+from .provider import SR_METRICS, metric_provider
+
+
+class SRTask:
+    """What :func:`usnet.training.loop.train` needs to train a super-resolution network."""
+
+    name = "sr"
+    config = SRConfig
+    primary = "psnr"
+
+    def build_model(self, cfg: SRConfig) -> nn.Module:
+        return build_model(cfg)
+
+    def train_loader(
+        self, cfg: SRConfig, world_size: int, distributed: bool, device: torch.device
+    ) -> EpochLoader:
+        return train_loader(cfg, world_size, distributed)
+
+    def steps_per_epoch(self, cfg: SRConfig, loader: EpochLoader) -> int:
+        return len(loader)
+
+    def loss(self, cfg: SRConfig) -> L1Loss:
+        return L1Loss()
+
+    def evaluate(
+        self, model: nn.Module, cfg: SRConfig, widths: Sequence[float], device: torch.device
+    ) -> dict[float, dict[str, float]]:
+        test = test_set(cfg)
+        return {w: evaluate(model, w, test) for w in widths}
+
+    def report(
+        self,
+        model: nn.Module,
+        cfg: SRConfig,
+        results: dict[float, dict[str, float]],
+        out: Path,
+        history: list[dict[str, Any]],
+    ) -> tuple[Any, str]:
+        """PSNR, SSIM and MACs per width with the bicubic reference; also ``results.json``."""
+        summary = final_results(model, test_set(cfg), results)
+        summary["train_time_s"] = round(sum(float(r["seconds"]) for r in history), 1)
+        summary["checkpoint"] = str(out / CHECKPOINT)
+        (out / "results.json").write_text(json.dumps({**summary, "history": history}, indent=2))
+        text = format_results(summary) + f"\nresults: {out / 'results.json'}"
+        return summary, text
+
+    def metric_provider(
+        self, model: nn.Module, cfg: SRConfig, options: ProviderOptions
+    ) -> MetricProvider:
+        return metric_provider(model, cfg, options)
+
+    def train(
+        self,
+        cfg: SRConfig,
+        resume: bool = False,
+        device: str | None = None,
+        progress: bool = True,
+        overwrite: bool = False,
+    ) -> Path:
+        """Train ``cfg`` with the shared loop; returns the checkpoint folder."""
+        return train_loop(cfg, self, resume, device, progress, overwrite)
+
+
+def final_results(
+    model: nn.Module, test: SRTestSet, results: dict[float, dict[str, float]]
+) -> dict[str, Any]:
+    """The results with MACs (per LR pixel x the profiling input) and the bicubic reference."""
+    from ...profile import macs
+
+    rows = [
+        {"width": w, "macs": macs(model, w), **{k: round(v, 4) for k, v in m.items()}}
+        for w, m in results.items()
+    ]
+    bic = {k: round(v, 4) for k, v in bicubic_metrics(test).items()}
+    return {
+        "input_size": list(cast(Any, model).input_size),
+        "bicubic": bic,
+        "widths": rows,
+        "test_images": list(test.pairs.names),
+    }
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """The results as a Markdown table (the spectrum's formatter), bicubic as the last row."""
+    bicubic = {"width": "bicubic", **results["bicubic"]}
+    return format_table([*results["widths"], bicubic], "markdown", SR_METRICS)
+
+
+TASK = SRTask()

@@ -1,0 +1,199 @@
+"""A run folder's resume state: one atomic ``resume.pt`` beside the checkpoint, for every task.
+
+``resume.pt`` holds everything a resumed run restores: the model's weights, the optimizer,
+the learning-rate schedule, the AMP scaler, the run's generators (widths, minibatches, actions),
+the global RNG states, the counters (epoch, step...) and history, and the training config. It is
+written *after* the checkpoint and records the checkpoint's save id, so a crash between the two
+writes is detected; as it holds the weights too, a resumed run never pairs one save's weights
+with another save's optimizer state. It loads with ``torch.load(weights_only=True)`` onto the
+CPU (RNG states must be CPU byte tensors; the optimizer's state follows its parameters).
+
+A resumed run must train what was trained: :func:`config_changes` names the fields of the config
+that differ (the model, the optimizer, the data...), and resuming refuses them in one line. Only
+fields that do not change the training trajectory may differ (:data:`RESUMABLE`), plus the run's
+length (``train.epochs``, ``train.total_steps``): a longer run continues.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import checkpoint
+
+RESUME = "resume.pt"
+CHECKPOINT = "checkpoint"
+FORMAT = "usnet-resume"
+#: What a run writes into its folder (``--overwrite`` removes them before training).
+RUN_FILES = (CHECKPOINT, RESUME, "metrics.csv", "log.jsonl", "results.json", "config.yaml")
+#: Config fields (dotted prefixes) a resumed run may change: they do not change what is trained.
+RESUMABLE = (
+    "output",
+    "eval",
+    "calibrate",
+    "train.epochs",
+    "train.total_steps",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.threads",
+    "train.device",
+    "data.root",
+    "data.train_dir",
+    "data.test_dir",
+    "data.num_workers",
+    "data.val_batch_size",
+)
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, Mapping) and data:
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: data}
+
+
+def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """``"path (old -> new)"`` for every field that differs, except :data:`RESUMABLE` ones."""
+    a, b = _flatten(saved), _flatten(current)
+    changes = []
+    for key in sorted(a.keys() | b.keys()):
+        if any(key == p or key.startswith(p + ".") for p in RESUMABLE):
+            continue
+        old, new = a.get(key, "(unset)"), b.get(key, "(unset)")
+        if old != new:
+            changes.append(f"{key} ({old!r} -> {new!r})")
+    return changes
+
+
+def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run over an existing one (its checkpoint would be lost) unless
+    ``overwrite``; ``resume`` needs the old run's state. Raises in one line."""
+    if resume:
+        if overwrite:
+            raise ValueError("--resume continues the run in output.dir; --overwrite replaces it")
+        if not (out / RESUME).is_file():
+            raise FileNotFoundError(f"cannot resume: {out / RESUME} does not exist")
+        return
+    found = [name for name in RUN_FILES[:2] if (out / name).exists()]
+    if found and not overwrite:
+        raise ValueError(
+            f"{out} already holds a training run ({', '.join(found)}); continue it with "
+            f"--resume, train into another folder with --set output.dir=DIR, or replace it "
+            f"with --overwrite"
+        )
+
+
+def clear_run_folder(out: Path) -> None:
+    """Remove what a run wrote into ``out`` (for ``--overwrite``); other files stay."""
+    for name in RUN_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+class ResumeState:
+    """The stateful objects of one run, saved to and restored from ``folder/resume.pt``.
+
+    ``scheduler`` and ``scaler`` may be None; ``generators`` names the run's own
+    ``torch.Generator`` objects (e.g. ``{"widths": g}``); ``config`` is the run's validated
+    config as plain data (``to_dict(cfg)``).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any = None,
+        scaler: Any = None,
+        generators: Mapping[str, torch.Generator] | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.folder, self.path = Path(folder), Path(folder) / RESUME
+        self.model, self.optimizer = model, optimizer
+        self.scheduler, self.scaler = scheduler, scaler
+        self.generators = dict(generators or {})
+        self.config = dict(config or {})
+
+    def save(self, counters: Mapping[str, Any], history: list | None = None) -> Path:
+        """Write ``resume.pt`` atomically; call it right *after* saving the checkpoint, whose
+        save id it records."""
+        ckpt = self.folder / CHECKPOINT
+        state = {
+            "format": FORMAT,
+            "checkpoint_id": checkpoint.read_info(ckpt)["save_id"] if ckpt.is_dir() else None,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
+            "generators": {k: g.get_state() for k, g in self.generators.items()},
+            "rng": _rng_state(),
+            "counters": dict(counters),
+            "history": list(history or []),
+            "config": self.config,
+        }
+        return checkpoint.save_state(state, self.path)
+
+    def load(self, log: Callable[[str], None] = print) -> tuple[dict[str, Any], list]:
+        """Restore every object from ``resume.pt``; returns its counters and history.
+
+        Raises ``ValueError`` in one line when the file is not a resume state or the config
+        differs in a field that changes what is trained.
+        """
+        state = checkpoint.load_state(self.path, map_location="cpu")
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise ValueError(
+                f"cannot resume: {self.path} is not a usnet resume state (written by another "
+                "version?); start afresh with --overwrite"
+            )
+        changes = config_changes(state["config"], self.config)
+        if changes:
+            raise ValueError(
+                f"cannot resume {self.folder}: the config differs from the run's in "
+                f"{'; '.join(changes)}; restore those values, or start a new run (another "
+                "output.dir, or --overwrite)"
+            )
+        self._check_pair(state, log)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])  # moves its state to the weights
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        for name, g in self.generators.items():
+            g.set_state(state["generators"][name].cpu())
+        _set_rng_state(state["rng"])
+        return dict(state["counters"]), list(state["history"])
+
+    def _check_pair(self, state: Mapping[str, Any], log: Callable[[str], None]) -> None:
+        """Whether the checkpoint beside ``resume.pt`` is the one saved with it: if not (a
+        crash came between the two writes), the run resumes from ``resume.pt``'s own weights."""
+        ckpt = self.folder / CHECKPOINT
+        found = checkpoint.read_info(ckpt)["save_id"] if ckpt.is_dir() else None
+        if found != state["checkpoint_id"]:
+            log(
+                f"{ckpt} is not the checkpoint saved with {self.path} (a run stopped between "
+                f"the two writes); resuming from {self.path} at {dict(state['counters'])}"
+            )

@@ -1,0 +1,84 @@
+"""``usnet train`` is one command for every task: the same flags mean the same thing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures import write_fashion_mnist
+from PIL import Image
+
+from usnet.cli import main
+from usnet.config import dump_yaml
+
+RL = {
+    "task": "rl",
+    "env": {"id": "CartPole-v1", "num_envs": 2},
+    "model": {"name": "us_actor_critic_mlp", "kwargs": {"hidden": [8, 8]}},
+    "train": {"total_steps": 32, "log_every": 1, "threads": 0},
+    "ppo": {"rollout_steps": 16, "epochs": 1},
+    "eval": {"episodes": 1, "widths": "1.0"},
+}
+
+
+def _sr(tmp_path: Path) -> dict:
+    rng = np.random.default_rng(0)
+    for name in ("train", "test"):
+        (tmp_path / name).mkdir()
+        array = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+        Image.fromarray(array, "RGB").save(tmp_path / name / "a.png")
+    return {
+        "task": "sr",
+        "model": {"name": "us_edsr", "kwargs": {"n_resblocks": 1, "n_feats": 8}},
+        "data": {
+            "train_dir": str(tmp_path / "train"),
+            "test_dir": str(tmp_path / "test"),
+            "patch_size": 6,
+            "batch_size": 2,
+        },
+        "train": {"epochs": 1, "steps_per_epoch": 2, "log_every": 1},
+        "eval": {"widths": [1.0]},
+    }
+
+
+def _classification(tmp_path: Path) -> dict:
+    data = write_fashion_mnist(tmp_path / "fmnist", n_train=64, n_test=16)
+    return {
+        "model": {"name": "us_mlp", "kwargs": {"hidden": [8]}},
+        "data": {"root": str(data), "batch_size": 16},
+        "train": {"epochs": 1, "max_steps_per_epoch": 2},
+        "calibrate": {"num_samples": 16},
+        "eval": {"widths": [1.0]},
+    }
+
+
+def _recipe(tmp_path: Path, raw: dict) -> str:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(dump_yaml({**raw, "output": {"dir": str(tmp_path / "run")}}))
+    return str(path)
+
+
+@pytest.mark.parametrize("make", [_classification, _sr, lambda p: RL], ids=["cls", "sr", "rl"])
+def test_a_bad_device_is_refused_in_one_line(tmp_path, capsys, make):
+    """Defect 5: ``--device banana`` trained on the CPU (classification) or crashed (RL)."""
+    assert main(["train", _recipe(tmp_path, make(tmp_path)), "--device", "banana"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "usnet train: error: device 'banana' is not a torch device (allowed: cpu, cuda, cuda:N, mps)\n"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("make", [_sr, lambda p: RL], ids=["sr", "rl"])
+def test_device_and_no_progress_reach_every_task(tmp_path, capsys, make):
+    """Defect 5: ``--device`` raised a TypeError for RL; ``--no-progress`` was ignored for SR
+    and RL (SR printed a line per logged step)."""
+    recipe = _recipe(tmp_path, make(tmp_path))
+    assert main(["train", recipe, "--device", "cpu", "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "it/s" not in err and "%|" not in err  # no progress bar
+    assert " step 1/" not in out  # no per-step progress lines either
+    assert "checkpoint: " in out
+    assert main(["train", recipe, "--device", "cpu", "--overwrite"]) == 0
+    assert "%|" in capsys.readouterr().err  # without the flag there is a bar
