@@ -19,7 +19,7 @@ from usnet.config import build_config, dump_yaml
 from usnet.tasks import load_config, task_config
 from usnet.tasks.classification import TASK, TrainConfig
 from usnet.tasks.classification.data import build_model
-from usnet.training import loop
+from usnet.training.resume import CHECKPOINT, RESUME
 
 TINY = {"input_size": 28, "blocks": [[1, 8, 1, 1], [6, 16, 1, 2]], "last_channels": 32}
 
@@ -76,7 +76,7 @@ def test_cli_train_then_calibrate_a_new_width(tmp_path, data, capsys):
 
 
 def _resume_state(run: Path) -> dict:
-    return checkpoint.load_state(run / loop.RESUME)
+    return checkpoint.load_state(run / RESUME)
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path, data, monkeypatch):
@@ -124,7 +124,7 @@ def test_crash_between_checkpoint_and_resume_state_resumes_consistently(
         TASK.train(cfg, progress=False)
     monkeypatch.setattr(checkpoint, "save_state", real)
     run = tmp_path / "b" / "run"
-    assert checkpoint.read_meta(run / loop.CHECKPOINT)["epoch"] == 2
+    assert checkpoint.read_meta(run / CHECKPOINT)["epoch"] == 2
     assert _resume_state(run)["counters"]["epoch"] == 1
     capsys.readouterr()
     TASK.train(cfg, resume=True, progress=False)
@@ -176,7 +176,7 @@ def test_a_finished_run_is_not_overwritten(tmp_path, data, capsys):
     cfg_file.write_text(dump_yaml(_cfg(tmp_path, data, "train.epochs=1")))
     args = ["train", str(cfg_file), "--no-progress"]
     assert main(args) == 0
-    ckpt = tmp_path / "run" / loop.CHECKPOINT
+    ckpt = tmp_path / "run" / CHECKPOINT
     before = checkpoint.read_info(ckpt)["save_id"]
     capsys.readouterr()
     assert main(args) == 2
@@ -247,8 +247,8 @@ def ddp_runs(tmp_path_factory, data) -> Path:
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, data, ddp_runs):
     """No BN (us_mlp): 2 ranks x 16 images must give the weights of 1 rank x 32 images."""
     single = TASK.train(_cfg(tmp_path / "one", data, *_COMMON), device="cpu", progress=False)
-    a = checkpoint.load_state(single.parent / loop.RESUME)["model"]
-    b = checkpoint.load_state(ddp_runs / "two" / "run" / loop.RESUME)["model"]
+    a = checkpoint.load_state(single.parent / RESUME)["model"]
+    b = checkpoint.load_state(ddp_runs / "two" / "run" / RESUME)["model"]
     moved = 0.0
     init = build_model(_cfg(tmp_path, data, *_COMMON)).state_dict()
     for k in a:
@@ -265,7 +265,7 @@ def test_ddp_ranks_share_the_width_grid(ddp_runs, data):
 
     logs = [(ddp_runs / f"grid.rank{r}").read_text().splitlines() for r in (0, 1)]
     assert logs[0] == ["0.35", "0.35 0.75"] and logs[1] == ["1", "0.5 1"]  # epoch end, final
-    ckpt = ddp_runs / "grid" / "run" / loop.CHECKPOINT
+    ckpt = ddp_runs / "grid" / "run" / CHECKPOINT
     assert [r["width"] for r in checkpoint.read_meta(ckpt)["results"]] == _GRID
     shared = checkpoint.load(ckpt)
     assert all(is_calibrated(shared, w) for w in _GRID)
