@@ -342,3 +342,44 @@ def test_end_to_end_real_usnet_train_through_the_runner(tmp_path):
         3 * 64 * results.step_macs(model, meta["config"]["train"], [0.25, 1.0])
     )
     assert float(us[1.0]["cpu_seconds"]) > 0 and float(us[1.0]["wall_seconds"]) > 0
+
+
+def test_calibration_study_compares_settings_with_the_reference_and_skips_done_ones(
+    tmp_path, template, capsys
+):
+    data = write_fashion_mnist(tmp_path / "fmnist", n_train=128, n_test=64)
+    model = usnet.load(template)
+    config = {"data": {"name": "fashion_mnist", "root": str(data), "val_batch_size": 64}}
+    usnet.save(model, tmp_path / "runs/sched/us-e4-s0/checkpoint", meta={"config": config})
+    plan = tmp_path / "calib.yaml"
+    plan.write_text(
+        yaml.safe_dump(
+            {
+                "checkpoint": {"plan": "sched", "run": "us-e4-s0"},
+                "widths": "0.35,1.0",
+                "num_samples": [32, 64],
+                "seeds": [0],
+                "reference": {"num_samples": 64},
+                "batch_size": 16,
+            }
+        )
+    )
+    args = ["calibration", str(plan), "--runs-dir", str(tmp_path / "runs"),
+            "--results-dir", str(tmp_path / "results")]  # fmt: skip
+    assert cli.main(args) == 0
+    assert capsys.readouterr().out.count(" s for 2 widths") == 4  # the reference is one of them
+    with open(tmp_path / "results/calib.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 4 * 2
+    ref = [r for r in table if (r["num_samples"], r["method"]) == ("64", "exact")]
+    assert [float(r["diff_pp"]) for r in ref] == [0.0, 0.0]
+    for r in table:
+        assert float(r["diff_pp"]) == pytest.approx(
+            100 * (float(r["top1"]) - float(r["top1_reference"])), abs=1e-3
+        )
+        assert float(r["seconds"]) > 0
+    assert (tmp_path / "results/calib/calibration.png").stat().st_size > 1000
+    assert cli.main(args) == 0 and " s for 2 widths" not in capsys.readouterr().out
+    (tmp_path / "runs/sched/us-e4-s0/checkpoint/usnet.json").unlink()
+    assert cli.main(args) == 2
+    assert "run plan sched first" in capsys.readouterr().err

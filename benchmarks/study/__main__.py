@@ -4,6 +4,7 @@
     python -m benchmarks.study run PLAN --dry-run        # the runs and their estimated CPU time
     python -m benchmarks.study gather PLAN               # CSV + plots from the finished runs
     python -m benchmarks.study time PLAN [--methods A B]  # measure per-epoch times for the plan
+    python -m benchmarks.study calibration benchmarks/plans/calibration.yaml
 
 Run from the repository root (plans name their config relative to it). See docs/reproduction.md.
 """

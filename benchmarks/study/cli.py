@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
         help="extra override for the timing runs (e.g. data.root=...)",
     )
     t.add_argument("--out", type=Path, help="also write the measurements as JSON here")
+    c = sub.add_parser("calibration", help="the calibration study on one trained checkpoint")
+    c.add_argument("plan", type=Path, help="benchmarks/plans/calibration.yaml")
+    c.add_argument("--runs-dir", type=Path, default=Path("runs/study"), metavar="DIR")
+    c.add_argument("--results-dir", type=Path, default=Path("benchmarks/results"), metavar="DIR")
     return p
 
 
@@ -66,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "calibration":
+            from .calibration import run_calibration
+
+            return run_calibration(args.plan, args.runs_dir, args.results_dir)
         plan = load_plan(args.plan, ROOT)
         usnet = shlex.split(args.usnet)
         if args.command == "time":

@@ -146,10 +146,10 @@ def rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**base, **w} for w in doc["widths"]]
 
 
-def write_csv(path: Path, table: list[dict[str, Any]]) -> None:
-    """All rows in ``COLUMNS`` order, written atomically."""
+def write_csv(path: Path, table: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS) -> None:
+    """All rows in ``columns`` order, written atomically."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(table)
     path.parent.mkdir(parents=True, exist_ok=True)
