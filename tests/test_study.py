@@ -383,3 +383,36 @@ def test_calibration_study_compares_settings_with_the_reference_and_skips_done_o
     (tmp_path / "runs/sched/us-e4-s0/checkpoint/usnet.json").unlink()
     assert cli.main(args) == 2
     assert "run plan sched first" in capsys.readouterr().err
+
+
+def test_baselines_from_another_plan_are_gathered_not_run(tmp_path, fake, capsys):
+    assert _study(tmp_path, "run", _plan(tmp_path, runs=[{"method": "us", "epochs": 2}])) == 0
+    other = _plan(
+        tmp_path,
+        name="q",
+        runs=[{"method": "ind-1.0", "epochs": 2}],
+        baselines=[{"plan": "p", "runs": ["us-e2-s0", "us-e9-s0"]}],
+    )
+    assert _study(tmp_path, "run", other) == 0
+    assert [c[1] for c in _calls(fake)] == ["us-e2-s0", "ind-1.0-e2-s0"]
+    with open(tmp_path / "results/q.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert {(r["plan"], r["run"]) for r in table} == {("p", "us-e2-s0"), ("q", "ind-1.0-e2-s0")}
+    assert "not finished (1): p/us-e9-s0" in capsys.readouterr().out
+
+
+def test_timing_measures_two_short_epochs_per_method_and_prints_the_plan_block(
+    tmp_path, fake, capsys
+):
+    plan = _plan(tmp_path, grids=[{"method": ["us", "ind-1.0"], "epochs": [32], "seed": [3]}])
+    out = tmp_path / "timing.json"
+    args = ["--methods", "us", "--steps", "10", "--steps-per-epoch", "100", "--out", str(out)]
+    assert _study(tmp_path, "time", plan, *args) == 0
+    (call,) = _calls(fake)
+    assert call[0] == "train" and call[2] == "fresh"
+    printed = capsys.readouterr().out
+    assert "timing:\n  measured: " in printed and "  seconds_per_epoch:\n    us: " in printed
+    (m,) = json.loads(out.read_text())["methods"]
+    assert m["step_seconds"] == pytest.approx(0.128)  # the fake's 1.28 s per 10-step epoch
+    assert m["epoch_seconds"] == pytest.approx(100 * 0.128 + m["validation_seconds"], abs=0.1)
+    assert 0 < m["cpu_per_wall"] <= 1.5 and m["epoch_cpu_seconds"] > 0

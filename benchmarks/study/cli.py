@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         help="extra override for the timing runs (e.g. data.root=...)",
     )
     t.add_argument("--out", type=Path, help="also write the measurements as JSON here")
+    t.add_argument("--repeat", type=int, default=1, help="tries per method; the fastest counts")
     c = sub.add_parser("calibration", help="the calibration study on one trained checkpoint")
     c.add_argument("plan", type=Path, help="benchmarks/plans/calibration.yaml")
     c.add_argument("--runs-dir", type=Path, default=Path("runs/study"), metavar="DIR")
@@ -80,7 +81,14 @@ def main(argv: list[str] | None = None) -> int:
             from .timing import measure_plan, timing_yaml
 
             record = measure_plan(
-                plan, args.methods, usnet, ROOT, args.steps, args.steps_per_epoch, tuple(args.extra)
+                plan,
+                args.methods,
+                usnet,
+                ROOT,
+                args.steps,
+                args.steps_per_epoch,
+                tuple(args.extra),
+                args.repeat,
             )
             if args.out:
                 from .records import write_json

@@ -11,6 +11,7 @@ A plan expands into named runs, each one ``usnet train CONFIG --set ...`` invoca
       - {method: [us, ind-1.0], epochs: [4, 32], seed: [0, 1, 2]}
     runs:                                     # single runs (a name is optional)
       - {method: us, epochs: 8, lr: 0.4}
+    baselines: [{plan: other, runs: [us-e4-s0]}]  # finished runs of another plan, drawn too
     timing: {seconds_per_epoch: {us: 120, ind-1.0: 40}, seconds_per_run: {us: 30, ind-1.0: 15}}
 
 A run's overrides are, in order: the plan's ``set``, its method's ``set``, ``train.epochs``,
@@ -79,6 +80,14 @@ class Timing(_Strict):
     seconds_per_run: dict[str, float] = {}
 
 
+class Baseline(_Strict):
+    """Finished runs of another plan drawn and tabulated with this one (not run again): e.g. the
+    ablations compare with the schedule plan's US-Nets instead of training them twice."""
+
+    plan: str
+    runs: list[str] = Field(min_length=1)
+
+
 class PlanFile(_Strict):
     description: str = ""
     config: str
@@ -88,6 +97,7 @@ class PlanFile(_Strict):
     methods: dict[str, Method]
     grids: list[Grid] = []
     runs: list[RunEntry] = []
+    baselines: list[Baseline] = []
     timing: Timing = Timing()
 
     @field_validator("set")
@@ -132,6 +142,7 @@ class Plan(BaseModel):
     threads: int
     spectrum_widths: str | None
     runs: tuple[Run, ...]
+    baselines: tuple[Baseline, ...]
     timing: Timing
 
 
@@ -228,6 +239,7 @@ def load_plan(path: str | Path, root: Path | None = None) -> Plan:
         threads=data.threads,
         spectrum_widths=data.spectrum_widths,
         runs=tuple(runs),
+        baselines=tuple(data.baselines),
         timing=data.timing,
     )
 

@@ -10,7 +10,8 @@ Files, per run ``R`` of plan ``P``::
                           were read
     RUNS/P/R/study.log    the output of every attempt
     RESULTS/P/R.json      the committed copy: the record plus per-width results (no weights)
-    RESULTS/P.csv         every finished run, one row per width (``gather``)
+    RESULTS/P.csv         every finished run, one row per width, plus the plan's baselines
+                          (finished runs of other plans; ``gather``)
 
 A run is finished when its completion record, or its committed results, match its spec (config
 and overrides); a finished run whose spec changed is refused, never overwritten. Unfinished
@@ -342,11 +343,16 @@ class Runner:
                 table += results.rows(doc)
             else:
                 missing.append(run.name)
+        for b in self.plan.baselines:
+            for name in b.runs:
+                doc = read_json(self.results / b.plan / f"{name}.json")
+                if doc and doc.get("status") == "finished":
+                    table += results.rows(doc)
+                else:
+                    missing.append(f"{b.plan}/{name}")
         path = self.results / f"{self.plan.name}.csv"
         results.write_csv(path, table)
-        print(
-            f"wrote {path}: {len(self.plan.runs) - len(missing)} finished runs, {len(table)} rows"
-        )
+        print(f"wrote {path}: {len(table)} rows")
         if missing:
             print(f"not finished ({len(missing)}): {', '.join(missing)}")
         if table:
