@@ -3,7 +3,8 @@ and ``usnet spectrum`` write (run folder, checkpoint metadata, resume state, spe
 a fraction of a second, without importing torch.
 
 Environment: ``FAKE_TEMPLATE`` a real checkpoint folder whose weights it copies;
-``FAKE_CALLS`` a file it appends ``COMMAND RUN MODE START_EPOCH PID`` lines to;
+``FAKE_CALLS`` a file it appends ``COMMAND RUN MODE START_EPOCH PID`` lines to (and
+``end RUN`` when a training finishes);
 ``FAKE_EPOCH_SECONDS`` sleep per epoch; ``FAKE_FAIL`` a run name that fails (exit 1);
 ``FAKE_REJECT`` a flag it does not know (argparse's exit 2).
 """
@@ -87,6 +88,8 @@ def train(args: list[str]) -> int:
         {"width": w, "top1": _top1(cfg, w), "top5": 0.99, "loss": 0.5} for w in widths
     ]
     _atomic(ckpt / "usnet.json", json.dumps(info))
+    with open(os.environ["FAKE_CALLS"], "a") as f:
+        f.write(f"end {out.name}\n")
     return 0
 
 

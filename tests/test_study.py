@@ -71,8 +71,9 @@ def _study(tmp_path: Path, command: str, plan: Path, *extra: str) -> int:
                      "--usnet", f"{sys.executable} {FAKE}", *extra])  # fmt: skip
 
 
-def _calls(log: Path) -> list[list[str]]:
-    return [ln.split() for ln in log.read_text().splitlines()]
+def _calls(log: Path, ends: bool = False) -> list[list[str]]:
+    lines = [ln.split() for ln in log.read_text().splitlines()]
+    return [c for c in lines if ends or c[0] != "end"]
 
 
 def test_plan_expands_grids_into_named_runs_with_overrides_in_order(tmp_path):
@@ -416,3 +417,12 @@ def test_timing_measures_two_short_epochs_per_method_and_prints_the_plan_block(
     assert m["step_seconds"] == pytest.approx(0.128)  # the fake's 1.28 s per 10-step epoch
     assert m["epoch_seconds"] == pytest.approx(100 * 0.128 + m["validation_seconds"], abs=0.1)
     assert 0 < m["cpu_per_wall"] <= 1.5 and m["epoch_cpu_seconds"] > 0
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_jobs_bounds_how_many_runs_train_at_once(tmp_path, fake, monkeypatch, jobs):
+    monkeypatch.setenv("FAKE_EPOCH_SECONDS", "0.3")
+    plan = _plan(tmp_path, grids=[{"method": ["us"], "epochs": [2], "seed": [0, 1]}])
+    assert _study(tmp_path, "run", plan, "--jobs", str(jobs)) == 0
+    order = [c[0] for c in _calls(fake, ends=True)]
+    assert order == (["train", "end"] * 2 if jobs == 1 else ["train", "train", "end", "end"])
