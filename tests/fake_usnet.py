@@ -5,7 +5,8 @@ a fraction of a second, without importing torch.
 Environment: ``FAKE_TEMPLATE`` a real checkpoint folder whose weights it copies;
 ``FAKE_CALLS`` a file it appends ``COMMAND RUN MODE START_EPOCH PID`` lines to (and
 ``end RUN`` when a training finishes);
-``FAKE_EPOCH_SECONDS`` sleep per epoch; ``FAKE_FAIL`` a run name that fails (exit 1);
+``FAKE_EPOCH_SECONDS`` sleep per epoch; ``FAKE_FAIL`` a run name whose training fails (exit 1),
+or ``spectrum RUN`` for its spectrum;
 ``FAKE_REJECT`` a flag it does not know (argparse's exit 2).
 """
 
@@ -99,6 +100,9 @@ def spectrum(args: list[str]) -> int:
     out = Path(args[args.index("--out") + 1])
     with open(os.environ["FAKE_CALLS"], "a") as f:
         f.write(f"spectrum {ckpt.parent.name} widths 0 {os.getpid()}\n")
+    if os.environ.get("FAKE_FAIL") == f"spectrum {ckpt.parent.name}":
+        print("usnet spectrum: error: failed as asked")
+        return 1
     rows = [
         {"width": w, "macs": 1000, "metrics": {"top1": _top1(cfg, w), "top5": 0.99, "loss": 0.5}}
         for w in _widths(args[args.index("--widths") + 1])

@@ -180,6 +180,19 @@ def test_spectrum_adds_widths_to_us_nets_only(tmp_path, fake):
     assert "--no-latency" in spec["command"] and spec["exit_code"] == 0
 
 
+def test_a_failed_spectrum_is_redone_without_training_again(tmp_path, fake, monkeypatch):
+    plan = _plan(tmp_path, spectrum_widths="0.35,1.0", runs=[{"method": "us", "epochs": 2}])
+    monkeypatch.setenv("FAKE_FAIL", "spectrum us-e2-s0")
+    assert _study(tmp_path, "run", plan) == 1
+    assert not (tmp_path / "results/p/us-e2-s0.json").exists()
+    monkeypatch.delenv("FAKE_FAIL")
+    assert _study(tmp_path, "run", plan) == 0
+    assert [c[0] for c in _calls(fake)] == ["train", "spectrum", "spectrum"]
+    doc = json.loads((tmp_path / "results/p/us-e2-s0.json").read_text())
+    assert [(a["phase"], a["exit_code"]) for a in doc["attempts"]] == [
+        ("train", 0), ("spectrum", 1), ("spectrum", 0)]  # fmt: skip
+
+
 def test_runner_killed_mid_run_resumes_it_and_skips_finished_runs(tmp_path, fake):
     plan = _plan(tmp_path, grids=[{"method": ["us"], "epochs": [3], "seed": [0, 1, 2]}])
     command = [sys.executable, "-m", "benchmarks.study", "run", str(plan),
