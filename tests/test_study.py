@@ -109,6 +109,10 @@ def test_plan_expands_grids_into_named_runs_with_overrides_in_order(tmp_path):
         ),  # fmt: skip
         ({"runs": [{"method": "us", "epochs": 0}]}, "runs.0.epochs"),
         ({"runs": [{"method": "us", "epochs": 4, "set": ["output.dir=x"]}]}, "not output.dir"),
+        (
+            {"methods": {"us": {"set": ["train.epochs"]}}, "runs": [{"method": "us", "epochs": 4}]},
+            "methods.us.set.0: .*must be KEY=VALUE",
+        ),  # fmt: skip
         ({"grids": [{"method": ["us"], "epochs": [4], "seeds": [1]}]}, "grids.0.seeds"),
         ({}, "the plan has no runs"),
     ],

@@ -24,16 +24,27 @@ from __future__ import annotations
 import itertools
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class PlanError(ValueError):
     """A plan that cannot be run: the message names the file and the bad field."""
+
+
+def _override(item: str) -> str:
+    if "=" not in item or item.startswith("output.dir"):
+        raise ValueError(
+            f"override {item!r} must be KEY=VALUE and not output.dir (the runner sets it)"
+        )
+    return item
+
+
+Override = Annotated[str, AfterValidator(_override)]
 
 
 class _Strict(BaseModel):
@@ -44,7 +55,7 @@ class Method(_Strict):
     """A contender: its overrides, and the family it is drawn with (e.g. all individually
     trained widths as one series)."""
 
-    set: list[str] = []
+    set: list[Override] = []
     family: str | None = None
 
 
@@ -55,7 +66,7 @@ class Grid(_Strict):
     epochs: list[int] = Field(min_length=1)
     seed: list[int] = [0]
     lr: list[float] | None = None
-    set: list[str] = []
+    set: list[Override] = []
     tag: str | None = None
 
 
@@ -66,7 +77,7 @@ class RunEntry(_Strict):
     epochs: int = Field(ge=1)
     seed: int = Field(0, ge=0)
     lr: float | None = Field(None, gt=0)
-    set: list[str] = []
+    set: list[Override] = []
     tag: str | None = None
     name: str | None = None
 
@@ -91,7 +102,7 @@ class Baseline(_Strict):
 class PlanFile(_Strict):
     description: str = ""
     config: str
-    set: list[str] = []
+    set: list[Override] = []
     threads: int = Field(1, ge=1)
     spectrum_widths: str | None = None
     methods: dict[str, Method]
@@ -99,19 +110,6 @@ class PlanFile(_Strict):
     runs: list[RunEntry] = []
     baselines: list[Baseline] = []
     timing: Timing = Timing()
-
-    @field_validator("set")
-    @classmethod
-    def _overrides(cls, value: list[str]) -> list[str]:
-        return [_override(s) for s in value]
-
-
-def _override(item: str) -> str:
-    if "=" not in item or item.startswith("output.dir"):
-        raise ValueError(
-            f"override {item!r} must be KEY=VALUE and not output.dir (the runner sets it)"
-        )
-    return item
 
 
 class Run(BaseModel):
@@ -155,11 +153,7 @@ def _run(plan: PlanFile, entry: RunEntry, where: str) -> Run:
     overrides = [*plan.set, *method.set, f"train.epochs={entry.epochs}", f"train.seed={entry.seed}"]
     if entry.lr is not None:
         overrides.append(f"optim.lr={entry.lr:g}")
-    for item in entry.set:
-        try:
-            overrides.append(_override(item))
-        except ValueError as e:
-            raise PlanError(f"{where}: {e}") from None
+    overrides += entry.set
     name = entry.name or "-".join(
         p
         for p in (
