@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from matplotlib import rcParams
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -41,19 +42,27 @@ def summarize(rows: Iterable[dict[str, Any]], by: tuple[str, ...]) -> dict[tuple
     return out
 
 
-def _series(rows: list[dict[str, Any]]) -> dict[str, str]:
-    """Series label -> kind (us / snet / individual), in first-seen order."""
-    return {r["series"]: r["kind"] for r in rows}
+def _series(rows: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    """Series label -> (kind: us / snet / individual, colour), in first-seen order; one colour
+    per series in every panel."""
+    kinds = {r["series"]: r["kind"] for r in rows}
+    colors = rcParams["axes.prop_cycle"].by_key()["color"]
+    return {s: (k, colors[i % len(colors)]) for i, (s, k) in enumerate(kinds.items())}
 
 
-def _draw(ax: Any, xs: list[float], stats: list[dict[str, float]], label: str, kind: str) -> None:
+def _draw(
+    ax: Any, xs: list[float], stats: list[dict[str, float]], label: str, style: tuple[str, str]
+) -> None:
+    kind, color = style
     marker, line = STYLE.get(kind, ("x", "-"))
     ys = [s["mean"] for s in stats]
     err = [
         [y - s["lo"] for y, s in zip(ys, stats, strict=True)],
         [s["hi"] - y for y, s in zip(ys, stats, strict=True)],
     ]
-    ax.errorbar(xs, ys, yerr=err, marker=marker, linestyle=line, capsize=3, label=label)
+    ax.errorbar(
+        xs, ys, yerr=err, marker=marker, linestyle=line, capsize=3, label=label, color=color
+    )
 
 
 def _figure(panels: int) -> tuple[Figure, list[Any]]:
@@ -64,6 +73,12 @@ def _figure(panels: int) -> tuple[Figure, list[Any]]:
 
 
 def _save(fig: Figure, path: Path) -> Path:
+    """One legend for all panels (a series may be missing from some), then the PNG."""
+    labels: dict[str, Any] = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            labels.setdefault(label, handle)
+    fig.legend(list(labels.values()), list(labels), loc="outside right upper", fontsize="small")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
@@ -74,13 +89,12 @@ def plot_width(rows: list[dict[str, Any]], path: Path) -> Path:
     epochs = sorted({r["epochs"] for r in rows})
     fig, axes = _figure(len(epochs))
     for ax, e in zip(axes, epochs, strict=True):
-        for label, kind in _series(rows).items():
+        for label, style in _series(rows).items():
             pts = sorted((w, s) for (lab, ep, w), s in stats.items() if lab == label and ep == e)
             if pts:
-                _draw(ax, [w for w, _ in pts], [s for _, s in pts], label, kind)
+                _draw(ax, [w for w, _ in pts], [s for _, s in pts], label, style)
         ax.set(title=f"{e} epochs", xlabel="width", ylabel="top-1 (%)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize="small")
     return _save(fig, path)
 
 
@@ -98,17 +112,16 @@ def plot_epochs(rows: list[dict[str, Any]], path: Path) -> Path:
     widths = _shared_widths(rows)
     fig, axes = _figure(len(widths))
     for ax, w in zip(axes, widths, strict=True):
-        for label, kind in _series(rows).items():
+        for label, style in _series(rows).items():
             pts = sorted((e, s) for (lab, wd, e), s in stats.items() if lab == label and wd == w)
             if pts:
-                _draw(ax, [e for e, _ in pts], [s for _, s in pts], label, kind)
+                _draw(ax, [e for e, _ in pts], [s for _, s in pts], label, style)
         ax.set(title=f"width {w:g}", xlabel="epochs", ylabel="top-1 (%)")
         ax.set_xscale("log", base=2)
         ticks = sorted({r["epochs"] for r in rows})
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.minorticks_off()
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize="small")
     return _save(fig, path)
 
 
@@ -117,15 +130,14 @@ def plot_compute(rows: list[dict[str, Any]], path: Path) -> Path:
     widths = _shared_widths(rows)
     fig, axes = _figure(len(widths))
     for ax, w in zip(axes, widths, strict=True):
-        for label, kind in _series(rows).items():
+        for label, style in _series(rows).items():
             pts = sorted(
                 (s["macs"], s) for (lab, wd, _), s in stats.items() if lab == label and wd == w
             )
             if pts:
-                _draw(ax, [m for m, _ in pts], [s for _, s in pts], label, kind)
+                _draw(ax, [m for m, _ in pts], [s for _, s in pts], label, style)
         ax.set(title=f"width {w:g}", xlabel="training MACs", ylabel="top-1 (%)", xscale="log")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize="small")
     return _save(fig, path)
 
 
