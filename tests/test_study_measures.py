@@ -46,7 +46,7 @@ def test_end_to_end_real_usnet_train_through_the_runner(tmp_path):
             "data.batch_size=32",
             "data.val_batch_size=64",
             "calibrate.num_samples=64",
-            "calibrate.widths=0.25,1.0",
+            "eval.widths=0.25,1.0",
         ],  # fmt: skip
         spectrum_widths="0.25,0.5,1.0",
         methods={"us": METHODS["us"]},

@@ -78,7 +78,7 @@ def measure(
     from usnet import checkpoint
     from usnet.calibration import calibrate, clear_calibration
     from usnet.data import calibration_loader, create_dataset, create_loader
-    from usnet.training.evaluate import evaluate
+    from usnet.tasks.classification.evaluate import evaluate
 
     meta = checkpoint.read_meta(ckpt)
     data = meta["config"]["data"]
