@@ -121,8 +121,10 @@ def load_cifar(
             raise ValueError(f"{folder / f}: label {y.max()} >= {limit} classes; not {name} binary")
         images.append(x)
         labels.append(y)
-    x = torch.from_numpy(np.concatenate(images))
-    return x, torch.from_numpy(np.concatenate(labels).astype(np.int64))
+    return (
+        torch.from_numpy(np.concatenate(images)),
+        torch.from_numpy(np.concatenate(labels).astype(np.int64)),
+    )
 
 
 def cifar(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -22,7 +23,7 @@ _SPLITS = {  # accepted split name -> the split each data set has under that mea
 }
 
 
-def _imagefolder(root: str | Path | None = None, **kw: object) -> ImageFolder:
+def _imagefolder(root: str | Path | None = None, **kw: Any) -> ImageFolder:
     if root is None:
         raise ValueError("dataset 'imagefolder' needs root= (the folder holding train/ and val/)")
     return ImageFolder(root, **kw)
@@ -54,7 +55,7 @@ def create_dataset(
     split: str = "train",
     augment: bool = False,
     seed: int = 0,
-    **kw: object,
+    **kw: Any,
 ) -> Dataset:
     """Build a data set by name.
 
@@ -76,7 +77,7 @@ def create_dataset(
         raise ValueError(f"bad arguments for dataset {name!r}: {e}") from None
 
 
-def dataset_info(name: str, root: str | Path | None = None, **kw: object) -> dict[str, int]:
+def dataset_info(name: str, root: str | Path | None = None, **kw: Any) -> dict[str, int]:
     """``num_classes``, ``in_chans``, ``input_size``: keyword arguments for ``create_model``.
 
     For the image folder the classes are counted in ``root/train`` when ``root`` is given,
@@ -98,7 +99,7 @@ def calibration_subset(dataset: Dataset, num_samples: int = 2000, seed: int = 0)
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(dataset), generator=g)[:num_samples]
+    order = torch.randperm(len(dataset), generator=g)[:num_samples]  # type: ignore[arg-type]
     return Subset(dataset, order.tolist())
 
 
@@ -109,7 +110,7 @@ def calibration_loader(
     batch_size: int = 200,
     seed: int = 0,
     num_workers: int = 0,
-    **kw: object,
+    **kw: Any,
 ) -> EpochLoader:
     """Batches of ``num_samples`` training images without augmentation, for BN calibration.
 

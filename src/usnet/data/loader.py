@@ -71,7 +71,9 @@ class EpochLoader(DataLoader):
         """Fix this epoch's order, augmentation and worker seeds; skip ``start_batch`` batches."""
         if epoch < 0 or start_batch < 0:
             raise ValueError(f"epoch and start_batch must be >= 0, got {epoch}, {start_batch}")
-        self.sampler.set_epoch(epoch, start_batch * self.batch_size)
+        sampler = self.sampler
+        assert isinstance(sampler, ResumableSampler) and self.batch_size is not None
+        sampler.set_epoch(epoch, start_batch * self.batch_size)
         base = _base(self.dataset)
         if hasattr(base, "set_epoch"):
             base.set_epoch(epoch)

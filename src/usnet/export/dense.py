@@ -44,8 +44,9 @@ def extract(model: nn.Module, width: WidthConfig | None, *, stats: bool = True) 
     hook = dense.__dict__.pop("_usnet_calibration_hook", None)
     if hook is not None:  # attached calibration data belongs to the US model
         dense._forward_pre_hooks.pop(hook.id, None)
-    if getattr(model, "input_size", None) is not None:
-        dense.input_size = tuple(model.input_size)
+    input_size = getattr(model, "input_size", None)
+    if input_size is not None:
+        dense.input_size = tuple(input_size)  # type: ignore[assignment]  # plain attribute
     return dense.eval()
 
 
@@ -79,7 +80,7 @@ def _own(dense: nn.Module, model: nn.Module) -> None:
             for store in (m._parameters, m._buffers):
                 for name, t in store.items():
                     if t is not None and id(t) in shared:
-                        store[name] = dense_param(t) if isinstance(t, nn.Parameter) else t.clone()
+                        store[name] = dense_param(t) if isinstance(t, nn.Parameter) else t.clone()  # type: ignore[assignment]
 
 
 def _convert(module: nn.Module, stats: bool) -> nn.Module:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +26,7 @@ from .base import USModel
 from .registry import register_model
 
 
-def _orthogonal_init(model: nn.Module, policy: nn.Module, value: nn.Module) -> None:
+def _orthogonal_init(model: nn.Module, policy: nn.Linear, value: nn.Linear) -> None:
     """The usual PPO init: orthogonal weights (gain sqrt 2), a near-uniform initial policy.
 
     A row prefix of an orthogonal matrix keeps orthonormal rows, so narrow widths start as
@@ -91,25 +92,29 @@ class USActorCriticMLP(USActorCritic):
             raise ValueError(f"hidden must be a non-empty list of positive ints, got {hidden!r}")
         super().__init__((obs_dim, 1, 1), num_actions, width_min, width_max, env_id)
         self.shared = bool(shared)
-        self.actor = self._mlp("actor" if not shared else "trunk", obs_dim, hidden, width_max)
-        self.critic = None if shared else self._mlp("critic", obs_dim, hidden, width_max)
-        feat_actor = self.actor[-2].out_ref
-        feat_critic = feat_actor if shared else self.critic[-2].out_ref
+        self.actor, feat_actor = self._mlp("actor" if not shared else "trunk", obs_dim, hidden)
+        self.critic: nn.Sequential | None = None
+        feat_critic = feat_actor
+        if not shared:
+            self.critic, feat_critic = self._mlp("critic", obs_dim, hidden)
         self.policy = USLinear(feat_actor, num_actions)
         self.value = USLinear(feat_critic, 1)
         _orthogonal_init(self, self.policy, self.value)
         self.finish()
 
     def _mlp(
-        self, name: str, obs_dim: int, hidden: Sequence[int], width_max: float
-    ) -> nn.Sequential:
+        self, name: str, obs_dim: int, hidden: Sequence[int]
+    ) -> tuple[nn.Sequential, GroupRef]:
+        """Linear-tanh layers of ``hidden`` features (times width_max), and their output group."""
         layers: list[nn.Module] = []
         inp: int | GroupRef = obs_dim
+        width_max = self.width_space.width_max
         for i, h in enumerate(hidden):
             out = self.width_space.group(f"{name}.fc{i + 1}", make_divisible(h * width_max))
             layers += [USLinear(inp, out), nn.Tanh()]
             inp = out
-        return nn.Sequential(*layers)
+        assert isinstance(inp, GroupRef)  # hidden is not empty
+        return nn.Sequential(*layers), inp
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         x = obs.flatten(1).float()
@@ -177,12 +182,12 @@ class USActorCriticCNN(USActorCritic):
 
 
 @register_model
-def us_actor_critic_mlp(**kwargs: object) -> USActorCriticMLP:
+def us_actor_critic_mlp(**kwargs: Any) -> USActorCriticMLP:
     """MLP actor-critic for vector observations (CartPole: obs_dim=4, num_actions=2)."""
     return USActorCriticMLP(**kwargs)
 
 
 @register_model
-def us_actor_critic_cnn(**kwargs: object) -> USActorCriticCNN:
+def us_actor_critic_cnn(**kwargs: Any) -> USActorCriticCNN:
     """Nature-DQN actor-critic for 84x84x4 Atari frames."""
     return USActorCriticCNN(**kwargs)

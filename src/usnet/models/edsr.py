@@ -13,6 +13,8 @@ the short CPU recipes need it; EDSR proper (the default) learns the whole image.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -28,6 +30,8 @@ SCALES = (2, 3, 4)
 
 class MeanShift(nn.Module):
     """Adds ``sign * mean`` per RGB channel (plain torch; exports as is)."""
+
+    shift: Tensor
 
     def __init__(self, mean: tuple[float, float, float] = RGB_MEAN, sign: float = -1.0) -> None:
         super().__init__()
@@ -83,13 +87,12 @@ class USEDSR(USModel):
             *(ResBlock(feats, res_scale) for _ in range(n_resblocks)),
             USConv2d(feats, feats, 3, bias=True),
         )
-        self.tail = nn.Sequential(
-            USConv2d(feats, 3 * self.scale**2, 3, bias=True), nn.PixelShuffle(self.scale)
-        )
+        tail = USConv2d(feats, 3 * self.scale**2, 3, bias=True)
+        self.tail = nn.Sequential(tail, nn.PixelShuffle(self.scale))
         self.add_mean = MeanShift(sign=1.0)
         if self.upsample_skip:
-            nn.init.zeros_(self.tail[0].weight)
-            nn.init.zeros_(self.tail[0].bias)
+            nn.init.zeros_(tail.weight)
+            nn.init.zeros_(tail.bias)  # type: ignore[arg-type]  # bias=True above
         self.finish()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -103,6 +106,6 @@ class USEDSR(USModel):
 
 
 @register_model
-def us_edsr(**kwargs: object) -> USEDSR:
+def us_edsr(**kwargs: Any) -> USEDSR:
     """US-EDSR (baseline-style, sized for CPU): 8 blocks x 32 features, x2 by default."""
     return USEDSR(**kwargs)

@@ -8,11 +8,12 @@ outputs. It has no batch norm, so a data-parallel run must match a single-proces
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..nn import USLinear, init_weights
+from ..nn import GroupRef, USLinear, init_weights
 from .base import USModel
 from .registry import register_model
 
@@ -28,7 +29,7 @@ class USMLP(USModel):
         width_max: float = 1.0,
     ) -> None:
         super().__init__(width_min, width_max, (in_chans, input_size, input_size))
-        features = in_chans * input_size * input_size
+        features: int | GroupRef = in_chans * input_size * input_size
         layers: list[nn.Module] = [nn.Flatten()]
         for i, h in enumerate(hidden):
             group = self.width_space.group(f"hidden{i}", h)
@@ -44,6 +45,6 @@ class USMLP(USModel):
 
 
 @register_model
-def us_mlp(**kwargs: object) -> USMLP:
+def us_mlp(**kwargs: Any) -> USMLP:
     """A US MLP for small images (default Fashion-MNIST: 784 -> 256 -> 256 -> 10)."""
     return USMLP(**kwargs)

@@ -7,6 +7,7 @@ Every other conv slims; the last features, and so the classifier's inputs, slim 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -77,13 +78,13 @@ class USMobileNetV1(USModel):
 
 
 @register_model
-def us_mobilenet_v1(**kwargs: object) -> USMobileNetV1:
+def us_mobilenet_v1(**kwargs: Any) -> USMobileNetV1:
     """The authors' ImageNet US-MobileNet v1: 224 px, width [0.25, 1.0], 569 M MACs at 1.0."""
     return USMobileNetV1(**kwargs)
 
 
 @register_model
-def us_mobilenet_v1_small(**kwargs: object) -> USMobileNetV1:
+def us_mobilenet_v1_small(**kwargs: Any) -> USMobileNetV1:
     """US-MobileNet v1 for 28-32 px images (Fashion-MNIST, CIFAR): 8x down-sampling, 32-256 channels.
 
     4.61 M MACs at width 1.0 and 0.37 M at 0.25 (28x28x1 input); the default model of

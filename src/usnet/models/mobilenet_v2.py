@@ -9,6 +9,7 @@ residual add are one channel group.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -106,13 +107,13 @@ class USMobileNetV2(USModel):
 
 
 @register_model
-def us_mobilenet_v2(**kwargs: object) -> USMobileNetV2:
+def us_mobilenet_v2(**kwargs: Any) -> USMobileNetV2:
     """The authors' ImageNet US-MobileNet v2: 224 px, width [0.35, 1.0], 301 M MACs at 1.0."""
     return USMobileNetV2(**kwargs)
 
 
 @register_model
-def us_mobilenet_v2_small(**kwargs: object) -> USMobileNetV2:
+def us_mobilenet_v2_small(**kwargs: Any) -> USMobileNetV2:
     """US-MobileNet v2 for 28-32 px images (Fashion-MNIST, CIFAR): 8x down-sampling, 16-96 channels.
 
     7.59 M MACs at width 1.0 and 1.55 M at 0.35 (28x28x1 input).

@@ -10,12 +10,14 @@ image channels never slim: the head reads 3 channels, the tail and the skip bran
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn import GroupRef, make_divisible
-from ..nn.layers import _Sliced
+from ..nn.layers import _Sliced, dense_param
 from ..nn.space import as_ref
 from .base import USModel
 from .edsr import MeanShift, check_scale
@@ -61,13 +63,13 @@ class USWeightNormConv2d(nn.Conv2d, _Sliced):
         conv = nn.Conv2d(
             weight.shape[1],
             weight.shape[0],
-            self.kernel_size,
-            padding=self.padding,
+            self.kernel_size[0],
+            padding=self.kernel_size[0] // 2,
             bias=self.bias is not None,
         ).to(weight.device, weight.dtype)
         conv.weight.copy_(weight)
         if self.bias is not None:
-            conv.bias.copy_(self.bias[: weight.shape[0]])
+            conv.bias = dense_param(self.bias[: weight.shape[0]])
         return conv
 
     def extra_repr(self) -> str:
@@ -126,7 +128,9 @@ class USWDSR(USModel):
     def _start_at_nearest(self) -> None:
         """Start as nearest-neighbour upscaling: the skip copies each pixel to its ``s x s``
         sub-pixels and the tail starts at zero, so short (CPU) runs begin from a sane image."""
-        s, skip, tail = self.scale, self.skip[0], self.tail[0]
+        s = self.scale
+        skip, tail = cast(USWeightNormConv2d, self.skip[0]), cast(USWeightNormConv2d, self.tail[0])
+        assert skip.bias is not None and tail.bias is not None
         skip.weight.zero_()
         centre = skip.kernel_size[0] // 2
         for c in range(3):
@@ -142,6 +146,6 @@ class USWDSR(USModel):
 
 
 @register_model
-def us_wdsr(**kwargs: object) -> USWDSR:
+def us_wdsr(**kwargs: Any) -> USWDSR:
     """US-WDSR-A (sized for CPU): 4 wide-activation blocks, 32 features x4 expansion, x2."""
     return USWDSR(**kwargs)
