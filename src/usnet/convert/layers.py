@@ -1,0 +1,384 @@
+"""The layers a converted network runs: the original modules' weights, sliced to the active
+channels of their channel groups (the ``ref.active`` counts of the width space).
+
+Unlike :class:`usnet.nn.USConv2d` and friends they are built *from* an existing module (its
+parameters are kept, not copied) and their channel dimensions are :class:`Span` s: one channel
+group (the leading channels are active) or the concatenation of several (DenseNet's inputs: the
+active channels of each part, gathered).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
+from torch.nn.utils import parametrize
+
+from ..nn import GroupRef, USBatchNorm2d, WidthSpace
+from ..nn.layers import _Sliced, dense_param
+
+
+class Span:
+    """The channels of one tensor dimension: segments ``(group ref, factor)`` laid end to end.
+
+    A segment holds ``factor`` entries per channel of its group (``factor`` = H*W for features
+    flattened channel-major); a width keeps the leading ``active * factor`` entries of each
+    segment. One segment is a prefix of the dimension (plain slicing); several are gathered by
+    :meth:`index` (cached per width).
+    """
+
+    __slots__ = ("parts", "full", "prefix", "_index")
+
+    def __init__(self, parts: Sequence[tuple[GroupRef, int]]) -> None:
+        self.parts = tuple((ref, int(f)) for ref, f in parts)
+        self.full = sum(ref.full * f for ref, f in self.parts)
+        self.prefix = len(self.parts) == 1
+        self._index: dict[tuple, Tensor] = {}
+
+    @property
+    def active(self) -> int:
+        if self.prefix:
+            ref, f = self.parts[0]
+            return ref.active * f
+        return sum(ref.active * f for ref, f in self.parts)
+
+    def index(self, device: torch.device) -> Tensor:
+        """Positions of the active entries in the full dimension (for several segments)."""
+        key = (device, *(ref.active for ref, _ in self.parts))
+        idx = self._index.get(key)
+        if idx is None:
+            pieces, offset = [], 0
+            for ref, f in self.parts:
+                pieces.append(torch.arange(ref.active * f, device=device) + offset)
+                offset += ref.full * f
+            if len(self._index) >= 64:
+                self._index.clear()
+            idx = self._index[key] = torch.cat(pieces)
+        return idx
+
+    def take(self, t: Tensor, dim: int) -> Tensor:
+        """The active entries of ``t`` along ``dim`` (a view for one segment)."""
+        if self.prefix:
+            return t.narrow(dim, 0, self.active)
+        return t.index_select(dim, self.index(t.device))
+
+    def __repr__(self) -> str:
+        parts = " + ".join(
+            (repr(ref.group.name) if ref.space is not None else str(ref.full))
+            + (f"x{f}" if f != 1 else "")
+            for ref, f in self.parts
+        )
+        return f"Span({parts})"
+
+
+class _Taken(_Sliced):
+    """``_Sliced`` plus gathered input channels (several segments), cached the same way in eval."""
+
+    training: bool
+
+    def _take(self, param: Tensor, out: int, span: Span | None) -> Tensor:
+        if span is None or span.prefix:
+            return self._slice(param, out, None if span is None else span.active)
+        if self.training or torch.is_grad_enabled():
+            return span.take(param[:out], 1)
+        cache: dict = self.__dict__.setdefault("_slice_cache", {})
+        key = (id(param), out, "gather", *(ref.active for ref, _ in span.parts))
+        hit = cache.get(key)
+        if hit is not None and hit[0] == (param._version, param.data_ptr()):
+            return hit[1]
+        taken = span.take(param[:out], 1)
+        if len(cache) > 64:
+            cache.clear()
+        cache[key] = ((param._version, param.data_ptr()), taken)
+        return taken
+
+
+def _count(span: Span | None, full: int) -> int:
+    return full if span is None else span.active
+
+
+class SlimConv2d(_Taken, nn.Conv2d):
+    """A converted ``nn.Conv2d``. Grouped convs keep the group *width* (channels per group) and
+    run with ``active / group width`` groups, so a width is a prefix of whole groups: depthwise
+    convs are the case of width 1, RegNet's and ResNeXt's grouped convs the general one."""
+
+    def __init__(self, conv: nn.Conv2d, inp: Span | None, out: Span | None) -> None:
+        super().__init__(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,  # type: ignore[arg-type]
+            conv.stride,  # type: ignore[arg-type]
+            conv.padding,  # type: ignore[arg-type]
+            conv.dilation,  # type: ignore[arg-type]
+            conv.groups,
+            conv.bias is not None,
+            conv.padding_mode,
+            device="meta",
+        )
+        self.weight, self.bias = conv.weight, conv.bias
+        self.in_span, self.out_span = inp, out
+
+    def _active(self) -> tuple[Tensor, Tensor | None, int]:
+        cout = _count(self.out_span, self.out_channels)
+        if self.groups > 1:  # a prefix of whole groups: the per-group inputs stay as they are
+            weight = self._slice(self.weight, cout, None)
+            groups = cout // (self.out_channels // self.groups)
+        else:
+            weight, groups = self._take(self.weight, cout, self.in_span), 1
+        bias = None if self.bias is None else self._slice(self.bias, cout, None)
+        return weight, bias, groups
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight, bias, groups = self._active()
+        if self.padding_mode != "zeros":
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            return F.conv2d(x, weight, bias, self.stride, _pair(0), self.dilation, groups)
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_span} -> {self.out_span}, " + super().extra_repr()
+
+    @torch.no_grad()
+    def to_dense(self, stats: bool = True) -> nn.Conv2d:
+        """The plain ``nn.Conv2d`` of the current width (the export hook; weights copied)."""
+        weight, bias, groups = self._active()
+        conv = nn.Conv2d(
+            weight.shape[1] * groups,
+            weight.shape[0],
+            self.kernel_size,  # type: ignore[arg-type]
+            self.stride,  # type: ignore[arg-type]
+            self.padding,  # type: ignore[arg-type]
+            self.dilation,  # type: ignore[arg-type]
+            groups,
+            bias is not None,
+            self.padding_mode,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+        conv.weight = dense_param(weight)
+        if bias is not None:
+            conv.bias = dense_param(bias)
+        return conv
+
+
+class SlimLinear(_Taken, nn.Linear):
+    """A converted ``nn.Linear`` (inputs on the last dimension)."""
+
+    def __init__(self, linear: nn.Linear, inp: Span | None, out: Span | None) -> None:
+        super().__init__(
+            linear.in_features, linear.out_features, linear.bias is not None, device="meta"
+        )
+        self.weight, self.bias = linear.weight, linear.bias
+        self.in_span, self.out_span = inp, out
+
+    def _active(self) -> tuple[Tensor, Tensor | None]:
+        cout = _count(self.out_span, self.out_features)
+        weight = self._take(self.weight, cout, self.in_span)
+        bias = None if self.bias is None else self._slice(self.bias, cout, None)
+        return weight, bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, *self._active())
+
+    def extra_repr(self) -> str:
+        return f"{self.in_span} -> {self.out_span}, bias={self.bias is not None}"
+
+    @torch.no_grad()
+    def to_dense(self, stats: bool = True) -> nn.Linear:
+        weight, bias = self._active()
+        linear = nn.Linear(
+            weight.shape[1], weight.shape[0], bias is not None, weight.device, weight.dtype
+        )
+        linear.weight = dense_param(weight)
+        if bias is not None:
+            linear.bias = dense_param(bias)
+        return linear
+
+
+class SlimBatchNorm(USBatchNorm2d):
+    """A converted ``nn.BatchNorm1d``/``2d``: a :class:`USBatchNorm2d` (per-width statistics,
+    found by calibration and checkpoints as such) over a :class:`Span`, keeping the original
+    affine parameters. 2-D inputs ``(N, C)`` work too; the dense form has the original's class."""
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm, span: Span | None, space: WidthSpace):
+        super().__init__(bn.num_features, space, eps=bn.eps)
+        if span is not None:  # a Span has GroupRef's .active and .full
+            self.ref = span  # type: ignore[assignment]
+        if bn.affine:
+            self.weight, self.bias = bn.weight, bn.bias
+        self.dense_type = nn.BatchNorm1d if isinstance(bn, nn.BatchNorm1d) else nn.BatchNorm2d
+
+    def _gathered(self) -> bool:
+        return isinstance(self.ref, Span) and not self.ref.prefix
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self._gathered():
+            return super().forward(x)
+        span: Span = self.ref  # type: ignore[assignment]
+        weight, bias = span.take(self.weight, 0), span.take(self.bias, 0)
+        if self.training:
+            return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+        stats = self.get_stats(self.space.key)
+        if stats is None:
+            raise self._uncalibrated()
+        return F.batch_norm(x, stats[0], stats[1], weight, bias, False, 0.0, self.eps)
+
+    @torch.no_grad()
+    def to_dense(self, stats: bool = True) -> Any:  # BatchNorm1d or 2d, as the original
+        c = self.ref.active
+        bn: Any = self.dense_type(
+            c, eps=self.eps, device=self.weight.device, dtype=self.weight.dtype
+        )
+        if self._gathered():
+            span: Span = self.ref  # type: ignore[assignment]
+            weight, bias = span.take(self.weight, 0), span.take(self.bias, 0)
+        else:
+            weight, bias = self.weight[:c], self.bias[:c]
+        bn.weight, bn.bias = dense_param(weight), dense_param(bias)
+        if stats:
+            found = self.get_stats(self.space.key)
+            if found is None:
+                raise self._uncalibrated()
+            bn.running_mean.copy_(found[0])
+            bn.running_var.copy_(found[1])
+        return bn
+
+
+class SlimBatchNormAct(SlimBatchNorm):
+    """timm's ``BatchNormAct2d`` (batch norm, dropout and activation in one module)."""
+
+    drop: nn.Module
+    act: nn.Module
+
+    def __init__(self, bn: Any, span: Span | None, space: WidthSpace) -> None:
+        super().__init__(bn, span, space)
+        self.drop, self.act = bn.drop, bn.act
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.drop(super().forward(x)))
+
+    def to_dense(self, stats: bool = True) -> Any:  # batch norm, dropout, activation in turn
+        return nn.Sequential(super().to_dense(stats), self.drop, self.act)
+
+
+class SlimLayerNorm(nn.LayerNorm):
+    """A converted layer norm over channels: it normalises over the *active* channels (as batch
+    norm keeps statistics of the active ones). ``channels_first``: over dim 1 of ``(N, C, H, W)``
+    (ConvNeXt's ``LayerNorm2d``); otherwise over the last dimension."""
+
+    def __init__(self, ln: nn.LayerNorm, span: Span | None, channels_first: bool) -> None:
+        super().__init__(
+            ln.normalized_shape,
+            ln.eps,
+            ln.elementwise_affine,
+            bias=getattr(ln, "bias", None) is not None,
+            device="meta",
+        )
+        self.weight, self.bias = ln.weight, ln.bias
+        self.span, self.channels_first = span, channels_first
+
+    def _active(self) -> tuple[tuple[int], Tensor | None, Tensor | None]:
+        span = self.span
+        c = _count(span, self.normalized_shape[0])
+        if span is None:
+            return (c,), self.weight, self.bias
+        weight = None if self.weight is None else span.take(self.weight, 0)
+        bias = None if self.bias is None else span.take(self.bias, 0)
+        return (c,), weight, bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.channels_first:
+            x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, *self._active(), self.eps)
+        return x.permute(0, 3, 1, 2) if self.channels_first else x
+
+    def extra_repr(self) -> str:
+        return f"{self.span}, eps={self.eps}, channels_first={self.channels_first}"
+
+    @torch.no_grad()
+    def to_dense(self, stats: bool = True) -> nn.LayerNorm:
+        shape, weight, bias = self._active()
+        if self.channels_first:
+            from torchvision.models.convnext import LayerNorm2d
+
+            ln: nn.LayerNorm = LayerNorm2d(shape, self.eps, weight is not None)
+        else:
+            ln = nn.LayerNorm(shape, self.eps, weight is not None, bias=bias is not None)
+        ln = ln.to(self.weight.device if self.weight is not None else "cpu")
+        if weight is not None:
+            ln.weight = dense_param(weight)
+        if bias is not None:
+            ln.bias = dense_param(bias)
+        return ln
+
+
+class SlimGroupNorm(nn.GroupNorm):
+    """A converted ``nn.GroupNorm`` with its group *width* kept: ``active / width`` groups."""
+
+    def __init__(self, gn: nn.GroupNorm, span: Span | None) -> None:
+        super().__init__(gn.num_groups, gn.num_channels, gn.eps, gn.affine, device="meta")
+        self.weight, self.bias = gn.weight, gn.bias
+        self.span = span
+
+    def _active(self) -> tuple[int, int]:
+        c = _count(self.span, self.num_channels)
+        return c // (self.num_channels // self.num_groups), c
+
+    def forward(self, x: Tensor) -> Tensor:
+        groups, c = self._active()
+        weight = None if self.weight is None else self.weight[:c]
+        bias = None if self.bias is None else self.bias[:c]
+        return F.group_norm(x, groups, weight, bias, self.eps)
+
+    @torch.no_grad()
+    def to_dense(self, stats: bool = True) -> nn.GroupNorm:
+        groups, c = self._active()
+        gn = nn.GroupNorm(groups, c, self.eps, self.affine)
+        if self.affine:
+            gn = gn.to(self.weight.device)
+            gn.weight, gn.bias = dense_param(self.weight[:c]), dense_param(self.bias[:c])
+        return gn
+
+
+class SliceChannels(nn.Module):
+    """A parametrization: a per-channel parameter (ConvNeXt's layer scale) at the active width."""
+
+    def __init__(self, span: Span, dim: int) -> None:
+        super().__init__()
+        self.span, self.dim = span, dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.span.take(x, self.dim)
+
+
+def slice_parameter(module: nn.Module, name: str, span: Span, dim: int) -> None:
+    """Make ``module.<name>`` read as its active channels (``torch.nn.utils.parametrize``), and
+    give the module the export hook that leaves the sliced copy behind."""
+    parametrize.register_parametrization(module, name, SliceChannels(span, dim), unsafe=True)
+    cls: Any = type(module)  # the class parametrize made for this module alone
+    cls.to_dense = _dense_parametrized
+
+
+@torch.no_grad()
+def _dense_parametrized(self: nn.Module, stats: bool = True) -> nn.Module:
+    """Export hook of a module with sliced parameters: its own class again, with plain
+    parameters holding the slices.
+
+    Works on ``extract``'s copy without ``remove_parametrizations``, which would edit the class
+    the copy shares with the US model, and leaves the originals (shared too) untouched.
+    """
+    plist: Any = self.parametrizations
+    slices = {name: getattr(self, name).detach().clone() for name in list(plist.keys())}
+    kinds = {name: isinstance(plist[name].original, nn.Parameter) for name in slices}
+    del self._modules["parametrizations"]
+    self.__class__ = type(self).__bases__[0]  # the class parametrize derived this one from
+    for name, value in slices.items():
+        if kinds[name]:
+            setattr(self, name, dense_param(value))
+        else:
+            self.register_buffer(name, value)
+    return self
