@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ..nn import WidthSpace
 from .analysis import Analysis, kind_of
-from .replace import make_space, replace_modules, verify
+from .replace import ConvertedSpace, replace_modules, verify
 from .trace import trace_model
 
 
@@ -67,7 +67,7 @@ def convert(
     for trace in traces:
         analysis.run(trace)
     groups = analysis.solver.solve()
-    space = make_space(width_min, width_max, divisor)
+    space = ConvertedSpace(width_min, width_max, divisor)
     model = replace_modules(model, analysis, groups, space)
     result: Any = model  # gets plain attributes, as a USModel has
     result.width_space = space

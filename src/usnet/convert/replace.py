@@ -3,6 +3,7 @@ becomes its slimmable form over that space, keeping its weights."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,11 +27,19 @@ from .layers import (
 )
 
 
-class DivisorSpace(WidthSpace):
-    """A width space that rounds to multiples of ``divisor`` instead of 8 (``make_divisible``'s
-    rule otherwise unchanged)."""
+class ConvertedSpace(WidthSpace):
+    """The width space of a converted network: the authors' rounding (``make_divisible``,
+    ``divisor`` 8, leading channels), with grouped convs kept whole.
 
-    def __init__(self, width_min: float, width_max: float, divisor: int) -> None:
+    A group that feeds grouped convs has ``ratio`` = their group width: it runs
+    ``make_divisible(full * w / ratio, divisor / gcd(divisor, ratio))`` groups, so its channels
+    are a multiple of ``lcm(divisor, ratio)`` (a ResNeXt group of 4 channels: multiples of 8;
+    RegNet's 24: of 24; depthwise convs: 8, the authors' rule). MobileNet v2's expansion ratio
+    instead rounds ``full * w / ratio`` to the divisor, i.e. channels to multiples of ``8 * t``,
+    which for group widths of 8 to 64 would leave few or no narrower networks.
+    """
+
+    def __init__(self, width_min: float, width_max: float, divisor: int = 8) -> None:
         super().__init__(width_min, width_max)
         self.divisor = int(divisor)
 
@@ -46,7 +55,7 @@ class DivisorSpace(WidthSpace):
                     per_group[g.name] if per_group is not None else config,  # type: ignore[arg-type]
                     g.ratio,
                     self.width_max,
-                    self.divisor,
+                    self.divisor // math.gcd(self.divisor, g.ratio),
                 )
                 if g.slimmable
                 else g.full
@@ -54,12 +63,6 @@ class DivisorSpace(WidthSpace):
             )
             hit = self._cache[config] = (active, plan_key(active))
         return hit
-
-
-def make_space(width_min: float, width_max: float, divisor: int) -> WidthSpace:
-    if divisor == 8:
-        return WidthSpace(width_min, width_max)
-    return DivisorSpace(width_min, width_max, divisor)
 
 
 class _Spans:
