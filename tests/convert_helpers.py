@@ -32,13 +32,17 @@ def widths_of(model: nn.Module, seed: int = 0, n: int = 3) -> list:
     rng = random.Random(seed)
     space = width_space(model)
     names = [g.name for g in space.groups]
-    widths: list = [space.width_min] + [round(rng.uniform(space.width_min, 1.0), 3) for _ in range(n)]
+    widths: list = [space.width_min] + [
+        round(rng.uniform(space.width_min, 1.0), 3) for _ in range(n)
+    ]
     if names:
         widths.append({name: round(rng.uniform(space.width_min, 1.0), 3) for name in names})
     return widths
 
 
-def check_converted(original: nn.Module, model: nn.Module, x: torch.Tensor, seed: int = 0) -> None:
+def check_converted(
+    original: nn.Module, model: nn.Module, x: torch.Tensor, seed: int = 0, n: int = 3
+) -> None:
     """Full width equals ``original``; every other width's dense export equals the US model;
     training runs (and back-propagates into the original weights) at the narrowest width."""
     original.eval()
@@ -48,7 +52,7 @@ def check_converted(original: nn.Module, model: nn.Module, x: torch.Tensor, seed
         got = model(x)
     assert want.abs().max() > 1e-3
     assert (got - want).abs().max().item() <= 1e-5
-    widths = widths_of(model, seed)
+    widths = widths_of(model, seed, n)
     fake_calibrate(model, widths, seed)
     for w in widths:
         dense = extract(model, w)

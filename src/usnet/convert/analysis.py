@@ -23,6 +23,7 @@ from .groups import Layout, MakeError, Solver
 from .trace import Trace, module_path
 
 _TIMM_LINEAR = "timm.layers.linear.Linear"
+_TIMM_CONV_SAME = "timm.layers.conv2d_same.Conv2dSame"
 _TIMM_BN_ACT = "timm.layers.norm_act.BatchNormAct2d"
 _LAYER_NORM = "timm.layers.norm.LayerNorm"
 _LAYER_NORM_2D = ("timm.layers.norm.LayerNorm2d", "torchvision.models.convnext.LayerNorm2d")
@@ -34,6 +35,8 @@ def kind_of(m: nn.Module) -> str | None:
     name = f"{cls.__module__}.{cls.__qualname__}"
     if isinstance(m, nn.Conv2d) and cls.forward is nn.Conv2d.forward:
         return "conv"
+    if name == _TIMM_CONV_SAME:
+        return "conv_same"
     if isinstance(m, nn.Linear) and (cls.forward is nn.Linear.forward or name == _TIMM_LINEAR):
         return "linear"
     if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and cls.forward is _BatchNorm.forward:
@@ -148,7 +151,7 @@ class Analysis:
                 self.refuse(node, inputs, op, problem)
                 return None
             return ops.param_free_module(self, node, m, lin, xv, out_v)
-        if kind == "conv":
+        if kind in ("conv", "conv_same"):
             lin = self._at(node, lin, 1, op)
             out = (
                 self._grouped(node, m, lin) if m.groups > 1 else self._out(path, m.out_channels, 1)

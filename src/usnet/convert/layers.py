@@ -106,7 +106,9 @@ class SlimConv2d(_Taken, nn.Conv2d):
     run with ``active / group width`` groups, so a width is a prefix of whole groups: depthwise
     convs are the case of width 1, RegNet's and ResNeXt's grouped convs the general one."""
 
-    def __init__(self, conv: nn.Conv2d, inp: Span | None, out: Span | None) -> None:
+    def __init__(
+        self, conv: nn.Conv2d, inp: Span | None, out: Span | None, same: bool = False
+    ) -> None:
         super().__init__(
             conv.in_channels,
             conv.out_channels,
@@ -121,6 +123,11 @@ class SlimConv2d(_Taken, nn.Conv2d):
         )
         self.weight, self.bias = conv.weight, conv.bias
         self.in_span, self.out_span = inp, out
+        self.same: Any = None  # timm's Conv2dSame: TensorFlow's "same" padding, per input size
+        if same:
+            from timm.layers.padding import pad_same
+
+            self.same = pad_same
 
     def _active(self) -> tuple[Tensor, Tensor | None, int]:
         cout = _count(self.out_span, self.out_channels)
@@ -134,6 +141,8 @@ class SlimConv2d(_Taken, nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         weight, bias, groups = self._active()
+        if self.same is not None:
+            x = self.same(x, self.kernel_size, self.stride, self.dilation)
         if self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             return F.conv2d(x, weight, bias, self.stride, _pair(0), self.dilation, groups)
@@ -146,19 +155,24 @@ class SlimConv2d(_Taken, nn.Conv2d):
     def to_dense(self, stats: bool = True) -> nn.Conv2d:
         """The plain ``nn.Conv2d`` of the current width (the export hook; weights copied)."""
         weight, bias, groups = self._active()
-        conv = nn.Conv2d(
+        cls: Any = nn.Conv2d
+        if self.same is not None:
+            from timm.layers import Conv2dSame
+
+            cls = Conv2dSame
+        conv = cls(
             weight.shape[1] * groups,
             weight.shape[0],
-            self.kernel_size,  # type: ignore[arg-type]
-            self.stride,  # type: ignore[arg-type]
-            self.padding,  # type: ignore[arg-type]
-            self.dilation,  # type: ignore[arg-type]
-            groups,
-            bias is not None,
-            self.padding_mode,
-            device=weight.device,
+            self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=groups,
+            bias=bias is not None,
+            device="meta",  # no initialisation: the weights come next
             dtype=weight.dtype,
         )
+        conv.padding_mode = self.padding_mode
         conv.weight = dense_param(weight)
         if bias is not None:
             conv.bias = dense_param(bias)
@@ -190,9 +204,7 @@ class SlimLinear(_Taken, nn.Linear):
     @torch.no_grad()
     def to_dense(self, stats: bool = True) -> nn.Linear:
         weight, bias = self._active()
-        linear = nn.Linear(
-            weight.shape[1], weight.shape[0], bias is not None, weight.device, weight.dtype
-        )
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias is not None, "meta", weight.dtype)
         linear.weight = dense_param(weight)
         if bias is not None:
             linear.bias = dense_param(bias)

@@ -69,7 +69,12 @@ _LAYER_FUNCS = {F.linear, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose2d, F.ba
 _ATTENTION = {F.scaled_dot_product_attention, torch.matmul, operator.matmul, torch.bmm,
               torch.einsum, torch.baddbmm}  # fmt: skip
 _ATTENTION_METHODS = {"matmul", "bmm", "__matmul__", "baddbmm"}
-_RANDOM_MODULES = (nn.modules.dropout._DropoutNd, nn.Identity)
+#: Leaf modules that are channel-wise by definition (random ones cannot be measured).
+_CHANNELWISE_MODULES = (
+    nn.modules.dropout._DropoutNd, nn.Identity, nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU,
+    nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.Mish,
+    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
+)  # fmt: skip
 
 
 def op_name(node: fx.Node) -> str:
@@ -464,7 +469,7 @@ def param_free_module(
         return reshape(an, node, node.args[0], out, op, None)
     if isinstance(m, nn.Unflatten):
         return reshape(an, node, node.args[0], out, op, (m.dim, list(m.unflattened_size)))
-    if isinstance(m, _RANDOM_MODULES):
+    if isinstance(m, _CHANNELWISE_MODULES):
         return lin
     single = len(node.args) == 1 and not node.kwargs
     with _eval(m):
@@ -492,16 +497,20 @@ def commutes(an: Analysis, call: Callable, args: Any, kwargs: Any, x: fx.Node, d
 
         return fx.node.map_arg(args, value), fx.node.map_arg(kwargs, value)
 
+    rng = torch.default_generator  # CPU only: torch.manual_seed would queue CUDA seeding too
+    state = rng.get_state()
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
+        with torch.no_grad():
+            rng.manual_seed(0)
             a, k = concrete(False)
             full = call(*a, **k)
-            torch.manual_seed(0)
+            rng.manual_seed(0)
             a, k = concrete(True)
             part = call(*a, **k)
     except Exception:
         return False
+    finally:
+        rng.set_state(state)
     if not (isinstance(full, Tensor) and isinstance(part, Tensor)):
         return False
     if full.dim() != full_in.dim() or full.shape[dim] != channels:

@@ -132,8 +132,8 @@ def _slim(m: Any, use: Use, spans: _Spans, space: WidthSpace) -> nn.Module | Non
         return cls(m, inp, space)
     if inp is None and out is None:
         return None
-    if use.kind == "conv":
-        return SlimConv2d(m, inp, out)
+    if use.kind in ("conv", "conv_same"):
+        return SlimConv2d(m, inp, out, same=use.kind == "conv_same")
     if use.kind == "linear":
         return SlimLinear(m, inp, out)
     if use.kind in ("ln", "ln2d"):

@@ -210,7 +210,9 @@ def load_weights(net: nn.Module, path: str | Path) -> None:
             skipped.append(key)
             del state[key]
     if skipped:
-        warnings.warn(f"weights {path.name}: skipped {skipped} (another shape)", stacklevel=3)
+        warnings.warn(
+            f"weights {path.name}: skipped {sorted(skipped)} (another shape)", stacklevel=3
+        )
     result = net.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if k not in skipped]
     if missing or result.unexpected_keys:
