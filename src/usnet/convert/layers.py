@@ -76,9 +76,28 @@ class Span:
 
 
 class _Taken(_Sliced):
-    """``_Sliced`` plus gathered input channels (several segments), cached the same way in eval."""
+    """``_Sliced`` plus gathered input channels (several segments), cached the same way in eval,
+    and the whole active (weight, bias, ...) of a network cached by its key: a switched model
+    then spends one dictionary lookup per layer, as a dense one spends none."""
 
     training: bool
+    weight: Tensor
+    space: WidthSpace
+
+    def _for_network(self, compute: Any) -> Any:
+        if self.training or torch.is_grad_enabled():
+            return compute()
+        cache: dict = self.__dict__.setdefault("_slice_cache", {})
+        key = ("network", self.space.key)
+        version = (self.weight._version, self.weight.data_ptr())
+        hit = cache.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        value = compute()
+        if len(cache) > 64:
+            cache.clear()
+        cache[key] = (version, value)
+        return value
 
     def _take(self, param: Tensor, out: int, span: Span | None) -> Tensor:
         if span is None or span.prefix:
@@ -95,6 +114,14 @@ class _Taken(_Sliced):
             cache.clear()
         cache[key] = ((param._version, param.data_ptr()), taken)
         return taken
+
+
+def _space_of(*spans: Span | None) -> WidthSpace:
+    for span in spans:
+        for ref, _ in span.parts if span is not None else ():
+            if ref.space is not None:
+                return ref.space
+    raise ValueError("a converted layer needs a span with a slimmable channel group")
 
 
 def _count(span: Span | None, full: int) -> int:
@@ -123,6 +150,7 @@ class SlimConv2d(_Taken, nn.Conv2d):
         )
         self.weight, self.bias = conv.weight, conv.bias
         self.in_span, self.out_span = inp, out
+        self.space = _space_of(inp, out)
         self.same: Any = None  # timm's Conv2dSame: TensorFlow's "same" padding, per input size
         if same:
             from timm.layers.padding import pad_same
@@ -140,7 +168,7 @@ class SlimConv2d(_Taken, nn.Conv2d):
         return weight, bias, groups
 
     def forward(self, x: Tensor) -> Tensor:
-        weight, bias, groups = self._active()
+        weight, bias, groups = self._for_network(self._active)
         if self.same is not None:
             x = self.same(x, self.kernel_size, self.stride, self.dilation)
         if self.padding_mode != "zeros":
@@ -188,6 +216,7 @@ class SlimLinear(_Taken, nn.Linear):
         )
         self.weight, self.bias = linear.weight, linear.bias
         self.in_span, self.out_span = inp, out
+        self.space = _space_of(inp, out)
 
     def _active(self) -> tuple[Tensor, Tensor | None]:
         cout = _count(self.out_span, self.out_features)
@@ -196,7 +225,7 @@ class SlimLinear(_Taken, nn.Linear):
         return weight, bias
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, *self._active())
+        return F.linear(x, *self._for_network(self._active))
 
     def extra_repr(self) -> str:
         return f"{self.in_span} -> {self.out_span}, bias={self.bias is not None}"
