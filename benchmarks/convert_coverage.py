@@ -162,9 +162,9 @@ def run_one(name: str, side: int, timeout: float) -> dict:
 def table(records: list[dict]) -> str:
     tv = [r for r in records if r["model"].startswith("torchvision:")]
     cnn = [r for r in tv if not is_attention(r["model"])]
-    ok = [r for r in cnn if r["status"] == "converted"]
+    ok = [r for r in cnn if _slims(r)]
     exact = [r for r in ok if r["diff_full"] <= 1e-4 and r["diff_dense"] <= 1e-4]
-    timm_ok = [r for r in records if r["model"].startswith("timm:") and r["status"] == "converted"]
+    timm_ok = [r for r in records if r["model"].startswith("timm:") and _slims(r)]
     timm_all = [r for r in records if r["model"].startswith("timm:")]
     lines = [
         f"torchvision CNNs (attention models aside): **{len(ok)} of {len(cnn)} convert** "
@@ -179,8 +179,9 @@ def table(records: list[dict]) -> str:
     for r in records:
         name = r["model"] + (" (attention)" if is_attention(r["model"]) else "")
         if r["status"] == "converted":
+            result = "converted" if r["groups"] else "converted, but no group slims"
             lines.append(
-                f"| {name} | converted | {r['groups']} | {r['input']} | "
+                f"| {name} | {result} | {r['groups']} | {r['input']} | "
                 f"{r['macs_full'] / 1e6:.1f} M | {r['macs_min'] / 1e6:.1f} M | "
                 f"{r['diff_full']:.1e} | {r['diff_dense']:.1e} ({r['width']:g}) | "
                 f"{r.get('seconds', 0):.0f} |"
@@ -189,6 +190,10 @@ def table(records: list[dict]) -> str:
             message = r.get("message", "").replace("|", "\\|").replace("\n", " ")
             lines.append(f"| {name} | {r['status']}: {message} | | | | | | | |")
     return "\n".join(lines)
+
+
+def _slims(record: dict) -> bool:
+    return record["status"] == "converted" and record["groups"] > 0
 
 
 def write_block(path: Path, block: str) -> None:

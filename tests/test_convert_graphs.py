@@ -245,6 +245,8 @@ def test_original_is_left_alone_and_arguments_are_checked() -> None:
         convert(Plain(), [x])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="already a US model"):
         convert(model, x)
+    with pytest.warns(UserWarning, match="nothing of Sequential slims"):
+        convert(nn.Sequential(nn.Conv2d(3, 4, 1)), x)
 
 
 # -- refusals ---------------------------------------------------------------------------------

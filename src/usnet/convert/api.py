@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -67,6 +68,12 @@ def convert(
     for trace in traces:
         analysis.run(trace)
     groups = analysis.solver.solve()
+    if not groups:
+        warnings.warn(
+            f"nothing of {type(model).__name__} slims: every channel group is fixed (by the "
+            "outputs, keep, or tensors of fixed size they meet)",
+            stacklevel=2,
+        )
     space = ConvertedSpace(width_min, width_max, divisor)
     model = replace_modules(model, analysis, groups, space)
     result: Any = model  # gets plain attributes, as a USModel has

@@ -251,6 +251,8 @@ class SlimBatchNorm(USBatchNorm2d):
             self.ref = span  # type: ignore[assignment]
         if bn.affine:
             self.weight, self.bias = bn.weight, bn.bias
+        else:  # the identity affine, where the statistics live
+            self.to(bn.running_mean.device if bn.running_mean is not None else "cpu")
         self.dense_type = nn.BatchNorm1d if isinstance(bn, nn.BatchNorm1d) else nn.BatchNorm2d
 
     def _gathered(self) -> bool:
