@@ -388,3 +388,38 @@ def test_calibration_and_batch_norm_over_a_linear() -> None:
     assert isinstance(dense.classifier[1], nn.BatchNorm1d)
     with torch.no_grad(), usnet.width(model, 0.6):
         assert torch.allclose(model(batches[0]), dense(batches[0]), atol=1e-5)
+
+
+class AuxNet(nn.Module):
+    """An auxiliary head that only training runs (GoogLeNet, Inception v3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.fc = cbr(3, 32), nn.Linear(32, 10)
+        self.aux = nn.Sequential(nn.Conv2d(32, 16, 1), nn.BatchNorm2d(16), nn.ReLU())
+        self.aux_fc = nn.Linear(16, 10)
+
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        x = self.stem(x)
+        out = self.fc(x.mean((2, 3)))
+        if self.training:
+            return out, self.aux_fc(self.aux(x).mean((2, 3)))
+        return out
+
+
+def test_training_only_branches_are_converted_and_need_no_calibration() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 8, 8)
+    model = convert(AuxNet(), x)
+    assert [g.name for g in width_space(model).groups] == ["stem.0", "aux.0"]
+    assert not isinstance(model.aux[1], usnet.nn.USBatchNorm2d)  # eval never reaches it
+    usnet.calibrate(model, [x], widths=[0.5], method="single_pass", progress=False)
+    assert usnet.is_calibrated(model, 0.5)
+    model.train()
+    with usnet.width(model, 0.25):
+        out, aux = model(x)
+        assert out.shape == aux.shape == (4, 10)
+    model.eval()
+    dense = extract(model, 0.5)
+    with torch.no_grad(), usnet.width(model, 0.5):
+        assert torch.equal(model(x), dense(x))

@@ -59,6 +59,8 @@ class Use:
     kind: str
     inp: Layout | None
     out: Layout | None
+    #: whether eval-mode forwards reach it (an auxiliary head's runs in training only)
+    in_eval: bool = True
 
 
 class Analysis:
@@ -73,6 +75,7 @@ class Analysis:
         self._vars: dict[str, int] = {}
         self.values: dict[fx.Node, Any] = {}
         self._flow: dict[fx.Node, Any] = {}
+        self.training = False  # the mode of the graph being walked
 
     # -- helpers used by the rules --------------------------------------------------------
     def flow(self, a: Any) -> Any:
@@ -96,7 +99,7 @@ class Analysis:
 
     # -- the walk -------------------------------------------------------------------------
     def run(self, trace: Trace) -> None:
-        self.values, self._flow = trace.values, {}
+        self.values, self._flow, self.training = trace.values, {}, trace.training
         for node in trace.graph.nodes:
             self._flow[node] = self._visit(node)
 
@@ -230,8 +233,9 @@ class Analysis:
     def _use(self, path: str, kind: str, inp: Layout | None, out: Layout | None) -> None:
         prev = self.uses.get(path)
         if prev is None:
-            self.uses[path] = Use(kind, inp, out)
+            self.uses[path] = Use(kind, inp, out, not self.training)
             return
+        prev.in_eval = prev.in_eval or not self.training
         mismatch = ConvertError(path, kind, "it is called on tensors of different channel layouts")
         self.solver.tie(prev.inp, inp, lambda names: mismatch)
         self.solver.tie(prev.out, out, lambda names: mismatch)

@@ -308,6 +308,57 @@ class SlimBatchNormAct(SlimBatchNorm):
         return nn.Sequential(super().to_dense(stats), self.drop, self.act)
 
 
+class SlimTrainBatchNorm(nn.Module):
+    """A batch norm that only training reaches (GoogLeNet's and Inception's auxiliary heads).
+
+    Training normalises the active channels with batch statistics, as every US batch norm
+    does. Eval forwards never reach it, so calibration cannot give it per-width statistics; it
+    is no :class:`USBatchNorm2d` (calibration and checkpoints do not wait for it) and, should
+    eval reach it after all, it uses the original running statistics of its active channels.
+    timm's ``BatchNormAct2d`` keeps its dropout and activation.
+    """
+
+    def __init__(self, bn: Any, span: Span | None) -> None:
+        super().__init__()
+        self.span, self.eps = span, bn.eps
+        self.num_features = bn.num_features
+        self.weight, self.bias = bn.weight, bn.bias
+        self.register_buffer("running_mean", bn.running_mean)
+        self.register_buffer("running_var", bn.running_var)
+        self.drop: nn.Module = getattr(bn, "drop", None) or nn.Identity()
+        self.act: nn.Module = getattr(bn, "act", None) or nn.Identity()
+        self.dense_type = nn.BatchNorm1d if isinstance(bn, nn.BatchNorm1d) else nn.BatchNorm2d
+
+    def _active(self) -> list[Tensor | None]:
+        tensors = [self.weight, self.bias, self.running_mean, self.running_var]
+        if self.span is None:
+            return tensors
+        return [None if t is None else self.span.take(t, 0) for t in tensors]
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight, bias, mean, var = self._active()
+        if self.training:
+            x = F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+        else:
+            x = F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
+        return self.act(self.drop(x))
+
+    @torch.no_grad()
+    def to_dense(self, stats: bool = True) -> nn.Module:
+        weight, bias, mean, var = self._active()
+        assert mean is not None and var is not None
+        bn: Any = self.dense_type(mean.shape[0], self.eps, affine=weight is not None)
+        bn = bn.to(mean.device)
+        if weight is not None and bias is not None:
+            bn.weight, bn.bias = dense_param(weight), dense_param(bias)
+        if stats:
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+        if isinstance(self.drop, nn.Identity) and isinstance(self.act, nn.Identity):
+            return bn
+        return nn.Sequential(bn, self.drop, self.act)
+
+
 class SlimLayerNorm(nn.LayerNorm):
     """A converted layer norm over channels: it normalises over the *active* channels (as batch
     norm keeps statistics of the active ones). ``channels_first``: over dim 1 of ``(N, C, H, W)``

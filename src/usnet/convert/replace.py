@@ -22,6 +22,7 @@ from .layers import (
     SlimGroupNorm,
     SlimLayerNorm,
     SlimLinear,
+    SlimTrainBatchNorm,
     Span,
     slice_parameter,
 )
@@ -128,6 +129,8 @@ def replace_modules(
 def _slim(m: Any, use: Use, spans: _Spans, space: WidthSpace) -> nn.Module | None:
     inp, out = spans(use.inp), spans(use.out)
     if use.kind in ("bn", "bnact"):
+        if not use.in_eval:
+            return SlimTrainBatchNorm(m, inp) if inp is not None else None
         cls = SlimBatchNormAct if use.kind == "bnact" else SlimBatchNorm
         return cls(m, inp, space)
     if inp is None and out is None:
