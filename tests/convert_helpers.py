@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 
 import torch
+import torch.nn.functional as F
 from fake_stats import fake_calibrate
-from torch import nn
+from torch import Tensor, nn
 
 import usnet
 from usnet.export import extract
@@ -68,3 +69,24 @@ def check_converted(
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
     model.zero_grad()
     model.eval()
+
+
+def cbr(cin: int, cout: int, groups: int = 1, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Plain(nn.Module):
+    """Conv-BN-ReLU, pooling, dropout, flatten into a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.body = cbr(3, 32), cbr(32, 64, stride=2)
+        self.drop, self.fc = nn.Dropout(0.2), nn.Linear(64, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.adaptive_avg_pool2d(self.body(self.stem(x)), 1)
+        return self.fc(self.drop(torch.flatten(x, 1)))

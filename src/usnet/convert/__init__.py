@@ -1,8 +1,9 @@
 """Convert any ordinary PyTorch CNN into a US-Net (:func:`convert`).
 
-Modules: :mod:`.trace` (torch.fx graphs with values), :mod:`.analysis` and :mod:`.ops` (the data
-flow as channel constraints), :mod:`.groups` (solving them into channel groups), :mod:`.layers`
-and :mod:`.replace` (the slimmable modules swapped in), :mod:`.errors`.
+Modules: :mod:`.trace` (torch.fx graphs with values), :mod:`.analysis`, :mod:`.ops` and
+:mod:`.shapes` (the data flow as channel constraints), :mod:`.groups` (solving them into channel
+groups), :mod:`.layers`, :mod:`.norms` and :mod:`.replace` (the slimmable modules swapped in),
+:mod:`.errors`.
 """
 
 from .api import convert

@@ -15,16 +15,13 @@ from ..nn.space import Width, as_ref, plan_key
 from .analysis import Analysis, Use
 from .errors import ConvertError
 from .groups import GroupSpec, Layout
-from .layers import (
+from .layers import SlimConv2d, SlimLinear, Span, slice_parameter
+from .norms import (
     SlimBatchNorm,
     SlimBatchNormAct,
-    SlimConv2d,
     SlimGroupNorm,
     SlimLayerNorm,
-    SlimLinear,
     SlimTrainBatchNorm,
-    Span,
-    slice_parameter,
 )
 
 
