@@ -1,4 +1,4 @@
-"""usnet.data image folders and the authors' ImageNet transforms (torch ops, no torchvision)."""
+"""usnet.data image folders and the authors' ImageNet transforms (torchvision ops + lighting)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from usnet.data import ImageNetEval, create_dataset, create_loader, dataset_info
-from usnet.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    color_jitter,
-    lighting,
-    random_resized_crop_box,
-)
+from usnet.data import ImageNetEval, ImageNetTrain, create_dataset, create_loader, dataset_info
+from usnet.data.seeding import sample_generator
+from usnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, lighting
 
 SIZE = 32  # small crops keep the tests fast; the default is 224
 
@@ -83,19 +78,20 @@ def test_eval_transform_is_resize_then_centre_crop():
     torch.testing.assert_close(x[:, :, 27].mean(1), black, atol=0.05, rtol=0)
 
 
-def test_colour_ops_and_crop_box():
+def test_lighting_and_train_transform_are_seeded_per_sample():
     g = torch.Generator().manual_seed(0)
     img = torch.rand(3, 8, 8, generator=g)
-    assert torch.equal(color_jitter(img.clone(), g, 0, 0, 0), img)
     assert torch.equal(lighting(img, 0.0, g), img)
-    jittered = color_jitter(img.clone(), g)
-    assert jittered.min() >= 0 and jittered.max() <= 1 and not torch.equal(jittered, img)
     shift = lighting(img, 0.1, g) - img  # one RGB offset for every pixel
     assert torch.allclose(shift, shift[:, :1, :1].expand_as(shift))
-    for _ in range(50):
-        left, top, right, bottom = random_resized_crop_box(60, 40, (0.25, 1.0), g)
-        assert 0 <= left < right <= 60 and 0 <= top < bottom <= 40
-        assert (right - left) * (bottom - top) >= 0.2 * 60 * 40
+    arr = np.random.default_rng(0).integers(0, 256, size=(60, 40, 3), dtype=np.uint8)
+    train = ImageNetTrain(size=16)
+    state = torch.get_rng_state()
+    a, b = (train(Image.fromarray(arr), sample_generator(0, 0, i)) for i in (1, 2))
+    assert torch.equal(a, train(Image.fromarray(arr), sample_generator(0, 0, 1)))
+    assert not torch.equal(a, b) and a.shape == (3, 16, 16) and a.dtype == torch.float32
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is left alone
+    assert -3 < float(a.min()) and float(a.max()) < 3
 
 
 def test_imagefolder_errors(tmp_path, folder):

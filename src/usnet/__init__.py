@@ -6,30 +6,38 @@ One set of weights runs at any width in a range::
     usnet.set_width(model, 0.5)                 # or: with usnet.width(model, 0.5): ...
     usnet.calibrate(model, train_loader, widths=[0.5])   # post-statistics BN
     usnet.save(model, "ckpt")                   # model.safetensors + usnet.json
+
+Any ordinary CNN (torchvision, timm, your own) becomes one with ``usnet.convert(model, x)`` or
+``usnet.create_model("torchvision:resnet18")``.
 """
 
 from . import checkpoint, export, profile
 from .calibration import attach_calibration_data, calibrate, is_calibrated
 from .checkpoint import load, save
-from .models import create_model, list_models, register_model
+from .convert import ConvertError, convert
+from .models import create_model, is_known_model, list_models, model_source, register_model
 from .nn import channel_groups, get_width, set_width, width
 from .profile import macs, params
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvertError",
     "__version__",
     "attach_calibration_data",
     "calibrate",
     "channel_groups",
     "checkpoint",
+    "convert",
     "create_model",
     "export",
     "get_width",
     "is_calibrated",
+    "is_known_model",
     "list_models",
     "load",
     "macs",
+    "model_source",
     "params",
     "profile",
     "register_model",

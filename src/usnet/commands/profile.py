@@ -13,6 +13,7 @@ from torch import nn
 
 from ..io import atomic_write, make_parent
 from ..models import list_models
+from ..models.registry import model_name_error
 from ..nn import parse_widths, width_space
 from ..profile import input_shape, macs, params
 from ._args import positive_int
@@ -26,7 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "same network are marked. MODEL is a registered model name or a checkpoint folder.",
     )
     p.add_argument(
-        "model", metavar="MODEL", help=f"one of {', '.join(list_models())}, or a checkpoint"
+        "model", metavar="MODEL", help=f"one of {', '.join(list_models())}, a source (torchvision:NAME, timm:NAME, "
+        "package.module:factory) or a checkpoint folder"
     )
     p.add_argument(
         "--widths",
@@ -68,11 +70,10 @@ def _build(name: str, kwargs: dict[str, Any]) -> nn.Module:
         if kwargs:
             raise ValueError("--set changes a model built by name, not a checkpoint")
         return load(name)
-    if name not in list_models():
-        what = f"MODEL {name!r} is a file" if Path(name).exists() else f"unknown model {name!r}"
-        raise ValueError(
-            f"{what}: give a checkpoint folder or a model name ({', '.join(list_models())})"
-        )
+    error = model_name_error(name)
+    if error is not None:
+        what = f"MODEL {name!r} is a file; " if Path(name).exists() else ""
+        raise ValueError(f"{what}{error} (or give a checkpoint folder)")
     # the arguments of --set may ask for anything: refuse what would not fit in memory
     where = "--set " + " ".join(f"{k}={v}" for k, v in kwargs.items()) if kwargs else name
     return build_model(name, kwargs, _memory(), where, "this machine's memory holds")

@@ -25,10 +25,10 @@ class ModelConfig(Section):
 
     def check(self) -> None:
         super().check()
-        from ..models import list_models  # the registry; imported late to keep config light
+        from ..models import is_known_model, list_models  # imported late: config stays light
 
         known = list_models()
-        if self.name not in known:
+        if not is_known_model(self.name):
             raise ConfigError(
                 "name",
                 f"unknown model {self.name!r}; available: {', '.join(known)}"

@@ -1,20 +1,21 @@
-"""Image transforms written with torch ops (and Pillow for resizing): no torchvision.
+"""Image transforms.
 
-Two kinds:
-- batched ops on uint8 tensors ``(N, C, H, W)`` for the in-memory data sets (Fashion-MNIST,
-  CIFAR), driven by precomputed uniforms so one call augments a whole batch;
-- the authors' ImageNet pipeline for one PIL image, driven by a per-sample generator.
+- The authors' ImageNet pipeline for one PIL image: ``torchvision.transforms.v2`` ops, plus
+  AlexNet's PCA lighting (which torchvision lacks), seeded per sample.
+- Batched ops on uint8 tensors ``(N, C, H, W)`` for the in-memory data sets (Fashion-MNIST,
+  CIFAR), driven by precomputed uniforms so one call augments a whole batch with a different
+  crop and flip per sample; torchvision's transforms draw one set of parameters per call, so
+  they would augment a batch alike (or cost a Python call per image).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -26,7 +27,6 @@ IMAGENET_PCA_EIGVEC = (
     (-0.5808, -0.0045, -0.8140),
     (-0.5836, -0.6948, 0.4203),
 )
-_GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
 
 
 # ----------------------------------------------------------------------------- batched uint8
@@ -72,128 +72,55 @@ def random_crop_flip(images: torch.Tensor, padding: int, u: torch.Tensor) -> tor
 
 
 # ------------------------------------------------------------------------- ImageNet (one image)
-def pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> float32 ``(3, H, W)`` in [0, 1]."""
-    arr = np.array(img.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(arr).permute(2, 0, 1).to(torch.float32).div_(255.0)
-
-
-def random_resized_crop_box(
-    width: int,
-    height: int,
-    scale: tuple[float, float],
-    generator: torch.Generator,
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
-) -> tuple[int, int, int, int]:
-    """Box ``(left, top, right, bottom)`` of a random area fraction and aspect (Inception crop).
-
-    Same algorithm as torchvision's RandomResizedCrop: ten tries, then a centre crop.
-    """
-    area = width * height
-    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    for _ in range(10):
-        r = torch.rand(4, generator=generator, dtype=torch.float64).tolist()
-        target = area * (scale[0] + (scale[1] - scale[0]) * r[0])
-        aspect = math.exp(log_lo + (log_hi - log_lo) * r[1])
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            top = min(int(r[2] * (height - h + 1)), height - h)
-            left = min(int(r[3] * (width - w + 1)), width - w)
-            return left, top, left + w, top + h
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        w, h = width, int(round(width / ratio[0]))
-    elif in_ratio > ratio[1]:
-        h, w = height, int(round(height * ratio[1]))
-    else:
-        w, h = width, height
-    top, left = (height - h) // 2, (width - w) // 2
-    return left, top, left + w, top + h
-
-
-def resize_shorter(img: Image.Image, size: int) -> Image.Image:
-    """Resize so the shorter side is ``size`` (bilinear, antialiased), keeping the aspect."""
-    w, h = img.size
-    if min(w, h) == size:
-        return img
-    if w <= h:
-        new = (size, int(size * h / w))
-    else:
-        new = (int(size * w / h), size)
-    return img.resize(new, Image.BILINEAR)
-
-
-def center_crop(img: Image.Image, size: int) -> Image.Image:
-    """Central ``size`` x ``size`` square (the image must be at least that large)."""
-    w, h = img.size
-    top = int(round((h - size) / 2.0))
-    left = int(round((w - size) / 2.0))
-    return img.crop((left, top, left + size, top + size))
-
-
-def _blend(a: torch.Tensor, b: torch.Tensor | float, factor: float) -> torch.Tensor:
-    return (factor * a + (1.0 - factor) * b).clamp_(0.0, 1.0)
-
-
-def _gray(img: torch.Tensor) -> torch.Tensor:
-    return (img * torch.tensor(_GRAY).view(3, 1, 1)).sum(0, keepdim=True)
-
-
-def color_jitter(
-    img: torch.Tensor,
-    generator: torch.Generator,
-    brightness: float = 0.4,
-    contrast: float = 0.4,
-    saturation: float = 0.4,
-) -> torch.Tensor:
-    """Random brightness, contrast and saturation, in random order (torchvision's semantics).
-
-    Each factor is uniform in ``[max(0, 1 - s), 1 + s]``; ``img`` is float ``(3, H, W)`` in [0, 1].
-    """
-    r = torch.rand(3, generator=generator, dtype=torch.float64).tolist()
-    order = torch.randperm(3, generator=generator).tolist()
-    strengths = (brightness, contrast, saturation)
-    for op in order:
-        s = strengths[op]
-        if s <= 0:
-            continue
-        lo = max(0.0, 1.0 - s)
-        f = lo + (1.0 + s - lo) * r[op]
-        if op == 0:
-            img = (img * f).clamp_(0.0, 1.0)
-        elif op == 1:
-            img = _blend(img, _gray(img).mean().item(), f)
-        else:
-            img = _blend(img, _gray(img), f)
-    return img
-
-
-def lighting(img: torch.Tensor, alphastd: float, generator: torch.Generator) -> torch.Tensor:
-    """AlexNet PCA lighting noise: add ``eigvec @ (alpha * eigval)``, ``alpha ~ N(0, alphastd)``.
+class Lighting(torch.nn.Module):
+    """AlexNet PCA lighting noise (torchvision has none): add ``eigvec @ (alpha * eigval)``,
+    ``alpha ~ N(0, alphastd)``, to a float ``(3, H, W)`` image in [0, 1].
 
     Applied to the [0, 1] tensor, where the eigenvalues belong (the authors apply it to the
     uint8 PIL image, where it is nearly a no-op; we follow AlexNet and fb.resnet.torch).
     """
+
+    def __init__(self, alphastd: float = 0.1) -> None:
+        super().__init__()
+        self.alphastd = float(alphastd)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return lighting(img, self.alphastd)
+
+
+def lighting(
+    img: torch.Tensor, alphastd: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The functional form of :class:`Lighting` (``generator``: default, the global one)."""
     if alphastd <= 0:
         return img
     alpha = torch.randn(3, generator=generator) * alphastd
-    eigval = torch.tensor(IMAGENET_PCA_EIGVAL)
-    eigvec = torch.tensor(IMAGENET_PCA_EIGVEC)
-    rgb = eigvec @ (alpha * eigval)
-    return img + rgb.view(3, 1, 1)
+    rgb = torch.tensor(IMAGENET_PCA_EIGVEC) @ (alpha * torch.tensor(IMAGENET_PCA_EIGVAL))
+    return img + rgb.view(3, 1, 1).to(img.dtype)
 
 
-def normalize(img: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``(img - mean) / std`` per channel of a float ``(C, H, W)`` tensor."""
-    c = img.shape[0]
-    mean_t = torch.tensor(mean, dtype=img.dtype).view(c, 1, 1)
-    std_t = torch.tensor(std, dtype=img.dtype).view(c, 1, 1)
-    return (img - mean_t) / std_t
+class _PerSample:
+    """Runs a torchvision pipeline with the global CPU generator seeded from the sample's own
+    generator (seeded by data set seed, epoch and index), so any worker gives any sample the
+    same augmentation; the global state is restored afterwards."""
+
+    pipeline: v2.Compose
+
+    def __call__(self, img: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
+        img = img.convert("RGB")
+        if generator is None:
+            return self.pipeline(img).as_subclass(torch.Tensor)
+        rng = torch.default_generator  # CPU only (torch.manual_seed would also queue CUDA)
+        state = rng.get_state()
+        rng.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        try:
+            return self.pipeline(img).as_subclass(torch.Tensor)
+        finally:
+            rng.set_state(state)
 
 
-class ImageNetTrain:
-    """The authors' ImageNet training augmentation ("imagenet1k_mobile").
+class ImageNetTrain(_PerSample):
+    """The authors' ImageNet training augmentation ("imagenet1k_mobile"), in torchvision ops.
 
     Random resized crop (area ``scale``, default (0.25, 1)), colour jitter 0.4, PCA lighting
     0.1, horizontal flip, normalise.
@@ -211,21 +138,20 @@ class ImageNetTrain:
         if not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"crop scale must satisfy 0 < lo <= hi <= 1, got {scale}")
         self.size, self.scale, self.jitter, self.lighting = size, tuple(scale), jitter, lighting
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.pipeline = v2.Compose(
+            [
+                v2.RandomResizedCrop(size, scale=self.scale, antialias=True),
+                v2.ToImage(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.ColorJitter(jitter, jitter, jitter),
+                Lighting(lighting),
+                v2.RandomHorizontalFlip(),
+                v2.Normalize(mean, std),
+            ]
+        )
 
-    def __call__(self, img: Image.Image, generator: torch.Generator) -> torch.Tensor:
-        img = img.convert("RGB")
-        box = random_resized_crop_box(img.width, img.height, self.scale, generator)
-        img = img.resize((self.size, self.size), Image.BILINEAR, box=box)
-        x = pil_to_tensor(img)
-        x = color_jitter(x, generator, self.jitter, self.jitter, self.jitter)
-        x = lighting(x, self.lighting, generator)
-        if torch.rand(1, generator=generator).item() < 0.5:
-            x = x.flip(-1)
-        return normalize(x, self.mean, self.std)
 
-
-class ImageNetEval:
+class ImageNetEval(_PerSample):
     """Validation transform: shorter side to ``resize`` (256), centre crop ``size`` (224)."""
 
     def __init__(
@@ -239,8 +165,12 @@ class ImageNetEval:
         self.resize = resize if resize is not None else int(round(size / 0.875))
         if self.resize < size:
             raise ValueError(f"resize ({self.resize}) must be >= the crop size ({size})")
-        self.mean, self.std = tuple(mean), tuple(std)
-
-    def __call__(self, img: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
-        img = center_crop(resize_shorter(img.convert("RGB"), self.resize), self.size)
-        return normalize(pil_to_tensor(img), self.mean, self.std)
+        self.pipeline = v2.Compose(
+            [
+                v2.Resize(self.resize, antialias=True),
+                v2.CenterCrop(size),
+                v2.ToImage(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(mean, std),
+            ]
+        )

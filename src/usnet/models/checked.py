@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .registry import create_model, list_models
+from .registry import create_model, model_name_error
 
 
 def build_model(
@@ -27,8 +27,9 @@ def build_model(
     tensors would take more than ``max_bytes`` in all is refused before they are allocated
     (``limit`` says why that much: e.g. "this machine's memory").
     """
-    if arch not in list_models():
-        raise ValueError(f"{where}: unknown model {arch!r}; available: {list_models()}")
+    error = model_name_error(arch)
+    if error is not None:
+        raise ValueError(f"{where}: {error}")
     try:
         with _MemoryBudget(max_bytes):
             return create_model(arch, **kwargs)

@@ -1,0 +1,97 @@
+"""``usnet.convert``: any ordinary PyTorch CNN as a US-Net, in one call."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..nn import WidthSpace
+from .analysis import Analysis, kind_of
+from .replace import ConvertedSpace, replace_modules, verify
+from .trace import trace_model
+
+
+def convert(
+    model: nn.Module,
+    example_input: Tensor,
+    width_range: tuple[float, float] = (0.25, 1.0),
+    divisor: int = 8,
+    keep: Iterable[str] = (),
+    check: bool = True,
+) -> nn.Module:
+    """A universally slimmable copy of ``model`` that starts from its weights.
+
+    ``example_input`` (e.g. ``torch.randn(2, 3, 224, 224)``) drives the tracing; its shape
+    (without the batch) becomes ``input_size``. The result is ``model``'s own class with its
+    own ``forward``, whose convs, linears and norms read the active channels of the channel
+    groups in ``model.width_space`` (one per set of tensors that must shrink together, named
+    after the module producing it): ``usnet.set_width``, ``calibrate``, ``macs``,
+    ``export.extract`` and checkpoints work as on the built-in models. At width 1.0 it computes
+    ``model``'s function exactly (batch norms keep their running statistics as the full width's
+    calibrated statistics); other widths round like the authors' code (``divisor``, leading
+    channels). The input's channels and the outputs never slim, nor the outputs of the modules
+    named in ``keep`` (a module that cannot be traced or converted is kept as one block).
+    ``model`` itself is left as it is. What cannot be slimmed exactly raises
+    :class:`~usnet.convert.ConvertError` naming the module, the operation and what to keep.
+    ``check`` runs the result once at full width against ``model`` and once at the narrowest.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(getattr(model, "width_space", None), WidthSpace):
+        raise ValueError(f"{type(model).__name__} is already a US model (it has a width_space)")
+    if not isinstance(example_input, Tensor) or example_input.dim() < 2:
+        raise ValueError(
+            "example_input must be a tensor with a batch dimension, e.g. torch.randn(2, 3, 224, "
+            f"224), got {getattr(example_input, 'shape', example_input)!r}"
+        )
+    try:
+        width_min, width_max = (float(w) for w in width_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"width_range must be (min, 1.0), got {width_range!r}") from None
+    if width_max != 1.0 or not 0 < width_min <= 1.0:
+        raise ValueError(
+            f"width_range must be (min, 1.0) with 0 < min <= 1 (width 1.0 is the original "
+            f"network), got {width_range!r}"
+        )
+    if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
+        raise ValueError(f"divisor must be a positive int, got {divisor!r}")
+    keep = _check_keep(model, keep)
+    model = copy.deepcopy(model)  # the caller's model stays as it is
+    opaque = {p for p in keep if kind_of(model.get_submodule(p)) is None}
+    traces = trace_model(model, example_input, lambda m, _: kind_of(m) is not None, opaque)
+    analysis = Analysis(model, keep)
+    for trace in traces:
+        analysis.run(trace)
+    groups = analysis.solver.solve()
+    if not groups:
+        warnings.warn(
+            f"nothing of {type(model).__name__} slims: every channel group is fixed (by the "
+            "outputs, keep, or tensors of fixed size they meet)",
+            stacklevel=2,
+        )
+    space = ConvertedSpace(width_min, width_max, divisor)
+    model = replace_modules(model, analysis, groups, space)
+    result: Any = model  # gets plain attributes, as a USModel has
+    result.width_space = space
+    result.input_size = tuple(int(s) for s in example_input.shape[1:])
+    if check:
+        verify(result, example_input, traces[0].output, space)
+    return result
+
+
+def _check_keep(model: nn.Module, keep: Iterable[str]) -> frozenset[str]:
+    if isinstance(keep, str):
+        keep = [keep]
+    names = {n for n, _ in model.named_modules() if n}
+    keep = frozenset(keep)
+    for name in sorted(keep):
+        if name not in names:
+            close = difflib.get_close_matches(name, sorted(names), n=3)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ValueError(f"keep: {name!r} is not a module of {type(model).__name__}{hint}")
+    return keep
