@@ -40,12 +40,14 @@ class USBatchNorm2d(nn.Module):
         self.weight = nn.Parameter(torch.ones(self.num_features))
         self.bias = nn.Parameter(torch.zeros(self.num_features))
         # eval without autograd: network key -> (sliced weight, bias, mean, var), so a switched
-        # model spends no Python time per layer on slicing and lookups (views: always current)
+        # model spends no Python time per layer on slicing and lookups (views: they show every
+        # in-place write; checked against the parameters' storage for `p.data = t` and the like)
         self._eval_cache: dict[str, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
 
     # -- statistics storage ---------------------------------------------------------------
     def set_stats(self, key: str, mean: Tensor, var: Tensor) -> None:
-        stats = torch.stack([mean, var]).to(self.weight.device, torch.float32)
+        """Store the statistics of network ``key``, in this layer's dtype and on its device."""
+        stats = torch.stack([mean, var]).to(self.weight.device, self.weight.dtype)
         self.register_buffer(_PREFIX + key, stats)
         self._eval_cache.pop(key, None)
 
@@ -62,7 +64,8 @@ class USBatchNorm2d(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
         # The loaded statistics replace this layer's calibrated set, whatever widths either had:
-        # buffers are created for the widths in the state dict and dropped for the others.
+        # buffers are created for the widths in the state dict and dropped for the others, in
+        # this layer's dtype (the copy converts what the state dict holds, like the weights).
         self._eval_cache = {}
         loaded = {
             name[len(prefix) :]: value
@@ -73,7 +76,7 @@ class USBatchNorm2d(nn.Module):
             del self._buffers[name]
         for name, value in loaded.items():
             self.register_buffer(
-                name, torch.empty(value.shape, device=self.weight.device, dtype=torch.float32)
+                name, torch.empty(value.shape, device=self.weight.device, dtype=self.weight.dtype)
             )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
@@ -98,7 +101,11 @@ class USBatchNorm2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training and not torch.is_grad_enabled():
             hit = self._eval_cache.get(self.space.key)
-            if hit is not None:
+            if (
+                hit is not None
+                and hit[0].data_ptr() == self.weight.data_ptr()
+                and hit[1].data_ptr() == self.bias.data_ptr()
+            ):
                 return F.batch_norm(x, hit[2], hit[3], hit[0], hit[1], False, 0.0, self.eps)
         c = self.ref.active
         weight, bias = self.weight[:c], self.bias[:c]
@@ -125,8 +132,8 @@ class USBatchNorm2d(nn.Module):
             found = self.get_stats(self.space.key)
             if found is None:
                 raise self._uncalibrated()
-            bn.running_mean.copy_(found[0])
-            bn.running_var.copy_(found[1])
+            bn.running_mean = found[0].clone()
+            bn.running_var = found[1].clone()
         return bn
 
 
@@ -169,4 +176,6 @@ class SwitchableBatchNorm2d(nn.Module):
                 f"width {format_width(config)} is not a switch of this model; "
                 f"allowed: {list(self.switches)}"
             )
-        return self.bn[self.switches.index(config)]
+        bn = self.bn[self.switches.index(config)]
+        assert isinstance(bn, nn.BatchNorm2d)
+        return bn
