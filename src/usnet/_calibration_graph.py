@@ -111,13 +111,15 @@ class Program:
 
     @classmethod
     def trace(cls, root: nn.Module) -> Program | None:
-        """None if fx cannot trace ``root`` or a BN is not called as ``bn(x)``."""
+        """None if fx cannot trace ``root``, it takes more than one input, or a BN is not called
+        as ``bn(x)``."""
         try:
             program = cls(root, _Tracer().trace(root))
         except Exception:  # noqa: BLE001 - fx raises many types for untraceable code: fall back
             return None
+        inputs = [n for n in program.nodes if n.op == "placeholder"]
         ok = all(len(n.args) == 1 and not n.kwargs and n in program.bn_input for n in program.bns)
-        return program if ok else None
+        return program if ok and len(inputs) == 1 else None
 
     def call(self, node: fx.Node, env: dict[fx.Node, Any]) -> Any:
         args = fx.node.map_arg(node.args, env.__getitem__)
@@ -157,7 +159,7 @@ class Program:
                 return [env[out] for env in envs] if isinstance(out, fx.Node) else None
             if node.op == "placeholder":
                 values = feed.collect(budget - live)
-                if values is None or envs[0]:  # too big, or a second input
+                if values is None:
                     return None
                 protected = {_storage(v) for v in values}
                 size[node] = 0 if values is feed.base else sum(map(_nbytes, values))
