@@ -8,7 +8,6 @@ import random
 import resource
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,11 +23,14 @@ from usnet.nn import width_space
 from usnet.training.losses import soft_cross_entropy
 from usnet.training.step import sandwich_step
 
+Clock = Callable[[], float]
 RUN = Path(__file__).with_name("run.py")  # the memory probes run it in fresh processes
 
 
 # -- 1. inference ------------------------------------------------------------------------------
-def bench_inference(model: nn.Module, widths: list[float], plan: list[tuple[int, int]]) -> list:
+def bench_inference(
+    model: nn.Module, widths: list[float], plan: list[tuple[int, int]], clock: Clock
+) -> list:
     """US model at width w vs ``extract(model, w)``, eval, ``torch.inference_mode``."""
     calibrate_on_noise(model, widths)
     model.eval()
@@ -40,7 +42,7 @@ def bench_inference(model: nn.Module, widths: list[float], plan: list[tuple[int,
             usnet.set_width(model, w)
             with torch.inference_mode():
                 tu, td, ratio = interleaved(
-                    lambda x=x: model(x), lambda x=x, d=dense: d(x), 2, repeats
+                    lambda x=x: model(x), lambda x=x, d=dense: d(x), 2, repeats, clock
                 )
             out.append(
                 Result(
@@ -62,7 +64,7 @@ def bench_inference(model: nn.Module, widths: list[float], plan: list[tuple[int,
 
 
 # -- 2. width switch ---------------------------------------------------------------------------
-def bench_switch(model: nn.Module, n: int) -> list:
+def bench_switch(model: nn.Module, n: int, clock: Clock) -> list:
     """``usnet.set_width``: alternating two cached configs, and ``n`` never-seen widths."""
     space = width_space(model)
     lo, hi = space.width_min, space.width_max
@@ -71,16 +73,16 @@ def bench_switch(model: nn.Module, n: int) -> list:
     # cached: two known widths in turn (each call resolves from the cache)
     best_cached = float("inf")
     for _ in range(5):
-        start = time.perf_counter()
+        start = clock()
         for i in range(n):
             usnet.set_width(model, lo if i % 2 else hi)
-        best_cached = min(best_cached, (time.perf_counter() - start) / n)
+        best_cached = min(best_cached, (clock() - start) / n)
     # first time: every width new (distinct at the 6 decimals widths are compared to)
     fresh = [round(lo + (hi - lo) * (i + 0.5) / (n + 1), 6) for i in range(n)]
-    start = time.perf_counter()
+    start = clock()
     for w in fresh:
         usnet.set_width(model, w)
-    first = (time.perf_counter() - start) / n
+    first = (clock() - start) / n
     usnet.set_width(model, hi)
     out = [
         Result(
@@ -125,7 +127,7 @@ def dense_step(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor) -> Non
         loss.backward()
 
 
-def bench_training(model: nn.Module, batch: int, repeats: int) -> list:
+def bench_training(model: nn.Module, batch: int, repeats: int, clock: Clock) -> list:
     space = width_space(model)
     rng = random.Random(0)
     widths = [space.width_max, space.width_min] + sorted(
@@ -146,7 +148,7 @@ def bench_training(model: nn.Module, batch: int, repeats: int) -> list:
             m.zero_grad(set_to_none=True)
         dense_step(dense, x, y)
 
-    tu, td, ratio = interleaved(us, ref, 1, repeats)
+    tu, td, ratio = interleaved(us, ref, 1, repeats, clock)
     model.eval()
     usnet.set_width(model, space.width_max)
     r = Result(
@@ -167,7 +169,12 @@ def bench_training(model: nn.Module, batch: int, repeats: int) -> list:
 
 # -- 4. calibration ----------------------------------------------------------------------------
 def bench_calibration(
-    model: nn.Module, cases: list[tuple[float, str]], batch: int, num: int, repeats: int
+    model: nn.Module,
+    cases: list[tuple[float, str]],
+    batch: int,
+    num: int,
+    repeats: int,
+    clock: Clock,
 ) -> list:
     """Images/s of ``usnet.calibrate`` at one width vs an eval forward of the same images in the
     same batches and memory format, for each ``(width, "NCHW" | "channels-last")`` case."""
@@ -188,7 +195,7 @@ def bench_calibration(
                     for xb in batches:
                         model(xb)
 
-            tc, tf, ratio = interleaved(cal, forward, 1, repeats)
+            tc, tf, ratio = interleaved(cal, forward, 1, repeats, clock)
             r = Result(
                 "calibration",
                 f"w={w} {method}{' ' + layout if layout != 'NCHW' else ''}",

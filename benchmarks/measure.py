@@ -70,8 +70,17 @@ def inputs(model: nn.Module, batch: int) -> torch.Tensor:
     return torch.randn(batch, *model.input_size, generator=torch.Generator().manual_seed(1))
 
 
+#: The benchmarks' clocks: ``cpu`` is this process's CPU time (with one thread: the work done,
+#: whatever other jobs on a shared machine take), ``wall`` the elapsed time.
+CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.process_time, "wall": time.perf_counter}
+
+
 def interleaved(
-    a: Callable[[], object], b: Callable[[], object], warmup: int, repeats: int
+    a: Callable[[], object],
+    b: Callable[[], object],
+    warmup: int,
+    repeats: int,
+    clock: Callable[[], float] = time.process_time,
 ) -> tuple[float, float, float]:
     """Median seconds of ``a`` and ``b`` over ``repeats`` back-to-back pairs after ``warmup``,
     and the median of the pairs' ratios ``a/b``.
@@ -83,9 +92,9 @@ def interleaved(
     tb: list[float] = []
     for i in range(warmup + repeats):
         for f, times in ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta)):
-            start = time.perf_counter()
+            start = clock()
             f()
-            elapsed = time.perf_counter() - start
+            elapsed = clock() - start
             if i >= warmup:
                 times.append(elapsed)
     ratio = statistics.median(x / y for x, y in zip(ta, tb, strict=True))

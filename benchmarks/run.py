@@ -5,7 +5,9 @@
     python benchmarks/run.py --model tiny --quick --out /tmp/b.md   # seconds; what the test runs
 
 Each benchmark times two contenders side by side, interleaved, so that load from other jobs hits
-both alike, and reports the medians after warm-up and their ratio:
+both alike, and reports the medians after warm-up and their ratio. Times are the process's CPU
+time by default (``--clock cpu``): on a shared machine, elapsed time mostly measures the other
+jobs (with 1 thread CPU time is the work done; ``--clock wall`` for elapsed time).
 
 1. inference: the US model switched to width w (eval, calibrated) vs its exported dense model.
 2. switch: ``usnet.set_width`` (a cached width config, and a first-time one).
@@ -43,11 +45,12 @@ from cases import (  # noqa: E402
     bench_training,
     memory_probe,
 )
-from measure import Result, build  # noqa: E402
+from measure import CLOCKS, Result, build  # noqa: E402
 
 import usnet  # noqa: E402
 
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+CLOCK_WORDS = {"cpu": "CPU time of the process", "wall": "elapsed (wall) time"}
 __all__ = ["END", "START", "Result", "main"]
 
 
@@ -69,7 +72,8 @@ def markdown(results: list[Result], env: dict, command: str, seconds: float) -> 
         START,
         f"Measured {env['date']} with `{command}` ({seconds:.0f} s).",
         "",
-        f"- machine: {env['cpu']}, {env['cores']} cores; torch threads {env['threads']}",
+        f"- machine: {env['cpu']}, {env['cores']} cores; torch threads {env['threads']}; "
+        f"clock: {CLOCK_WORDS[env['clock']]}",
         f"- torch {env['torch']}, Python {env['python']}, usnet {env['usnet']}",
         f"- load average (1/5/15 min) before: {env['load']}, after: {env['load_after']}",
         "",
@@ -110,6 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         "machine is shared, and one thread gives repeatable ratios)",
     )
     p.add_argument(
+        "--clock",
+        choices=tuple(CLOCKS),
+        default="cpu",
+        help="cpu (default): this process's CPU time, which other jobs on a shared machine do "
+        "not inflate (with 1 thread: the work done); wall: elapsed time",
+    )
+    p.add_argument(
         "--only",
         nargs="+",
         choices=("inference", "switch", "training", "calibration", "memory"),
@@ -144,24 +155,26 @@ def main(argv: list[str] | None = None) -> int:
         plan["inference"] = [(1, 20), (big, 10)]
     selected = args.only or ["inference", "switch", "training", "calibration", "memory"]
     env = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), **machine()}
+    env["clock"] = args.clock
+    clock = CLOCKS[args.clock]
     print(
         f"usnet benchmarks: model {args.model}{' (quick)' if quick else ''}; {env['cpu']}, "
         f"{env['cores']} cores, {env['threads']} torch threads, torch {env['torch']}, "
-        f"load {env['load']}",
+        f"{args.clock} clock, load {env['load']}",
         flush=True,
     )
     start = time.perf_counter()
     model = build(args.model)
     results: list[Result] = []
     if "inference" in selected:
-        results += bench_inference(model, plan["widths"], plan["inference"])
+        results += bench_inference(model, plan["widths"], plan["inference"], clock)
     if "switch" in selected:
-        results += bench_switch(model, plan["switch_n"])
+        results += bench_switch(model, plan["switch_n"], clock)
     if "training" in selected:
-        results += bench_training(model, plan["train_batch"], plan["train_repeats"])
+        results += bench_training(model, plan["train_batch"], plan["train_repeats"], clock)
     if "calibration" in selected:
         batch, num, repeats = plan["calib"]
-        results += bench_calibration(model, plan["calib_cases"], batch, num, repeats)
+        results += bench_calibration(model, plan["calib_cases"], batch, num, repeats, clock)
     if "memory" in selected:
         results += bench_memory(args.model, plan["memory_batch"], args.threads)
     seconds = time.perf_counter() - start
