@@ -247,3 +247,20 @@ def test_batch_moments_are_exact_also_far_from_zero(offset, channels_last):
     assert n == 6 * 9 * 7 and mean.dtype == m2.dtype == torch.float64
     torch.testing.assert_close(mean, ref.mean(1), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(m2 / (n - 1), ref.var(1), rtol=1e-5, atol=1e-7)
+
+
+def test_a_changed_module_tree_is_traced_again():
+    """Calibration keeps its traced graphs per network; a replaced module must not be run."""
+    import copy
+
+    model, x = _model(), _data()
+    calibrate(model, _batches(x, 60), [0.5], progress=False)
+    twin = copy.deepcopy(model)
+    assert not usnet.nn.width_space(twin).programs  # a copy traces its own modules
+    for m in (model, twin):
+        m.features[1].body[2] = torch.nn.Identity()  # an activation replaced
+    calibrate(model, _batches(x, 60), [0.5], progress=False)
+    calibrate(twin, _batches(x, 60), [0.5], progress=False, cache_bytes=0)  # truncated passes
+    for (m1, v1), (m2, v2) in zip(_stats(model, 0.5), _stats(twin, 0.5), strict=True):
+        torch.testing.assert_close(m1, m2, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(v1, v2, rtol=1e-6, atol=1e-7)

@@ -121,6 +121,25 @@ class Program:
         ok = all(len(n.args) == 1 and not n.kwargs and n in program.bn_input for n in program.bns)
         return program if ok and len(inputs) == 1 else None
 
+    @classmethod
+    def of(cls, root: nn.Module, key: str, cache: dict[tuple[int, str], object]) -> Program | None:
+        """:meth:`trace` of ``root`` at network ``key``, kept in ``cache`` (tracing all stages of
+        US-MobileNet v2 takes ~60 ms: a tenth of calibrating 64 images at width 0.35) and used
+        again while ``root`` still holds the same modules."""
+        program = cache.get((id(root), key))
+        if isinstance(program, Program) and program.root is root and program.current():
+            return program
+        program = cls.trace(root)
+        if program is not None:
+            if len(cache) >= 256:
+                cache.clear()
+            cache[(id(root), key)] = program
+        return program
+
+    def current(self) -> bool:
+        """Whether every module of the graph is still where it was traced."""
+        return all(self.root.get_submodule(str(n.target)) is m for n, m in self.modules.items())
+
     def call(self, node: fx.Node, env: dict[fx.Node, Any]) -> Any:
         args = fx.node.map_arg(node.args, env.__getitem__)
         kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)

@@ -99,6 +99,7 @@ class _Run:
     width: str
     names: dict[nn.Module, str]
     budget: float
+    programs: dict[tuple[int, str], object]
 
     pending: dict[USBatchNorm2d, Moments] = field(default_factory=dict)
 
@@ -172,7 +173,7 @@ def calibrate(
         for config in tqdm(configs, desc="calibrate", unit="width", disable=not progress):
             space.set(config)
             if bns and space.key not in done:
-                run = _Run(core, space.key, format_width(config), names, budget)
+                run = _Run(core, space.key, format_width(config), names, budget, space.programs)
                 with _kept_on_error(bns, space.key):
                     (_exact if method == "exact" else _single_pass)(run, bns, batches, device)
                 done.add(space.key)
@@ -225,7 +226,7 @@ def _exact(run: _Run, bns: list[USBatchNorm2d], batches: list[Tensor], device: t
         stage.eval()
         outputs = None
         if any(bn.get_stats(run.key) is None for bn in _bn_layers(stage)):
-            program = graph.Program.trace(stage)
+            program = graph.Program.of(stage, run.key, run.programs)
             if program is not None:
                 outputs = program.run_layer_major(feed, run.budget, run.normalise_exact)
             if outputs is None:  # untraceable or over budget: the rest by truncated passes
@@ -283,7 +284,7 @@ def _single_pass(
     run: _Run, bns: list[USBatchNorm2d], batches: list[Tensor], device: torch.device
 ) -> None:
     run.model.eval()
-    program = graph.Program.trace(run.model)
+    program = graph.Program.of(run.model, run.key, run.programs)
     if program is not None:  # each batch layer-major in chunks: its own statistics, in place
         for x in batches:
             feed = graph.Feed(_chunks([x], device), device)

@@ -89,6 +89,12 @@ class WidthSpace:
         self.key: str = ""
         #: Width configs whose batch-norm statistics were calibrated, with their network's key.
         self.calibrated: dict[Width, str] = {}
+        #: Calibration's traced graphs of this model's modules, per (module id, network key)
+        #: (usnet._calibration_graph.Program.of: checked against the module before each use).
+        self.programs: dict[tuple[int, str], object] = {}
+
+    def __getstate__(self) -> dict:  # a copy (deepcopy, pickle) traces its own modules
+        return {**self.__dict__, "programs": {}}
 
     # -- building -------------------------------------------------------------------------
     def group(self, name: str, full: int, ratio: int = 1, slimmable: bool = True) -> GroupRef:
