@@ -200,9 +200,11 @@ def _kept_on_error(bns: list[USBatchNorm2d], key: str) -> Iterator[None]:
 
 
 # -- exact --------------------------------------------------------------------------------------
-#: On a CPU, ``exact`` runs its layers on chunks of at most this many bytes of input: ops whose
-#: tensors stay in the caches run ~2x faster than on batch-32 224 px ones (docs/benchmarks.md),
-#: and ``exact`` statistics do not depend on how the samples are batched.
+#: On a CPU, calibration runs its layers on chunks of at most this many bytes of an NCHW input:
+#: ops whose tensors stay in the caches run ~1.5-2x faster than on batch-32 224 px ones
+#: (docs/benchmarks.md). Statistics do not depend on it: ``exact`` pools all samples and
+#: ``single_pass`` normalises each chunk with its whole batch's statistics. (Channels-last
+#: batches measured no faster in chunks: torch picks slower convolutions for them.)
 _CPU_CHUNK_BYTES = 4 << 20
 
 
@@ -212,7 +214,11 @@ def _chunks(batches: list[Tensor], device: torch.device) -> list[Tensor]:
     return [
         chunk
         for x in batches
-        for chunk in x.split(max(1, _CPU_CHUNK_BYTES * len(x) // max(x.nbytes, 1)))
+        for chunk in (
+            x.split(max(1, _CPU_CHUNK_BYTES * len(x) // max(x.nbytes, 1)))
+            if x.is_contiguous()
+            else [x]
+        )
     ]
 
 
