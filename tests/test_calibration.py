@@ -264,3 +264,17 @@ def test_a_changed_module_tree_is_traced_again():
     for (m1, v1), (m2, v2) in zip(_stats(model, 0.5), _stats(twin, 0.5), strict=True):
         torch.testing.assert_close(m1, m2, rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(v1, v2, rtol=1e-6, atol=1e-7)
+
+
+def test_a_model_without_stages_is_calibrated_layer_major_too():
+    """The whole forward is one stage: still one pass, the same statistics to the bit."""
+    model, x = _model(), _data()
+    calibrate(model, _batches(x, 60), [0.5], num_samples=len(x), progress=False)
+    staged = _stats(model, 0.5)
+    model.calibration_stages = lambda: None  # as a model converted from any CNN
+    convs = sum(isinstance(m, usnet.nn.USConv2d) for m in model.modules())
+    calls = _conv_calls(model)
+    calibrate(model, _batches(x, 60), [0.5], num_samples=len(x), progress=False)
+    assert calls[0] == convs * 4
+    for (m1, v1), (m2, v2) in zip(staged, _stats(model, 0.5), strict=True):
+        assert torch.equal(m1, m2) and torch.equal(v1, v2)

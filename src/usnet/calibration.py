@@ -5,9 +5,9 @@ unbiased variance, merged across batches in float64), never moving averages:
 
 - ``exact`` (default): each BN's statistics are those of its inputs when every BN before it
   already normalises with its own final statistics (eval mode): what the eval network sees, so
-  the result does not depend on the calibration batch size. A model whose forward starts with a
-  chain of stages (``calibration_stages()``) is calibrated stage by stage, *layer-major*: every
-  layer of a stage runs once over all calibration batches, whose activations are kept within
+  the result does not depend on the calibration batch size. The model (or, stage by stage, the
+  chain of stages its forward starts with: ``calibration_stages()``) runs *layer-major*: every
+  layer runs once over all calibration batches, whose activations are kept within
   ``cache_bytes``, and a BN's statistics are pooled before any batch goes past it (about one
   forward in all). What does not fit, or cannot be traced by ``torch.fx``, is calibrated by
   truncated passes that stop at the BN being calibrated (more passes, less memory).
@@ -199,7 +199,6 @@ def _kept_on_error(bns: list[USBatchNorm2d], key: str) -> Iterator[None]:
         raise
 
 
-# -- exact --------------------------------------------------------------------------------------
 #: On a CPU, calibration runs its layers on chunks of at most this many bytes of an NCHW input:
 #: ops whose tensors stay in the caches run ~1.5-2x faster than on batch-32 224 px ones
 #: (docs/benchmarks.md). Statistics do not depend on it: ``exact`` pools all samples and
@@ -222,13 +221,15 @@ def _chunks(batches: list[Tensor], device: torch.device) -> list[Tensor]:
     ]
 
 
+# -- exact --------------------------------------------------------------------------------------
 def _exact(run: _Run, bns: list[USBatchNorm2d], batches: list[Tensor], device: torch.device) -> None:
     for bn in bns:
         bn.remove_stats(run.key)
     batches = _chunks(batches, device)
     stages = getattr(run.model, "calibration_stages", lambda: None)()
+    chain = [run.model] if stages is None else list(stages)  # no stages: the model is one
     feed = graph.Feed(batches, device)
-    for stage in stages if stages is not None else ():
+    for i, stage in enumerate(chain):
         stage.eval()
         outputs = None
         if any(bn.get_stats(run.key) is None for bn in _bn_layers(stage)):
@@ -237,8 +238,9 @@ def _exact(run: _Run, bns: list[USBatchNorm2d], batches: list[Tensor], device: t
                 outputs = program.run_layer_major(feed, run.budget, run.normalise_exact)
             if outputs is None:  # untraceable or over budget: the rest by truncated passes
                 _truncated(run, stage, feed)
-        feed = feed.then(stage, outputs, run.budget)
-    if any(bn.get_stats(run.key) is None for bn in bns):  # BNs outside the stages, or no stages
+        if i + 1 < len(chain):
+            feed = feed.then(stage, outputs, run.budget)
+    if any(bn.get_stats(run.key) is None for bn in bns):  # BNs outside the stages
         _truncated(run, run.model, graph.Feed(batches, device))
 
 
