@@ -1,6 +1,6 @@
 """usnet performance benchmarks (issue 4): is a switched US-Net as cheap as the network it stands for?
 
-    python benchmarks/run.py                 # all five, US-MobileNet v2 at 224 px (~2 min, 1 thread)
+    python benchmarks/run.py                 # all five, US-MobileNet v2 at 224 px (~7 min, 1 thread)
     python benchmarks/run.py --quick         # a faster smoke run (fewer widths, repeats, images)
     python benchmarks/run.py --model tiny --quick --out /tmp/b.md   # seconds; what the test runs
 
