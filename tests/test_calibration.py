@@ -154,3 +154,127 @@ def test_recalibration_and_reload_are_seen_by_a_cached_eval_model():
         model.eval()
         model.load_state_dict(state)
         torch.testing.assert_close(model(x[:4]), after)
+
+
+# -- issue 8: bad widths, non-finite data, streaming and bounded memory ---------------------------
+def test_widths_given_as_a_string_are_refused():
+    """``widths="0.5"`` used to be iterated: '0', '.', '5'."""
+    model = _model()
+    with pytest.raises(ValueError, match=r"got the string '0.5'.*parse_widths"):
+        calibrate(model, [_data(8)], "0.5", progress=False)
+    with pytest.raises(ValueError, match=r"must be a real number .* got True"):
+        calibrate(model, [_data(8)], [True], progress=False)
+
+
+def test_one_width_is_a_list_of_one():
+    model, x = _model(), _data(40)
+    calibrate(model, [x], 0.5, progress=False)
+    calibrate(model, [x], {"*": 0.5, "stage1": 0.9}, progress=False)
+    assert is_calibrated(model, 0.5) and is_calibrated(model, {"*": 0.5, "stage1": 0.9})
+    assert not is_calibrated(model, 1.0)
+
+
+@pytest.mark.parametrize("method", ["exact", "single_pass"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_inputs_raise_and_keep_the_old_statistics(method, bad):
+    model, x = _model(), _data(40)
+    calibrate(model, [x], [0.5], method=method, progress=False)
+    before = _stats(model, 0.5)
+    poisoned = x.clone()
+    poisoned[3, 0, 2, 2] = bad
+    with pytest.raises(ValueError, match=r"width 0.5: batch norm 'features.0.1' got non-finite"):
+        calibrate(model, [poisoned], [0.5], method=method, progress=False)
+    for (m1, v1), (m2, v2) in zip(before, _stats(model, 0.5), strict=True):
+        assert torch.equal(m1, m2) and torch.equal(v1, v2)
+    with pytest.raises(ValueError, match="non-finite"):
+        calibrate(model, [poisoned], [0.75], method=method, progress=False)
+    assert not is_calibrated(model, 0.75)  # nothing stored for the failed width
+    assert all(s is None for s in _stats(model, 0.75))
+
+
+def _conv_calls(model: torch.nn.Module) -> list[int]:
+    calls = [0]
+    for m in model.modules():
+        if isinstance(m, usnet.nn.USConv2d):
+            m.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_exact_runs_each_layer_once_per_batch_and_any_cache_budget_gives_the_same_statistics():
+    """Layer-major: about one forward. A budget too small for the activations recomputes
+    (bounded memory) and must not change a single bit."""
+    model, x = _model(), _data()
+    convs = sum(isinstance(m, usnet.nn.USConv2d) for m in model.modules())
+    calls = _conv_calls(model)
+    calibrate(model, _batches(x, 60), [0.5], num_samples=len(x), progress=False)
+    assert calls[0] == convs * 4
+    default = _stats(model, 0.5)
+    for budget in (0, 50_000):
+        calls[0] = 0
+        calibrate(model, _batches(x, 60), [0.5], len(x), progress=False, cache_bytes=budget)
+        assert calls[0] > convs * 4
+        for (m1, v1), (m2, v2) in zip(default, _stats(model, 0.5), strict=True):
+            assert torch.equal(m1, m2) and torch.equal(v1, v2)
+    with pytest.raises(ValueError, match="cache_bytes must be an int >= 0"):
+        calibrate(model, [x], [0.5], cache_bytes=-1)
+
+
+@pytest.mark.parametrize("width", [0.35, 1.0])
+def test_exact_statistics_of_channels_last_inputs(width):
+    """Channels-last activations take another statistics kernel (chunked float32 sums)."""
+    model, x = _model(), _data()
+    calibrate(model, _batches(x, 60), [width], num_samples=len(x), progress=False)
+    expected = _stats(model, width)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    calibrate(model, _batches(x_cl, 60), [width], num_samples=len(x), progress=False)
+    for (m1, v1), (m2, v2) in zip(expected, _stats(model, width), strict=True):
+        torch.testing.assert_close(m2, m1, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(v2, v1, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batch_moments_are_exact_also_far_from_zero(offset, channels_last):
+    """Plane sums of x and x^2 cancel when the mean dwarfs the spread: the kernel takes over."""
+    from usnet.moments import batch_moments
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 5, 9, 7, generator=g) * 0.5 + offset + torch.arange(5.0).view(1, 5, 1, 1)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    n, mean, m2 = batch_moments(x)
+    ref = x.double().transpose(0, 1).flatten(1)
+    assert n == 6 * 9 * 7 and mean.dtype == m2.dtype == torch.float64
+    torch.testing.assert_close(mean, ref.mean(1), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(m2 / (n - 1), ref.var(1), rtol=1e-5, atol=1e-7)
+
+
+def test_a_changed_module_tree_is_traced_again():
+    """Calibration keeps its traced graphs per network; a replaced module must not be run."""
+    import copy
+
+    model, x = _model(), _data()
+    calibrate(model, _batches(x, 60), [0.5], progress=False)
+    twin = copy.deepcopy(model)
+    assert not usnet.nn.width_space(twin).programs  # a copy traces its own modules
+    for m in (model, twin):
+        m.features[1].body[2] = torch.nn.Identity()  # an activation replaced
+    calibrate(model, _batches(x, 60), [0.5], progress=False)
+    calibrate(twin, _batches(x, 60), [0.5], progress=False, cache_bytes=0)  # truncated passes
+    for (m1, v1), (m2, v2) in zip(_stats(model, 0.5), _stats(twin, 0.5), strict=True):
+        torch.testing.assert_close(m1, m2, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(v1, v2, rtol=1e-6, atol=1e-7)
+
+
+def test_a_model_without_stages_is_calibrated_layer_major_too():
+    """The whole forward is one stage: still one pass, the same statistics to the bit."""
+    model, x = _model(), _data()
+    calibrate(model, _batches(x, 60), [0.5], num_samples=len(x), progress=False)
+    staged = _stats(model, 0.5)
+    model.calibration_stages = lambda: None  # as a model converted from any CNN
+    convs = sum(isinstance(m, usnet.nn.USConv2d) for m in model.modules())
+    calls = _conv_calls(model)
+    calibrate(model, _batches(x, 60), [0.5], num_samples=len(x), progress=False)
+    assert calls[0] == convs * 4
+    for (m1, v1), (m2, v2) in zip(staged, _stats(model, 0.5), strict=True):
+        assert torch.equal(m1, m2) and torch.equal(v1, v2)

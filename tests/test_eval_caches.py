@@ -66,3 +66,58 @@ def test_extract_drops_attached_calibration_data():
     dense = usnet.export.extract(model, 0.5)
     assert not dense._forward_pre_hooks
     assert dense(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def _fresh(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy with empty caches (deepcopy drops them): what the weights really compute."""
+    return copy.deepcopy(model)
+
+
+def test_in_place_writes_through_p_data_are_seen():
+    """EMA, SWA and pruning write through ``p.data``, which does not bump ``p._version``."""
+    model, x = _model(), _x()
+    calibrate(model, [x], [0.5], progress=False)
+    before = _eval(model, x)  # fills the caches
+    g = torch.Generator().manual_seed(3)
+    for p in model.parameters():
+        p.data.copy_(torch.randn(p.shape, generator=g) * 0.2 + p.data)
+    after = _eval(model, x)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, _eval(_fresh(model), x), rtol=0, atol=0)
+    for p in model.parameters():
+        p.data.mul_(0)
+    torch.testing.assert_close(_eval(model, x), _eval(_fresh(model), x), rtol=0, atol=0)
+
+
+def test_new_storage_through_p_data_is_seen():
+    model, x = _model(), _x()
+    calibrate(model, [x], [0.5], progress=False)
+    before = _eval(model, x)
+    for m in model.modules():
+        if isinstance(m, (usnet.nn.USConv2d, usnet.nn.USBatchNorm2d)):
+            m.weight.data = m.weight.data * 1.5  # a new tensor: the old address may be reused
+    after = _eval(model, x)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, _eval(_fresh(model), x), rtol=0, atol=0)
+
+
+def test_sliced_weights_of_a_channels_last_model_keep_their_layout():
+    model, x = _model(), _x()
+    calibrate(model, [x], [0.5], progress=False)
+    expected = _eval(model, x)
+    model = model.to(memory_format=torch.channels_last)
+    out = _eval(model, x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, expected)
+    convs = [
+        m
+        for m in model.modules()
+        if isinstance(m, usnet.nn.USConv2d) and m.kernel_size == (1, 1) and not m.depthwise
+    ]
+    assert convs
+    with usnet.width(model, 0.5), torch.no_grad():
+        for conv in convs:
+            w = conv.weight
+            assert w.is_contiguous(memory_format=torch.channels_last)
+            sliced = conv._slice(w, conv.out_ref.active, conv.in_ref.active)
+            assert sliced.untyped_storage().data_ptr() == w.untyped_storage().data_ptr()
+            assert sliced.stride() == w.stride()  # a view: channels-last strides, no copy

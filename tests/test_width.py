@@ -24,7 +24,7 @@ def test_out_of_range_names_width_and_range(model, w: float) -> None:
 
 
 def test_bad_values_and_groups(model) -> None:
-    with pytest.raises(ValueError, match="must be a number"):
+    with pytest.raises(ValueError, match="must be a real number"):
         usnet.set_width(model, "wide")
     with pytest.raises(ValueError, match=r"unknown channel group\(s\) \['nope'\]"):
         usnet.set_width(model, {"nope": 0.5, "*": 1.0})
@@ -32,6 +32,27 @@ def test_bad_values_and_groups(model) -> None:
         usnet.set_width(model, {"stem": 0.5})
     with pytest.raises(ValueError, match=r"stem 0.2 is outside"):
         usnet.set_width(model, {"stem": 0.2, "*": 1.0})
+
+
+@pytest.mark.parametrize("w", ["0.5", True, b"1", [0.5], None, torch.tensor(0.5)])
+def test_a_width_must_be_a_real_number(model, w: object) -> None:
+    """float("0.5") and float(True) must not slip through as widths."""
+    with pytest.raises(ValueError, match=r"must be a real number \(int or float") as e:
+        usnet.set_width(model, w)
+    assert repr(w) in str(e.value)
+    with pytest.raises(ValueError, match=r"width of channel group 'stem' must be a real number"):
+        usnet.set_width(model, {"stem": "0.5", "*": 1.0})
+    with pytest.raises(ValueError, match="must be a real number"):
+        usnet.set_width(model, {"*": False})
+    assert usnet.get_width(model) == 1.0
+
+
+def test_ints_and_numpy_floats_are_widths(model) -> None:
+    np = pytest.importorskip("numpy")
+    usnet.set_width(model, np.float32(0.5))
+    assert usnet.get_width(model) == 0.5
+    usnet.set_width(model, 1)
+    assert usnet.get_width(model) == 1.0
 
 
 def test_non_uniform_width(model) -> None:
@@ -98,3 +119,29 @@ def test_parse_widths() -> None:
     assert parse_widths("0.25, 0.5,1") == [0.25, 0.5, 1.0]
     with pytest.raises(ValueError, match="start:stop:step"):
         parse_widths("1.0:0.35:0.025")
+
+
+@pytest.mark.parametrize("text", ["0.25:inf:0.1", "0.25:1.0:nan", "-inf:1:0.1", "0.5,inf"])
+def test_parse_widths_rejects_non_finite_numbers(text: str) -> None:
+    with pytest.raises(ValueError, match="must be finite"):
+        parse_widths(text)
+
+
+@pytest.mark.parametrize("text", ["0.25:1.0:1e-9", "0:1e300:1e-300", "0:1:0.0001"])
+def test_parse_widths_bounds_the_grid(text: str) -> None:
+    """A tiny step used to hang building 750M widths; 0:1e300:1e-300 overflowed."""
+    with pytest.raises(ValueError, match="at most 10,000 are allowed"):
+        parse_widths(text)
+    assert len(parse_widths("0:1:0.0002")) == 5001
+
+
+def test_unwrap_model_peels_compile_and_ddp_wrappers(model) -> None:
+    """torch.compile's wrapper forwards attribute lookups, so it "has" a width space itself."""
+    from usnet.nn import unwrap_model
+
+    compiled = torch.compile(model)  # lazy: nothing is compiled until it is called
+    assert unwrap_model(compiled) is model
+    assert unwrap_model(torch.nn.DataParallel(compiled)) is model
+    assert width_space(compiled) is model.width_space
+    with pytest.raises(TypeError, match="Linear is not a US model"):
+        unwrap_model(torch.compile(torch.nn.Linear(2, 2)))

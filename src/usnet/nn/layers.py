@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -10,37 +11,72 @@ from torch import Tensor, nn
 
 from .space import GroupRef, as_ref
 
+_Pair = tuple[int, int]  # nn.Conv2d's attributes are typed tuple[int, ...]; ours are pairs
 
-class _Sliced:
-    """Caches contiguous weight slices in eval mode, so a switched model costs what a dense one does.
 
-    A slice ``w[:out, :in]`` is a strided view that conv/linear kernels copy on every call; in
-    eval mode without autograd we keep the contiguous copy until the weights change (tracked
-    through the tensor's version counter; ``.to()`` and friends clear the cache). Training
-    always slices afresh (gradients flow to the full weight).
+def _cut(t: Tensor, out: int, inp: int | None) -> Tensor:
+    """The leading ``out`` rows (and ``inp`` columns) of ``t``: a view."""
+    if out == t.shape[0] and (inp is None or inp == t.shape[1]):
+        return t
+    return t[:out] if inp is None else t[:out, :inp]
+
+
+class _Sliced(nn.Module):
+    """Slices weights to the active channels; in eval mode without autograd the slices are cached.
+
+    A slice ``w[:out, :in]`` is a *view* of the weight, so it always shows the weight's current
+    values (in-place writes, also through ``p.data`` as EMA, SWA or pruning do) and keeps its
+    memory format. The cache saves the Python cost of slicing. It is checked against the
+    parameters' storage: a parameter given new storage (``p.data = t``, a new ``Parameter``) is
+    sliced afresh (the cached view keeps the old storage alive, so its address is not reused).
+    A cached contiguous *copy* saved the conv kernels copying strided slices (~5 % of a batch-1
+    forward of US-MobileNet v2, docs/benchmarks.md) but went stale on ``p.data`` writes, which
+    leave no trace on the parameter. Training always slices afresh.
     """
 
     def _slice(self, param: Tensor, out: int, inp: int | None) -> Tensor:
+        """``param``'s slice of ``out`` outputs and ``inp`` inputs (None: all of its inputs)."""
         if self.training or torch.is_grad_enabled():
-            if out == param.shape[0] and (inp is None or inp == param.shape[1]):
-                return param
-            return param[:out] if inp is None else param[:out, :inp]
-        cache: dict = self.__dict__.setdefault("_slice_cache", {})
+            return _cut(param, out, inp)
+        cache: dict[tuple[int, int, int | None], Tensor] = self.__dict__.setdefault(
+            "_slice_cache", {}
+        )
         key = (id(param), out, inp)
         hit = cache.get(key)
-        if hit is not None and hit[0] == (param._version, param.data_ptr()):
-            return hit[1]
-        if out == param.shape[0] and (inp is None or inp == param.shape[1]):
-            sliced = param
-        else:
-            sliced = (param[:out] if inp is None else param[:out, :inp]).contiguous()
+        if hit is not None and hit.data_ptr() == param.data_ptr():
+            return hit
         if len(cache) > 64:
             cache.clear()
-        cache[key] = ((param._version, param.data_ptr()), sliced)
+        cache[key] = sliced = _cut(param, out, inp)
         return sliced
 
+    def _weight_and_bias(self, out: int, inp: int | None) -> tuple[Tensor, Tensor | None]:
+        """``_slice`` of the weight and the bias in one cache lookup (the hot path of eval)."""
+        weight, bias = cast(Tensor, self.weight), cast("Tensor | None", self.bias)
+        if self.training or torch.is_grad_enabled():
+            return _cut(weight, out, inp), None if bias is None else _cut(bias, out, None)
+        cache: dict = self.__dict__.setdefault("_slice_cache", {})
+        hit = cache.get((out, inp))
+        # the views keep the storage they were cut from alive: equal addresses, same storage
+        if (
+            hit is not None
+            and hit[2] == weight.data_ptr()
+            and (bias is None or hit[3] == bias.data_ptr())
+        ):
+            return hit[0], hit[1]
+        if len(cache) > 64:
+            cache.clear()
+        b = None if bias is None else _cut(bias, out, None)
+        cache[(out, inp)] = hit = (
+            _cut(weight, out, inp),
+            b,
+            weight.data_ptr(),
+            None if bias is None else bias.data_ptr(),
+        )
+        return hit[0], hit[1]
+
     def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN202
-        self.__dict__.pop("_slice_cache", None)  # cached copies live on the old device/dtype
+        self.__dict__.pop("_slice_cache", None)  # views of the old tensors
         return super()._apply(fn, *args, **kwargs)
 
     def __setstate__(self, state: dict) -> None:  # deepcopy: the copy has its own weights
@@ -93,11 +129,10 @@ class USConv2d(_Sliced, nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         cout = self.out_ref.active
         if self.depthwise:
-            weight, groups = self._slice(self.weight, cout, None), cout
-        else:
-            weight, groups = self._slice(self.weight, cout, self.in_ref.active), 1
-        bias = None if self.bias is None else self._slice(self.bias, cout, None)
-        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
+            weight, bias = self._weight_and_bias(cout, None)
+            return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, cout)
+        weight, bias = self._weight_and_bias(cout, self.in_ref.active)
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
 
     def extra_repr(self) -> str:
         return f"{self.in_ref} -> {self.out_ref}, " + super().extra_repr()
@@ -109,10 +144,10 @@ class USConv2d(_Sliced, nn.Conv2d):
         conv = nn.Conv2d(
             cin,
             cout,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.dilation,
+            cast(_Pair, self.kernel_size),
+            cast(_Pair, self.stride),
+            cast("_Pair | str", self.padding),
+            cast(_Pair, self.dilation),
             cout if self.depthwise else 1,
             bias=self.bias is not None,
             device=self.weight.device,
@@ -134,10 +169,7 @@ class USLinear(_Sliced, nn.Linear):
         super().__init__(self.in_ref.full, self.out_ref.full, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        cout = self.out_ref.active
-        weight = self._slice(self.weight, cout, self.in_ref.active)
-        bias = None if self.bias is None else self._slice(self.bias, cout, None)
-        return F.linear(x, weight, bias)
+        return F.linear(x, *self._weight_and_bias(self.out_ref.active, self.in_ref.active))
 
     def extra_repr(self) -> str:
         return f"{self.in_ref} -> {self.out_ref}, bias={self.bias is not None}"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import numbers
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -18,12 +20,15 @@ from torch import nn
 
 from .rounding import active_channels
 
-#: A uniform width (one float) or a non-uniform one (group name -> float; ``"*"`` sets the rest).
-WidthConfig = float | Mapping[str, float]
-#: The canonical, hashable form of a :data:`WidthConfig`.
+#: The canonical, hashable form of a width config: a float, or ``((group, width), ...)``.
 Width = float | tuple[tuple[str, float], ...]
+#: A uniform width (one number) or a non-uniform one (group name -> number; ``"*"`` sets the
+#: rest); the canonical form is accepted too.
+WidthConfig = float | Mapping[str, float] | Width
 
 _DIGITS = 6  # widths are compared after rounding to this many decimals
+#: The most widths :func:`parse_widths` builds (a typo such as step 1e-9 must not hang or OOM).
+MAX_WIDTHS = 10_000
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,12 @@ class WidthSpace:
         self.key: str = ""
         #: Width configs whose batch-norm statistics were calibrated, with their network's key.
         self.calibrated: dict[Width, str] = {}
+        #: Calibration's traced graphs of this model's modules, per (module id, network key)
+        #: (usnet._calibration_graph.Program.of: checked against the module before each use).
+        self.programs: dict[tuple[int, str], object] = {}
+
+    def __getstate__(self) -> dict:  # a copy (deepcopy, pickle) traces its own modules
+        return {**self.__dict__, "programs": {}}
 
     # -- building -------------------------------------------------------------------------
     def group(self, name: str, full: int, ratio: int = 1, slimmable: bool = True) -> GroupRef:
@@ -126,10 +137,14 @@ class WidthSpace:
         return self._check(width, "width")
 
     def _check(self, w: object, field: str) -> float:
-        try:
-            value = float(w)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise ValueError(f"{field} must be a number, got {w!r}") from None
+        if not is_real(w):
+            what = "width" if field == "width" else f"width of channel group {field!r}"
+            alternative = " or a {channel group: number} mapping" if field == "width" else ""
+            raise ValueError(
+                f"{what} must be a real number (int or float, not bool or str){alternative}, "
+                f"got {w!r} ({type(w).__name__})"
+            )
+        value = float(w)  # type: ignore[arg-type]
         if not math.isfinite(value) or not (
             self.width_min - 1e-9 <= value <= self.width_max + 1e-9
         ):
@@ -153,11 +168,11 @@ class WidthSpace:
         if hit is None:
             if len(self._cache) >= 4096:  # training draws a new random width every step
                 self._cache.clear()
-            per_group = dict(config) if isinstance(config, tuple) else None
+            per_group, uniform = (dict(config), 0.0) if isinstance(config, tuple) else (None, config)
             active = tuple(
                 active_channels(
                     g.full,
-                    per_group[g.name] if per_group is not None else config,
+                    per_group[g.name] if per_group is not None else uniform,
                     g.ratio,
                     self.width_max,
                 )
@@ -179,26 +194,50 @@ class WidthSpace:
         return {g.name: a for g, a in zip(self.groups, active, strict=True)}
 
 
+def is_real(w: object) -> bool:
+    """Whether ``w`` can be a width: an int or float (numpy's too), not a bool or a string."""
+    return isinstance(w, numbers.Real) and not isinstance(w, bool)
+
+
 def plan_key(active: tuple[int, ...]) -> str:
     """A short stable name for the network a width selects (widths that round alike share it)."""
     return hashlib.sha1(",".join(map(str, active)).encode()).hexdigest()[:12]
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The US model itself, inside DDP (``.module``) / torch.compile (``._orig_mod``) wrappers."""
-    for _ in range(4):
-        if isinstance(getattr(model, "width_space", None), WidthSpace):
-            return model
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+    """The US model itself, inside torch.compile (``._orig_mod``) and DDP (``.module``) wrappers.
+
+    The wrappers are peeled first: attribute lookups on torch.compile's wrapper fall through to
+    the inner module, so "has a width space" alone would return the wrapper itself.
+    """
+    for _ in range(8):
+        inner = _wrapped(model)
         if inner is None:
-            break
+            if isinstance(getattr(model, "width_space", None), WidthSpace):
+                return model
+            inner = getattr(model, "module", None)  # other wrappers, e.g. an EMA copy
+            if not isinstance(inner, nn.Module):
+                break
         model = inner
     raise TypeError(f"{type(model).__name__} is not a US model: it has no width_space")
 
 
+def _wrapped(model: nn.Module) -> nn.Module | None:
+    """The module inside a torch.compile, DistributedDataParallel or DataParallel wrapper."""
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        return model.module
+    # No import of torch._dynamo (slow): if it was never imported, nothing was compiled.
+    dynamo = sys.modules.get("torch._dynamo.eval_frame")
+    if dynamo is not None and isinstance(model, dynamo.OptimizedModule):
+        return model._orig_mod
+    return None
+
+
 def width_space(model: nn.Module) -> WidthSpace:
     """The :class:`WidthSpace` of a US model (also through DDP / torch.compile wrappers)."""
-    return unwrap_model(model).width_space
+    space = unwrap_model(model).width_space
+    assert isinstance(space, WidthSpace)  # unwrap_model checked it
+    return space
 
 
 def set_width(model: nn.Module, width: WidthConfig) -> None:
@@ -229,21 +268,37 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
 
 
 def parse_widths(text: str) -> list[float]:
-    """Parse ``"0.35:1.0:0.025"`` (start:stop:step, stop included) or ``"0.25,0.5,1.0"``."""
+    """Parse ``"0.35:1.0:0.025"`` (start:stop:step, stop included) or ``"0.25,0.5,1.0"``.
+
+    Every number must be finite, and a grid may hold at most :data:`MAX_WIDTHS` widths (a typo
+    such as step 1e-9 must not hang building hundreds of millions of them).
+    """
     text = text.strip()
+    grid = ":" in text
     try:
-        if ":" in text:
-            start, stop, step = (float(p) for p in text.split(":"))
+        values = [float(p) for p in text.split(":" if grid else ",") if grid or p.strip()]
+        if grid:
+            start, stop, step = values
             if step <= 0 or stop < start:
                 raise ValueError
-            count = int(math.floor((stop - start) / step + 1e-6)) + 1
-            return [round(start + i * step, _DIGITS) for i in range(count)]
-        return [round(float(p), _DIGITS) for p in text.split(",") if p.strip()]
     except ValueError:
         raise ValueError(
-            f"widths {text!r} must be 'start:stop:step' (e.g. 0.35:1.0:0.025) or a comma list "
-            f"(e.g. 0.25,0.5,1.0)"
+            f"widths {text!r} must be 'start:stop:step' with step > 0 and stop >= start (e.g. "
+            f"0.35:1.0:0.025) or a comma list (e.g. 0.25,0.5,1.0)"
         ) from None
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"widths {text!r}: every number must be finite (no inf or nan)")
+    span = (stop - start) / step if grid else len(values) - 1  # may overflow to inf
+    if not span + 1 <= MAX_WIDTHS:
+        raise ValueError(
+            f"widths {text!r} make {f'{span + 1:,.0f}' if span < math.inf else 'too many'} "
+            f"widths; at most {MAX_WIDTHS:,} are allowed"
+            + (" (use a larger step)" if grid else "")
+        )
+    if grid:
+        count = math.floor(span + 1e-6) + 1
+        return [round(start + i * step, _DIGITS) for i in range(count)]
+    return [round(v, _DIGITS) for v in values]
 
 
 def format_width(config: Width) -> str:

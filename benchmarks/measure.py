@@ -1,0 +1,101 @@
+"""Shared by the benchmarks: the side-by-side measurement, its result, the models and inputs."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+import usnet
+from usnet.calibration import calibrate
+
+TINY = {"input_size": 16, "blocks": ((1, 8, 1, 1), (6, 16, 2, 2)), "last_channels": 64}
+
+
+@dataclass
+class Result:
+    """One side-by-side measurement: ``a`` (the US-Net) against ``b`` (the reference)."""
+
+    bench: str
+    case: str
+    a_label: str
+    a: float
+    b_label: str
+    b: float
+    unit: str
+    target: str  # e.g. "<= 1.05" on a / b
+    extra: dict = field(default_factory=dict)
+    paired: float | None = None  # median of per-pair ratios, when the runs were paired
+
+    @property
+    def ratio(self) -> float:
+        if self.paired is not None:
+            return self.paired
+        return self.a / self.b if self.b > 0 else float("inf")
+
+    @property
+    def met(self) -> bool:
+        op, value = self.target.split()
+        return self.ratio <= float(value) if op == "<=" else self.ratio >= float(value)
+
+    def line(self) -> str:
+        return (
+            f"{self.bench:<11} {self.case:<24} {self.a_label} {self.a:9.3f} {self.unit:<5} "
+            f"{self.b_label} {self.b:9.3f} {self.unit:<5} ratio {self.ratio:6.3f} "
+            f"(target {self.target}: {'met' if self.met else 'MISSED'})"
+        )
+
+
+# -- set-up -----------------------------------------------------------------------------------
+def build(name: str) -> nn.Module:
+    """US-MobileNet v2 (224 px, ImageNet) or a tiny one (16 px) with random weights."""
+    torch.manual_seed(0)
+    if name == "mobilenet":
+        return usnet.create_model("us_mobilenet_v2")
+    if name == "tiny":
+        return usnet.create_model("us_mobilenet_v2_small", **TINY)
+    raise ValueError(f"--model {name!r} is unknown; allowed: mobilenet, tiny")
+
+
+def calibrate_on_noise(model: nn.Module, widths: list) -> None:
+    """Calibrated statistics for ``widths`` from random inputs: their values do not matter for speed."""
+    calibrate(model, [inputs(model, 2)], widths, 2, "single_pass", progress=False)
+
+
+def inputs(model: nn.Module, batch: int) -> torch.Tensor:
+    return torch.randn(batch, *model.input_size, generator=torch.Generator().manual_seed(1))
+
+
+#: The benchmarks' clocks: ``cpu`` is this process's CPU time (with one thread: the work done,
+#: whatever other jobs on a shared machine take), ``wall`` the elapsed time.
+CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.process_time, "wall": time.perf_counter}
+
+
+def interleaved(
+    a: Callable[[], object],
+    b: Callable[[], object],
+    warmup: int,
+    repeats: int,
+    clock: Callable[[], float] = time.process_time,
+) -> tuple[float, float, float]:
+    """Median seconds of ``a`` and ``b`` over ``repeats`` back-to-back pairs after ``warmup``,
+    and the median of the pairs' ratios ``a/b``.
+
+    The order within a pair alternates, and a pair's two runs see the same machine load, so the
+    paired ratio stays stable on a busy machine where the medians of each side drift.
+    """
+    ta: list[float] = []
+    tb: list[float] = []
+    for i in range(warmup + repeats):
+        for f, times in ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta)):
+            start = clock()
+            f()
+            elapsed = clock() - start
+            if i >= warmup:
+                times.append(elapsed)
+    ratio = statistics.median(x / y for x, y in zip(ta, tb, strict=True))
+    return statistics.median(ta), statistics.median(tb), ratio
