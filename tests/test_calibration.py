@@ -236,7 +236,7 @@ def test_exact_statistics_of_channels_last_inputs(width):
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_batch_moments_are_exact_also_far_from_zero(offset, channels_last):
     """Plane sums of x and x^2 cancel when the mean dwarfs the spread: the kernel takes over."""
-    from usnet.moments import batch_moments
+    from usnet.calibration.moments import batch_moments
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(6, 5, 9, 7, generator=g) * 0.5 + offset + torch.arange(5.0).view(1, 5, 1, 1)

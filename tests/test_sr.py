@@ -17,11 +17,11 @@ from usnet import checkpoint, create_model, get_width, set_width
 from usnet.cli import main
 from usnet.config import ConfigError, build_config
 from usnet.data.sr import SRPairs, SRPatches, SRTestSet, bicubic_pair, folder_images
-from usnet.metrics import psnr_y, rgb_to_y, ssim_y
 from usnet.models.wdsr import USWeightNormConv2d
 from usnet.nn import USConv2d
 from usnet.tasks.sr import TASK, L1Loss, SRConfig
 from usnet.tasks.sr.evaluate import bicubic_metrics, evaluate
+from usnet.tasks.sr.metrics import psnr_y, rgb_to_y, ssim_y
 from usnet.training.step import sandwich_step
 
 TINY = {"n_resblocks": 1, "n_feats": 16}

@@ -90,7 +90,7 @@ class WidthSpace:
         #: Width configs whose batch-norm statistics were calibrated, with their network's key.
         self.calibrated: dict[Width, str] = {}
         #: Calibration's traced graphs of this model's modules, per (module id, network key)
-        #: (usnet._calibration_graph.Program.of: checked against the module before each use).
+        #: (usnet.calibration.graph.Program.of: checked against the module before each use).
         self.programs: dict[tuple[int, str], object] = {}
 
     def __getstate__(self) -> dict:  # a copy (deepcopy, pickle) traces its own modules

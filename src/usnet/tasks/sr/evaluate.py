@@ -1,5 +1,5 @@
 """Super-resolution quality: PSNR and SSIM on the Y channel with a border of ``scale`` pixels
-cropped (:mod:`usnet.metrics`), and the bicubic reference every width must beat."""
+cropped (:mod:`usnet.tasks.sr.metrics`), and the bicubic reference every width must beat."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ...data.sr import bicubic_upscale
-from ...metrics import psnr_y, ssim_y
 from ...nn import width as at_width
+from .metrics import psnr_y, ssim_y
 
 
 def _pairs(data: Dataset | DataLoader | Iterable) -> Iterable[tuple[Tensor, Tensor]]:

@@ -20,7 +20,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, fx, nn
 
-from .nn import USBatchNorm2d
+from ..nn import USBatchNorm2d
 
 #: ``norm(bn, inputs, in_place)``: the BN's outputs for a list of inputs (one per batch).
 Norm = Callable[[USBatchNorm2d, list[Tensor], bool], list[Tensor]]

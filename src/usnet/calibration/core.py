@@ -32,10 +32,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import _calibration_graph as graph
+from ..nn import USBatchNorm2d, Width, WidthConfig, format_width, unwrap_model, width_space
+from ..nn.space import is_real
+from . import graph
 from .moments import Moments, batch_moments, pooled
-from .nn import USBatchNorm2d, Width, WidthConfig, format_width, unwrap_model, width_space
-from .nn.space import is_real
 
 METHODS = ("exact", "single_pass")
 

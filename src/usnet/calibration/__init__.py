@@ -1,0 +1,27 @@
+"""Post-statistics batch norm (paper, design.md): each width's BN statistics, computed after
+training from a few thousand training samples as exact averages.
+
+:mod:`.core` holds the public calls (:func:`calibrate`, :func:`attach_calibration_data`,
+:func:`is_calibrated`, :func:`clear_calibration`); :mod:`.graph` runs a traced stage layer-major
+for the ``exact`` estimator; :mod:`.moments` merges per-channel moments across batches.
+"""
+
+from .core import (
+    METHODS,
+    attach_calibration_data,
+    calibrate,
+    clear_calibration,
+    collect_batches,
+    default_cache_bytes,
+    is_calibrated,
+)
+
+__all__ = [
+    "METHODS",
+    "attach_calibration_data",
+    "calibrate",
+    "clear_calibration",
+    "collect_batches",
+    "default_cache_bytes",
+    "is_calibrated",
+]
