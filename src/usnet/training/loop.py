@@ -18,7 +18,7 @@ import csv
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -76,6 +76,21 @@ class LoopTask(Protocol):
     ) -> tuple[Any, str]:
         """The final results as stored in the checkpoint's metadata, and as printed."""
         ...
+
+
+class TrainedByLoop:
+    """Base of the tasks this loop trains (classification, SR): their ``train`` is the loop."""
+
+    def train(
+        self,
+        cfg: Any,
+        resume: bool = False,
+        device: str | None = None,
+        progress: bool = True,
+        overwrite: bool = False,
+    ) -> Path:
+        """Train ``cfg`` with the shared loop; returns the checkpoint folder."""
+        return train(cfg, cast(LoopTask, self), resume, device, progress, overwrite)
 
 
 def final_widths(cfg: Any) -> list[float]:

@@ -14,7 +14,7 @@ from ...calibration import calibrate
 from ...data.loader import EpochLoader
 from ...spectrum.providers import MetricProvider, ProviderOptions
 from ...spectrum.tables import format_table
-from ...training.loop import train as train_loop
+from ...training.loop import TrainedByLoop
 from .config import TrainConfig
 from .data import build_model, calibration_data, test_loader, train_loader
 from .evaluate import evaluate
@@ -22,7 +22,7 @@ from .loss import ClassificationLoss
 from .provider import CLASSIFICATION_METRICS, metric_provider
 
 
-class ClassificationTask:
+class ClassificationTask(TrainedByLoop):
     """What :func:`usnet.training.loop.train` needs to train a classifier."""
 
     name = "classification"
@@ -73,17 +73,6 @@ class ClassificationTask:
         self, model: nn.Module, cfg: TrainConfig, options: ProviderOptions
     ) -> MetricProvider:
         return metric_provider(model, cfg, options)
-
-    def train(
-        self,
-        cfg: TrainConfig,
-        resume: bool = False,
-        device: str | None = None,
-        progress: bool = True,
-        overwrite: bool = False,
-    ) -> Path:
-        """Train ``cfg`` with the shared loop; returns the checkpoint folder."""
-        return train_loop(cfg, self, resume, device, progress, overwrite)
 
 
 def format_results(model: nn.Module, results: dict[float, dict[str, float]]) -> str:

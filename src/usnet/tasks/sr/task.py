@@ -17,8 +17,7 @@ from ...data.loader import EpochLoader
 from ...data.sr import SRTestSet
 from ...spectrum.providers import MetricProvider, ProviderOptions
 from ...spectrum.tables import format_table
-from ...training.loop import CHECKPOINT
-from ...training.loop import train as train_loop
+from ...training.loop import CHECKPOINT, TrainedByLoop
 from .config import SRConfig
 from .data import build_model, test_set, train_loader
 from .evaluate import bicubic_metrics, evaluate
@@ -26,7 +25,7 @@ from .loss import L1Loss
 from .provider import SR_METRICS, metric_provider
 
 
-class SRTask:
+class SRTask(TrainedByLoop):
     """What :func:`usnet.training.loop.train` needs to train a super-resolution network."""
 
     name = "sr"
@@ -73,17 +72,6 @@ class SRTask:
         self, model: nn.Module, cfg: SRConfig, options: ProviderOptions
     ) -> MetricProvider:
         return metric_provider(model, cfg, options)
-
-    def train(
-        self,
-        cfg: SRConfig,
-        resume: bool = False,
-        device: str | None = None,
-        progress: bool = True,
-        overwrite: bool = False,
-    ) -> Path:
-        """Train ``cfg`` with the shared loop; returns the checkpoint folder."""
-        return train_loop(cfg, self, resume, device, progress, overwrite)
 
 
 def final_results(
