@@ -1,5 +1,6 @@
 """Suite-wide settings: one intra-op thread (tiny models run fastest so, and results repeat);
-the study tests' fake `usnet` (tests/fake_usnet.py, tests/study_helpers.py)."""
+the checkpoint tests' calibrated model and its saved checkpoint (`model`, `ckpt`); the study
+tests' fake `usnet` (tests/fake_usnet.py, tests/study_helpers.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_stats import CHECKPOINT_WIDTHS, fake_calibrate, randomize_affine
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,3 +49,21 @@ def fake_usnet(tmp_path, study_template, monkeypatch) -> Path:
     monkeypatch.delenv("FAKE_REJECT", raising=False)
     monkeypatch.setenv("FAKE_EPOCH_SECONDS", "0")
     return calls
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    import usnet
+
+    m = usnet.create_model("us_mobilenet_v2_small", num_classes=7)
+    randomize_affine(m)
+    fake_calibrate(m, CHECKPOINT_WIDTHS)
+    return m.eval()
+
+
+@pytest.fixture
+def ckpt(model, tmp_path) -> Path:
+    from usnet.checkpoint import save
+
+    return save(model, tmp_path / "run" / "ckpt", meta={"config": {"lr": 0.1}, "epoch": 3})

@@ -8,6 +8,9 @@ from torch import nn
 import usnet
 from usnet.nn import USBatchNorm2d, WidthConfig, width_space
 
+#: Calibrated widths of the checkpoint tests' model: uniform ones and one per-layer assignment.
+CHECKPOINT_WIDTHS = [0.35, 0.6, 1.0, {"stem": 0.5, "*": 0.8}]
+
 
 def fake_calibrate(model: nn.Module, widths: list[WidthConfig], seed: int = 0) -> None:
     """Store random statistics for each width's network, as calibration would, and record it."""
