@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from matplotlib import rcParams
+from matplotlib import rcParams, ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -135,8 +135,13 @@ def plot_compute(rows: list[dict[str, Any]], path: Path) -> Path:
                 (s["macs"], s) for (lab, wd, _), s in stats.items() if lab == label and wd == w
             )
             if pts:
-                _draw(ax, [m for m, _ in pts], [s for _, s in pts], label, style)
-        ax.set(title=f"width {w:g}", xlabel="training MACs", ylabel="top-1 (%)", xscale="log")
+                _draw(ax, [m / 1e12 for m, _ in pts], [s for _, s in pts], label, style)
+        ax.set(title=f"width {w:g}", xlabel="training compute (10¹² MACs)", ylabel="top-1 (%)")
+        # log scale with plain labels at 1-2-5 steps: the default 10^k minor labels overlap
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.grid(alpha=0.3)
     return _save(fig, path)
 
