@@ -70,3 +70,14 @@ def test_export_after_a_save_cut_off_between_its_renames_does_not_strand_the_mod
         "usnet.json",
     ]
     assert sorted(p.name for p in ckpt.parent.iterdir()) == ["ckpt"]
+
+
+@pytest.mark.parametrize("name, format", [("m.onnx", "onnx"), ("m.pt", "torchscript")])
+def test_the_format_follows_the_out_suffix_when_not_given(capsys, ckpt, tmp_path, name, format):
+    """Hostile run: ``--out m.onnx`` without ``--format`` wrote an ExportedProgram named .onnx."""
+    out = tmp_path / name
+    printed = succeeds(capsys, ["export", str(ckpt), "--width", "0.5", "--out", str(out)])
+    assert f"as {format} to {out}" in printed
+    assert usnet.export.read_info(out, format)["width"] == 0.5
+    x = torch.randn(3, *usnet.load(ckpt).input_size)
+    assert usnet.export.load_file(out)(x).shape[0] == 3

@@ -41,6 +41,11 @@ ONNX_OPSET = 17
 META_FILE = "usnet.json"  # TorchScript / ExportedProgram extra file; ONNX metadata key "usnet"
 
 
+def format_of(path: str | os.PathLike) -> str | None:
+    """The export format a file name's suffix conventionally means (``None``: no known one)."""
+    return next((f for f, s in SUFFIXES.items() if Path(path).suffix == s), None)
+
+
 def save(
     model: nn.Module,
     width: WidthConfig | None,
@@ -94,14 +99,12 @@ def load_file(path: str | os.PathLike, format: str | None = None) -> Callable[[T
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such exported file")
+    format = format or format_of(path)
     if format is None:
-        found = [f for f, s in SUFFIXES.items() if path.suffix == s]
-        if not found:
-            raise ValueError(
-                f"{path}: cannot tell the format from suffix {path.suffix!r}; pass format= one of "
-                f"{list(FORMATS)}"
-            )
-        format = found[0]
+        raise ValueError(
+            f"{path}: cannot tell the format from suffix {path.suffix!r}; pass format= one of "
+            f"{list(FORMATS)}"
+        )
     if format == "pt":
         with open(path, "rb") as f:
             return torch.export.load(f).module()
@@ -125,7 +128,7 @@ def load_file(path: str | os.PathLike, format: str | None = None) -> Callable[[T
 def read_info(path: str | os.PathLike, format: str | None = None) -> dict[str, Any]:
     """The ``usnet.json`` record an exported file carries (architecture, width, input size)."""
     path = Path(path)
-    format = format or next((f for f, s in SUFFIXES.items() if path.suffix == s), None)
+    format = format or format_of(path)
     if format == "onnx":
         onnx = _require("onnx")
         props = {
