@@ -81,3 +81,19 @@ def test_the_format_follows_the_out_suffix_when_not_given(capsys, ckpt, tmp_path
     assert usnet.export.read_info(out, format)["width"] == 0.5
     x = torch.randn(3, *usnet.load(ckpt).input_size)
     assert usnet.export.load_file(out)(x).shape[0] == 3
+
+
+def test_an_absurd_input_size_is_refused_before_it_allocates(capsys, ckpt, tmp_path) -> None:
+    """Hostile run: ``--input-size 100000`` (or that ``input_size`` in usnet.json) ended in an
+    allocation traceback."""
+    model = checkpoint.load(ckpt)
+    net = usnet.create_model("us_mobilenet_v1_small")
+    usnet.calibrate(net, [torch.randn(4, 1, 28, 28)], widths=[0.5], progress=False)
+    conv = checkpoint.save(net, tmp_path / "conv")
+    big = "--input-size", "100000"
+    fails(capsys, _export(conv, *big, "--no-calibrate"), "input size 1x100000x100000", "GiB")
+    info = json.loads((conv / "usnet.json").read_text())
+    info["arch_kwargs"]["input_size"] = 10**6
+    (conv / "usnet.json").write_text(json.dumps(info))
+    fails(capsys, _export(conv, "--no-calibrate"), "input size 1x1000000x1000000", "--input-size")
+    assert not list(conv.glob("export_*")) and model.arch == "us_mlp"

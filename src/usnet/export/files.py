@@ -74,6 +74,7 @@ def save(
     shape = input_shape(model, input_size)
     _calibrate_attached(model, width, shape)
     dense = extract(model, width).cpu().float().requires_grad_(False)
+    _check_fits(dense, shape)
     x = _example(shape, 2)  # batch 2: a batch of 1 would let tracers specialise the batch axis
     with torch.no_grad():
         outputs = _flat(dense(x))
@@ -88,6 +89,21 @@ def save(
                 f"(allowed {TOLERANCE[format]:g}); the model's forward may not trace faithfully"
             )
     return path
+
+
+def _check_fits(dense: nn.Module, shape: tuple) -> None:
+    """Refuse an input size (``--input-size``, a hand-edited ``usnet.json``) whose forward at
+    the check's batch of 3 would not fit in memory, before anything is allocated."""
+    from ..models.checked import physical_memory
+    from ..shapes import activation_bytes
+
+    need, have = activation_bytes(dense, shape, 3), physical_memory()
+    if need > have // 2:
+        raise ValueError(
+            f"input size {'x'.join(map(str, shape))}: exporting and checking it needs about "
+            f"{need / 2**30:.3g} GiB of activations, more than half of this machine's "
+            f"{have / 2**30:.3g} GiB; give a smaller --input-size"
+        )
 
 
 def load_file(path: str | os.PathLike, format: str | None = None) -> Callable[[Tensor], Any]:
