@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,12 @@ def test_an_absurd_input_size_is_refused_before_it_allocates(capsys, ckpt, tmp_p
     (conv / "usnet.json").write_text(json.dumps(info))
     fails(capsys, _export(conv, "--no-calibrate"), "input size 1x1000000x1000000", "--input-size")
     assert not list(conv.glob("export_*")) and model.arch == "us_mlp"
+
+
+def test_torchscript_export_prints_no_torch_jit_deprecation_warnings(capsys, ckpt) -> None:
+    """Hostile run: every TorchScript export printed torch.jit.load's FutureWarning (torch 2.14)
+    on stderr while checking the file it had just written."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        succeeds(capsys, _export(ckpt))
+    assert [str(w.message) for w in caught if "jit" in str(w.message)] == []

@@ -17,10 +17,11 @@ input size, versions) and is checked after writing against the network it stands
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +126,7 @@ def load_file(path: str | os.PathLike, format: str | None = None) -> Callable[[T
         with open(path, "rb") as f:
             return torch.export.load(f).module()
     if format == "torchscript":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit: maintenance mode
+        with _quiet_jit():
             return torch.jit.load(str(path), map_location="cpu")
     if format == "onnx":
         ort = _require("onnxruntime")
@@ -157,8 +157,7 @@ def read_info(path: str | os.PathLike, format: str | None = None) -> dict[str, A
             with open(path, "rb") as f:
                 torch.export.load(f, extra_files=extra)
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
+            with _quiet_jit():
                 torch.jit.load(str(path), _extra_files=extra, map_location="cpu")
         text = extra[META_FILE] or None
     else:
@@ -271,9 +270,18 @@ def _write_pt(dense: nn.Module, x: Tensor, path: Path, info: dict[str, Any]) -> 
         torch.export.save(program, f, extra_files={META_FILE: _json(info)})
 
 
-def _write_torchscript(dense: nn.Module, x: Tensor, path: Path, info: dict[str, Any]) -> None:
+@contextlib.contextmanager
+def _quiet_jit() -> Iterator[None]:
+    """torch.jit is deprecated (DeprecationWarning, and FutureWarning since torch 2.14): the
+    TorchScript format is what the user asked for, so its warnings are no news to them."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is in maintenance mode
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+def _write_torchscript(dense: nn.Module, x: Tensor, path: Path, info: dict[str, Any]) -> None:
+    with _quiet_jit():
         traced = torch.jit.trace(dense, (x,), check_trace=False)  # save() verifies the file
         torch.jit.save(traced, str(path), _extra_files={META_FILE: _json(info)})
 
