@@ -101,3 +101,12 @@ def test_an_absurd_model_size_is_refused_before_it_allocates(tmp_path, capsys, m
     line = fails(capsys, ["train", _recipe(tmp_path, raw)], "model.kwargs", "memory")
     assert "GiB" in line
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("make", [_classification, lambda p: RL], ids=["cls", "rl"])
+def test_an_output_dir_that_is_a_file_is_named_in_one_line(tmp_path, capsys, make):
+    """Hostile run: ``output.dir`` naming a file said only ``[Errno 17] File exists: ...``."""
+    (tmp_path / "run").write_text("my notes")
+    line = fails(capsys, ["train", _recipe(tmp_path, make(tmp_path))], "output.dir", "is a file")
+    assert "Errno" not in line
+    assert (tmp_path / "run").read_text() == "my notes"

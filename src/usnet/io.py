@@ -71,11 +71,20 @@ def umask() -> int:
 def make_parent(path: str | os.PathLike, what: str = "output") -> Path:
     """Create the folder ``path`` goes into; ``ValueError`` naming the part that is a file."""
     path = Path(path)
-    for part in (path.parent, *path.parent.parents):
-        if part.exists() and not part.is_dir():
-            raise ValueError(f"{what} {str(path)!r}: {str(part)!r} is a file, not a folder")
+    check_folder(path.parent, what, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_folder(folder: str | os.PathLike, what: str, shown: Path | None = None) -> None:
+    """``ValueError`` naming the part of ``folder`` (or of its parents) that is a file, so it
+    cannot be (or hold) a folder; ``shown`` is the path the message names (default: folder)."""
+    folder = Path(folder)
+    for part in (folder, *folder.parents):
+        if part.exists() and not part.is_dir():
+            raise ValueError(
+                f"{what} {str(shown or folder)!r}: {str(part)!r} is a file, not a folder"
+            )
 
 
 def lock_file(path: str | os.PathLike) -> Path:
