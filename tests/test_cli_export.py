@@ -107,3 +107,21 @@ def test_torchscript_export_prints_no_torch_jit_deprecation_warnings(capsys, ckp
         warnings.simplefilter("always")
         succeeds(capsys, _export(ckpt))
     assert [str(w.message) for w in caught if "jit" in str(w.message)] == []
+
+
+def test_the_next_write_removes_temporary_files_a_killed_write_left_in_the_folder(
+    capsys, ckpt
+) -> None:
+    """Hostile run: a write killed before its rename left ``.spectrum.json.k2j3ab9x.tmp`` (and a
+    half-written ``.model.safetensors.*.tmp``) in the checkpoint folder for good."""
+    stale = [ckpt / ".spectrum.json.k2j3ab9x.tmp", ckpt / ".model.safetensors.q0_zz1ab.tmp"]
+    for f in stale:
+        f.write_bytes(b"half")
+    (ckpt / "notes.tmp").write_text("mine")  # not a name atomic_write makes: kept
+    succeeds(capsys, _export(ckpt))  # writes into the checkpoint folder
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "export_w0.5.pt",
+        "model.safetensors",
+        "notes.tmp",
+        "usnet.json",
+    ]

@@ -87,6 +87,12 @@ def check_folder(folder: str | os.PathLike, what: str, shown: Path | None = None
             )
 
 
+def directly_in(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether file ``path`` lies directly in ``folder`` (so writing it must hold the folder's
+    checkpoint lock, see :func:`recover_folder`)."""
+    return Path(os.path.abspath(path)).parent == Path(os.path.abspath(folder))
+
+
 def lock_file(path: str | os.PathLike) -> Path:
     """The lock file :func:`locked` uses for ``path``: ``.NAME.lock`` beside it."""
     path = Path(path)
@@ -207,10 +213,14 @@ def replace_folder(
     return path
 
 
+_TMP_FILE = re.compile(r"\..+\.[^.]+\.tmp")  # atomic_write's temporary names: .NAME.XXXXXXXX.tmp
+
+
 def recover_folder(path: str | os.PathLike, complete: Callable[[Path], bool]) -> bool:
     """Finish what a crash in :func:`replace_folder` left undone; True if it restored a folder.
 
-    Removes the temporary folders of cut-off writes (``.NAME.*.tmp``). If ``path`` is missing or
+    Removes the temporary folders of cut-off writes (``.NAME.*.tmp``) and the temporary files of
+    cut-off :func:`atomic_write` calls inside ``path`` (every writer there holds the lock). If ``path`` is missing or
     not ``complete`` but the folder set aside (``.NAME.old``) is, that one is renamed back,
     taking in what was written into ``path`` since (newer files win); if ``path`` is complete, a
     leftover ``.NAME.old`` is removed. Hold :func:`locked` on ``path`` around it.
@@ -221,6 +231,10 @@ def recover_folder(path: str | os.PathLike, complete: Callable[[Path], bool]) ->
         for f in path.parent.iterdir():
             if f.is_dir() and not f.is_symlink() and pattern.fullmatch(f.name):
                 shutil.rmtree(f, ignore_errors=True)
+    if path.is_dir() and not path.is_symlink():  # files of cut-off atomic writes inside it
+        for f in path.iterdir():
+            if f.is_file() and not f.is_symlink() and _TMP_FILE.fullmatch(f.name):
+                f.unlink(missing_ok=True)
     old = aside(path)
     if not old.is_dir():
         return False

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 from torch import nn
 
 from ..export import FORMATS, SUFFIXES, format_of
+from ..io import directly_in
 from ..nn import WidthConfig, format_width, width_space
 from ._args import positive_int
 from .calibrate import add_data_options, calibration_data
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint.save_statistics(model, args.checkpoint)
         print(f"saved the statistics of width {label} into {args.checkpoint}")
     # a file written into the checkpoint folder must not race a save of the folder
-    inside = _inside(out, args.checkpoint)
+    inside = directly_in(out, args.checkpoint)
     with checkpoint.locked(args.checkpoint) if inside else contextlib.nullcontext():
         try:
             path = export.save(model, width, out, args.format, args.input_size)
@@ -199,10 +199,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"  load without usnet: {_how_to_load(args.format, path)}")
     return 0
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return Path(os.path.abspath(path)).parent == Path(os.path.abspath(folder))
 
 
 def _how_to_load(format: str, path: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 import torch
@@ -11,6 +12,7 @@ from .. import checkpoint
 from ..calibration import calibrate, is_calibrated
 from ..export import FORMATS, SUFFIXES, format_of
 from ..export import save as export_save
+from ..io import directly_in
 from ..spectrum import (
     Spectrum,
     environment,
@@ -159,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
                 f"was found); calibrate it first: usnet calibrate {path} --widths {row.label}"
             )
         fmt = args.format or format_of(args.export) or "pt"
-        out = export_save(model, row.width, args.export, fmt)
+        # a file written into the checkpoint folder must not race a save of the folder
+        inside = directly_in(args.export, path)
+        with checkpoint.locked(path) if inside else contextlib.nullcontext():
+            out = export_save(model, row.width, args.export, fmt)
         print(f"exported width {row.label} as {fmt} to {out}")
     return 0
