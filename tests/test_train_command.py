@@ -110,3 +110,8 @@ def test_an_output_dir_that_is_a_file_is_named_in_one_line(tmp_path, capsys, mak
     line = fails(capsys, ["train", _recipe(tmp_path, make(tmp_path))], "output.dir", "is a file")
     assert "Errno" not in line
     assert (tmp_path / "run").read_text() == "my notes"
+
+
+def test_a_config_that_is_a_folder_is_not_called_missing(tmp_path, capsys):
+    """Hostile run: ``usnet train configs/`` said the config file does not exist."""
+    fails(capsys, ["train", str(tmp_path)], "is a folder", str(tmp_path))
