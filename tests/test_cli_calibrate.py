@@ -88,3 +88,14 @@ def test_bad_checkpoints_and_widths(capsys, ckpt, tmp_path) -> None:
     info["arch_kwargs"] = {"num_classes": 10**12}
     (ckpt / "usnet.json").write_text(json.dumps(info))
     fails(capsys, _calibrate(ckpt), "usnet.json", "needs a tensor of shape (1000000000000, 256)")
+
+
+def test_a_model_without_batch_norm_needs_no_calibration(capsys, tmp_path) -> None:
+    """Hostile run: calibrating an SR checkpoint said its metadata names no training data set,
+    as if calibration were possible and needed; a network without BN has nothing to calibrate."""
+    ckpt = checkpoint.save(usnet.create_model("us_mlp", hidden=[8]), tmp_path / "mlp")
+    before = (ckpt / "model.safetensors").read_bytes()
+    out = succeeds(capsys, ["calibrate", str(ckpt), "--widths", "0.5"])
+    assert "no batch norm" in out
+    assert (ckpt / "model.safetensors").read_bytes() == before
+    fails(capsys, ["calibrate", str(ckpt), "--widths", "2"], "outside the model's width range")

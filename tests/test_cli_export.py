@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,57 @@ def test_export_after_a_save_cut_off_between_its_renames_does_not_strand_the_mod
         "usnet.json",
     ]
     assert sorted(p.name for p in ckpt.parent.iterdir()) == ["ckpt"]
+
+
+@pytest.mark.parametrize("name, format", [("m.onnx", "onnx"), ("m.pt", "torchscript")])
+def test_the_format_follows_the_out_suffix_when_not_given(capsys, ckpt, tmp_path, name, format):
+    """Hostile run: ``--out m.onnx`` without ``--format`` wrote an ExportedProgram named .onnx."""
+    out = tmp_path / name
+    printed = succeeds(capsys, ["export", str(ckpt), "--width", "0.5", "--out", str(out)])
+    assert f"as {format} to {out}" in printed
+    assert usnet.export.read_info(out, format)["width"] == 0.5
+    x = torch.randn(3, *usnet.load(ckpt).input_size)
+    assert usnet.export.load_file(out)(x).shape[0] == 3
+
+
+def test_an_absurd_input_size_is_refused_before_it_allocates(capsys, ckpt, tmp_path) -> None:
+    """Hostile run: ``--input-size 100000`` (or that ``input_size`` in usnet.json) ended in an
+    allocation traceback."""
+    model = checkpoint.load(ckpt)
+    net = usnet.create_model("us_mobilenet_v1_small")
+    usnet.calibrate(net, [torch.randn(4, 1, 28, 28)], widths=[0.5], progress=False)
+    conv = checkpoint.save(net, tmp_path / "conv")
+    big = "--input-size", "100000"
+    fails(capsys, _export(conv, *big, "--no-calibrate"), "input size 1x100000x100000", "GiB")
+    info = json.loads((conv / "usnet.json").read_text())
+    info["arch_kwargs"]["input_size"] = 10**6
+    (conv / "usnet.json").write_text(json.dumps(info))
+    fails(capsys, _export(conv, "--no-calibrate"), "input size 1x1000000x1000000", "--input-size")
+    assert not list(conv.glob("export_*")) and model.arch == "us_mlp"
+
+
+def test_torchscript_export_prints_no_torch_jit_deprecation_warnings(capsys, ckpt) -> None:
+    """Hostile run: every TorchScript export printed torch.jit.load's FutureWarning (torch 2.14)
+    on stderr while checking the file it had just written."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        succeeds(capsys, _export(ckpt))
+    assert [str(w.message) for w in caught if "jit" in str(w.message)] == []
+
+
+def test_the_next_write_removes_temporary_files_a_killed_write_left_in_the_folder(
+    capsys, ckpt
+) -> None:
+    """Hostile run: a write killed before its rename left ``.spectrum.json.k2j3ab9x.tmp`` (and a
+    half-written ``.model.safetensors.*.tmp``) in the checkpoint folder for good."""
+    stale = [ckpt / ".spectrum.json.k2j3ab9x.tmp", ckpt / ".model.safetensors.q0_zz1ab.tmp"]
+    for f in stale:
+        f.write_bytes(b"half")
+    (ckpt / "notes.tmp").write_text("mine")  # not a name atomic_write makes: kept
+    succeeds(capsys, _export(ckpt))  # writes into the checkpoint folder
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "export_w0.5.pt",
+        "model.safetensors",
+        "notes.tmp",
+        "usnet.json",
+    ]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_checks import fails
 from fixtures import write_fashion_mnist
 from PIL import Image
 
@@ -82,3 +83,35 @@ def test_device_and_no_progress_reach_every_task(tmp_path, capsys, make):
     assert "checkpoint: " in out
     assert main(["train", recipe, "--device", "cpu", "--overwrite"]) == 0
     assert "%|" in capsys.readouterr().err  # without the flag there is a bar
+
+
+@pytest.mark.parametrize(
+    "make, kwargs",
+    [
+        (_classification, {"num_classes": 10**11}),
+        (_sr, {"n_feats": 10**7}),
+        (lambda p: RL, {"hidden": [10**11, 8]}),
+    ],
+    ids=["cls", "sr", "rl"],
+)
+def test_an_absurd_model_size_is_refused_before_it_allocates(tmp_path, capsys, make, kwargs):
+    """Hostile run: ``model.kwargs: {num_classes: 1e11}`` ended in an allocation traceback."""
+    raw = make(tmp_path)
+    raw = {**raw, "model": {**raw["model"], "kwargs": {**raw["model"]["kwargs"], **kwargs}}}
+    line = fails(capsys, ["train", _recipe(tmp_path, raw)], "model.kwargs", "memory")
+    assert "GiB" in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("make", [_classification, lambda p: RL], ids=["cls", "rl"])
+def test_an_output_dir_that_is_a_file_is_named_in_one_line(tmp_path, capsys, make):
+    """Hostile run: ``output.dir`` naming a file said only ``[Errno 17] File exists: ...``."""
+    (tmp_path / "run").write_text("my notes")
+    line = fails(capsys, ["train", _recipe(tmp_path, make(tmp_path))], "output.dir", "is a file")
+    assert "Errno" not in line
+    assert (tmp_path / "run").read_text() == "my notes"
+
+
+def test_a_config_that_is_a_folder_is_not_called_missing(tmp_path, capsys):
+    """Hostile run: ``usnet train configs/`` said the config file does not exist."""
+    fails(capsys, ["train", str(tmp_path)], "is a folder", str(tmp_path))

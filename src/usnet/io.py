@@ -71,11 +71,26 @@ def umask() -> int:
 def make_parent(path: str | os.PathLike, what: str = "output") -> Path:
     """Create the folder ``path`` goes into; ``ValueError`` naming the part that is a file."""
     path = Path(path)
-    for part in (path.parent, *path.parent.parents):
-        if part.exists() and not part.is_dir():
-            raise ValueError(f"{what} {str(path)!r}: {str(part)!r} is a file, not a folder")
+    check_folder(path.parent, what, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_folder(folder: str | os.PathLike, what: str, shown: Path | None = None) -> None:
+    """``ValueError`` naming the part of ``folder`` (or of its parents) that is a file, so it
+    cannot be (or hold) a folder; ``shown`` is the path the message names (default: folder)."""
+    folder = Path(folder)
+    for part in (folder, *folder.parents):
+        if part.exists() and not part.is_dir():
+            raise ValueError(
+                f"{what} {str(shown or folder)!r}: {str(part)!r} is a file, not a folder"
+            )
+
+
+def directly_in(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether file ``path`` lies directly in ``folder`` (so writing it must hold the folder's
+    checkpoint lock, see :func:`recover_folder`)."""
+    return Path(os.path.abspath(path)).parent == Path(os.path.abspath(folder))
 
 
 def lock_file(path: str | os.PathLike) -> Path:
@@ -198,10 +213,14 @@ def replace_folder(
     return path
 
 
+_TMP_FILE = re.compile(r"\..+\.[^.]+\.tmp")  # atomic_write's temporary names: .NAME.XXXXXXXX.tmp
+
+
 def recover_folder(path: str | os.PathLike, complete: Callable[[Path], bool]) -> bool:
     """Finish what a crash in :func:`replace_folder` left undone; True if it restored a folder.
 
-    Removes the temporary folders of cut-off writes (``.NAME.*.tmp``). If ``path`` is missing or
+    Removes the temporary folders of cut-off writes (``.NAME.*.tmp``) and the temporary files of
+    cut-off :func:`atomic_write` calls inside ``path`` (every writer there holds the lock). If ``path`` is missing or
     not ``complete`` but the folder set aside (``.NAME.old``) is, that one is renamed back,
     taking in what was written into ``path`` since (newer files win); if ``path`` is complete, a
     leftover ``.NAME.old`` is removed. Hold :func:`locked` on ``path`` around it.
@@ -212,6 +231,10 @@ def recover_folder(path: str | os.PathLike, complete: Callable[[Path], bool]) ->
         for f in path.parent.iterdir():
             if f.is_dir() and not f.is_symlink() and pattern.fullmatch(f.name):
                 shutil.rmtree(f, ignore_errors=True)
+    if path.is_dir() and not path.is_symlink():  # files of cut-off atomic writes inside it
+        for f in path.iterdir():
+            if f.is_file() and not f.is_symlink() and _TMP_FILE.fullmatch(f.name):
+                f.unlink(missing_ok=True)
     old = aside(path)
     if not old.is_dir():
         return False

@@ -1,7 +1,11 @@
-"""The shape of one model input: a leaf module, so profiling and export can both use it."""
+"""The shape of one model input and what a forward of it needs: a leaf module, so profiling
+and export can both use it."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 from torch import nn
 
 
@@ -28,3 +32,30 @@ def input_shape(model: nn.Module, input_size: int | tuple[int, ...] | None = Non
     if not shape or min(shape) < 1:
         raise ValueError(f"input_size {input_size!r} must be positive sizes, e.g. (3, 224, 224)")
     return shape
+
+
+def activation_bytes(model: nn.Module, shape: tuple, batch: int) -> int:
+    """Bytes of every module output of one forward of ``batch`` inputs of ``shape``: an upper
+    bound of the memory a forward needs, computed on meta tensors (no memory, microseconds per
+    layer), so that an absurd input size can be refused before it allocates. 0 if the model's
+    forward does not run on meta tensors."""
+    total = 0
+
+    def count(module: nn.Module, inputs: Any, output: Any) -> None:
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output.numel() * output.element_size()
+
+    state = {k: t.to("meta") for k, t in (*model.named_parameters(), *model.named_buffers())}
+    leaves = [m for m in model.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    try:
+        x = torch.zeros(batch, *shape, device="meta")
+        with torch.no_grad():
+            torch.func.functional_call(model, state, (x,), strict=True)
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        return 0
+    finally:
+        for h in hooks:
+            h.remove()
+    return total

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from ..export import FORMATS, SUFFIXES
+from ..export import FORMATS, SUFFIXES, format_of
+from ..io import directly_in
 from ..nn import WidthConfig, format_width, width_space
 from ._args import positive_int
 from .calibrate import add_data_options, calibration_data
@@ -45,7 +45,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--width-json", type=Path, metavar="FILE", help="JSON file: a width or {group: width}"
     )
-    p.add_argument("--format", choices=FORMATS, default="pt", help=_FORMAT_HELP)
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="(default: from --out's suffix: "
+        + ", ".join(f"{s} {f}" for f, s in SUFFIXES.items())
+        + "; else pt) "
+        + _FORMAT_HELP,
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -171,13 +178,15 @@ def run(args: argparse.Namespace) -> int:
     space = width_space(model)
     config = space.canonical(width)  # a clear error for a bad group name or range
     label = format_width(config)
+    # a file named x.onnx gets ONNX, not the default format under a misleading name
+    args.format = args.format or (format_of(args.out) if args.out else None) or "pt"
     out = args.out or args.checkpoint / f"export_w{label.replace(',', '_')}{SUFFIXES[args.format]}"
     calibrated = ensure_calibrated(model, meta, width, args)
     if calibrated and args.save_stats:
         checkpoint.save_statistics(model, args.checkpoint)
         print(f"saved the statistics of width {label} into {args.checkpoint}")
     # a file written into the checkpoint folder must not race a save of the folder
-    inside = _inside(out, args.checkpoint)
+    inside = directly_in(out, args.checkpoint)
     with checkpoint.locked(args.checkpoint) if inside else contextlib.nullcontext():
         try:
             path = export.save(model, width, out, args.format, args.input_size)
@@ -190,10 +199,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"  load without usnet: {_how_to_load(args.format, path)}")
     return 0
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return Path(os.path.abspath(path)).parent == Path(os.path.abspath(folder))
 
 
 def _how_to_load(format: str, path: Path) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +63,7 @@ def _model_kwargs(pairs: list[str]) -> dict[str, Any]:
 
 def _build(name: str, kwargs: dict[str, Any]) -> nn.Module:
     from ..checkpoint import load
-    from ..models.checked import build_model
+    from ..models.checked import build_model, physical_memory
 
     if Path(name).is_dir():
         if kwargs:
@@ -76,15 +75,7 @@ def _build(name: str, kwargs: dict[str, Any]) -> nn.Module:
         raise ValueError(f"{what}{error} (or give a checkpoint folder)")
     # the arguments of --set may ask for anything: refuse what would not fit in memory
     where = "--set " + " ".join(f"{k}={v}" for k, v in kwargs.items()) if kwargs else name
-    return build_model(name, kwargs, _memory(), where, "this machine's memory holds")
-
-
-def _memory() -> int:
-    """Physical memory in bytes (a generous 1 TiB where the system does not say)."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 2**40
+    return build_model(name, kwargs, physical_memory(), where, "this machine's memory holds")
 
 
 def run(args: argparse.Namespace) -> int:

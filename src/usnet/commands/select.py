@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 import torch
 
 from .. import checkpoint
 from ..calibration import calibrate, is_calibrated
-from ..export import FORMATS, SUFFIXES
+from ..export import FORMATS, SUFFIXES, format_of
 from ..export import save as export_save
+from ..io import directly_in
 from ..spectrum import (
     Spectrum,
     environment,
@@ -158,8 +160,10 @@ def run(args: argparse.Namespace) -> int:
                 f"width {row.label} has no batch-norm statistics to export (no calibration data "
                 f"was found); calibrate it first: usnet calibrate {path} --widths {row.label}"
             )
-        by_suffix = [f for f, s in SUFFIXES.items() if args.export.suffix == s]
-        fmt = args.format or (by_suffix[0] if by_suffix else "pt")
-        out = export_save(model, row.width, args.export, fmt)
+        fmt = args.format or format_of(args.export) or "pt"
+        # a file written into the checkpoint folder must not race a save of the folder
+        inside = directly_in(args.export, path)
+        with checkpoint.locked(path) if inside else contextlib.nullcontext():
+            out = export_save(model, row.width, args.export, fmt)
         print(f"exported width {row.label} as {fmt} to {out}")
     return 0

@@ -2,7 +2,7 @@
 usnet (:mod:`.files`: ExportedProgram, TorchScript, ONNX)."""
 
 from .dense import Residual, extract
-from .files import FORMATS, SUFFIXES, TOLERANCE, check, load_file, read_info, save
+from .files import FORMATS, SUFFIXES, TOLERANCE, check, format_of, load_file, read_info, save
 
 __all__ = [
     "FORMATS",
@@ -11,6 +11,7 @@ __all__ = [
     "Residual",
     "check",
     "extract",
+    "format_of",
     "load_file",
     "read_info",
     "save",

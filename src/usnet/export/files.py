@@ -17,10 +17,11 @@ input size, versions) and is checked after writing against the network it stands
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,11 @@ SUFFIXES = {"pt": ".pt2", "torchscript": ".pt", "onnx": ".onnx"}
 TOLERANCE = {"pt": 1e-5, "torchscript": 1e-5, "onnx": 1e-4}
 ONNX_OPSET = 17
 META_FILE = "usnet.json"  # TorchScript / ExportedProgram extra file; ONNX metadata key "usnet"
+
+
+def format_of(path: str | os.PathLike) -> str | None:
+    """The export format a file name's suffix conventionally means (``None``: no known one)."""
+    return next((f for f, s in SUFFIXES.items() if Path(path).suffix == s), None)
 
 
 def save(
@@ -69,6 +75,7 @@ def save(
     shape = input_shape(model, input_size)
     _calibrate_attached(model, width, shape)
     dense = extract(model, width).cpu().float().requires_grad_(False)
+    _check_fits(dense, shape)
     x = _example(shape, 2)  # batch 2: a batch of 1 would let tracers specialise the batch axis
     with torch.no_grad():
         outputs = _flat(dense(x))
@@ -85,6 +92,21 @@ def save(
     return path
 
 
+def _check_fits(dense: nn.Module, shape: tuple) -> None:
+    """Refuse an input size (``--input-size``, a hand-edited ``usnet.json``) whose forward at
+    the check's batch of 3 would not fit in memory, before anything is allocated."""
+    from ..models.checked import physical_memory
+    from ..shapes import activation_bytes
+
+    need, have = activation_bytes(dense, shape, 3), physical_memory()
+    if need > have // 2:
+        raise ValueError(
+            f"input size {'x'.join(map(str, shape))}: exporting and checking it needs about "
+            f"{need / 2**30:.3g} GiB of activations, more than half of this machine's "
+            f"{have / 2**30:.3g} GiB; give a smaller --input-size"
+        )
+
+
 def load_file(path: str | os.PathLike, format: str | None = None) -> Callable[[Tensor], Any]:
     """A callable running an exported file (format from the suffix when not given).
 
@@ -94,20 +116,17 @@ def load_file(path: str | os.PathLike, format: str | None = None) -> Callable[[T
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such exported file")
+    format = format or format_of(path)
     if format is None:
-        found = [f for f, s in SUFFIXES.items() if path.suffix == s]
-        if not found:
-            raise ValueError(
-                f"{path}: cannot tell the format from suffix {path.suffix!r}; pass format= one of "
-                f"{list(FORMATS)}"
-            )
-        format = found[0]
+        raise ValueError(
+            f"{path}: cannot tell the format from suffix {path.suffix!r}; pass format= one of "
+            f"{list(FORMATS)}"
+        )
     if format == "pt":
         with open(path, "rb") as f:
             return torch.export.load(f).module()
     if format == "torchscript":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit: maintenance mode
+        with _quiet_jit():
             return torch.jit.load(str(path), map_location="cpu")
     if format == "onnx":
         ort = _require("onnxruntime")
@@ -125,7 +144,7 @@ def load_file(path: str | os.PathLike, format: str | None = None) -> Callable[[T
 def read_info(path: str | os.PathLike, format: str | None = None) -> dict[str, Any]:
     """The ``usnet.json`` record an exported file carries (architecture, width, input size)."""
     path = Path(path)
-    format = format or next((f for f, s in SUFFIXES.items() if path.suffix == s), None)
+    format = format or format_of(path)
     if format == "onnx":
         onnx = _require("onnx")
         props = {
@@ -138,8 +157,7 @@ def read_info(path: str | os.PathLike, format: str | None = None) -> dict[str, A
             with open(path, "rb") as f:
                 torch.export.load(f, extra_files=extra)
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
+            with _quiet_jit():
                 torch.jit.load(str(path), _extra_files=extra, map_location="cpu")
         text = extra[META_FILE] or None
     else:
@@ -252,9 +270,18 @@ def _write_pt(dense: nn.Module, x: Tensor, path: Path, info: dict[str, Any]) -> 
         torch.export.save(program, f, extra_files={META_FILE: _json(info)})
 
 
-def _write_torchscript(dense: nn.Module, x: Tensor, path: Path, info: dict[str, Any]) -> None:
+@contextlib.contextmanager
+def _quiet_jit() -> Iterator[None]:
+    """torch.jit is deprecated (DeprecationWarning, and FutureWarning since torch 2.14): the
+    TorchScript format is what the user asked for, so its warnings are no news to them."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is in maintenance mode
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+def _write_torchscript(dense: nn.Module, x: Tensor, path: Path, info: dict[str, Any]) -> None:
+    with _quiet_jit():
         traced = torch.jit.trace(dense, (x,), check_trace=False)  # save() verifies the file
         torch.jit.save(traced, str(path), _extra_files={META_FILE: _json(info)})
 

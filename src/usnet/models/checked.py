@@ -8,6 +8,7 @@ refused before it allocates, not end in an allocation failure or the system's OO
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,6 +45,20 @@ def build_model(
         raise ValueError(
             f"{where}: arguments {dict(kwargs)} do not build model {arch!r} ({what})"
         ) from None
+
+
+def physical_memory() -> int:
+    """Physical memory in bytes (a generous 1 TiB where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**40
+
+
+def build_from_config(arch: str, kwargs: Mapping[str, Any]) -> nn.Module:
+    """``create_model`` for a training recipe's ``model`` section: like :func:`build_model`,
+    within this machine's memory, so ``num_classes: 10**11`` is an error, not an OOM."""
+    return build_model(arch, kwargs, physical_memory(), "model.kwargs", "this machine's memory holds")
 
 
 class _MemoryBudget(TorchFunctionMode):

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint
+from ..io import check_folder
 
 RESUME = "resume.pt"
 CHECKPOINT = "checkpoint"
@@ -75,6 +76,7 @@ def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list
 def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to start a new run over an existing one (its checkpoint would be lost) unless
     ``overwrite``; ``resume`` needs the old run's state. Raises in one line."""
+    check_folder(out, "output.dir")
     if resume:
         if overwrite:
             raise ValueError("--resume continues the run in output.dir; --overwrite replaces it")

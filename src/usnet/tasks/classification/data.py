@@ -11,14 +11,14 @@ from torch import nn
 
 from ...data import calibration_loader, create_dataset, create_loader, dataset_info
 from ...data.loader import EpochLoader
-from ...models import create_model
+from ...models.checked import build_from_config
 from .config import TrainConfig
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
     """The model of ``cfg``, sized from the data set unless ``model.kwargs`` says otherwise."""
     info = dataset_info(cfg.data.name, cfg.data.root)
-    return create_model(cfg.model.name, **{**info, **cfg.model.kwargs})
+    return build_from_config(cfg.model.name, {**info, **cfg.model.kwargs})
 
 
 def train_loader(

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ...checkpoint import save
 from ...config import to_dict
 from ...config.widths import check_model_widths
-from ...models import create_model
+from ...models.checked import build_from_config
 from ...nn import width_space
 from ...training.distributed import pick_device
 from ...training.optim import create_optimizer, create_scheduler
@@ -37,7 +37,8 @@ RECENT = 20
 def build_model(cfg: RLConfig) -> nn.Module:
     """The actor-critic for ``cfg.env.id``: shapes from the environment, options from the config."""
     auto, shape = model_kwargs(cfg.env.id)
-    return create_model(cfg.model.name or auto, **shape, env_id=cfg.env.id, **cfg.model.kwargs)
+    kwargs = {**shape, "env_id": cfg.env.id, **cfg.model.kwargs}
+    return build_from_config(cfg.model.name or auto, kwargs)
 
 
 def _env_seed(cfg: RLConfig, update_index: int) -> int:

@@ -9,12 +9,12 @@ from torch import nn
 
 from ...data.loader import EpochLoader, create_loader
 from ...data.sr import EMBEDDED_TEST, EMBEDDED_TRAIN, SRPairs, SRPatches, SRTestSet, load_pairs
-from ...models import create_model
+from ...models.checked import build_from_config
 from .config import SRConfig
 
 
 def build_model(cfg: SRConfig) -> nn.Module:
-    return create_model(cfg.model.name, scale=cfg.scale, **cfg.model.kwargs)
+    return build_from_config(cfg.model.name, {"scale": cfg.scale, **cfg.model.kwargs})
 
 
 def train_loader(cfg: SRConfig, world_size: int, distributed: bool) -> EpochLoader:
