@@ -127,9 +127,9 @@ def test_budget_parsing():
     with pytest.raises(ValueError, match="milliseconds"):
         parse_latency_ms("fast")
     assert parse_target("top1=0.9") == ("top1", 0.9)
-    assert parse_target("top1=90%", SPEC) == ("top1", pytest.approx(0.9))
+    assert parse_target("top1=90%", SPEC.metrics) == ("top1", pytest.approx(0.9))
     with pytest.raises(ValueError, match="fraction in \\[0, 1\\], got 90; did you mean 0.9"):
-        parse_target("top1=90", SPEC)
+        parse_target("top1=90", SPEC.metrics)
     with pytest.raises(ValueError, match="NAME=VALUE"):
         parse_target("top1")
 
@@ -238,3 +238,25 @@ def test_select_survives_a_hand_edited_spectrum_file(tmp_path, capsys):
     assert rc == 0, out
     assert f"saved spectrum unreadable ({ckpt / 'spectrum.json'}: row 2 (width 0.7), field macs" in out
     assert "selected width 1" in out
+
+
+def test_an_unknown_target_metric_is_refused_before_anything_is_measured(
+    tmp_path, capsys, monkeypatch
+):
+    """Regression: ``--target bogus=3`` named its error only after minutes of measuring."""
+    from usnet.commands import select as select_command
+
+    data = tmp_path / "fmnist"
+    data.mkdir()
+    _fashion_mnist(data)
+    ckpt = _checkpoint(tmp_path / "us", data)
+
+    def never(*args, **kwargs):
+        raise AssertionError("measured before checking the target")
+
+    monkeypatch.setattr(select_command, "measure", never)
+    rc = cli.main(["select", str(ckpt), "--target", "bogus=3", "--threads", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert "metric 'bogus' is not in what a classification model measures" in err
+    assert "'top1'" in err

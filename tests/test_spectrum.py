@@ -328,6 +328,10 @@ def test_a_hand_edited_spectrum_file_names_the_row_and_field(measured, tmp_path)
         lambda d: d["rows"][0].update(width="0.5")
     )
     assert "field input_size" in broken(lambda d: d.update(input_size="16x16"))
+    # a number of the right type but out of range: top-1 of 5.0 would print as 500 %
+    assert "row 1 (width 0.55), field metrics.top1: a fraction must lie in [0, 1] (got 5.0)" in (
+        broken(lambda d: d["rows"][0]["metrics"].update(top1=5.0))
+    )
     # A version-1 file (before timings had quartiles) still loads.
     old = json.loads(json.dumps(good))
     old["format_version"] = 1

@@ -19,7 +19,7 @@ from usnet.config import build_config, dump_yaml
 from usnet.tasks import load_config, task_config
 from usnet.tasks.classification import TASK, TrainConfig
 from usnet.tasks.classification.data import build_model
-from usnet.training.resume import CHECKPOINT, RESUME
+from usnet.training.resume import CHECKPOINT, RESUME, config_changes
 
 TINY = {"input_size": 28, "blocks": [[1, 8, 1, 1], [6, 16, 1, 2]], "last_channels": 32}
 
@@ -149,6 +149,14 @@ def test_resume_with_another_model_or_optimizer_names_the_fields(tmp_path, data,
     assert "train.epochs" not in msg  # a longer run may continue
     TASK.train(_cfg(tmp_path, data, "train.epochs=2"), resume=True, progress=False)
     assert _resume_state(tmp_path / "run")["counters"]["epoch"] == 2
+
+
+def test_config_changes_name_only_the_changed_leaves():
+    """An argument added to empty ``model.kwargs`` is one change, not also ``{} -> (unset)``."""
+    saved = {"model": {"name": "m", "kwargs": {}}, "optim": {"lr": 0.1}}
+    current = {"model": {"name": "m", "kwargs": {"last_channels": 64}}, "optim": {"lr": 0.1}}
+    assert config_changes(saved, current) == ["model.kwargs.last_channels ('(unset)' -> 64)"]
+    assert config_changes(current, current) == []
 
 
 def test_resume_state_is_read_on_the_cpu(tmp_path, data, monkeypatch):

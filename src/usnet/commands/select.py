@@ -115,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
                 "a metric target needs evaluation data, which this checkpoint lacks "
                 "or --no-metric turned off"
             )
+        if target is not None and metrics is not None:  # before minutes of measuring
+            parse_target(target_text, metrics.metrics, f"what a {metrics.task} model measures")
         spec = measure(
             path,
             model,
@@ -133,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"using the {why}")
     if target is not None:
-        target = parse_target(target_text, spec)  # checks the name and a fraction's range
+        target = parse_target(target_text, spec.metrics)  # checks the name and a fraction's range
     choice = select(spec, max_macs, max_ms, target)
     row = choice.row
     print(

@@ -10,7 +10,7 @@ evaluates it).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,15 @@ class Metric:
     def reaches(self, value: float, target: float) -> bool:
         """Whether ``value`` meets ``target`` (at least for higher-is-better, at most otherwise)."""
         return value >= target if self.higher_is_better is not False else value <= target
+
+
+
+def find_metric(metrics: Sequence[Metric], name: str, where: str = "this spectrum") -> Metric:
+    """The metric called ``name``; a ``ValueError`` listing the measured ones otherwise."""
+    for m in metrics:
+        if m.name == name:
+            return m
+    raise ValueError(f"metric {name!r} is not in {where}; measured: {[m.name for m in metrics]}")
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -17,7 +18,7 @@ from typing import Any, Literal
 from pydantic import NonNegativeInt, PositiveFloat, TypeAdapter, ValidationError
 
 from ..nn import format_width
-from .providers import Metric
+from .providers import Metric, find_metric
 
 #: How a spectrum's model was trained: a US-Net, one fixed width, or a switchable-BN S-Net.
 Kind = Literal["us", "individual", "switches"]
@@ -111,12 +112,7 @@ class Spectrum:
         return next((m for m in self.metrics if m.higher_is_better is not None), None)
 
     def metric(self, name: str) -> Metric:
-        for m in self.metrics:
-            if m.name == name:
-                return m
-        raise ValueError(
-            f"metric {name!r} is not in this spectrum; measured: {[m.name for m in self.metrics]}"
-        )
+        return find_metric(self.metrics, name)
 
     @property
     def has_latency(self) -> bool:
@@ -150,9 +146,25 @@ class Spectrum:
         body = _body(doc)
         try:
             # Strict JSON validation: a string where a number belongs is an error, not coerced.
-            return _adapter().validate_json(json.dumps(body), strict=True)
+            spec = _adapter().validate_json(json.dumps(body), strict=True)
         except ValidationError as e:
             raise ValueError(f"{where}: {_explain(e, body)}") from None
+        _check_fractions(spec, where)
+        return spec
+
+
+def _check_fractions(spec: Spectrum, where: str) -> None:
+    """A fraction metric (top-1...) outside [0, 1] is a hand edit gone wrong, not a result:
+    ``top1: 5.0`` would print as 500 %."""
+    for part in (spec, *spec.baselines):
+        for i, row in enumerate(part.rows):
+            for m in part.metrics:
+                v = row.metrics.get(m.name)
+                if m.fraction and v is not None and not math.isnan(v) and not 0 <= v <= 1:
+                    raise ValueError(
+                        f"{where}: row {i + 1} (width {row.label}), field metrics.{m.name}: "
+                        f"a fraction must lie in [0, 1] (got {v!r})"
+                    )
 
 
 def _body(doc: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .providers import Metric, find_metric
 from .result import Spectrum, SpectrumRow
 from .tables import format_count
 
@@ -46,9 +48,12 @@ def parse_latency_ms(text: str | float) -> float:
     return value
 
 
-def parse_target(text: str, spectrum: Spectrum | None = None) -> tuple[str, float]:
+def parse_target(
+    text: str, metrics: Sequence[Metric] | None = None, where: str = "this spectrum"
+) -> tuple[str, float]:
     """``top1=0.9`` or ``top1=90%`` -> (``top1``, 0.9): a metric floor (a ceiling if lower is
-    better)."""
+    better). With ``metrics`` (a spectrum's, or a provider's before it measures anything) the
+    name and a fraction's range are checked too."""
     name, sep, value = text.partition("=")
     name, value = name.strip(), value.strip()
     if not sep or not name or not value:
@@ -60,8 +65,8 @@ def parse_target(text: str, spectrum: Spectrum | None = None) -> tuple[str, floa
         raise ValueError(f"metric target {text!r}: {value!r} is not a number") from None
     if percent:
         number /= 100
-    if spectrum is not None:
-        metric = spectrum.metric(name)
+    if metrics is not None:
+        metric = find_metric(metrics, name, where)
         if metric.higher_is_better is None:
             raise ValueError(f"metric {name!r} is descriptive and cannot be a target")
         if metric.fraction and not 0 <= number <= 1:

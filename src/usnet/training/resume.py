@@ -52,7 +52,9 @@ RESUMABLE = (
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, Mapping) and data:
+    """Leaves by dotted path; an empty mapping has none (``{}`` -> ``{"a": 1}`` is one
+    change, ``a``, not also the mapping itself)."""
+    if isinstance(data, Mapping):
         out: dict[str, Any] = {}
         for k, v in data.items():
             out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
