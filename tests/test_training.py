@@ -119,6 +119,35 @@ def test_gradients_of_all_widths_accumulate_into_one_step():
     assert stem.grad[active:].abs().sum() == 0 and stem.grad[:active].abs().sum() > 0
 
 
+def test_smallest_weight_scales_only_the_narrowest_widths_gradient():
+    """``train.smallest_weight``: the step's gradient is the sum with the narrowest width's
+    loss weighted; the losses it returns stay unweighted; a one-width step is never scaled."""
+    x, y = _batch()
+    widths = [1.0, 0.35, 0.7]
+    grads = {}
+    for weight in (1.0, 3.0):
+        model = _model()
+        parts = sandwich_step(
+            model, x, y, widths, ClassificationLoss(), False, smallest_weight=weight
+        )
+        grads[weight] = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model = _model()
+    with usnet.width(model, 0.35):
+        F.cross_entropy(model(x), y).backward()
+    narrow = {n: p.grad.clone() for n, p in model.named_parameters()}
+    for n in narrow:
+        torch.testing.assert_close(grads[3.0][n], grads[1.0][n] + 2 * narrow[n], rtol=1e-4, atol=1e-6)
+    with usnet.width(model, 0.35):
+        assert float(parts[1]["loss"]) == pytest.approx(float(F.cross_entropy(model(x), y)))
+    alone = {}
+    for weight in (1.0, 3.0):
+        model = _model()
+        sandwich_step(model, x, y, [0.35], ClassificationLoss(), False, smallest_weight=weight)
+        alone[weight] = [p.grad.clone() for p in model.parameters()]
+    for a, b in zip(alone[1.0], alone[3.0], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_weight_decay_spares_bn_biases_and_depthwise_convs():
     model = _model()
     decay, no_decay = param_groups(model, 1e-4, no_weight_decay_depthwise=True)

@@ -43,7 +43,9 @@ class WidthTraining(Section):
     paper), ``random`` (``num_widths`` random widths; the ablation), ``switches`` (every width in
     ``widths``; the 4-switch baseline) or ``fixed`` (the one width in ``widths``; an individually
     trained model). ``inplace_distillation``: the widths other than the largest learn from its
-    detached outputs (:mod:`usnet.training.step`). ``device``: null = CUDA when available (the
+    detached outputs (:mod:`usnet.training.step`). ``smallest_weight`` scales the narrowest
+    width's loss in a step that trains several widths (an ablation: does the hardest width need
+    more weight?). ``device``: null = CUDA when available (the
     command's ``--device`` overrides it); ``threads``: torch CPU threads, 0 = torch's default.
     """
 
@@ -51,6 +53,9 @@ class WidthTraining(Section):
     num_widths: int = Field(4, ge=1)
     widths: list[Positive] | None = None
     inplace_distillation: bool = True
+    smallest_weight: float = Field(
+        1.0, gt=0, description="the narrowest width's loss weight in a multi-width step; 1 = paper"
+    )
     seed: int = Field(0, ge=0)
     device: str | None = Field(None, description="cpu, cuda, cuda:1...; null = cuda when available")
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")

@@ -226,6 +226,7 @@ def _train(
                 tc.inplace_distillation,
                 autocast,
                 (lambda loss: backward(loss).backward()) if backward else torch.Tensor.backward,
+                tc.smallest_weight,
             )
             losses = [p["loss"] for p in parts]
             if tc.grad_clip is not None:

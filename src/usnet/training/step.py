@@ -65,6 +65,7 @@ def sandwich_step(
     inplace_distillation: bool = True,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     backward: Callable[[Tensor], None] = Tensor.backward,
+    smallest_weight: float = 1.0,
 ) -> list[dict[str, Tensor]]:
     """Forward and backward ``inputs`` at each width in turn; gradients accumulate (the caller
     makes one optimizer step).
@@ -72,7 +73,9 @@ def sandwich_step(
     ``model(inputs)`` runs under ``autocast``; the losses are computed outside it. Under DDP
     (``model`` wrapped in DistributedDataParallel) all but the last backward run in
     ``no_sync()``, so gradients are all-reduced once per step. ``backward`` lets a GradScaler
-    scale the loss. Returns each width's detached loss parts (``"loss"`` and any others the task
+    scale the loss. ``smallest_weight`` multiplies the loss of the range's narrowest width when
+    the step trains more than one width (what is returned stays unweighted). Returns each
+    width's detached loss parts (``"loss"`` and any others the task
     reports), in the order of ``widths``; the model's width is restored afterwards.
     """
     space = width_space(model)
@@ -97,7 +100,8 @@ def sandwich_step(
                         teacher = detach(outputs)
                 else:
                     parts = _parts(loss_fn.distill_loss(outputs, teacher, target))
-                backward(parts["loss"])
+                weighted = smallest_weight != 1.0 and len(widths) > 1 and w <= space.width_min + 1e-9
+                backward(parts["loss"] * smallest_weight if weighted else parts["loss"])
             results.append({k: v.detach() for k, v in parts.items()})
     finally:
         space.set(cast(Any, before))  # a canonical width config

@@ -262,7 +262,13 @@ def update(
             )
             optimizer.zero_grad(set_to_none=True)
             parts = sandwich_step(
-                model, batch["obs"], batch, widths, loss_fn, train.inplace_distillation
+                model,
+                batch["obs"],
+                batch,
+                widths,
+                loss_fn,
+                train.inplace_distillation,
+                smallest_weight=train.smallest_weight,
             )
             if train.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
