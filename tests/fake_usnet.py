@@ -61,13 +61,16 @@ def train(args: list[str]) -> int:
     if os.environ.get("FAKE_FAIL") == out.name:
         print("RuntimeError: the fake run failed as asked", flush=True)
         return 1
-    if start >= epochs:
-        print(f"usnet train: error: {out}/resume.pt already finished all {epochs} epochs")
-        return 1
-    out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint"
+    if start >= epochs:  # as usnet train: a finished run is refused, a cut-off one evaluates
+        info = json.loads((ckpt / "usnet.json").read_text())
+        if "results" in info["meta"]:
+            print(f"usnet train: error: {out} already finished all {epochs} epochs")
+            return 1
+    else:
+        info = json.loads((Path(os.environ["FAKE_TEMPLATE"]) / "usnet.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
     template = Path(os.environ["FAKE_TEMPLATE"])
-    info = json.loads((template / "usnet.json").read_text())
     history = json.loads((out / "history.json").read_text()) if resume else []
     for epoch in range(start, epochs):
         time.sleep(float(os.environ.get("FAKE_EPOCH_SECONDS", "0")))

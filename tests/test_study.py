@@ -187,7 +187,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_state_restarts_a_run_whose_epochs_are_all_done_or_whose_resume_failed(
+def test_state_resumes_a_cut_off_run_and_restarts_one_whose_resume_failed(
     tmp_path, fake_usnet
 ):
     plan = load_plan(plan_file(tmp_path, runs=[{"method": "us", "epochs": 2}]))
@@ -209,7 +209,7 @@ def test_state_restarts_a_run_whose_epochs_are_all_done_or_whose_resume_failed(
     at(1, [{"mode": "fresh", "exit_code": None, "epoch_at_start": 0}])
     assert runner.state(run) == "resume"
     at(2, [{"mode": "fresh", "exit_code": None}])  # killed during the final evaluation
-    assert runner.state(run) == "fresh"
+    assert runner.state(run) == "resume"  # usnet train --resume evaluates only
     at(1, [{"mode": "resume", "exit_code": 1, "epoch_at_start": 1}])  # resume failed, no progress
     assert runner.state(run) == "fresh"
     (folder / "study.json").write_text(json.dumps({"spec": {"other": 1}, "status": "running"}))

@@ -151,6 +151,39 @@ def test_resume_with_another_model_or_optimizer_names_the_fields(tmp_path, data,
     assert _resume_state(tmp_path / "run")["counters"]["epoch"] == 2
 
 
+def test_a_run_cut_off_in_its_final_evaluation_resumes_to_evaluate_only(
+    tmp_path, data, monkeypatch
+):
+    """All epochs trained, the final evaluation killed: --resume evaluates (no refusal, no
+    retraining); once it has results, resuming again is refused."""
+    from usnet.training import loop
+
+    cfg = _cfg(tmp_path, data, "train.epochs=1")
+    real, calls = loop.evaluate_widths, []
+
+    def killed_in_the_final_one(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the epoch's end widths first, then the final grid
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate_widths", killed_in_the_final_one)
+    with pytest.raises(KeyboardInterrupt):
+        TASK.train(cfg, progress=False)
+    ckpt = tmp_path / "run" / "checkpoint"
+    assert "results" not in checkpoint.read_meta(ckpt)
+    weights = {k: v.clone() for k, v in checkpoint.load(ckpt).state_dict().items()}
+    monkeypatch.setattr(loop, "evaluate_widths", real)
+    TASK.train(cfg, resume=True, progress=False)
+    meta = checkpoint.read_meta(ckpt)
+    assert meta["results"] and meta["epoch"] == 1 and len(meta["history"]) == 1
+    for k, v in checkpoint.load(ckpt).state_dict().items():
+        if "stats_" not in k:  # calibrated statistics are added; the weights are not retrained
+            torch.testing.assert_close(v, weights[k], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="already finished all 1 epochs"):
+        TASK.train(cfg, resume=True, progress=False)
+
+
 def test_config_changes_name_only_the_changed_leaves():
     """An argument added to empty ``model.kwargs`` is one change, not also ``{} -> (unset)``."""
     saved = {"model": {"name": "m", "kwargs": {}}, "optim": {"lr": 0.1}}

@@ -15,8 +15,8 @@ Files, per run ``R`` of plan ``P``::
 
 A run is finished when its completion record, or its committed results, match its spec (config
 and overrides); a finished run whose spec changed is refused, never overwritten. Unfinished
-runs resume with ``--resume`` when ``resume.pt`` holds part of the epochs, else start afresh in
-a cleared folder, so ``usnet train`` never writes into a finished run.
+runs resume with ``--resume`` when ``resume.pt`` exists (one cut off in its final evaluation then
+only evaluates), else start afresh in a cleared folder, so ``usnet train`` never writes into a finished run.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class Runner:
         stuck = last.get("mode") == "resume" and last.get("exit_code") not in (0, None)
         if stuck and epoch <= last.get("epoch_at_start", -1):
             return "fresh"  # the last resume failed without progress: do not loop on it
-        return "resume" if epoch < run.epochs else "fresh"
+        return "resume"  # usnet train --resume also finishes a cut-off final evaluation
 
     def _epoch(self, run: Run) -> int:
         """Epochs in the run's last checkpoint (written right after resume.pt each epoch)."""

@@ -175,10 +175,12 @@ def _train(
     if resume:
         counters, history = state.load(log=print if info.is_main else _quiet)
         start_epoch = int(counters["epoch"])
-    if start_epoch >= tc.epochs:
+    if start_epoch >= tc.epochs and _has_results(out):
         raise ValueError(
             f"{out} already finished all {tc.epochs} epochs; raise train.epochs to train longer"
         )
+    # (all epochs trained but the final evaluation cut off: the loop below is empty and the
+    # resumed run only evaluates)
     ddp = (
         DistributedDataParallel(
             model,
@@ -296,6 +298,14 @@ def _train(
         print(text)
     barrier(info)
     return out / CHECKPOINT
+
+
+def _has_results(out: Path) -> bool:
+    """Whether the run's checkpoint holds its final evaluation (the run is finished)."""
+    try:
+        return "results" in checkpoint.read_meta(out / CHECKPOINT)
+    except (FileNotFoundError, ValueError):
+        return False
 
 
 def _quiet(message: str) -> None:
