@@ -318,3 +318,16 @@ def test_ddp_ranks_share_the_width_grid(ddp_runs, data):
     assert a.keys() == b.keys() and any("stats_" in k for k in a)
     for k in a:  # the ranks calibrated a channels-last model: float32 sums in another order
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5, msg=k)
+
+
+def test_cuda_rng_states_of_more_gpus_than_present_restore_the_present_ones(monkeypatch):
+    """A run saved on 8 GPUs resumed on 1: set_rng_state_all would index a missing device."""
+    from usnet.training import resume
+
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.extend)
+    states = [torch.full((16,), i, dtype=torch.uint8) for i in range(8)]
+    resume._set_rng_state({"torch": torch.get_rng_state(), "cuda": states})
+    assert len(restored) == 1 and torch.equal(restored[0], states[0])
