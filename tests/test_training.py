@@ -96,39 +96,6 @@ def test_one_teacher_rule_the_largest_width_trained_first():
     assert spy.calls == ["label", "label"]
 
 
-def test_teacher_pass_lets_random_widths_distil_from_the_largest():
-    """``random`` sampling with inplace distillation: the largest width runs forward without
-    gradients as the teacher; every trained width distils from it; nothing else changes."""
-    model, (x, y) = _model(), _batch()
-    teachers = []
-
-    class Spy:
-        def loss(self, out, target):
-            raise AssertionError("no width learns from labels when a teacher pass is made")
-
-        def distill_loss(self, out, teacher, target):
-            teachers.append(teacher)
-            return soft_cross_entropy(out, F.softmax(teacher, dim=-1))
-
-    widths = [0.9, 0.35, 0.6]
-    sandwich_step(model, x, y, widths, Spy(), True, teacher_pass=True)
-    with usnet.width(model, 1.0), torch.no_grad():
-        expected = model(x)  # train mode: batch statistics, as in the step
-    assert len(teachers) == 3 and all(t is teachers[0] for t in teachers)
-    assert not teachers[0].requires_grad
-    torch.testing.assert_close(teachers[0], expected, rtol=0, atol=0)
-    used = [p for p in model.parameters() if p.grad is not None]
-    assert used  # the trained widths have gradients; the teacher pass adds none of its own
-    # a step that trains the largest width first makes no extra pass
-    class Labels(Spy):
-        def loss(self, out, target):
-            return F.cross_entropy(out, target)
-
-    teachers.clear()
-    sandwich_step(model, x, y, [1.0, 0.35], Labels(), True, teacher_pass=True)
-    assert len(teachers) == 1
-
-
 def test_gradients_of_all_widths_accumulate_into_one_step():
     model, (x, y) = _model(), _batch()
     widths = [1.0, 0.35, 0.7]

@@ -43,8 +43,7 @@ class WidthTraining(Section):
     paper), ``random`` (``num_widths`` random widths; the ablation), ``switches`` (every width in
     ``widths``; the 4-switch baseline) or ``fixed`` (the one width in ``widths``; an individually
     trained model). ``inplace_distillation``: the widths other than the largest learn from its
-    detached outputs (:mod:`usnet.training.step`; with ``random`` sampling the largest width is
-    run forward only, as the teacher). ``smallest_weight`` scales the narrowest
+    detached outputs (:mod:`usnet.training.step`). ``smallest_weight`` scales the narrowest
     width's loss in a step that trains several widths (an ablation: does the hardest width need
     more weight?). ``device``: null = CUDA when available (the
     command's ``--device`` overrides it); ``threads``: torch CPU threads, 0 = torch's default.
@@ -66,12 +65,6 @@ class WidthTraining(Section):
     def check(self) -> None:
         super().check()
         check_width_sampling(self.sampling, self.num_widths, self.widths)
-
-    @property
-    def teacher_pass(self) -> bool:
-        """Random widths with inplace distillation: each step computes its teacher at the
-        largest width without training it (:func:`usnet.training.step.sandwich_step`)."""
-        return self.sampling == "random" and self.inplace_distillation
 
     @property
     def trains_range(self) -> bool:

@@ -229,7 +229,6 @@ def _train(
                 autocast,
                 (lambda loss: backward(loss).backward()) if backward else torch.Tensor.backward,
                 tc.smallest_weight,
-                tc.teacher_pass,
             )
             losses = [p["loss"] for p in parts]
             if tc.grad_clip is not None:

@@ -6,11 +6,9 @@ the widths in order, the teacher, the backward passes and DDP's gradient synchro
 The teacher rule, one for every task: with inplace distillation on, the teacher is the model's
 largest width, trained first in the step (``sample_widths`` puts it first whenever it samples it).
 It learns from the labels, and its detached outputs are the target of every other width of the
-step. A step that does not train the largest width (a ``fixed`` narrow width, switches without
-it) has no teacher: every width learns from the labels. The one exception is ``teacher_pass``
-(``random`` sampling with inplace distillation, the paper's ablation of the sandwich rule): a
-step whose widths miss the largest one first runs it forward without gradients as the teacher.
-Otherwise a step costs one forward and one backward per trained width.
+step. A step that does not train the largest width (``random`` sampling, a ``fixed`` narrow width,
+switches without it) has no teacher: every width learns from the labels. No extra teacher pass is
+ever made, so a step costs one forward and one backward per trained width.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
-import torch
 from torch import Tensor, nn
 
 from ..nn import width_space
@@ -69,7 +66,6 @@ def sandwich_step(
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     backward: Callable[[Tensor], None] = Tensor.backward,
     smallest_weight: float = 1.0,
-    teacher_pass: bool = False,
 ) -> list[dict[str, Tensor]]:
     """Forward and backward ``inputs`` at each width in turn; gradients accumulate (the caller
     makes one optimizer step).
@@ -78,9 +74,7 @@ def sandwich_step(
     (``model`` wrapped in DistributedDataParallel) all but the last backward run in
     ``no_sync()``, so gradients are all-reduced once per step. ``backward`` lets a GradScaler
     scale the loss. ``smallest_weight`` multiplies the loss of the range's narrowest width when
-    the step trains more than one width (what is returned stays unweighted). ``teacher_pass``:
-    with inplace distillation, a step not starting at the largest width first computes the
-    teacher there without gradients, so every trained width distils. Returns each
+    the step trains more than one width (what is returned stays unweighted). Returns each
     width's detached loss parts (``"loss"`` and any others the task
     reports), in the order of ``widths``; the model's width is restored afterwards.
     """
@@ -89,10 +83,6 @@ def sandwich_step(
     teacher: Any = None
     results = []
     try:
-        if inplace_distillation and teacher_pass and widths[0] < space.width_max - 1e-9:
-            space.set(space.width_max)
-            with torch.no_grad(), autocast():
-                teacher = detach(model(inputs))
         for i, w in enumerate(widths):
             last = i == len(widths) - 1
             sync = (

@@ -269,7 +269,6 @@ def update(
                 loss_fn,
                 train.inplace_distillation,
                 smallest_weight=train.smallest_weight,
-                teacher_pass=train.teacher_pass,
             )
             if train.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
