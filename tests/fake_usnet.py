@@ -65,7 +65,7 @@ def train(args: list[str]) -> int:
     if start >= epochs:  # as usnet train: a finished run is refused, a cut-off one evaluates
         info = json.loads((ckpt / "usnet.json").read_text())
         if "results" in info["meta"]:
-            print(f"usnet train: error: {out} already finished all {epochs} epochs")
+            print(f"usnet train: error: {out} already finished {start} epochs (train.epochs {epochs})")
             return 1
     else:
         info = json.loads((Path(os.environ["FAKE_TEMPLATE"]) / "usnet.json").read_text())

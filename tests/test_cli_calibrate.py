@@ -96,6 +96,11 @@ def test_a_model_without_batch_norm_needs_no_calibration(capsys, tmp_path) -> No
     ckpt = checkpoint.save(usnet.create_model("us_mlp", hidden=[8]), tmp_path / "mlp")
     before = (ckpt / "model.safetensors").read_bytes()
     out = succeeds(capsys, ["calibrate", str(ckpt), "--widths", "0.5"])
-    assert "no batch norm" in out
+    assert "no per-width batch norm to calibrate" in out
     assert (ckpt / "model.safetensors").read_bytes() == before
+    # an S-Net's switchable BN keeps trained statistics per switch: nothing to calibrate either
+    snet = usnet.create_model("us_mobilenet_v1_small", switches=[1.0, 0.5])
+    snet_ckpt = checkpoint.save(snet, tmp_path / "snet")
+    out = succeeds(capsys, ["calibrate", str(snet_ckpt), "--widths", "0.5"])
+    assert "switchable BN" in out
     fails(capsys, ["calibrate", str(ckpt), "--widths", "2"], "outside the model's width range")

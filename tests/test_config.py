@@ -136,6 +136,11 @@ def test_bad_values_named(data: dict, expected: str) -> None:
         ({"sampling": "sandwich", "num_widths": 1}, "train.num_widths: must be >= 2"),
         ({"sampling": "switches", "widths": [1.0, -0.5]}, "train.widths[1]: must be > 0"),
         ({"widths": [0.5, 1.0]}, "train.widths: is only used by 'switches' and 'fixed'"),
+        (
+            {"sampling": "random", "smallest_weight": 2},
+            "train.smallest_weight: 2 has no effect with 'random' sampling",
+        ),
+        ({"smallest_weight": 0}, "train.smallest_weight"),
     ],
 )
 def test_cross_field_checks(train: dict, expected: str) -> None:

@@ -197,3 +197,23 @@ def test_export_command_calibrates_from_the_checkpoint_data(tmp_path: Path, caps
 
     rc = cli.main(["export", str(ckpt), "--width", "nope=0.5"])
     assert rc == 2 and "unknown channel group(s) ['nope']" in capsys.readouterr().err
+
+
+def test_an_absurd_input_size_is_refused_before_attached_calibration_runs_a_forward(
+    tmp_path, monkeypatch
+):
+    """Review: with calibration data attached, calibrating ran a forward at the absurd size
+    before the memory check; the check now comes first and needs no calibration."""
+    from usnet.calibration import attach_calibration_data
+    from usnet.export import files
+
+    model = tiny()
+    attach_calibration_data(model, [torch.randn(4, 1, 16, 16)], num_samples=4)
+
+    def never(*args, **kwargs):
+        raise AssertionError("calibrated (a forward at the absurd size) before the check")
+
+    monkeypatch.setattr(files, "_calibrate_attached", never)
+    with pytest.raises(ValueError, match=r"input size 1x100000x100000: .* GiB"):
+        save(model, 0.5, tmp_path / "m.pt2", "pt", input_size=100000)
+    assert model.training  # the check's training mode did not stick

@@ -212,6 +212,10 @@ def test_state_resumes_a_cut_off_run_and_restarts_one_whose_resume_failed(
     assert runner.state(run) == "resume"  # usnet train --resume evaluates only
     at(1, [{"mode": "resume", "exit_code": 1, "epoch_at_start": 1}])  # resume failed, no progress
     assert runner.state(run) == "fresh"
+    # killed after its final save (results written, exit code never seen): trained, not wiped
+    at(2, [{"mode": "fresh", "exit_code": None, "epoch_at_start": 0}])
+    (ckpt / "usnet.json").write_text(json.dumps({"meta": {"epoch": 2, "results": [{}]}}))
+    assert runner.state(run) == "trained"
     (folder / "study.json").write_text(json.dumps({"spec": {"other": 1}, "status": "running"}))
     assert runner.state(run) == "fresh"  # settings changed: start over
 

@@ -180,8 +180,16 @@ def test_a_run_cut_off_in_its_final_evaluation_resumes_to_evaluate_only(
     for k, v in checkpoint.load(ckpt).state_dict().items():
         if "stats_" not in k:  # calibrated statistics are added; the weights are not retrained
             torch.testing.assert_close(v, weights[k], rtol=0, atol=0)
-    with pytest.raises(ValueError, match="already finished all 1 epochs"):
+    with pytest.raises(ValueError, match=r"already finished 1 epochs \(train.epochs 1\)"):
         TASK.train(cfg, resume=True, progress=False)
+
+
+def test_resuming_with_fewer_epochs_than_trained_is_refused(tmp_path, data):
+    """Review: a run with 2 epochs done, resumed with train.epochs=1, must not 'evaluate only'
+    and record itself as a 1-epoch run with a 2-epoch history."""
+    TASK.train(_cfg(tmp_path, data, "train.epochs=2"), progress=False)
+    with pytest.raises(ValueError, match=r"already finished 2 epochs \(train.epochs 1\)"):
+        TASK.train(_cfg(tmp_path, data, "train.epochs=1"), resume=True, progress=False)
 
 
 def test_config_changes_name_only_the_changed_leaves():

@@ -88,12 +88,10 @@ class Runner:
         if not record or record.get("spec") != self.spec(run):
             return "fresh"
         ckpt = self.folder(run) / "checkpoint" / "usnet.json"
-        trained = any(
-            a.get("phase") == "train" and a.get("exit_code") == 0
-            for a in record.get("attempts", [])
-        )
-        if trained and (read_json(ckpt) or {}).get("meta", {}).get("results"):
-            return "trained"  # only the spectrum or reading the results is left
+        if (read_json(ckpt) or {}).get("meta", {}).get("results"):
+            # usnet train writes results last: whatever its exit code (killed after that
+            # save), only the spectrum or reading the results is left
+            return "trained"
         if not (self.folder(run) / "resume.pt").is_file():
             return "fresh"
         epoch = self._epoch(run)

@@ -14,6 +14,7 @@ from .core import (
     collect_batches,
     default_cache_bytes,
     is_calibrated,
+    needs_calibration,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "collect_batches",
     "default_cache_bytes",
     "is_calibrated",
+    "needs_calibration",
 ]

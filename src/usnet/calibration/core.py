@@ -62,6 +62,13 @@ def _bn_layers(model: nn.Module) -> list[USBatchNorm2d]:
     return [m for m in model.modules() if isinstance(m, USBatchNorm2d)]
 
 
+def needs_calibration(model: nn.Module) -> bool:
+    """Whether ``model`` has per-width batch norm (:class:`USBatchNorm2d`) to calibrate; a
+    network without BN (SR, RL) or with switchable BN (an S-Net's trained statistics per
+    switch) runs every width as it is."""
+    return bool(_bn_layers(model))
+
+
 def is_calibrated(model: nn.Module, width: WidthConfig) -> bool:
     """Whether every batch norm of ``model`` has statistics for the network ``width`` selects."""
     key = width_space(model).resolve(width)[1]

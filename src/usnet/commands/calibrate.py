@@ -131,9 +131,9 @@ def _option(
 
 def run(args: argparse.Namespace) -> int:
     from .. import checkpoint
-    from ..calibration import calibrate
+    from ..calibration import calibrate, needs_calibration
     from ..devices import resolve_device
-    from ..nn import USBatchNorm2d, format_width, parse_widths, width_space
+    from ..nn import format_width, parse_widths, width_space
 
     device = resolve_device(args.device, "--device")
     widths = parse_widths(args.widths)
@@ -142,9 +142,12 @@ def run(args: argparse.Namespace) -> int:
     model = checkpoint.load(args.checkpoint, map_location=device)
     for w in widths:
         width_space(model).canonical(w)  # every width in range before any work
-    if not any(isinstance(m, USBatchNorm2d) for m in model.modules()):
-        # e.g. an SR or RL network: every width already runs as it is
-        print(f"{args.checkpoint}: its model has no batch norm; every width runs uncalibrated")
+    if not needs_calibration(model):
+        print(
+            f"{args.checkpoint}: its model has no per-width batch norm to calibrate (no BN, or "
+            "an S-Net's switchable BN with trained statistics per switch); every width runs as "
+            "it is"
+        )
         return 0
     data = calibration_data(args.checkpoint, checkpoint.read_meta(args.checkpoint), model, args)
     calibrate(model, data.loader, widths, data.num_samples, data.method)

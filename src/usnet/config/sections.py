@@ -65,6 +65,13 @@ class WidthTraining(Section):
     def check(self) -> None:
         super().check()
         check_width_sampling(self.sampling, self.num_widths, self.widths)
+        if self.smallest_weight != 1.0 and self.sampling not in ("sandwich", "switches"):
+            # random draws the narrowest width almost never, fixed trains one width alone
+            raise ConfigError(
+                "smallest_weight",
+                f"{self.smallest_weight:g} has no effect with {self.sampling!r} sampling; it "
+                "weights the narrowest width of 'sandwich' or 'switches' steps (keep 1.0)",
+            )
 
     @property
     def trains_range(self) -> bool:

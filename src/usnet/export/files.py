@@ -73,9 +73,9 @@ def save(
     if path.is_dir():
         raise ValueError(f"{path}: is a folder; give the file to write, e.g. {path / 'model'}")
     shape = input_shape(model, input_size)
+    _check_fits(model, width, shape)  # before calibrating runs a forward at that size
     _calibrate_attached(model, width, shape)
     dense = extract(model, width).cpu().float().requires_grad_(False)
-    _check_fits(dense, shape)
     x = _example(shape, 2)  # batch 2: a batch of 1 would let tracers specialise the batch axis
     with torch.no_grad():
         outputs = _flat(dense(x))
@@ -92,13 +92,17 @@ def save(
     return path
 
 
-def _check_fits(dense: nn.Module, shape: tuple) -> None:
+def _check_fits(model: nn.Module, width: WidthConfig | None, shape: tuple) -> None:
     """Refuse an input size (``--input-size``, a hand-edited ``usnet.json``) whose forward at
-    the check's batch of 3 would not fit in memory, before anything is allocated."""
+    the check's batch of 3 would not fit in memory, before anything is allocated. Measured on
+    the slimmable model at ``width`` in training mode (batch statistics: no calibration
+    needed), whose activations are the dense network's."""
     from ..models.checked import physical_memory
     from ..shapes import activation_bytes
 
-    need, have = activation_bytes(dense, shape, 3), physical_memory()
+    with at_width(model, _config(model, width)), _mode(model, training=True):
+        need = activation_bytes(model, shape, 3)
+    have = physical_memory()
     if need > have // 2:
         raise ValueError(
             f"input size {'x'.join(map(str, shape))}: exporting and checking it needs about "
@@ -217,19 +221,30 @@ def _calibrate_attached(model: nn.Module, width: WidthConfig | None, shape: tupl
         return
     from ..calibration import is_calibrated
 
-    current = width_space(model).config
-    config = width if width is not None else dict(current) if isinstance(current, tuple) else current
+    config = _config(model, width)
     if is_calibrated(model, config):
         return
-    modes = [(m, m.training) for m in model.modules()]
     p = next(model.parameters())
+    with at_width(model, config), _mode(model, training=False), torch.no_grad():
+        model(torch.zeros(2, *shape, dtype=p.dtype, device=p.device))
+
+
+def _config(model: nn.Module, width: WidthConfig | None) -> WidthConfig:
+    """The width to export: ``width``, or the model's current one."""
+    current = width_space(model).config
+    return width if width is not None else dict(current) if isinstance(current, tuple) else current
+
+
+@contextlib.contextmanager
+def _mode(model: nn.Module, training: bool) -> Iterator[None]:
+    """Every module in train or eval mode inside; each module's own mode restored after."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.train(training)
     try:
-        with at_width(model, config), torch.no_grad():
-            model.eval()
-            model(torch.zeros(2, *shape, dtype=p.dtype, device=p.device))
+        yield
     finally:
-        for m, training in modes:
-            m.training = training
+        for m, was in modes:
+            m.training = was
 
 
 def _info(

@@ -175,9 +175,10 @@ def _train(
     if resume:
         counters, history = state.load(log=print if info.is_main else _quiet)
         start_epoch = int(counters["epoch"])
-    if start_epoch >= tc.epochs and _has_results(out):
+    if start_epoch > tc.epochs or (start_epoch == tc.epochs and _has_results(out)):
         raise ValueError(
-            f"{out} already finished all {tc.epochs} epochs; raise train.epochs to train longer"
+            f"{out} already finished {start_epoch} epochs (train.epochs {tc.epochs}); raise "
+            f"train.epochs to train longer"
         )
     # (all epochs trained but the final evaluation cut off: the loop below is empty and the
     # resumed run only evaluates)
