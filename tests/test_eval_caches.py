@@ -5,32 +5,16 @@ from __future__ import annotations
 import copy
 
 import torch
+from tiny import eval_at, tiny_inputs, tiny_model
 
 import usnet
 from usnet.calibration import attach_calibration_data, calibrate, is_calibrated
 
 
-def _model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return usnet.create_model(
-        "us_mobilenet_v2_small", input_size=16, blocks=((1, 8, 1, 1), (6, 16, 2, 2)), last_channels=64
-    )
-
-
-def _x(n: int = 16) -> torch.Tensor:
-    return torch.randn(n, 1, 16, 16, generator=torch.Generator().manual_seed(1))
-
-
-def _eval(model: torch.nn.Module, x: torch.Tensor, w: float = 0.5) -> torch.Tensor:
-    model.eval()
-    with usnet.width(model, w), torch.no_grad():
-        return model(x)
-
-
 def test_a_deep_copy_does_not_reuse_the_originals_cached_tensors():
-    model, x = _model(), _x()
+    model, x = tiny_model(), tiny_inputs(16)
     calibrate(model, [x], [0.5], progress=False)
-    _eval(model, x)  # fills the caches
+    eval_at(model, x)  # fills the caches
     twin = copy.deepcopy(model)
     with torch.no_grad():
         for p in twin.parameters():
@@ -40,24 +24,24 @@ def test_a_deep_copy_does_not_reuse_the_originals_cached_tensors():
         m.__dict__.pop("_slice_cache", None)
         if isinstance(m, usnet.nn.USBatchNorm2d):
             m._eval_cache = {}
-    torch.testing.assert_close(_eval(twin, x), _eval(fresh, x))
+    torch.testing.assert_close(eval_at(twin, x), eval_at(fresh, x))
 
 
 def test_dtype_change_after_eval_uses_new_weights():
-    model, x = _model(), _x()
+    model, x = tiny_model(), tiny_inputs(16)
     calibrate(model, [x], [0.5], progress=False)
-    _eval(model, x)
-    out = _eval(model.double(), x.double())
+    eval_at(model, x)
+    out = eval_at(model.double(), x.double())
     assert out.dtype == torch.float64
 
 
 def test_loading_replaces_the_calibrated_set():
-    a, b, x = _model(), _model(), _x()
+    a, b, x = tiny_model(), tiny_model(), tiny_inputs(16)
     calibrate(a, [x], [0.75, 1.0], progress=False)
     calibrate(b, [x * 2], [0.35], progress=False)  # 0.35 is another network than 0.75 or 1.0
     b.load_state_dict(a.state_dict())  # strict: b's 0.35 statistics must not be "missing"
     assert is_calibrated(b, 0.75) and is_calibrated(b, 1.0) and not is_calibrated(b, 0.35)
-    torch.testing.assert_close(_eval(b, x, 0.75), _eval(a, x, 0.75))
+    torch.testing.assert_close(eval_at(b, x, 0.75), eval_at(a, x, 0.75))
 
 
 def test_extract_drops_attached_calibration_data():
@@ -75,38 +59,38 @@ def _fresh(model: torch.nn.Module) -> torch.nn.Module:
 
 def test_in_place_writes_through_p_data_are_seen():
     """EMA, SWA and pruning write through ``p.data``, which does not bump ``p._version``."""
-    model, x = _model(), _x()
+    model, x = tiny_model(), tiny_inputs(16)
     calibrate(model, [x], [0.5], progress=False)
-    before = _eval(model, x)  # fills the caches
+    before = eval_at(model, x)  # fills the caches
     g = torch.Generator().manual_seed(3)
     for p in model.parameters():
         p.data.copy_(torch.randn(p.shape, generator=g) * 0.2 + p.data)
-    after = _eval(model, x)
+    after = eval_at(model, x)
     assert not torch.allclose(before, after)
-    torch.testing.assert_close(after, _eval(_fresh(model), x), rtol=0, atol=0)
+    torch.testing.assert_close(after, eval_at(_fresh(model), x), rtol=0, atol=0)
     for p in model.parameters():
         p.data.mul_(0)
-    torch.testing.assert_close(_eval(model, x), _eval(_fresh(model), x), rtol=0, atol=0)
+    torch.testing.assert_close(eval_at(model, x), eval_at(_fresh(model), x), rtol=0, atol=0)
 
 
 def test_new_storage_through_p_data_is_seen():
-    model, x = _model(), _x()
+    model, x = tiny_model(), tiny_inputs(16)
     calibrate(model, [x], [0.5], progress=False)
-    before = _eval(model, x)
+    before = eval_at(model, x)
     for m in model.modules():
         if isinstance(m, (usnet.nn.USConv2d, usnet.nn.USBatchNorm2d)):
             m.weight.data = m.weight.data * 1.5  # a new tensor: the old address may be reused
-    after = _eval(model, x)
+    after = eval_at(model, x)
     assert not torch.allclose(before, after)
-    torch.testing.assert_close(after, _eval(_fresh(model), x), rtol=0, atol=0)
+    torch.testing.assert_close(after, eval_at(_fresh(model), x), rtol=0, atol=0)
 
 
 def test_sliced_weights_of_a_channels_last_model_keep_their_layout():
-    model, x = _model(), _x()
+    model, x = tiny_model(), tiny_inputs(16)
     calibrate(model, [x], [0.5], progress=False)
-    expected = _eval(model, x)
+    expected = eval_at(model, x)
     model = model.to(memory_format=torch.channels_last)
-    out = _eval(model, x.contiguous(memory_format=torch.channels_last))
+    out = eval_at(model, x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(out, expected)
     convs = [
         m
