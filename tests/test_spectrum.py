@@ -10,6 +10,7 @@ from typing import Literal
 import pytest
 import torch
 from fake_clock import ScheduledClock
+from tiny import tiny_model
 from torch.utils.data import DataLoader, TensorDataset
 
 import usnet
@@ -38,15 +39,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 GRID = [0.35, 0.45, 0.55, 0.7, 1.0]
 
 
-def _model(**kw: object) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return usnet.create_model(
-        "us_mobilenet_v2_small",
-        input_size=16,
-        blocks=((1, 8, 1, 1), (6, 16, 2, 2)),
-        last_channels=64,
-        **kw,
-    )
+_model = tiny_model
 
 
 def _loader() -> DataLoader:
@@ -68,7 +61,6 @@ def _provider(loader: DataLoader) -> MetricProvider:
         num_samples=48,
         dataset="noise",
     )
-
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,14 @@ import torch
 import usnet
 
 
-def tiny_model() -> torch.nn.Module:
+def tiny_model(**kw: object) -> torch.nn.Module:
     torch.manual_seed(0)
     return usnet.create_model(
         "us_mobilenet_v2_small",
         input_size=16,
         blocks=((1, 8, 1, 1), (6, 16, 2, 2)),
         last_channels=64,
+        **kw,
     )
 
 

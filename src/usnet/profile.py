@@ -26,7 +26,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from .export import extract
-from .nn import USBatchNorm2d, WidthConfig, WidthSpace, format_width, get_width, set_width
+from .nn import (
+    USBatchNorm2d,
+    WidthConfig,
+    WidthSpace,
+    format_width,
+    get_width,
+    modes_kept,
+    set_width,
+)
 from .nn import width as at_width
 from .shapes import input_shape
 
@@ -44,16 +52,12 @@ __all__ = [
 @contextlib.contextmanager
 def _at(model: nn.Module, width: WidthConfig | None) -> Iterator[None]:
     """Run at ``width`` (``None``: as it is, e.g. a dense model) and restore every module's mode."""
-    modes = [(m, m.training) for m in model.modules()]
-    try:
+    with modes_kept(model):
         if width is None:
             yield
         else:
             with at_width(model, width):
                 yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def _first_param(model: nn.Module) -> torch.Tensor:

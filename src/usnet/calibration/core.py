@@ -32,7 +32,15 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..nn import USBatchNorm2d, Width, WidthConfig, format_width, unwrap_model, width_space
+from ..nn import (
+    USBatchNorm2d,
+    Width,
+    WidthConfig,
+    format_width,
+    modes_kept,
+    unwrap_model,
+    width_space,
+)
 from ..nn.space import is_real
 from . import graph
 from .moments import Moments, batch_moments, pooled
@@ -172,24 +180,22 @@ def calibrate(
     device = next(core.parameters()).device
     budget = default_cache_bytes(device) if cache_bytes is None else cache_bytes
     names = {m: name for name, m in core.named_modules()}
-    modes = {m: m.training for m in core.modules()}
     old, guard = space.config, core.__dict__.get("_usnet_calibrating", False)
     core.__dict__["_usnet_calibrating"] = True
     done: set[str] = set()
     try:
-        for config in tqdm(configs, desc="calibrate", unit="width", disable=not progress):
-            space.set(config)
-            if bns and space.key not in done:
-                run = _Run(core, space.key, format_width(config), names, budget, space.programs)
-                with _kept_on_error(bns, space.key):
-                    (_exact if method == "exact" else _single_pass)(run, bns, batches, device)
-                done.add(space.key)
-            space.calibrated[config] = space.key
+        with modes_kept(core):
+            for config in tqdm(configs, desc="calibrate", unit="width", disable=not progress):
+                space.set(config)
+                if bns and space.key not in done:
+                    run = _Run(core, space.key, format_width(config), names, budget, space.programs)
+                    with _kept_on_error(bns, space.key):
+                        (_exact if method == "exact" else _single_pass)(run, bns, batches, device)
+                    done.add(space.key)
+                space.calibrated[config] = space.key
     finally:
         core.__dict__["_usnet_calibrating"] = guard
         space.set(old)
-        for m, training in modes.items():
-            m.train(training)
 
 
 @contextlib.contextmanager

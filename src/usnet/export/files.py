@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..io import atomic_write, make_parent
-from ..nn import WidthConfig, format_width, width_space
+from ..nn import WidthConfig, format_width, modes_kept, width_space
 from ..nn import width as at_width
 from .dense import extract
 
@@ -100,7 +100,8 @@ def _check_fits(model: nn.Module, width: WidthConfig | None, shape: tuple) -> No
     from ..models.checked import physical_memory
     from ..shapes import activation_bytes
 
-    with at_width(model, _config(model, width)), _mode(model, training=True):
+    with at_width(model, _config(model, width)), modes_kept(model):
+        model.train()
         need = activation_bytes(model, shape, 3)
     have = physical_memory()
     if need > have // 2:
@@ -225,7 +226,8 @@ def _calibrate_attached(model: nn.Module, width: WidthConfig | None, shape: tupl
     if is_calibrated(model, config):
         return
     p = next(model.parameters())
-    with at_width(model, config), _mode(model, training=False), torch.no_grad():
+    with at_width(model, config), modes_kept(model), torch.no_grad():
+        model.eval()
         model(torch.zeros(2, *shape, dtype=p.dtype, device=p.device))
 
 
@@ -233,18 +235,6 @@ def _config(model: nn.Module, width: WidthConfig | None) -> WidthConfig:
     """The width to export: ``width``, or the model's current one."""
     current = width_space(model).config
     return width if width is not None else dict(current) if isinstance(current, tuple) else current
-
-
-@contextlib.contextmanager
-def _mode(model: nn.Module, training: bool) -> Iterator[None]:
-    """Every module in train or eval mode inside; each module's own mode restored after."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.train(training)
-    try:
-        yield
-    finally:
-        for m, was in modes:
-            m.training = was
 
 
 def _info(

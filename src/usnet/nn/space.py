@@ -262,6 +262,18 @@ def width(model: nn.Module, w: WidthConfig) -> Iterator[nn.Module]:
         space.set(old)
 
 
+@contextlib.contextmanager
+def modes_kept(model: nn.Module) -> Iterator[nn.Module]:
+    """Restore every module's own train/eval mode after the block (``model.train(b)`` inside
+    sets them all alike; some modules may have had another mode before)."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 def channel_groups(model: nn.Module) -> list[ChannelGroup]:
     """The model's channel groups with their full sizes, in build order."""
     return list(width_space(model).groups)
