@@ -126,3 +126,26 @@ def test_timing_measures_two_short_epochs_per_method_and_prints_the_plan_block(
     assert m["step_seconds"] == pytest.approx(0.128)  # the fake's 1.28 s per 10-step epoch
     assert m["epoch_seconds"] == pytest.approx(100 * 0.128 + m["validation_seconds"], abs=0.1)
     assert 0 < m["cpu_per_wall"] <= 1.5 and m["epoch_cpu_seconds"] > 0
+
+
+def test_a_collapsed_run_does_not_squeeze_the_other_curves():
+    """The y-axis spans FOCUS_SPAN points below the best mean; the point below is marked on the
+    bottom edge with its value."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from benchmarks.study import plots
+
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ok = [{"mean": m, "lo": m, "hi": m} for m in (91.0, 91.5)]
+    bad = [{"mean": m, "lo": m, "hi": m} for m in (65.9, 91.8)]
+    drawn = plots._draw(ax, [0.5, 1.0], ok, "us", ("us", "C0"))
+    drawn += plots._draw(ax, [0.5, 1.0], bad, "n2", ("us", "C1"))
+    plots._focus(ax, drawn)
+    assert ax.get_ylim()[0] == pytest.approx(91.8 - plots.FOCUS_SPAN)
+    assert [t.get_text() for t in ax.texts] == ["65.9"]
+    other = fig.add_subplot(2, 1, 2)
+    plots._focus(other, plots._draw(other, [1.0], ok[:1], "us", ("us", "C0")))
+    assert not other.texts  # nothing below the span: the default limits stay

@@ -22,6 +22,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 STYLE = {"us": ("o", "-"), "snet": ("^", "--"), "individual": ("s", ":")}
+#: A panel's y-axis spans at most this many points below its best mean: a collapsed run (e.g.
+#: sandwich n=2 at 65 %) would otherwise squeeze every other curve into a flat band. Points
+#: below are drawn on the bottom edge with their value written beside them.
+FOCUS_SPAN = 8.0
 
 
 def summarize(rows: Iterable[dict[str, Any]], by: tuple[str, ...]) -> dict[tuple, dict[str, float]]:
@@ -52,7 +56,9 @@ def _series(rows: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
 
 def _draw(
     ax: Any, xs: list[float], stats: list[dict[str, float]], label: str, style: tuple[str, str]
-) -> None:
+) -> list[tuple[float, float, str]]:
+    """One series with min-max error bars; returns its points (x, mean, colour) for
+    :func:`_focus`."""
     kind, color = style
     marker, line = STYLE.get(kind, ("x", "-"))
     ys = [s["mean"] for s in stats]
@@ -63,6 +69,24 @@ def _draw(
     ax.errorbar(
         xs, ys, yerr=err, marker=marker, linestyle=line, capsize=3, label=label, color=color
     )
+    return [(x, y, color) for x, y in zip(xs, ys, strict=True)]
+
+
+def _focus(ax: Any, points: list[tuple[float, float, str]], span: float = FOCUS_SPAN) -> None:
+    """Limit the y-axis to ``span`` points below the best mean; mark the points left out."""
+    if not points:
+        return
+    floor = max(y for _, y, _ in points) - span
+    low = [(x, y, c) for x, y, c in points if y < floor]
+    if not low:
+        return
+    ax.set_ylim(bottom=floor)
+    for x, y, c in low:
+        ax.plot([x], [floor], marker="v", color=c, clip_on=False, linestyle="none")
+        ax.annotate(
+            f"{y:.1f}", (x, floor), xytext=(4, 4), textcoords="offset points", color=c,
+            fontsize="small",
+        )  # fmt: skip
 
 
 def _figure(panels: int) -> tuple[Figure, list[Any]]:
@@ -89,10 +113,12 @@ def plot_width(rows: list[dict[str, Any]], path: Path) -> Path:
     epochs = sorted({r["epochs"] for r in rows})
     fig, axes = _figure(len(epochs))
     for ax, e in zip(axes, epochs, strict=True):
+        drawn = []
         for label, style in _series(rows).items():
             pts = sorted((w, s) for (lab, ep, w), s in stats.items() if lab == label and ep == e)
             if pts:
-                _draw(ax, [w for w, _ in pts], [s for _, s in pts], label, style)
+                drawn += _draw(ax, [w for w, _ in pts], [s for _, s in pts], label, style)
+        _focus(ax, drawn)
         ax.set(title=f"{e} epochs", xlabel="width", ylabel="top-1 (%)")
         ax.grid(alpha=0.3)
     return _save(fig, path)
@@ -112,10 +138,12 @@ def plot_epochs(rows: list[dict[str, Any]], path: Path) -> Path:
     widths = _shared_widths(rows)
     fig, axes = _figure(len(widths))
     for ax, w in zip(axes, widths, strict=True):
+        drawn = []
         for label, style in _series(rows).items():
             pts = sorted((e, s) for (lab, wd, e), s in stats.items() if lab == label and wd == w)
             if pts:
-                _draw(ax, [e for e, _ in pts], [s for _, s in pts], label, style)
+                drawn += _draw(ax, [e for e, _ in pts], [s for _, s in pts], label, style)
+        _focus(ax, drawn)
         ax.set(title=f"width {w:g}", xlabel="epochs", ylabel="top-1 (%)")
         ax.set_xscale("log", base=2)
         ticks = sorted({r["epochs"] for r in rows})
@@ -130,12 +158,14 @@ def plot_compute(rows: list[dict[str, Any]], path: Path) -> Path:
     widths = _shared_widths(rows)
     fig, axes = _figure(len(widths))
     for ax, w in zip(axes, widths, strict=True):
+        drawn = []
         for label, style in _series(rows).items():
             pts = sorted(
                 (s["macs"], s) for (lab, wd, _), s in stats.items() if lab == label and wd == w
             )
             if pts:
-                _draw(ax, [m / 1e12 for m, _ in pts], [s for _, s in pts], label, style)
+                drawn += _draw(ax, [m / 1e12 for m, _ in pts], [s for _, s in pts], label, style)
+        _focus(ax, drawn)
         ax.set(title=f"width {w:g}", xlabel="training compute (10¹² MACs)", ylabel="top-1 (%)")
         # log scale with plain labels at 1-2-5 steps: the default 10^k minor labels overlap
         ax.set_xscale("log")
