@@ -13,7 +13,7 @@ import usnet
 from usnet.cli import main
 from usnet.models import USModel
 from usnet.nn import UncalibratedWidthError, USConv2d, USLinear, width_space
-from usnet.profile import Timing, interleaved_latency, latency, macs, params
+from usnet.profile import Timing, interleaved_latency, interleaved_latency_of, latency, macs, params
 
 
 class Tiny(USModel):
@@ -135,6 +135,32 @@ def test_interleaved_latency_times_every_width_each_round_and_resists_a_burst() 
     assert usnet.get_width(model) == 0.5 and model.training  # width and modes restored
     with pytest.raises(ValueError, match="None"):
         interleaved_latency(model, [None, 0.5], rounds=1)
+
+
+def test_several_models_are_timed_in_the_same_rounds() -> None:
+    """Regression (spectrum baselines were timed after the US-Net, under other load): a
+    US-Net's widths and a baseline model run in the same shuffled rounds and meet the same
+    burst; each model's width and modes are restored."""
+    us, baseline = Tiny().train(), Tiny().eval()
+    fake_calibrate(us, [0.25, 0.5])
+    fake_calibrate(baseline, [1.0])
+    usnet.set_width(us, 0.5)
+    base = {0.25: 1.0, 0.5: 2.0, 1.0: 4.0}
+    burst = range(3 * 3, 4 * 3)  # round 3: +50 ms for every model
+    clock = ScheduledClock(us, lambda w, call, nth: base[w] + (50.0 if call in burst else 0.0))
+    baseline.register_forward_pre_hook(clock._tick)  # one clock for both models
+
+    targets = [(us, 0.25), (baseline, 1.0), (us, 0.5)]
+    timings = interleaved_latency_of(targets, rounds=8, warmup=1, timer=clock)
+
+    rounds = [clock.calls[i : i + 3] for i in range(0, len(clock.calls), 3)]
+    assert len(rounds) == 9 and all(sorted(r) == [0.25, 0.5, 1.0] for r in rounds)
+    assert [t.median_ms for t in timings] == pytest.approx([1.0, 4.0, 2.0])
+    assert [t.max_ms for t in timings] == pytest.approx([51.0, 54.0, 52.0])
+    assert usnet.get_width(us) == 0.5 and us.training and not baseline.training
+    with pytest.raises(ValueError, match="None"):
+        interleaved_latency_of([(us, None), (us, 0.5)], rounds=1)
+    assert len(interleaved_latency_of([(us, None), (baseline, 1.0)], rounds=1)) == 2
 
 
 def test_timing_summary_spread_is_the_relative_interquartile_range() -> None:

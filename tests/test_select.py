@@ -185,6 +185,9 @@ def test_spectrum_and_select_commands(tmp_path, capsys):
     assert all("top1" in r.metrics for r in spec.rows)
     (base,) = spec.baselines
     assert base.kind == "individual" and [r.width for r in base.rows] == [0.5]
+    # the baseline was timed in the US-Net's rounds, not after them
+    assert base.has_latency and spec.env["latency_order"].endswith("shuffled, with 1 other model")
+    assert base.env["latency_order"] == spec.env["latency_order"]
     # New statistics went back into both checkpoints, and the spectrum names the new save.
     calibrated = {c["width"] for c in checkpoint.read_info(ckpt)["calibrated"]}
     assert calibrated == {0.35, 0.45, 0.7, 1.0}
@@ -236,7 +239,9 @@ def test_select_survives_a_hand_edited_spectrum_file(tmp_path, capsys):
     rc = cli.main(["select", str(ckpt), "--max-macs", "1G", *common])
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert f"saved spectrum unreadable ({ckpt / 'spectrum.json'}: row 2 (width 0.7), field macs" in out
+    assert (
+        f"saved spectrum unreadable ({ckpt / 'spectrum.json'}: row 2 (width 0.7), field macs" in out
+    )
     assert "selected width 1" in out
 
 

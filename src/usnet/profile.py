@@ -183,43 +183,91 @@ def interleaved_latency(
     Eval mode under ``torch.inference_mode``, so widths need BN statistics (an uncalibrated
     width raises the model's own error). ``device`` defaults to the model's; the model moves
     there and back. Width ``None`` (run as it is, e.g. a dense model) must be the only one.
-    The model's width and train/eval modes are restored.
+    The model's width and train/eval modes are restored. Several models in the same rounds:
+    :func:`interleaved_latency_of`.
     """
+    if not widths or (None in widths and len(widths) > 1):
+        raise ValueError("give one width or more; None (the model as it is) only on its own")
+    return interleaved_latency_of(
+        [(model, w) for w in widths],
+        batch_size,
+        rounds,
+        warmup,
+        device=device,
+        input_size=input_size,
+        seed=seed,
+        timer=timer,
+        progress=progress,
+    )
+
+
+def interleaved_latency_of(
+    targets: Sequence[tuple[nn.Module, WidthConfig | None]],
+    batch_size: int = 1,
+    rounds: int = 30,
+    warmup: int = 5,
+    *,
+    device: str | torch.device | None = None,
+    input_size: int | tuple[int, ...] | None = None,
+    seed: int = 0,
+    timer: Callable[[], float] = time.perf_counter,
+    progress: bool = False,
+) -> list[Timing]:
+    """:func:`interleaved_latency` over ``(model, width)`` pairs of one or more models: a
+    US-Net and its baselines timed in the same rounds meet the same machine load, so their
+    latencies can be compared. A model with width ``None`` must appear only once."""
     if batch_size < 1 or rounds < 1 or warmup < 0:
         raise ValueError(
             f"batch_size ({batch_size}) and repeats ({rounds}) must be >= 1, warmup ({warmup}) >= 0"
         )
-    if not widths or (None in widths and len(widths) > 1):
+    if not targets:
+        raise ValueError("give one (model, width) pair or more")
+    models: dict[int, tuple[nn.Module, list[WidthConfig | None]]] = {}
+    for m, w in targets:
+        models.setdefault(id(m), (m, []))[1].append(w)
+    if any(None in ws and len(ws) > 1 for _, ws in models.values()):
         raise ValueError("give one width or more; None (the model as it is) only on its own")
-    shape = input_shape(model, input_size)
-    p = _first_param(model)
-    home = p.device
-    dev = torch.device(device) if device is not None else home
-    x = torch.randn(batch_size, *shape, dtype=p.dtype if p.is_floating_point() else None).to(dev)
-    sync: Callable[[], None] = (
-        (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-    )
-    order, rng = list(range(len(widths))), random.Random(seed)
-    times: list[list[float]] = [[] for _ in widths]
-    model.to(dev)
+    inputs: dict[int, torch.Tensor] = {}
+    homes: dict[int, torch.device] = {}
+    for key, (m, _) in models.items():
+        p = _first_param(m)
+        homes[key] = p.device
+        dev = torch.device(device) if device is not None else p.device
+        shape = input_shape(m, input_size)
+        dtype = p.dtype if p.is_floating_point() else None
+        inputs[key] = torch.randn(batch_size, *shape, dtype=dtype).to(dev)
+    devices = {x.device for x in inputs.values()}
+    syncs = [(lambda d=d: torch.cuda.synchronize(d)) for d in devices if d.type == "cuda"]
+
+    def sync() -> None:
+        for s in syncs:
+            s()
+
+    order, rng = list(range(len(targets))), random.Random(seed)
+    times: list[list[float]] = [[] for _ in targets]
     try:
-        # _at restores the width it found, whatever widths the rounds set in between.
-        with _at(model, widths[0]), torch.inference_mode():
-            model.eval()
+        with contextlib.ExitStack() as stack, torch.inference_mode():
+            for key, (m, ws) in models.items():
+                m.to(inputs[key].device)
+                # _at restores the width it found, whatever widths the rounds set in between.
+                stack.enter_context(_at(m, ws[0]))
+                m.eval()
             for r in tqdm(range(warmup + rounds), desc="latency", disable=not progress):
                 rng.shuffle(order)
                 for i in order:
-                    w = widths[i]
+                    m, w = targets[i]
                     if w is not None:
-                        set_width(model, w)
+                        set_width(m, w)
+                    x = inputs[id(m)]
                     sync()
                     start = timer()
-                    model(x)
+                    m(x)
                     sync()
                     if r >= warmup:
                         times[i].append((timer() - start) * 1000.0)
     finally:
-        model.to(home)
+        for key, (m, _) in models.items():
+            m.to(homes[key])
     return [Timing.of(t) for t in times]
 
 

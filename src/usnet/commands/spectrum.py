@@ -21,6 +21,7 @@ from ..spectrum import (
     compute_spectrum,
     describe,
     format_table,
+    measure_latency,
     metric_provider,
     save_spectrum,
 )
@@ -115,12 +116,14 @@ def measure(
     widths: list[float],
     metrics: MetricProvider | None,
     args: argparse.Namespace,
-    latency: bool,
     save_stats: bool,
     label: str = "US-Net",
     kind: Kind = "us",
+    latency: bool = False,
 ) -> Spectrum:
-    """The spectrum of one checkpoint; newly calibrated statistics are saved into it if asked."""
+    """The spectrum of one checkpoint, with latency if asked (:func:`run` times a checkpoint and
+    its baselines later, in the same rounds); newly calibrated statistics are saved into it if
+    asked."""
     spec = compute_spectrum(
         model,
         widths,
@@ -147,7 +150,7 @@ def _baseline(
     metrics: MetricProvider | None,
     args: argparse.Namespace,
     device: torch.device,
-) -> Spectrum:
+) -> tuple[nn.Module, Spectrum]:
     model, meta, _ = load(path, device)
     data = ((meta.get("config") or {}).get("data") or {}).get("name")
     ours = ((main_meta.get("config") or {}).get("data") or {}).get("name")
@@ -156,17 +159,8 @@ def _baseline(
     kind, label, widths = baseline_points(model, meta, grid_)
     if kind == "us":  # name it after its run folder (runs/NAME/checkpoint)
         label = path.parent.name if path.name == "checkpoint" else path.name
-    return measure(
-        path,
-        model,
-        meta,
-        widths,
-        metrics,
-        args,
-        not args.no_latency,
-        not args.no_save_stats,
-        label,
-        kind,
+    return model, measure(
+        path, model, meta, widths, metrics, args, not args.no_save_stats, label, kind
     )
 
 
@@ -177,18 +171,13 @@ def run(args: argparse.Namespace) -> int:
     model, meta, _ = load(args.checkpoint, device)
     widths = grid(model, args.widths)
     metrics = provider(model, meta, args)
-    spec = measure(
-        args.checkpoint,
-        model,
-        meta,
-        widths,
-        metrics,
-        args,
-        not args.no_latency,
-        not args.no_save_stats,
-    )
+    spec = measure(args.checkpoint, model, meta, widths, metrics, args, not args.no_save_stats)
+    parts = [(model, spec)]
     for b in args.baseline:
-        spec.baselines.append(_baseline(b, spec, meta, widths, metrics, args, device))
+        parts.append(_baseline(b, spec, meta, widths, metrics, args, device))
+        spec.baselines.append(parts[-1][1])
+    if not args.no_latency:
+        measure_latency(parts, args.batch_size, repeats=args.repeats, progress=not args.quiet)
     print(describe(spec))
     print(format_table(spec))
     for b in spec.baselines:

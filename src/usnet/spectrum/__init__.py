@@ -10,7 +10,13 @@
 - :mod:`.plot`: :func:`~usnet.spectrum.plot.plot_spectrum` (imported on its own: matplotlib).
 """
 
-from .compute import NOISY_SPREAD, baseline_points, compute_spectrum, environment
+from .compute import (
+    NOISY_SPREAD,
+    baseline_points,
+    compute_spectrum,
+    environment,
+    measure_latency,
+)
 from .files import load_spectrum, save_spectrum
 from .providers import Metric, MetricProvider, ProviderOptions, metric_provider
 from .result import Spectrum, SpectrumRow
@@ -31,6 +37,7 @@ __all__ = [
     "environment",
     "format_table",
     "load_spectrum",
+    "measure_latency",
     "metric_provider",
     "parse_count",
     "parse_latency_ms",

@@ -155,14 +155,6 @@ def compute_spectrum(
                 params=int(profile.params(model, w)),
             )
         )
-    if latency:
-        _time_rows(model, rows, chosen, batch_size_throughput, repeats, warmup, timer, progress)
-        for r in rows:
-            r.noisy = any(
-                iqr is not None and (iqr[1] - iqr[0]) / mid > noisy_spread
-                for iqr, mid in ((r.latency_iqr_ms, r.latency_ms), (r.throughput_iqr, r.throughput))
-                if mid
-            )
     if metric_fn is not None:
         for r, w in tqdm(
             list(zip(rows, chosen, strict=True)), desc="spectrum", unit="net", disable=not progress
@@ -171,53 +163,98 @@ def compute_spectrum(
                 r.metrics = metric_fn(model, w)
     rows.sort(key=lambda r: (r.macs, r.channels))
 
-    env = environment(device)
-    if latency:
-        env.update(
-            latency_batch_size=1,
-            throughput_batch_size=batch_size_throughput,
-            repeats=repeats,
-            warmup=warmup,
-            latency_order="interleaved rounds, shuffled",
-            noisy_spread=noisy_spread,
-        )
-    return Spectrum(
+    spectrum = Spectrum(
         rows=rows,
         model=str(getattr(model, "arch", type(model).__name__)),
         task=str(getattr(model, "task", "classification")),
         metrics=list(metric_fn.metrics) if metric_fn is not None else [],
         input_size=tuple(profile.input_shape(model)),
-        env=env,
         dataset=metric_fn.dataset if metric_fn is not None else "",
         label=label,
         kind=kind,
         references=dict(metric_fn.references) if metric_fn is not None else {},
         calibrated_here=calibrated_here,
+        env=environment(device),
     )
+    if latency:
+        measure_latency(
+            [(model, spectrum)],
+            batch_size_throughput,
+            repeats=repeats,
+            warmup=warmup,
+            noisy_spread=noisy_spread,
+            timer=timer,
+            progress=progress,
+        )
+    return spectrum
+
+
+def measure_latency(
+    parts: Sequence[tuple[nn.Module, Spectrum]],
+    batch_size_throughput: int = 32,
+    *,
+    repeats: int = 30,
+    warmup: int = 5,
+    noisy_spread: float = NOISY_SPREAD,
+    timer: Callable[[], float] = time.perf_counter,
+    progress: bool = True,
+) -> None:
+    """Fill the latency and throughput of every row of every ``(model, spectrum)`` part, all
+    timed in the same interleaved rounds: a US-Net and its baselines then meet the same machine
+    load, so a baseline is not slower only because it was timed later."""
+    if batch_size_throughput < 1:
+        raise ValueError(f"batch_size_throughput must be >= 1, got {batch_size_throughput}")
+    if not noisy_spread > 0:
+        raise ValueError(f"noisy_spread must be > 0, got {noisy_spread}")
+    _time_rows(
+        [(m, r) for m, spec in parts for r in spec.rows],
+        batch_size_throughput,
+        repeats,
+        warmup,
+        timer,
+        progress,
+    )
+    for _, spec in parts:
+        for r in spec.rows:
+            r.noisy = any(
+                iqr is not None and (iqr[1] - iqr[0]) / mid > noisy_spread
+                for iqr, mid in ((r.latency_iqr_ms, r.latency_ms), (r.throughput_iqr, r.throughput))
+                if mid
+            )
+        spec.env.update(
+            latency_batch_size=1,
+            throughput_batch_size=batch_size_throughput,
+            repeats=repeats,
+            warmup=warmup,
+            latency_order="interleaved rounds, shuffled" + _together(len(parts) - 1),
+            noisy_spread=noisy_spread,
+        )
+
+
+def _together(others: int) -> str:
+    return f", with {others} other model{'s' if others > 1 else ''}" if others else ""
 
 
 def _time_rows(
-    model: nn.Module,
-    rows: list[SpectrumRow],
-    widths: Sequence[WidthConfig],
+    rows: Sequence[tuple[nn.Module, SpectrumRow]],
     batch_size: int,
     repeats: int,
     warmup: int,
     timer: Callable[[], float],
     progress: bool,
 ) -> None:
-    """Fill the rows' latency and throughput, every width timed in the same interleaved rounds;
+    """Fill the rows' latency and throughput, every row timed in the same interleaved rounds;
     uncalibrated widths run on placeholder statistics meanwhile."""
+    targets = [(m, r.width) for m, r in rows]
     with contextlib.ExitStack() as stack:
-        for w in widths:
-            if not is_calibrated(model, w):
-                stack.enter_context(placeholder_stats(model, w))
-        one = profile.interleaved_latency(
-            model, widths, 1, repeats, warmup, timer=timer, progress=progress
+        for m, w in targets:
+            if not is_calibrated(m, w):
+                stack.enter_context(placeholder_stats(m, w))
+        one = profile.interleaved_latency_of(
+            targets, 1, repeats, warmup, timer=timer, progress=progress
         )
-        many = profile.interleaved_latency(
-            model,
-            widths,
+        many = profile.interleaved_latency_of(
+            targets,
             batch_size,
             max(3, repeats // 3),
             max(1, warmup // 2),
@@ -225,7 +262,7 @@ def _time_rows(
             progress=progress,
         )
     per_s = batch_size * 1000.0
-    for r, a, b in zip(rows, one, many, strict=True):
+    for (_, r), a, b in zip(rows, one, many, strict=True):
         r.latency_ms, r.latency_iqr_ms = a.median_ms, (a.q1_ms, a.q3_ms)
         r.throughput, r.throughput_iqr = per_s / b.median_ms, (per_s / b.q3_ms, per_s / b.q1_ms)
 
