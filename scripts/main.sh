@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's main job on the embedded default data (Fashion-MNIST): train a small US-Net with the
-# sandwich rule and inplace distillation, calibrate batch norm per width, print the spectrum
+# sandwich rule (configs/fashion_mnist.yaml), calibrate batch norm per width, print the spectrum
 # (accuracy, MACs, params, latency per width) and save its plot.
 set -euo pipefail
 cd "$(dirname "$0")/.."

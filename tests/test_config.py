@@ -71,9 +71,13 @@ def test_recipe_loads_and_fits_its_model(path: Path) -> None:
         space.canonical(w)  # raises if outside the model's range or switches
 
 
-def test_default_recipe_is_the_dataclass_default() -> None:
+def test_default_recipe_is_the_dataclass_default_but_for_inplace_distillation() -> None:
+    """The README's 4-epoch recipe turns inplace distillation off (the study: it costs accuracy
+    in 4 epochs); the dataclass keeps the paper's rule."""
     fm = load_config(RECIPES[0].parent / "fashion_mnist.yaml")
-    assert fm.model_copy(update={"output": TrainConfig().output}) == TrainConfig()
+    assert not fm.train.inplace_distillation and TrainConfig().train.inplace_distillation
+    train = fm.train.model_copy(update={"inplace_distillation": True})
+    assert fm.model_copy(update={"output": TrainConfig().output, "train": train}) == TrainConfig()
 
 
 def test_paper_recipes() -> None:

@@ -2,7 +2,7 @@
 
 A plan expands into named runs, each one ``usnet train CONFIG --set ...`` invocation::
 
-    config: configs/fashion_mnist.yaml        # relative to the repository root
+    config: configs/fashion_mnist_paper.yaml  # relative to the repository root
     set: [eval.widths=0.25:1.0:0.25]     # overrides shared by every run
     methods:                                  # what differs between the contenders
       us: {set: [train.sampling=sandwich]}
