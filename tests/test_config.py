@@ -80,6 +80,19 @@ def test_default_recipe_is_the_dataclass_default_but_for_inplace_distillation() 
     assert fm.model_copy(update={"output": TrainConfig().output, "train": train}) == TrainConfig()
 
 
+def test_long_recipe_is_what_the_study_measured() -> None:
+    """The result quoted for configs/fashion_mnist_long.yaml is the study's 16-epoch US-Net
+    (schedule_v1 us-e16-s*): the recipe must be exactly those settings."""
+    from benchmarks.study.plan import load_plan
+
+    root = RECIPES[0].parents[1]
+    plan = load_plan(root / "benchmarks/plans/schedule_v1.yaml", root)
+    (run,) = [r for r in plan.runs if r.name == "us-e16-s0"]
+    studied = load_config(root / plan.config, list(run.overrides))
+    long = load_config(root / "configs/fashion_mnist_long.yaml")
+    assert long.model_copy(update={"output": studied.output}) == studied
+
+
 def test_paper_recipes() -> None:
     root = RECIPES[0].parent
     us = load_config(root / "imagenet_us_mobilenet_v2.yaml")
