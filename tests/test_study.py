@@ -284,7 +284,9 @@ def test_baselines_from_another_plan_are_gathered_not_run(tmp_path, fake_usnet, 
     with open(tmp_path / "results/q.csv", newline="") as f:
         table = list(csv.DictReader(f))
     assert {(r["plan"], r["run"]) for r in table} == {("p", "us-e2-s0"), ("q", "ind-1.0-e2-s0")}
-    assert "not finished (1): p/us-e9-s0" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "not finished (1): p/us-e9-s0" in out
+    assert "CPU time of its 1 finished run: " in out  # q's own run, not p's baseline
 
 
 @pytest.mark.parametrize("jobs", [1, 2])

@@ -336,11 +336,13 @@ class Runner:
     # -- gathering --------------------------------------------------------------------------
     def gather(self) -> int:
         """Write RESULTS/P.csv from the committed results of the plan's runs, and the plots."""
-        table, missing = [], []
+        table, missing, cpu, finished = [], [], 0.0, 0
         for run in self.plan.runs:
             doc = read_json(self.result_path(run))
             if doc and doc.get("status") == "finished" and doc.get("spec") == self.spec(run):
                 table += results.rows(doc)
+                cpu += sum(a.get("cpu_seconds") or 0 for a in doc.get("attempts", []))
+                finished += 1
             else:
                 missing.append(run.name)
         for b in self.plan.baselines:
@@ -353,6 +355,8 @@ class Runner:
         path = self.results / f"{self.plan.name}.csv"
         results.write_csv(path, table)
         print(f"wrote {path}: {len(table)} rows")
+        runs = f"{finished} finished run{'' if finished == 1 else 's'}"
+        print(f"CPU time of its {runs}: {cpu / 3600:.2f} h (every attempt; baselines not counted)")
         if missing:
             print(f"not finished ({len(missing)}): {', '.join(missing)}")
         if table:
