@@ -78,6 +78,8 @@ def test_default_recipe_is_the_dataclass_default_but_for_inplace_distillation() 
     assert not fm.train.inplace_distillation and TrainConfig().train.inplace_distillation
     train = fm.train.model_copy(update={"inplace_distillation": True})
     assert fm.model_copy(update={"output": TrainConfig().output, "train": train}) == TrainConfig()
+    paper = load_config(RECIPES[0].parent / "fashion_mnist_paper.yaml")  # the paper's rule
+    assert paper.model_copy(update={"output": TrainConfig().output}) == TrainConfig()
 
 
 def test_long_recipe_is_what_the_study_measured() -> None:

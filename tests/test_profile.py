@@ -161,6 +161,12 @@ def test_several_models_are_timed_in_the_same_rounds() -> None:
     with pytest.raises(ValueError, match="None"):
         interleaved_latency_of([(us, None), (us, 0.5)], rounds=1)
     assert len(interleaved_latency_of([(us, None), (baseline, 1.0)], rounds=1)) == 2
+    # a forward that raises (an uncalibrated width) leaves every model as it was
+    usnet.set_width(baseline, 0.3)
+    with pytest.raises(UncalibratedWidthError):
+        interleaved_latency_of([(us, 0.25), (baseline, 0.25)], rounds=1)
+    assert usnet.get_width(us) == 0.5 and usnet.get_width(baseline) == 0.3
+    assert us.training and not baseline.training
 
 
 def test_timing_summary_spread_is_the_relative_interquartile_range() -> None:

@@ -245,6 +245,19 @@ def test_select_survives_a_hand_edited_spectrum_file(tmp_path, capsys):
     assert "selected width 1" in out
 
 
+def test_a_latency_budget_without_a_saved_spectrum_measures_latency_here(tmp_path, capsys):
+    """`select --max-latency-ms` on a checkpoint without spectrum.json times the widths itself
+    (the one caller of the spectrum command's `measure(latency=True)`)."""
+    ckpt = _checkpoint(tmp_path / "us", tmp_path)
+    common = ["--threads", "1", "--repeats", "2", "--batch-size", "2", "--quiet", "--no-metric"]
+    rc = cli.main(["select", str(ckpt), "--max-latency-ms", "1e4", "--widths", "0.35,1.0", *common])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "measuring the spectrum here" in out and "selected width 1" in out
+    assert " ms" in out.split("selected width 1", 1)[1]  # the chosen row's measured latency
+    assert not (ckpt / "spectrum.json").exists()  # measured in memory only
+
+
 def test_an_unknown_target_metric_is_refused_before_anything_is_measured(
     tmp_path, capsys, monkeypatch
 ):

@@ -286,7 +286,9 @@ def test_baselines_from_another_plan_are_gathered_not_run(tmp_path, fake_usnet, 
     assert {(r["plan"], r["run"]) for r in table} == {("p", "us-e2-s0"), ("q", "ind-1.0-e2-s0")}
     out = capsys.readouterr().out
     assert "not finished (1): p/us-e9-s0" in out
-    assert "CPU time of its 1 finished run: " in out  # q's own run, not p's baseline
+    doc = json.loads((tmp_path / "results/q/ind-1.0-e2-s0.json").read_text())
+    hours = sum(a["cpu_seconds"] for a in doc["attempts"]) / 3600  # q's own run, not p's baseline
+    assert f"CPU time of its 1 finished run: {hours:.2f} h" in out
 
 
 @pytest.mark.parametrize("jobs", [1, 2])

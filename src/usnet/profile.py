@@ -186,8 +186,6 @@ def interleaved_latency(
     The model's width and train/eval modes are restored. Several models in the same rounds:
     :func:`interleaved_latency_of`.
     """
-    if not widths or (None in widths and len(widths) > 1):
-        raise ValueError("give one width or more; None (the model as it is) only on its own")
     return interleaved_latency_of(
         [(model, w) for w in widths],
         batch_size,
@@ -246,9 +244,10 @@ def interleaved_latency_of(
     order, rng = list(range(len(targets))), random.Random(seed)
     times: list[list[float]] = [[] for _ in targets]
     try:
+        for key, (m, _) in models.items():
+            m.to(inputs[key].device)  # outside inference mode: parameters stay normal tensors
         with contextlib.ExitStack() as stack, torch.inference_mode():
-            for key, (m, ws) in models.items():
-                m.to(inputs[key].device)
+            for m, ws in models.values():
                 # _at restores the width it found, whatever widths the rounds set in between.
                 stack.enter_context(_at(m, ws[0]))
                 m.eval()

@@ -6,9 +6,10 @@ device (batch 1, and throughput at a larger batch) and the task's quality metric
 round to the same network (same plan key) are one row that lists every width sharing it.
 
 Latency is measured for all rows together in interleaved rounds
-(:func:`usnet.profile.interleaved_latency`): a burst of load elsewhere on the machine then slows
-every width alike rather than making one row an outlier, and rows whose runs still spread too
-widely are flagged ``noisy``. Quality comes from a
+(:func:`usnet.profile.interleaved_latency_of`): a burst of load elsewhere on the machine then
+slows every width alike rather than making one row an outlier, and rows whose runs still spread
+too widely are flagged ``noisy``. :func:`measure_latency` times several spectra (a US-Net and its
+baselines) in the same rounds. Quality comes from a
 :class:`~usnet.spectrum.providers.MetricProvider`, so this module stays task-agnostic.
 """
 
@@ -226,7 +227,8 @@ def measure_latency(
             throughput_batch_size=batch_size_throughput,
             repeats=repeats,
             warmup=warmup,
-            latency_order="interleaved rounds, shuffled" + _together(len(parts) - 1),
+            latency_order="interleaved rounds, shuffled"
+            + _together(len({id(m) for m, _ in parts}) - 1),
             noisy_spread=noisy_spread,
         )
 

@@ -41,7 +41,7 @@ def show_width(w: float | Mapping[str, float] | str) -> str:
 class SpectrumRow:
     """One network of the spectrum: every grid width in ``widths`` selects it.
 
-    Timings are medians of interleaved rounds (:func:`usnet.profile.interleaved_latency`);
+    Timings are medians of interleaved rounds (:func:`usnet.profile.interleaved_latency_of`);
     ``latency_iqr_ms`` and ``throughput_iqr`` are their interquartile ranges (low, high), and
     ``noisy`` flags a row whose timings spread too widely to trust (the spectrum's
     ``env["noisy_spread"]``).
