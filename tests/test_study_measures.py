@@ -149,3 +149,18 @@ def test_a_collapsed_run_does_not_squeeze_the_other_curves():
     other = fig.add_subplot(2, 1, 2)
     plots._focus(other, plots._draw(other, [1.0], ok[:1], "us", ("us", "C0")))
     assert not other.texts  # nothing below the span: the default limits stay
+
+
+def test_summary_gives_mean_spread_and_the_difference_to_individual_training():
+    from benchmarks.study.summary import summary_markdown
+
+    def row(series, seed, top1, source="train", width=0.25):
+        return {"series": series, "epochs": 4, "width": width, "seed": seed, "top1": top1,
+                "train_macs": 1.0, "source": source}  # fmt: skip
+
+    rows = [row("us", 0, 0.90), row("us", 1, 0.92), row("us", 0, 0.5, source="spectrum"),
+            row("individual", 0, 0.895), row("individual", 1, 0.905)]  # fmt: skip
+    lines = summary_markdown(rows).splitlines()
+    assert lines[2] == "| 4 | us | 0.25 | 91.00 [90.00, 92.00] | 2 | +1.00 |"  # spectrum row left out
+    assert lines[3] == "| 4 | individual | 0.25 | 90.00 [89.50, 90.50] | 2 |  |"
+    assert len(lines) == 4

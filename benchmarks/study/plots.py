@@ -11,9 +11,7 @@ matplotlib's object API on the Agg canvas: no pyplot state, safe in any process.
 
 from __future__ import annotations
 
-import statistics
 from collections import defaultdict
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,29 +19,13 @@ from matplotlib import rcParams, ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .summary import summarize
+
 STYLE = {"us": ("o", "-"), "snet": ("^", "--"), "individual": ("s", ":")}
 #: A panel's y-axis spans at most this many points below its best mean: a collapsed run (e.g.
 #: sandwich n=2 at 65 %) would otherwise squeeze every other curve into a flat band. Points
 #: below are drawn on the bottom edge with their value written beside them.
 FOCUS_SPAN = 8.0
-
-
-def summarize(rows: Iterable[dict[str, Any]], by: tuple[str, ...]) -> dict[tuple, dict[str, float]]:
-    """Mean, min, max and count of top-1 (%) and mean training compute per group of ``by``."""
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        groups[tuple(r[k] for k in by)].append(r)
-    out = {}
-    for key, members in groups.items():
-        top1 = [100 * m["top1"] for m in members]
-        out[key] = {
-            "mean": statistics.fmean(top1),
-            "lo": min(top1),
-            "hi": max(top1),
-            "n": len(top1),
-            "macs": statistics.fmean(m["train_macs"] for m in members),
-        }
-    return out
 
 
 def _series(rows: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:

@@ -36,7 +36,7 @@ from typing import IO, Any
 from . import results
 from .plan import Plan, PlanError, Run, estimate_seconds
 from .process import Exit, reap, spawn
-from .records import git, load, machine, now, read_json, software, write_json
+from .records import git, load, machine, now, read_json, software, write_json, write_text
 
 RECORD, LOG = "study.json", "study.log"
 US_SAMPLING = ("sandwich", "random")
@@ -361,8 +361,14 @@ class Runner:
             print(f"not finished ({len(missing)}): {', '.join(missing)}")
         if table:
             from .plots import plot_all
+            from .summary import summary_markdown
 
-            for p in plot_all(results.read_csv(path), self.results / self.plan.name):
+            rows = results.read_csv(path)
+            summary = self.results / self.plan.name / "summary.md"
+            write_text(summary, f"# {self.plan.name}\n\n{summary_markdown(rows)}")
+            print(f"wrote {summary}")
+
+            for p in plot_all(rows, self.results / self.plan.name):
                 print(f"wrote {p}")
         return 0
 

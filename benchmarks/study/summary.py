@@ -1,0 +1,54 @@
+"""A plan's results in numbers: mean and spread (min-max) over seeds, and each contender's
+difference to the individually trained networks at the same schedule and width.
+
+``summary.md`` (written by ``gather``) is the table the docs quote, so every number in them can
+be rerun from the committed CSV.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+
+def summarize(rows: Iterable[dict[str, Any]], by: tuple[str, ...]) -> dict[tuple, dict[str, float]]:
+    """Mean, min, max and count of top-1 (%) and mean training compute per group of ``by``."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[tuple(r[k] for k in by)].append(r)
+    out = {}
+    for key, members in groups.items():
+        top1 = [100 * m["top1"] for m in members]
+        out[key] = {
+            "mean": statistics.fmean(top1),
+            "lo": min(top1),
+            "hi": max(top1),
+            "n": len(top1),
+            "macs": statistics.fmean(m["train_macs"] for m in members),
+        }
+    return out
+
+
+def summary_markdown(rows: list[dict[str, Any]], reference: str = "individual") -> str:
+    """Top-1 per series, schedule and width from the trainer's own evaluation (``source`` train:
+    one row per run and width), mean [min, max] over the seeds, and the mean's difference to
+    the ``reference`` series at the same schedule and width."""
+    train = [r for r in rows if r.get("source") == "train"]
+    stats = summarize(train, ("series", "epochs", "width"))
+    order = list(dict.fromkeys(r["series"] for r in train))
+    lines = [
+        f"| epochs | series | width | top-1 % mean [min, max] | seeds | minus {reference} |",
+        "|---:|---|---:|---|---:|---:|",
+    ]
+    for (series, epochs, width), s in sorted(
+        stats.items(), key=lambda kv: (kv[0][1], order.index(kv[0][0]), -kv[0][2])
+    ):
+        ref = stats.get((reference, epochs, width))
+        diff = f"{s['mean'] - ref['mean']:+.2f}" if ref and series != reference else ""
+        spread = f" [{s['lo']:.2f}, {s['hi']:.2f}]" if s["n"] > 1 else ""
+        lines.append(
+            f"| {epochs} | {series} | {width:g} | {s['mean']:.2f}{spread} | {s['n']} | {diff} |"
+        )
+    return "\n".join(lines) + "\n"
