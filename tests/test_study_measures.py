@@ -161,6 +161,7 @@ def test_summary_gives_mean_spread_and_the_difference_to_individual_training():
     rows = [row("us", 0, 0.90), row("us", 1, 0.92), row("us", 0, 0.5, source="spectrum"),
             row("individual", 0, 0.895), row("individual", 1, 0.905)]  # fmt: skip
     lines = summary_markdown(rows).splitlines()
-    assert lines[2] == "| 4 | us | 0.25 | 91.00 [90.00, 92.00] | 2 | +1.00 |"  # spectrum row left out
-    assert lines[3] == "| 4 | individual | 0.25 | 90.00 [89.50, 90.50] | 2 |  |"
+    # spectrum rows left out; s.e. = sqrt(1.414^2 / 2 + 0.707^2 / 2) = 1.12
+    assert lines[2] == "| 4 | us | 0.25 | 91.00 [90.00, 92.00] | 2 | +1.00 | 1.12 |"
+    assert lines[3] == "| 4 | individual | 0.25 | 90.00 [89.50, 90.50] | 2 |  |  |"
     assert len(lines) == 4

@@ -7,6 +7,7 @@ be rerun from the committed CSV.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
@@ -14,7 +15,8 @@ from typing import Any
 
 
 def summarize(rows: Iterable[dict[str, Any]], by: tuple[str, ...]) -> dict[tuple, dict[str, float]]:
-    """Mean, min, max and count of top-1 (%) and mean training compute per group of ``by``."""
+    """Mean, min, max, sample standard deviation (0 for one run) and count of top-1 (%), and mean
+    training compute, per group of ``by``."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[tuple(r[k] for k in by)].append(r)
@@ -25,6 +27,7 @@ def summarize(rows: Iterable[dict[str, Any]], by: tuple[str, ...]) -> dict[tuple
             "mean": statistics.fmean(top1),
             "lo": min(top1),
             "hi": max(top1),
+            "sd": statistics.stdev(top1) if len(top1) > 1 else 0.0,
             "n": len(top1),
             "macs": statistics.fmean(m["train_macs"] for m in members),
         }
@@ -34,21 +37,28 @@ def summarize(rows: Iterable[dict[str, Any]], by: tuple[str, ...]) -> dict[tuple
 def summary_markdown(rows: list[dict[str, Any]], reference: str = "individual") -> str:
     """Top-1 per series, schedule and width from the trainer's own evaluation (``source`` train:
     one row per run and width), mean [min, max] over the seeds, and the mean's difference to
-    the ``reference`` series at the same schedule and width."""
+    the ``reference`` series at the same schedule and width with its standard error
+    (sqrt(sd1^2/n1 + sd2^2/n2), when both have 2 seeds or more): a difference within about one
+    standard error is a tie at this number of seeds."""
     train = [r for r in rows if r.get("source") == "train"]
     stats = summarize(train, ("series", "epochs", "width"))
     order = list(dict.fromkeys(r["series"] for r in train))
     lines = [
-        f"| epochs | series | width | top-1 % mean [min, max] | seeds | minus {reference} |",
-        "|---:|---|---:|---|---:|---:|",
+        f"| epochs | series | width | top-1 % mean [min, max] | seeds | minus {reference} | s.e. |",
+        "|---:|---|---:|---|---:|---:|---:|",
     ]
     for (series, epochs, width), s in sorted(
         stats.items(), key=lambda kv: (kv[0][1], order.index(kv[0][0]), -kv[0][2])
     ):
         ref = stats.get((reference, epochs, width))
-        diff = f"{s['mean'] - ref['mean']:+.2f}" if ref and series != reference else ""
+        diff = se = ""
+        if ref and series != reference:
+            diff = f"{s['mean'] - ref['mean']:+.2f}"
+            if s["n"] > 1 and ref["n"] > 1:
+                se = f"{math.sqrt(s['sd'] ** 2 / s['n'] + ref['sd'] ** 2 / ref['n']):.2f}"
         spread = f" [{s['lo']:.2f}, {s['hi']:.2f}]" if s["n"] > 1 else ""
         lines.append(
-            f"| {epochs} | {series} | {width:g} | {s['mean']:.2f}{spread} | {s['n']} | {diff} |"
+            f"| {epochs} | {series} | {width:g} | {s['mean']:.2f}{spread} | {s['n']} | {diff} "
+            f"| {se} |"
         )
     return "\n".join(lines) + "\n"
