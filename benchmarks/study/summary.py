@@ -54,11 +54,36 @@ def summary_markdown(rows: list[dict[str, Any]], reference: str = "individual") 
         diff = se = ""
         if ref and series != reference:
             diff = f"{s['mean'] - ref['mean']:+.2f}"
-            if s["n"] > 1 and ref["n"] > 1:
-                se = f"{math.sqrt(s['sd'] ** 2 / s['n'] + ref['sd'] ** 2 / ref['n']):.2f}"
+            se = _se(s, ref)
         spread = f" [{s['lo']:.2f}, {s['hi']:.2f}]" if s["n"] > 1 else ""
         lines.append(
             f"| {epochs} | {series} | {width:g} | {s['mean']:.2f}{spread} | {s['n']} | {diff} "
             f"| {se} |"
         )
+    pairs = [
+        (e, w, a, b)
+        for e in sorted({k[1] for k in stats})
+        for w in sorted({k[2] for k in stats if k[1] == e}, reverse=True)
+        for i, a in enumerate(order)
+        for b in order[i + 1 :]
+        if stats.get((a, e, w), {}).get("n", 0) > 1 and stats.get((b, e, w), {}).get("n", 0) > 1
+    ]
+    if pairs:  # every pair of series with several seeds: the ablations' deciding comparisons
+        lines += [
+            "",
+            "| epochs | width | series A | series B | A - B | s.e. |",
+            "|---:|---:|---|---|---:|---:|",
+        ]
+        for e, w, a, b in pairs:
+            sa, sb = stats[(a, e, w)], stats[(b, e, w)]
+            lines.append(
+                f"| {e} | {w:g} | {a} | {b} | {sa['mean'] - sb['mean']:+.2f} | {_se(sa, sb)} |"
+            )
     return "\n".join(lines) + "\n"
+
+
+def _se(a: dict[str, float], b: dict[str, float]) -> str:
+    """The standard error of a difference of two means, or "" when either has one run."""
+    if a["n"] < 2 or b["n"] < 2:
+        return ""
+    return f"{math.sqrt(a['sd'] ** 2 / a['n'] + b['sd'] ** 2 / b['n']):.2f}"
