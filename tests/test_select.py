@@ -278,3 +278,35 @@ def test_an_unknown_target_metric_is_refused_before_anything_is_measured(
     assert rc == 2 and err.count("\n") == 1
     assert "metric 'bogus' is not in what a classification model measures" in err
     assert "'top1'" in err
+
+
+def test_a_baseline_that_cannot_be_compared_is_refused_before_anything_is_measured(
+    tmp_path, capsys, monkeypatch
+):
+    """Regression: a baseline of another task (an SR model beside a classifier) was evaluated
+    with the classifier's data and loss and ended in a RuntimeError traceback, and a mistyped
+    baseline path was named only after the checkpoint had been measured."""
+    from usnet.commands import spectrum as spectrum_command
+
+    data = tmp_path / "fmnist"
+    data.mkdir()
+    _fashion_mnist(data)
+    ckpt = _checkpoint(tmp_path / "us", data)
+    sr = checkpoint.save(
+        usnet.create_model("us_edsr", n_resblocks=1, n_feats=8), tmp_path / "sr", meta={}
+    )
+
+    def never(*args, **kwargs):
+        raise AssertionError("measured before checking the baselines")
+
+    monkeypatch.setattr(spectrum_command, "measure", never)
+    common = ["--threads", "1", "--repeats", "2", "--batch-size", "2", "--quiet"]
+    for baseline, message in (
+        (sr, f"baseline {sr} is a 'sr' model, the checkpoint a 'classification' one"),
+        (tmp_path / "nope", "no such checkpoint folder"),
+    ):
+        rc = cli.main(["spectrum", str(ckpt), "--widths", "0.35,1.0", *common,
+                       "--baseline", str(ckpt), str(baseline)])  # fmt: skip
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and message in err, err
+    assert not (ckpt / "spectrum.json").exists()

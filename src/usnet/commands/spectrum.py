@@ -142,26 +142,33 @@ def measure(
     return spec
 
 
-def _baseline(
+def _check_baseline(
     path: Path,
-    main: Spectrum,
+    main: nn.Module,
     main_meta: Mapping[str, Any],
     grid_: list[float],
     metrics: MetricProvider | None,
-    args: argparse.Namespace,
     device: torch.device,
-) -> tuple[nn.Module, Spectrum]:
+) -> tuple[nn.Module, dict[str, Any], tuple[Kind, str, list[float]]]:
+    """A baseline's model, metadata and ``(kind, label, widths)``; refused when the checkpoint's
+    metric cannot judge it: another task (its data and loss do not fit the model) or data set."""
     model, meta, _ = load(path, device)
-    data = ((meta.get("config") or {}).get("data") or {}).get("name")
-    ours = ((main_meta.get("config") or {}).get("data") or {}).get("name")
-    if metrics is not None and data and ours and data != ours:
-        raise ValueError(f"baseline {path} was trained on {data!r}, the model on {ours!r}")
+    if metrics is not None:
+        task = getattr(model, "task", "classification")
+        ours_task = getattr(main, "task", "classification")
+        if task != ours_task:
+            raise ValueError(
+                f"baseline {path} is a {task!r} model, the checkpoint a {ours_task!r} one: give "
+                "baselines of its task, or --no-metric to compare costs only"
+            )
+        data = ((meta.get("config") or {}).get("data") or {}).get("name")
+        ours = ((main_meta.get("config") or {}).get("data") or {}).get("name")
+        if data and ours and data != ours:
+            raise ValueError(f"baseline {path} was trained on {data!r}, the model on {ours!r}")
     kind, label, widths = baseline_points(model, meta, grid_)
     if kind == "us":  # name it after its run folder (runs/NAME/checkpoint)
         label = path.parent.name if path.name == "checkpoint" else path.name
-    return model, measure(
-        path, model, meta, widths, metrics, args, not args.no_save_stats, label, kind
-    )
+    return model, meta, (kind, label, widths)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,11 +178,18 @@ def run(args: argparse.Namespace) -> int:
     model, meta, _ = load(args.checkpoint, device)
     widths = grid(model, args.widths)
     metrics = provider(model, meta, args)
+    for b in args.baseline:  # a baseline that cannot be compared fails before minutes of work
+        _check_baseline(b, model, meta, widths, metrics, device)
     spec = measure(args.checkpoint, model, meta, widths, metrics, args, not args.no_save_stats)
     parts = [(model, spec)]
-    for b in args.baseline:
-        parts.append(_baseline(b, spec, meta, widths, metrics, args, device))
-        spec.baselines.append(parts[-1][1])
+    for b in args.baseline:  # loaded again: it may be the checkpoint, whose statistics just grew
+        b_model, b_meta, (kind, label, b_widths) = _check_baseline(
+            b, model, meta, widths, metrics, device
+        )
+        save = not args.no_save_stats
+        b_spec = measure(b, b_model, b_meta, b_widths, metrics, args, save, label, kind)
+        parts.append((b_model, b_spec))
+        spec.baselines.append(b_spec)
     if not args.no_latency:
         measure_latency(parts, args.batch_size, repeats=args.repeats, progress=not args.quiet)
     print(describe(spec))
