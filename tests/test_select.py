@@ -310,3 +310,25 @@ def test_a_baseline_that_cannot_be_compared_is_refused_before_anything_is_measur
         err = capsys.readouterr().err
         assert rc == 2 and err.count("\n") == 1 and message in err, err
     assert not (ckpt / "spectrum.json").exists()
+
+
+def test_spectrum_out_paths_are_checked_first_and_a_file_path_means_its_checkpoint(
+    tmp_path, capsys, monkeypatch
+):
+    """Regression: `spectrum CKPT/usnet.json` and `--out FILE` measured everything and then
+    ended in `[Errno 17] File exists`; a file path now means its checkpoint folder and an
+    --out that is a file is refused before anything is measured."""
+    from usnet.commands import spectrum as spectrum_command
+
+    ckpt = _checkpoint(tmp_path / "us", tmp_path)
+    common = ["--threads", "1", "--repeats", "2", "--batch-size", "2", "--quiet", "--no-metric"]
+    rc = cli.main(["spectrum", str(ckpt / "usnet.json"), "--widths", "0.35,1.0", *common])
+    assert rc == 0, capsys.readouterr().err
+    assert (ckpt / "spectrum.json").is_file()  # written into the folder the file names
+
+    monkeypatch.setattr(spectrum_command, "measure", lambda *a, **k: pytest.fail("measured"))
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    rc = cli.main(["spectrum", str(ckpt), "--out", str(afile), *common])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and f"--out {afile}: is a file" in err, err

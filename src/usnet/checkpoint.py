@@ -54,7 +54,7 @@ def locked(path: str | os.PathLike) -> Iterator[Path]:
     :func:`update_meta`, commands writing their outputs into the folder), so their changes never
     interleave; a second writer waits for the first, with a message. Re-entrant.
     """
-    path = _path(path)
+    path = folder_of(path)
     with _io.locked(path, f"waiting for another usnet process writing checkpoint {path} ..."):
         _io.recover_folder(path, _complete)
         yield path
@@ -69,7 +69,8 @@ def recover(path: str | os.PathLike) -> None:
         pass
 
 
-def _path(path: str | os.PathLike) -> Path:
+def folder_of(path: str | os.PathLike) -> Path:
+    """The checkpoint folder ``path`` names: a path to one of its two files means the folder."""
     path = Path(path)
     if path.name in (WEIGHTS, INFO) and path.is_file():
         path = path.parent  # a path to one of the two files means its checkpoint
@@ -235,7 +236,7 @@ def _versions() -> dict[str, str]:
 
 # -- load -----------------------------------------------------------------------------------
 def _folder(path: str | os.PathLike) -> Path:
-    path = _path(path)
+    path = folder_of(path)
     if not _complete(path) and _io.aside(path).is_dir():
         try:  # a save was cut off between its two renames: restore the previous checkpoint
             recover(path)

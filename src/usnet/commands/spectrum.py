@@ -174,6 +174,10 @@ def _check_baseline(
 def run(args: argparse.Namespace) -> int:
     from ..spectrum.plot import plot_spectrum  # matplotlib only when plotting
 
+    args.checkpoint = checkpoint.folder_of(args.checkpoint)  # CKPT/usnet.json means CKPT
+    out = Path(args.out or args.checkpoint)
+    if out.exists() and not out.is_dir():  # before minutes of measuring, not after
+        raise ValueError(f"--out {out}: is a file; the spectrum files go into a folder")
     device = setup(args)
     model, meta, _ = load(args.checkpoint, device)
     widths = grid(model, args.widths)
@@ -201,9 +205,10 @@ def run(args: argparse.Namespace) -> int:
         print("\ncosts only: no quality metric was measured")
     elif not any(r.metrics for r in spec.rows):
         print("\nno width could be evaluated: it has no calibration data")
-    out = args.out or args.checkpoint
-    # files written into a checkpoint folder take its lock, like every writer of that folder
-    with checkpoint.locked(out) if out == args.checkpoint else contextlib.nullcontext():
+    # files written into a checkpoint folder (this one or another: --out) take its lock, like
+    # every writer of that folder
+    into_checkpoint = (out / checkpoint.INFO).is_file()
+    with checkpoint.locked(out) if into_checkpoint else contextlib.nullcontext():
         paths = save_spectrum(spec, out)
         if spec.has_latency or any(r.metrics for r in spec.rows):
             paths.append(plot_spectrum(spec, Path(out) / "spectrum.png"))
