@@ -105,10 +105,7 @@ def compute_spectrum(
     """
     if not widths:
         raise ValueError("widths is empty: give at least one width")
-    if batch_size_throughput < 1:
-        raise ValueError(f"batch_size_throughput must be >= 1, got {batch_size_throughput}")
-    if not noisy_spread > 0:
-        raise ValueError(f"noisy_spread must be > 0, got {noisy_spread}")
+    _check_timing(batch_size_throughput, noisy_spread)
     space = width_space(model)
     configs = [space.canonical(w) for w in widths]  # every width valid before any work
     # Plan key -> the widths selecting that network. Switches of a switchable-BN model are
@@ -203,10 +200,7 @@ def measure_latency(
     """Fill the latency and throughput of every row of every ``(model, spectrum)`` part, all
     timed in the same interleaved rounds: a US-Net and its baselines then meet the same machine
     load, so a baseline is not slower only because it was timed later."""
-    if batch_size_throughput < 1:
-        raise ValueError(f"batch_size_throughput must be >= 1, got {batch_size_throughput}")
-    if not noisy_spread > 0:
-        raise ValueError(f"noisy_spread must be > 0, got {noisy_spread}")
+    _check_timing(batch_size_throughput, noisy_spread)
     _time_rows(
         [(m, r) for m, spec in parts for r in spec.rows],
         batch_size_throughput,
@@ -231,6 +225,14 @@ def measure_latency(
             + _together(len({id(m) for m, _ in parts}) - 1),
             noisy_spread=noisy_spread,
         )
+
+
+def _check_timing(batch_size_throughput: int, noisy_spread: float) -> None:
+    """Timing options checked before any work (compute_spectrum checks before calibrating)."""
+    if batch_size_throughput < 1:
+        raise ValueError(f"batch_size_throughput must be >= 1, got {batch_size_throughput}")
+    if not noisy_spread > 0:
+        raise ValueError(f"noisy_spread must be > 0, got {noisy_spread}")
 
 
 def _together(others: int) -> str:
