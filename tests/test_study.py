@@ -179,6 +179,30 @@ def test_runner_killed_mid_run_resumes_it_and_skips_finished_runs(tmp_path, fake
     assert len(rec["training"]["history"]) == 3
 
 
+def test_runner_stopped_by_sigterm_says_so_in_one_line_and_records_the_run(
+    tmp_path, fake_usnet
+):
+    plan = plan_file(tmp_path, grids=[{"method": ["us"], "epochs": [3], "seed": [0]}])
+    command = [sys.executable, "-m", "benchmarks.study", "run", str(plan),
+               "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
+               "--usnet", f"{sys.executable} {FAKE}"]  # fmt: skip
+    env = {**os.environ, "FAKE_EPOCH_SECONDS": "0.4", "PYTHONPATH": os.pathsep.join(sys.path)}
+    runner = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    started = tmp_path / "runs/p/us-e3-s0/study.json"
+    deadline = time.monotonic() + 60
+    while not started.is_file():
+        assert time.monotonic() < deadline and runner.poll() is None
+        time.sleep(0.05)
+    runner.send_signal(signal.SIGTERM)
+    _, err = runner.communicate(timeout=30)
+    assert runner.returncode == 130, err
+    assert "Traceback" not in err and err.strip().count("\n") == 0, err
+    assert "stopped (SIGTERM)" in err and "resumes" in err
+    assert json.loads(started.read_text())["status"] == "interrupted"
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -110,3 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     except (PlanError, ValueError, OSError, RuntimeError) as e:
         print(f"study {args.command}: error: {e}", file=sys.stderr)
         return 2 if isinstance(e, PlanError) else 1
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (the runner turns it into this)
+        why = str(e) or "SIGINT"
+        print(
+            f"study {args.command}: stopped ({why}); runs in progress are recorded as "
+            "interrupted, and the same command resumes them",
+            file=sys.stderr,
+        )
+        return 130

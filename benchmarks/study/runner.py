@@ -183,12 +183,26 @@ class Runner:
         return 1 if failed or self.abort else 0
 
     def _schedule(self, todo: deque[Run], jobs: int) -> int:
+        """Keep ``jobs`` runs going until none is left. SIGTERM and Ctrl-C only set a flag,
+        acted on at the top of the loop: a signal that lands while a child is being forked or a
+        record written would otherwise be lost, or leave a run started but not tracked."""
         active: list[Job] = []
         failed = 0
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+        stop: list[int] = []
+
+        def request_stop(signum: int, frame: object) -> None:
+            stop.append(signum)
+
+        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             while todo or active:
-                while todo and len(active) < jobs and not self.abort:
+                if stop:
+                    for job in active:
+                        assert job.proc is not None
+                        job.proc.terminate()
+                        self._end_attempt(job, reap(job.proc, block=True), "interrupted")
+                    raise KeyboardInterrupt(signal.Signals(stop[0]).name)
+                while todo and len(active) < jobs and not self.abort and not stop:
                     job = self._start(todo.popleft())
                     if job.proc is not None:
                         active.append(job)
@@ -206,14 +220,9 @@ class Runner:
                 if self.abort and not active:
                     break
                 time.sleep(0.2)
-        except KeyboardInterrupt:
-            for job in active:
-                assert job.proc is not None
-                job.proc.terminate()
-                self._end_attempt(job, reap(job.proc, block=True), "interrupted")
-            raise
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
         return failed
 
     def _start(self, run: Run) -> Job:
@@ -371,10 +380,6 @@ class Runner:
             for p in plot_all(rows, self.results / self.plan.name):
                 print(f"wrote {p}")
         return 0
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _tail(path: Path, lines: int = 3) -> str:
