@@ -7,7 +7,9 @@ Environment: ``FAKE_TEMPLATE`` a real checkpoint folder whose weights it copies;
 ``end RUN`` when a training finishes);
 ``FAKE_EPOCH_SECONDS`` sleep per epoch; ``FAKE_FAIL`` a run name whose training fails (exit 1),
 or ``spectrum RUN`` for its spectrum;
-``FAKE_REJECT`` a flag it does not know (argparse's exit 2).
+``FAKE_REJECT`` a flag it does not know (argparse's exit 2);
+``FAKE_CTRL_C`` ``RUN EPOCH``: that run's training, on reaching EPOCH (0 = before the first),
+acts as a Ctrl-C in the terminal: SIGINT to the runner (its parent) and exit 130 as usnet does.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -73,6 +76,10 @@ def train(args: list[str]) -> int:
     template = Path(os.environ["FAKE_TEMPLATE"])
     history = json.loads((out / "history.json").read_text()) if resume else []
     for epoch in range(start, epochs):
+        if os.environ.get("FAKE_CTRL_C") == f"{out.name} {epoch}":
+            os.kill(os.getppid(), signal.SIGINT)
+            print("usnet train: interrupted", flush=True)
+            return 130
         time.sleep(float(os.environ.get("FAKE_EPOCH_SECONDS", "0")))
         history.append({"epoch": epoch + 1, "images_per_s": 1000.0, "seconds": 1.28})
         _atomic(out / "history.json", json.dumps(history))

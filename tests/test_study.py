@@ -203,6 +203,41 @@ def test_runner_stopped_by_sigterm_says_so_in_one_line_and_records_the_run(
     assert json.loads(started.read_text())["status"] == "interrupted"
 
 
+def test_ctrl_c_that_reached_the_children_too_records_every_run_as_interrupted(
+    tmp_path, fake_usnet, monkeypatch, capsys
+):
+    """Ctrl-C goes to the whole process group: a child may exit before the runner acts on the
+    flag. It was reaped twice ("No child processes", runs left "running") or marked failed."""
+    plan = plan_file(tmp_path, grids=[{"method": ["us"], "epochs": [2], "seed": [0, 1]}])
+    monkeypatch.setenv("FAKE_EPOCH_SECONDS", "5")  # us-e2-s0 still trains when s1 is stopped
+    monkeypatch.setenv("FAKE_CTRL_C", "us-e2-s1 0")
+    assert study(tmp_path, "run", plan, "--jobs", "2") == 130
+    err = capsys.readouterr().err
+    assert err.startswith("study run: stopped (SIGINT)") and err.count("\n") == 1, err
+    for run in ("us-e2-s0", "us-e2-s1"):
+        rec = json.loads((tmp_path / f"runs/p/{run}/study.json").read_text())
+        assert rec["status"] == "interrupted" and rec["attempts"][-1]["interrupted"], rec
+    assert [c[1] for c in fake_calls(fake_usnet)] == ["us-e2-s0", "us-e2-s1"]
+
+
+def test_a_resume_stopped_before_its_first_epoch_resumes_again_not_afresh(
+    tmp_path, fake_usnet, monkeypatch
+):
+    """Stopping twice within an epoch counted the second stop as a failed resume without
+    progress, and the third start wiped the run's trained epochs."""
+    plan = plan_file(tmp_path, grids=[{"method": ["us"], "epochs": [3], "seed": [0]}])
+    monkeypatch.setenv("FAKE_CTRL_C", "us-e3-s0 1")
+    assert study(tmp_path, "run", plan) == 130  # after epoch 1
+    assert study(tmp_path, "run", plan) == 130  # its resume, before epoch 2
+    monkeypatch.delenv("FAKE_CTRL_C")
+    assert study(tmp_path, "run", plan) == 0
+    calls = [c[:4] for c in fake_calls(fake_usnet)]
+    assert [c[2:] for c in calls] == [["fresh", "0"], ["resume", "1"], ["resume", "1"]]
+    rec = json.loads((tmp_path / "runs/p/us-e3-s0/study.json").read_text())
+    assert [a.get("interrupted", False) for a in rec["attempts"]] == [True, True, False]
+    assert len(rec["training"]["history"]) == 3
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -56,6 +56,12 @@ def spawn(
     )
 
 
+def terminate(proc: subprocess.Popen) -> None:
+    """SIGTERM to a child not yet reaped. Not ``Popen.terminate``: its ``poll`` would reap a
+    child that already exited (Ctrl-C reaches the whole process group), leaving ``reap`` none."""
+    os.kill(proc.pid, signal.SIGTERM)  # an unreaped child's pid is not reused (a zombie at worst)
+
+
 def reap(proc: subprocess.Popen, block: bool) -> Exit | None:
     """The child's exit, or None while it runs (``block=False``). Uses ``wait4`` for its CPU time,
     which ``Popen.wait`` does not report."""

@@ -35,7 +35,7 @@ from typing import IO, Any
 
 from . import results
 from .plan import Plan, PlanError, Run, estimate_seconds
-from .process import Exit, reap, spawn
+from .process import Exit, reap, spawn, terminate
 from .records import git, load, machine, now, read_json, software, write_json, write_text
 
 RECORD, LOG = "study.json", "study.log"
@@ -97,6 +97,7 @@ class Runner:
         epoch = self._epoch(run)
         last = (record.get("attempts") or [{}])[-1]
         stuck = last.get("mode") == "resume" and last.get("exit_code") not in (0, None)
+        stuck = stuck and not last.get("interrupted")  # stopped on purpose: not a failure
         if stuck and epoch <= last.get("epoch_at_start", -1):
             return "fresh"  # the last resume failed without progress: do not loop on it
         return "resume"  # usnet train --resume also finishes a cut-off final evaluation
@@ -199,7 +200,7 @@ class Runner:
                 if stop:
                     for job in active:
                         assert job.proc is not None
-                        job.proc.terminate()
+                        terminate(job.proc)
                         self._end_attempt(job, reap(job.proc, block=True), "interrupted")
                     raise KeyboardInterrupt(signal.Signals(stop[0]).name)
                 while todo and len(active) < jobs and not self.abort and not stop:
@@ -212,6 +213,10 @@ class Runner:
                     assert job.proc is not None
                     done = reap(job.proc, block=False)
                     if done is None:
+                        continue
+                    if stop:  # it got the Ctrl-C too: not a failure, and no next phase
+                        self._end_attempt(job, done, "interrupted")
+                        active.remove(job)
                         continue
                     outcome = self._phase_done(job, done)
                     if outcome != "running":
@@ -285,6 +290,8 @@ class Runner:
             exit_code=done.code if done else None,
             load_end=load(),
         )
+        if status == "interrupted":
+            job.attempt["interrupted"] = True
         job.record["status"] = status
         if job.log is not None:
             job.log.close()
