@@ -165,3 +165,25 @@ def test_summary_gives_mean_spread_and_the_difference_to_individual_training():
     assert lines[2] == "| 4 | us | 0.25 | 91.00 [90.00, 92.00] | 2 | +1.00 | 1.12 |"
     assert lines[3] == "| 4 | individual | 0.25 | 90.00 [89.50, 90.50] | 2 |  |  |"
     assert lines[-1] == "| 4 | 0.25 | us | individual | +1.00 | 1.12 |"  # the pairs table
+
+
+def test_the_gap_during_training_is_per_epoch_against_the_same_seed_and_width():
+    from benchmarks.study.summary import training_gap_markdown
+
+    def doc(series, seed, widths, history, epochs=2):
+        return {"series": series, "epochs": epochs, "seed": seed, "lr": None,
+                "widths": [{"width": w} for w in widths],
+                "training": {"history": [dict(epoch=i + 1, **h) for i, h in enumerate(history)]}}  # fmt: skip
+
+    docs = [
+        doc("us", 0, [1.0, 0.25], [{"top1@0.25": 0.80, "top1@1": 0.85}, {"top1@0.25": 0.88, "top1@1": 0.90}]),
+        doc("us", 1, [1.0, 0.25], [{"top1@0.25": 0.82, "top1@1": 0.85}, {"top1@0.25": 0.90, "top1@1": 0.90}]),
+        doc("individual", 0, [0.25], [{"top1@0.25": 0.84}, {"top1@0.25": 0.87}]),
+        doc("individual", 1, [0.25], [{"top1@0.25": 0.84}, {"top1@0.25": 0.89}]),
+        doc("individual", 2, [1.0], [{"top1@1": 0.5}, {"top1@1": 0.5}]),  # no US-Net of seed 2
+        doc("individual", 0, [1.0], [{"top1@1": 0.9}]),  # one epoch validated of two: skipped
+    ]  # fmt: skip
+    lines = training_gap_markdown(docs).splitlines()
+    # width 0.25, seeds 0 and 1: epoch 1 (-4 and -2) / 2, epoch 2 (+1 and +1) / 2
+    assert lines[2:] == ["| 2 | us | 0.25 | 2 | -3.00 +1.00 |"]
+    assert training_gap_markdown(docs[2:]) == ""

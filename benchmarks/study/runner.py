@@ -352,11 +352,11 @@ class Runner:
     # -- gathering --------------------------------------------------------------------------
     def gather(self) -> int:
         """Write RESULTS/P.csv from the committed results of the plan's runs, and the plots."""
-        table, missing, cpu, finished = [], [], 0.0, 0
+        table, missing, cpu, finished, docs = [], [], 0.0, 0, []
         for run in self.plan.runs:
             doc = read_json(self.result_path(run))
             if doc and doc.get("status") == "finished" and doc.get("spec") == self.spec(run):
-                table += results.rows(doc)
+                table, docs = table + results.rows(doc), [*docs, doc]
                 cpu += sum(a.get("cpu_seconds") or 0 for a in doc.get("attempts", []))
                 finished += 1
             else:
@@ -365,7 +365,7 @@ class Runner:
             for name in b.runs:
                 doc = read_json(self.results / b.plan / f"{name}.json")
                 if doc and doc.get("status") == "finished":
-                    table += results.rows(doc)
+                    table, docs = table + results.rows(doc), [*docs, doc]
                 else:
                     missing.append(f"{b.plan}/{name}")
         path = self.results / f"{self.plan.name}.csv"
@@ -377,11 +377,12 @@ class Runner:
             print(f"not finished ({len(missing)}): {', '.join(missing)}")
         if table:
             from .plots import plot_all
-            from .summary import summary_markdown
+            from .summary import summary_markdown, training_gap_markdown
 
-            rows = results.read_csv(path)
+            rows, gap = results.read_csv(path), training_gap_markdown(docs)
             summary = self.results / self.plan.name / "summary.md"
-            write_text(summary, f"# {self.plan.name}\n\n{summary_markdown(rows)}")
+            during = f"\n## During training\n\n{gap}" if gap else ""
+            write_text(summary, f"# {self.plan.name}\n\n{summary_markdown(rows)}{during}")
             print(f"wrote {summary}")
 
             for p in plot_all(rows, self.results / self.plan.name):

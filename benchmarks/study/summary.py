@@ -87,3 +87,55 @@ def _se(a: dict[str, float], b: dict[str, float]) -> str:
     if a["n"] < 2 or b["n"] < 2:
         return ""
     return f"{math.sqrt(a['sd'] ** 2 / a['n'] + b['sd'] ** 2 / b['n']):.2f}"
+
+
+def training_gap_markdown(docs: list[dict[str, Any]], reference: str = "individual") -> str:
+    """How the gap moves while both sides train: after each epoch, the trainer's validation top-1
+    of each run at a width it validates, minus that of the ``reference`` run of the same schedule,
+    seed and learning rate trained at that width (same learning-rate schedule), averaged over the
+    seeds that have both. A gap that is still shrinking at the last epoch says undertrained.
+    "" when no run has a reference to compare with."""
+    refs = {}
+    for d in docs:
+        if d["series"].split(" lr=")[0] == reference and len(d["widths"]) == 1:
+            refs[(d["epochs"], d["seed"], d.get("lr"), round(d["widths"][0]["width"], 4))] = d
+    gaps: dict[tuple, list[list[float]]] = defaultdict(list)
+    for d in docs:
+        if d["series"].split(" lr=")[0] == reference:
+            continue
+        history = d["training"]["history"]
+        for width in sorted({float(k[5:]) for h in history for k in h if k.startswith("top1@")}):
+            ref = refs.get((d["epochs"], d["seed"], d.get("lr"), round(width, 4)))
+            if ref is None:
+                continue
+            mine, theirs = (
+                _validation(history, width),
+                _validation(ref["training"]["history"], width),
+            )
+            if len(mine) == len(theirs) == d["epochs"]:
+                gaps[(d["series"], d["epochs"], width)].append(
+                    [100 * (a - b) for a, b in zip(mine, theirs, strict=True)]
+                )
+    if not gaps:
+        return ""
+    lines = [
+        f"| epochs | series | width | seeds | minus {reference}, after epoch 1, 2, ... (points) |",
+        "|---:|---|---:|---:|---|",
+    ]
+    for (series, epochs, width), per_seed in sorted(
+        gaps.items(), key=lambda kv: (kv[0][1], kv[0][0], -kv[0][2])
+    ):
+        mean = [statistics.fmean(g) for g in zip(*per_seed, strict=True)]
+        cells = " ".join(f"{g:+.2f}" for g in mean)
+        lines.append(f"| {epochs} | {series} | {width:g} | {len(per_seed)} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def _validation(history: list[dict[str, Any]], width: float) -> list[float]:
+    """Validation top-1 after each epoch at ``width`` (the trainer's ``top1@W`` keys)."""
+    return [
+        v
+        for h in history
+        for k, v in h.items()
+        if k.startswith("top1@") and abs(float(k[5:]) - width) < 1e-6
+    ]
