@@ -171,7 +171,7 @@ def test_the_gap_during_training_is_per_epoch_against_the_same_seed_and_width():
     from benchmarks.study.summary import training_gap_markdown
 
     def doc(series, seed, widths, history, epochs=2):
-        return {"series": series, "epochs": epochs, "seed": seed, "lr": None,
+        return {"series": series, "family": series, "epochs": epochs, "seed": seed, "lr": None,
                 "widths": [{"width": w} for w in widths],
                 "training": {"history": [dict(epoch=i + 1, **h) for i, h in enumerate(history)]}}  # fmt: skip
 

@@ -352,11 +352,11 @@ class Runner:
     # -- gathering --------------------------------------------------------------------------
     def gather(self) -> int:
         """Write RESULTS/P.csv from the committed results of the plan's runs, and the plots."""
-        table, missing, cpu, finished, docs = [], [], 0.0, 0, []
+        docs, missing, cpu, finished = [], [], 0.0, 0
         for run in self.plan.runs:
             doc = read_json(self.result_path(run))
             if doc and doc.get("status") == "finished" and doc.get("spec") == self.spec(run):
-                table, docs = table + results.rows(doc), [*docs, doc]
+                docs.append(doc)
                 cpu += sum(a.get("cpu_seconds") or 0 for a in doc.get("attempts", []))
                 finished += 1
             else:
@@ -365,9 +365,10 @@ class Runner:
             for name in b.runs:
                 doc = read_json(self.results / b.plan / f"{name}.json")
                 if doc and doc.get("status") == "finished":
-                    table, docs = table + results.rows(doc), [*docs, doc]
+                    docs.append(doc)
                 else:
                     missing.append(f"{b.plan}/{name}")
+        table = [row for doc in docs for row in results.rows(doc)]
         path = self.results / f"{self.plan.name}.csv"
         results.write_csv(path, table)
         print(f"wrote {path}: {len(table)} rows")

@@ -95,23 +95,16 @@ def training_gap_markdown(docs: list[dict[str, Any]], reference: str = "individu
     seed and learning rate trained at that width (same learning-rate schedule), averaged over the
     seeds that have both. A gap that is still shrinking at the last epoch says undertrained.
     "" when no run has a reference to compare with."""
-    refs = {}
-    for d in docs:
-        if d["series"].split(" lr=")[0] == reference and len(d["widths"]) == 1:
-            refs[(d["epochs"], d["seed"], d.get("lr"), round(d["widths"][0]["width"], 4))] = d
+    refs = {
+        (d["epochs"], d["seed"], d.get("lr"), round(d["widths"][0]["width"], 4)): d
+        for d in docs
+        if d["family"] == reference and len(d["widths"]) == 1
+    }
     gaps: dict[tuple, list[list[float]]] = defaultdict(list)
-    for d in docs:
-        if d["series"].split(" lr=")[0] == reference:
-            continue
-        history = d["training"]["history"]
-        for width in sorted({float(k[5:]) for h in history for k in h if k.startswith("top1@")}):
-            ref = refs.get((d["epochs"], d["seed"], d.get("lr"), round(width, 4)))
-            if ref is None:
-                continue
-            mine, theirs = (
-                _validation(history, width),
-                _validation(ref["training"]["history"], width),
-            )
+    for d in (d for d in docs if d["family"] != reference):
+        for width, mine in sorted(_validation(d).items()):
+            ref = refs.get((d["epochs"], d["seed"], d.get("lr"), width))
+            theirs = _validation(ref).get(width, []) if ref else []
             if len(mine) == len(theirs) == d["epochs"]:
                 gaps[(d["series"], d["epochs"], width)].append(
                     [100 * (a - b) for a, b in zip(mine, theirs, strict=True)]
@@ -131,11 +124,11 @@ def training_gap_markdown(docs: list[dict[str, Any]], reference: str = "individu
     return "\n".join(lines) + "\n"
 
 
-def _validation(history: list[dict[str, Any]], width: float) -> list[float]:
-    """Validation top-1 after each epoch at ``width`` (the trainer's ``top1@W`` keys)."""
-    return [
-        v
-        for h in history
-        for k, v in h.items()
-        if k.startswith("top1@") and abs(float(k[5:]) - width) < 1e-6
-    ]
+def _validation(doc: dict[str, Any]) -> dict[float, list[float]]:
+    """A run's validation top-1 after each epoch, per width (the trainer's ``top1@W`` keys)."""
+    out: dict[float, list[float]] = defaultdict(list)
+    for h in doc["training"]["history"]:
+        for k, v in h.items():
+            if k.startswith("top1@"):
+                out[round(float(k[5:]), 4)].append(v)
+    return out
