@@ -96,11 +96,13 @@ def main(argv: list[str] | None = None) -> int:
                 write_json(args.out, record)
             print(timing_yaml(record))
             return 0
+        if args.command == "gather":
+            from .gather import gather
+
+            return gather(plan, args.results_dir)
         from .runner import Runner
 
         runner = Runner(plan, args.runs_dir, args.results_dir, usnet, ROOT)
-        if args.command == "gather":
-            return runner.gather()
         if args.dry_run:
             print(runner.describe(args.only))
             return 0

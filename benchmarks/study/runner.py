@@ -11,7 +11,7 @@ Files, per run ``R`` of plan ``P``::
     RUNS/P/R/study.log    the output of every attempt
     RESULTS/P/R.json      the committed copy: the record plus per-width results (no weights)
     RESULTS/P.csv         every finished run, one row per width, plus the plan's baselines
-                          (finished runs of other plans; ``gather``)
+                          (finished runs of other plans; written by ``gather.gather``)
 
 A run is finished when its completion record, or its committed results, match its spec (config
 and overrides); a finished run whose spec changed is refused, never overwritten. Unfinished
@@ -34,9 +34,10 @@ from subprocess import Popen
 from typing import IO, Any
 
 from . import results
+from .gather import gather
 from .plan import Plan, PlanError, Run, estimate_seconds
 from .process import Exit, reap, spawn, terminate
-from .records import git, load, machine, now, read_json, software, write_json, write_text
+from .records import git, load, machine, now, read_json, software, write_json
 
 RECORD, LOG = "study.json", "study.log"
 US_SAMPLING = ("sandwich", "random")
@@ -178,7 +179,7 @@ class Runner:
             failed = self._schedule(todo, jobs)
         finally:
             lock.close()
-        self.gather()
+        gather(self.plan, self.results)
         if self.abort:
             print(f"stopped: {self.abort}")
         return 1 if failed or self.abort else 0
@@ -348,47 +349,6 @@ class Runner:
         top = ", ".join(f"{w['width']:g}: {100 * w['top1']:.2f}" for w in doc["widths"])
         print(f"{now()} finished {job.run.name}: top-1 % {top}", flush=True)
         return "finished"
-
-    # -- gathering --------------------------------------------------------------------------
-    def gather(self) -> int:
-        """Write RESULTS/P.csv from the committed results of the plan's runs, and the plots."""
-        docs, missing, cpu, finished = [], [], 0.0, 0
-        for run in self.plan.runs:
-            doc = read_json(self.result_path(run))
-            if doc and doc.get("status") == "finished" and doc.get("spec") == self.spec(run):
-                docs.append(doc)
-                cpu += sum(a.get("cpu_seconds") or 0 for a in doc.get("attempts", []))
-                finished += 1
-            else:
-                missing.append(run.name)
-        for b in self.plan.baselines:
-            for name in b.runs:
-                doc = read_json(self.results / b.plan / f"{name}.json")
-                if doc and doc.get("status") == "finished":
-                    docs.append(doc)
-                else:
-                    missing.append(f"{b.plan}/{name}")
-        table = [row for doc in docs for row in results.rows(doc)]
-        path = self.results / f"{self.plan.name}.csv"
-        results.write_csv(path, table)
-        print(f"wrote {path}: {len(table)} rows")
-        runs = f"{finished} finished run{'' if finished == 1 else 's'}"
-        print(f"CPU time of its {runs}: {cpu / 3600:.2f} h (every attempt; baselines not counted)")
-        if missing:
-            print(f"not finished ({len(missing)}): {', '.join(missing)}")
-        if table:
-            from .plots import plot_all
-            from .summary import summary_markdown, training_gap_markdown
-
-            rows, gap = results.read_csv(path), training_gap_markdown(docs)
-            summary = self.results / self.plan.name / "summary.md"
-            during = f"\n## During training\n\n{gap}" if gap else ""
-            write_text(summary, f"# {self.plan.name}\n\n{summary_markdown(rows)}{during}")
-            print(f"wrote {summary}")
-
-            for p in plot_all(rows, self.results / self.plan.name):
-                print(f"wrote {p}")
-        return 0
 
 
 def _tail(path: Path, lines: int = 3) -> str:
