@@ -9,6 +9,7 @@ import resource
 import subprocess
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -41,9 +42,7 @@ def bench_inference(
             x = inputs(model, batch)
             usnet.set_width(model, w)
             with torch.inference_mode():
-                tu, td, ratio = interleaved(
-                    lambda x=x: model(x), lambda x=x, d=dense: d(x), 2, repeats, clock
-                )
+                tu, td, ratio = interleaved(partial(model, x), partial(dense, x), 2, repeats, clock)
             out.append(
                 Result(
                     "inference",

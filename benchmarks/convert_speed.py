@@ -34,8 +34,11 @@ ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- speed:start -->", "<!-- speed:end -->"
 
 
-def convert_time(net: torch.nn.Module, x: torch.Tensor, repeats: int) -> tuple[float, object]:
-    times, model = [], None
+def convert_time(
+    net: torch.nn.Module, x: torch.Tensor, repeats: int
+) -> tuple[float, torch.nn.Module]:
+    times: list[float] = []
+    model = net
     for _ in range(repeats):
         start = time.perf_counter()
         model = usnet.convert(net, x)
@@ -45,7 +48,8 @@ def convert_time(net: torch.nn.Module, x: torch.Tensor, repeats: int) -> tuple[f
 
 def paired(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor, rounds: int, number: int):
     """Median ms of ``a`` and ``b`` over alternating measurements, and the median ratio."""
-    ta, tb = [], []
+    ta: list[float] = []
+    tb: list[float] = []
     timers = [benchmark.Timer("m(x)", globals={"m": m, "x": x}, num_threads=1) for m in (a, b)]
     with torch.inference_mode():
         for m in (a, b):  # warm-up: caches, allocator
@@ -72,7 +76,7 @@ def run(name: str, side: int, rounds: int, number: int) -> list[dict]:
         net = torchvision.models.get_model(name, weights=None).eval()
     x = torch.randn(1, 3, side, side)
     seconds, model = convert_time(net, torch.randn(2, 3, 224, 224), 3)
-    model.input_size = (3, side, side)
+    model.input_size = (3, side, side)  # type: ignore[assignment]
     batches = [torch.randn(8, 3, side, side) for _ in range(2)]
     usnet.calibrate(model, batches, widths=[0.5, 0.75], method="single_pass", progress=False)
     model.eval()

@@ -12,6 +12,7 @@ from torch import nn
 
 import usnet
 from usnet.calibration import calibrate
+from usnet.shapes import input_shape
 
 TINY = {"input_size": 16, "blocks": ((1, 8, 1, 1), (6, 16, 2, 2)), "last_channels": 64}
 
@@ -67,7 +68,7 @@ def calibrate_on_noise(model: nn.Module, widths: list) -> None:
 
 
 def inputs(model: nn.Module, batch: int) -> torch.Tensor:
-    return torch.randn(batch, *model.input_size, generator=torch.Generator().manual_seed(1))
+    return torch.randn(batch, *input_shape(model), generator=torch.Generator().manual_seed(1))
 
 
 #: The benchmarks' clocks: ``cpu`` is this process's CPU time (with one thread: the work done,

@@ -33,6 +33,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))  # measure.py, cases.py (also when imported)
 
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tiny, quick = args.model == "tiny", args.quick
     big = 8 if quick else 32
-    plan = {
+    plan: dict[str, Any] = {
         "widths": [0.35, 1.0] if quick else [0.35, 0.5, 0.75, 1.0],
         "inference": [(1, 5 if quick else 20), (big, 2 if quick else 5)],
         "switch_n": 200 if quick else 2000,
