@@ -20,7 +20,7 @@ def gather(plan: Plan, results_dir: Path) -> int:
     missing: list[str] = []
     cpu, finished = 0.0, 0
     for run in plan.runs:
-        doc = read_json(results_dir / plan.name / f"{run.name}.json")
+        doc = read_json(results.committed(results_dir, plan.name, run.name))
         if doc and doc.get("status") == "finished" and doc.get("spec") == run.spec(plan.config):
             docs.append(doc)
             cpu += sum(a.get("cpu_seconds") or 0 for a in doc.get("attempts", []))
@@ -29,7 +29,7 @@ def gather(plan: Plan, results_dir: Path) -> int:
             missing.append(run.name)
     for b in plan.baselines:
         for name in b.runs:
-            doc = read_json(results_dir / b.plan / f"{name}.json")
+            doc = read_json(results.committed(results_dir, b.plan, name))
             if doc and doc.get("status") == "finished":
                 docs.append(doc)
             else:

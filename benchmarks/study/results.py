@@ -73,6 +73,11 @@ def step_macs(model: Any, train: dict[str, Any], width_range: list[float]) -> fl
     raise ValueError(f"unknown train.sampling {sampling!r} in the checkpoint's config")
 
 
+def committed(results_dir: Path, plan: str, run: str) -> Path:
+    """Where a finished run's results are committed: RESULTS/PLAN/RUN.json."""
+    return results_dir / plan / f"{run}.json"
+
+
 def collect(folder: Path) -> dict[str, Any]:
     """Per-width results and training numbers of the finished run in ``folder``."""
     import usnet

@@ -70,7 +70,7 @@ class Runner:
         return self.dir / run.name
 
     def result_path(self, run: Run) -> Path:
-        return self.results / self.plan.name / f"{run.name}.json"
+        return results.committed(self.results, self.plan.name, run.name)
 
     def spec(self, run: Run) -> dict[str, Any]:
         return run.spec(self.plan.config)
