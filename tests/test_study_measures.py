@@ -187,3 +187,27 @@ def test_the_gap_during_training_is_per_epoch_against_the_same_seed_and_width():
     # width 0.25, seeds 0 and 1: epoch 1 (-4 and -2) / 2, epoch 2 (+1 and +1) / 2
     assert lines[2:] == ["| 2 | us | 0.25 | 2 | -3.00 +1.00 |"]
     assert training_gap_markdown(docs[2:]) == ""
+
+
+def test_the_training_loss_is_compared_at_the_widest_width_with_the_same_seed_and_smoothing():
+    from benchmarks.study.summary import training_loss_markdown
+
+    def doc(family, seed, widths, losses, sampling="sandwich", smoothing=0.0):
+        return {"series": family, "family": family, "epochs": 3, "seed": seed, "lr": None,
+                "widths": [{"width": w} for w in widths],
+                "config": {"train": {"sampling": sampling, "label_smoothing": smoothing}},
+                "training": {"history": [{"epoch": i + 1, "loss_first": x} for i, x in enumerate(losses)]}}  # fmt: skip
+
+    docs = [
+        doc("us", 0, [0.25, 1.0], [0.9, 0.5, 0.3]),
+        doc("us", 1, [0.25, 1.0], [0.9, 0.5, 0.1]),  # lower than its reference ever got
+        doc("individual", 0, [1.0], [0.6, 0.3, 0.1], sampling="fixed"),
+        doc("individual", 1, [1.0], [0.6, 0.3, 0.2], sampling="fixed"),
+        doc("individual", 0, [0.25], [0.0, 0.0, 0.0], sampling="fixed"),  # not the widest width
+        doc("random", 0, [0.25, 1.0], [0.9, 0.5, 0.3], sampling="random"),  # first width random
+        doc("smooth", 0, [0.25, 1.0], [0.9, 0.5, 0.3], smoothing=0.1),  # no reference smoothed
+    ]  # fmt: skip
+    lines = training_loss_markdown(docs).splitlines()
+    # seed 0 ends at 0.3, first reached by its reference after epoch 2; seed 1 at 0.1: never
+    assert lines[2:] == ["| 3 | us | 2 | 0.200 | 0.150 | 2, - |"]
+    assert training_loss_markdown(docs[2:]) == ""

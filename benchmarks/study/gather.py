@@ -44,11 +44,13 @@ def gather(plan: Plan, results_dir: Path) -> int:
         print(f"not finished ({len(missing)}): {', '.join(missing)}")
     if table:
         from .plots import plot_all
-        from .summary import summary_markdown, training_gap_markdown
+        from .summary import summary_markdown, training_gap_markdown, training_loss_markdown
 
-        rows, gap = results.read_csv(path), training_gap_markdown(docs)
+        rows = results.read_csv(path)
+        parts = (training_gap_markdown(docs), training_loss_markdown(docs))
+        during = "\n".join(part for part in parts if part)
         summary = results_dir / plan.name / "summary.md"
-        during = f"\n## During training\n\n{gap}" if gap else ""
+        during = f"\n## During training\n\n{during}" if during else ""
         write_text(summary, f"# {plan.name}\n\n{summary_markdown(rows)}{during}")
         print(f"wrote {summary}")
         for p in plot_all(rows, results_dir / plan.name):

@@ -98,7 +98,7 @@ def training_gap_markdown(docs: list[dict[str, Any]], reference: str = "individu
     refs = {
         (d["epochs"], d["seed"], d.get("lr"), round(d["widths"][0]["width"], 4)): d
         for d in docs
-        if d["family"] == reference and len(d["widths"]) == 1
+        if _is_reference(d, reference)
     }
     gaps: dict[tuple, list[list[float]]] = defaultdict(list)
     for d in (d for d in docs if d["family"] != reference):
@@ -122,6 +122,58 @@ def training_gap_markdown(docs: list[dict[str, Any]], reference: str = "individu
         cells = " ".join(f"{g:+.2f}" for g in mean)
         lines.append(f"| {epochs} | {series} | {width:g} | {len(per_seed)} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def training_loss_markdown(docs: list[dict[str, Any]], reference: str = "individual") -> str:
+    """Whether a run fits its training set as well as the ``reference`` network trained alone at
+    its widest width: the label loss of that width averaged over the last epoch, mean over the
+    seeds that have both, and, per seed, the epoch after which the reference first got that low
+    (``-``: never). A run many epochs behind on the training set is underfitting, not
+    overfitting. Only runs that train their widest width first on labels (sandwich, switches)
+    are compared, and only with a reference of the same label smoothing; "" when none has one."""
+    refs = {_loss_key(d, d["widths"][0]["width"]): d for d in docs if _is_reference(d, reference)}
+    pairs: dict[tuple, list[tuple[list[float], list[float]]]] = defaultdict(list)
+    for d in docs:
+        sampling = d.get("config", {}).get("train", {}).get("sampling")
+        if d["family"] == reference or sampling not in ("sandwich", "switches"):
+            continue
+        ref = refs.get(_loss_key(d, max(w["width"] for w in d["widths"])))
+        mine, theirs = _losses(d), _losses(ref) if ref else []
+        if len(mine) == len(theirs) == d["epochs"]:
+            pairs[(d["series"], d["epochs"])].append((mine, theirs))
+    if not pairs:
+        return ""
+    lines = [
+        f"| epochs | series | seeds | widest width's training loss, last epoch | {reference} "
+        f"| {reference} first as low after epoch (per seed) |",
+        "|---:|---|---:|---:|---:|---|",
+    ]
+    for (series, epochs), per_seed in sorted(pairs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        reached = [
+            next((str(i + 1) for i, x in enumerate(theirs) if x <= mine[-1]), "-")
+            for mine, theirs in per_seed
+        ]
+        mine_end = statistics.fmean(m[-1] for m, _ in per_seed)
+        theirs_end = statistics.fmean(t[-1] for _, t in per_seed)
+        lines.append(
+            f"| {epochs} | {series} | {len(per_seed)} | {mine_end:.3f} | {theirs_end:.3f} "
+            f"| {', '.join(reached)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _is_reference(doc: dict[str, Any], reference: str) -> bool:
+    return bool(doc["family"] == reference and len(doc["widths"]) == 1)
+
+
+def _loss_key(doc: dict[str, Any], width: float) -> tuple:
+    smoothing = doc.get("config", {}).get("train", {}).get("label_smoothing", 0.0)
+    return doc["epochs"], doc["seed"], doc.get("lr"), round(width, 4), smoothing
+
+
+def _losses(doc: dict[str, Any]) -> list[float]:
+    """The label loss of the first width each step trains, averaged over each epoch."""
+    return [h["loss_first"] for h in doc["training"]["history"] if "loss_first" in h]
 
 
 def _validation(doc: dict[str, Any]) -> dict[float, list[float]]:
