@@ -47,10 +47,9 @@ def gather(plan: Plan, results_dir: Path) -> int:
         from .summary import summary_markdown, training_gap_markdown, training_loss_markdown
 
         rows = results.read_csv(path)
-        parts = (training_gap_markdown(docs), training_loss_markdown(docs))
-        during = "\n".join(part for part in parts if part)
+        tables = [t for t in (training_gap_markdown(docs), training_loss_markdown(docs)) if t]
         summary = results_dir / plan.name / "summary.md"
-        during = f"\n## During training\n\n{during}" if during else ""
+        during = "\n## During training\n\n" + "\n".join(tables) if tables else ""
         write_text(summary, f"# {plan.name}\n\n{summary_markdown(rows)}{during}")
         print(f"wrote {summary}")
         for p in plot_all(rows, results_dir / plan.name):

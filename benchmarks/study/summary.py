@@ -95,15 +95,11 @@ def training_gap_markdown(docs: list[dict[str, Any]], reference: str = "individu
     seed and learning rate trained at that width (same learning-rate schedule), averaged over the
     seeds that have both. A gap that is still shrinking at the last epoch says undertrained.
     "" when no run has a reference to compare with."""
-    refs = {
-        (d["epochs"], d["seed"], d.get("lr"), round(d["widths"][0]["width"], 4)): d
-        for d in docs
-        if _is_reference(d, reference)
-    }
+    refs = {_same_run(d, d["widths"][0]["width"]): d for d in docs if _is_reference(d, reference)}
     gaps: dict[tuple, list[list[float]]] = defaultdict(list)
     for d in (d for d in docs if d["family"] != reference):
         for width, mine in sorted(_validation(d).items()):
-            ref = refs.get((d["epochs"], d["seed"], d.get("lr"), width))
+            ref = refs.get(_same_run(d, width))
             theirs = _validation(ref).get(width, []) if ref else []
             if len(mine) == len(theirs) == d["epochs"]:
                 gaps[(d["series"], d["epochs"], width)].append(
@@ -134,8 +130,7 @@ def training_loss_markdown(docs: list[dict[str, Any]], reference: str = "individ
     refs = {_loss_key(d, d["widths"][0]["width"]): d for d in docs if _is_reference(d, reference)}
     pairs: dict[tuple, list[tuple[list[float], list[float]]]] = defaultdict(list)
     for d in docs:
-        sampling = d.get("config", {}).get("train", {}).get("sampling")
-        if d["family"] == reference or sampling not in ("sandwich", "switches"):
+        if d["family"] == reference or _train(d).get("sampling") not in ("sandwich", "switches"):
             continue
         ref = refs.get(_loss_key(d, max(w["width"] for w in d["widths"])))
         mine, theirs = _losses(d), _losses(ref) if ref else []
@@ -163,16 +158,27 @@ def training_loss_markdown(docs: list[dict[str, Any]], reference: str = "individ
 
 
 def _is_reference(doc: dict[str, Any], reference: str) -> bool:
-    return bool(doc["family"] == reference and len(doc["widths"]) == 1)
+    return doc["family"] == reference and len(doc["widths"]) == 1
+
+
+def _same_run(doc: dict[str, Any], width: float) -> tuple:
+    """What a reference run shares with the run it is compared with: schedule, seed, lr, width."""
+    return doc["epochs"], doc["seed"], doc.get("lr"), round(width, 4)
 
 
 def _loss_key(doc: dict[str, Any], width: float) -> tuple:
-    smoothing = doc.get("config", {}).get("train", {}).get("label_smoothing", 0.0)
-    return doc["epochs"], doc["seed"], doc.get("lr"), round(width, 4), smoothing
+    """As ``_same_run``, and the label smoothing, which changes what the label loss measures."""
+    return *_same_run(doc, width), _train(doc).get("label_smoothing", 0.0)
+
+
+def _train(doc: dict[str, Any]) -> dict[str, Any]:
+    """The run's resolved ``train`` settings (empty in records without a config)."""
+    return doc.get("config", {}).get("train", {})
 
 
 def _losses(doc: dict[str, Any]) -> list[float]:
-    """The label loss of the first width each step trains, averaged over each epoch."""
+    """The label loss of the first width each step trains, averaged over each epoch (none in
+    records whose trainer did not log it)."""
     return [h["loss_first"] for h in doc["training"]["history"] if "loss_first" in h]
 
 
