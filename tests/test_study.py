@@ -24,6 +24,7 @@ from study_helpers import (
 )
 
 from benchmarks.study.plan import PlanError, load_plan
+from benchmarks.study.process import spawn, terminate
 from benchmarks.study.runner import Runner
 
 
@@ -201,6 +202,19 @@ def test_runner_stopped_by_sigterm_says_so_in_one_line_and_records_the_run(
     assert "Traceback" not in err and err.strip().count("\n") == 0, err
     assert "stopped (SIGTERM)" in err and "resumes" in err
     assert json.loads(started.read_text())["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("ignores_sigterm", [False, True])
+def test_a_stopped_child_that_ignores_sigterm_is_killed_after_the_grace_period(ignores_sigterm):
+    """The runner waited forever on a child that ignored SIGTERM, holding the plan's lock."""
+    handler = "signal.SIG_IGN" if ignores_sigterm else "signal.SIG_DFL"
+    code = f"import signal, time; signal.signal(signal.SIGTERM, {handler}); print(1, flush=True)"
+    child = spawn([sys.executable, "-c", code + "; time.sleep(60)"], {}, subprocess.PIPE)
+    assert child.stdout is not None and child.stdout.readline() == "1\n"  # its handler is set
+    start = time.monotonic()
+    end = terminate(child, grace=0.5)
+    assert end.code == (-signal.SIGKILL if ignores_sigterm else -signal.SIGTERM)
+    assert time.monotonic() - start < 10
 
 
 def test_ctrl_c_that_reached_the_children_too_records_every_run_as_interrupted(

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,10 +57,21 @@ def spawn(
     )
 
 
-def terminate(proc: subprocess.Popen) -> None:
-    """SIGTERM to a child not yet reaped. Not ``Popen.terminate``: its ``poll`` would reap a
-    child that already exited (Ctrl-C reaches the whole process group), leaving ``reap`` none."""
+def terminate(proc: subprocess.Popen, grace: float = 30.0) -> Exit:
+    """SIGTERM a child not yet reaped, SIGKILL it if it still runs ``grace`` seconds later, and
+    reap it: a child that ignores SIGTERM would otherwise hold the runner (and its plan's lock)
+    forever. Checkpoints are written atomically, so SIGKILL loses at most the epoch in progress.
+    Not ``Popen.terminate``: its ``poll`` would reap a child that already exited (Ctrl-C reaches
+    the whole process group), leaving ``reap`` none."""
     os.kill(proc.pid, signal.SIGTERM)  # an unreaped child's pid is not reused (a zombie at worst)
+    deadline = time.monotonic() + grace
+    while (done := reap(proc, block=False)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done is None:
+        os.kill(proc.pid, signal.SIGKILL)
+        done = reap(proc, block=True)
+        assert done is not None  # a blocking reap always has the exit
+    return done
 
 
 def reap(proc: subprocess.Popen, block: bool) -> Exit | None:

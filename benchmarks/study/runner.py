@@ -201,8 +201,7 @@ class Runner:
                 if stop:
                     for job in active:
                         assert job.proc is not None
-                        terminate(job.proc)
-                        self._end_attempt(job, reap(job.proc, block=True), "interrupted")
+                        self._end_attempt(job, terminate(job.proc), "interrupted")
                     raise KeyboardInterrupt(signal.Signals(stop[0]).name)
                 while todo and len(active) < jobs and not self.abort and not stop:
                     job = self._start(todo.popleft())
