@@ -57,21 +57,31 @@ def spawn(
     )
 
 
-def terminate(proc: subprocess.Popen, grace: float = 30.0) -> Exit:
-    """SIGTERM a child not yet reaped, SIGKILL it if it still runs ``grace`` seconds later, and
-    reap it: a child that ignores SIGTERM would otherwise hold the runner (and its plan's lock)
-    forever. Checkpoints are written atomically, so SIGKILL loses at most the epoch in progress.
-    Not ``Popen.terminate``: its ``poll`` would reap a child that already exited (Ctrl-C reaches
-    the whole process group), leaving ``reap`` none."""
-    os.kill(proc.pid, signal.SIGTERM)  # an unreaped child's pid is not reused (a zombie at worst)
+def terminate(procs: Sequence[subprocess.Popen], grace: float = 30.0) -> list[Exit]:
+    """SIGTERM children not yet reaped, SIGKILL those still running ``grace`` seconds later, and
+    reap them all, in order: a child that ignores SIGTERM would otherwise hold the runner (and
+    its plan's lock) forever. All share one grace period, so a stop takes at most ``grace``
+    however many runs go on. Checkpoints are written atomically, so SIGKILL loses at most the
+    epoch in progress. Not ``Popen.terminate``: its ``poll`` would reap a child that already
+    exited (Ctrl-C reaches the whole process group), leaving ``reap`` none."""
+    for proc in procs:  # an unreaped child's pid is not reused (a zombie at worst)
+        os.kill(proc.pid, signal.SIGTERM)
+    done: dict[int, Exit] = {}
     deadline = time.monotonic() + grace
-    while (done := reap(proc, block=False)) is None and time.monotonic() < deadline:
+    while True:
+        for i, proc in enumerate(procs):
+            if i not in done and (end := reap(proc, block=False)) is not None:
+                done[i] = end
+        if len(done) == len(procs) or time.monotonic() >= deadline:
+            break
         time.sleep(0.05)
-    if done is None:
-        os.kill(proc.pid, signal.SIGKILL)
-        done = reap(proc, block=True)
-        assert done is not None  # a blocking reap always has the exit
-    return done
+    for i, proc in enumerate(procs):
+        if i not in done:
+            os.kill(proc.pid, signal.SIGKILL)
+            end = reap(proc, block=True)
+            assert end is not None  # a blocking reap always has the exit
+            done[i] = end
+    return [done[i] for i in range(len(procs))]
 
 
 def reap(proc: subprocess.Popen, block: bool) -> Exit | None:

@@ -199,9 +199,9 @@ class Runner:
         try:
             while todo or active:
                 if stop:
-                    for job in active:
-                        assert job.proc is not None
-                        self._end_attempt(job, terminate(job.proc), "interrupted")
+                    procs = [job.proc for job in active if job.proc is not None]
+                    for job, end in zip(active, terminate(procs), strict=True):
+                        self._end_attempt(job, end, "interrupted")
                     raise KeyboardInterrupt(signal.Signals(stop[0]).name)
                 while todo and len(active) < jobs and not self.abort and not stop:
                     job = self._start(todo.popleft())
