@@ -66,22 +66,19 @@ def terminate(procs: Sequence[subprocess.Popen], grace: float = 30.0) -> list[Ex
     exited (Ctrl-C reaches the whole process group), leaving ``reap`` none."""
     for proc in procs:  # an unreaped child's pid is not reused (a zombie at worst)
         os.kill(proc.pid, signal.SIGTERM)
-    done: dict[int, Exit] = {}
+    ends: list[Exit | None] = [None] * len(procs)
     deadline = time.monotonic() + grace
-    while True:
-        for i, proc in enumerate(procs):
-            if i not in done and (end := reap(proc, block=False)) is not None:
-                done[i] = end
-        if len(done) == len(procs) or time.monotonic() >= deadline:
-            break
+    while None in ends and time.monotonic() < deadline:
+        ends = [reap(p, block=False) if e is None else e for p, e in zip(procs, ends, strict=True)]
         time.sleep(0.05)
-    for i, proc in enumerate(procs):
-        if i not in done:
+    result = []
+    for proc, end in zip(procs, ends, strict=True):
+        if end is None:
             os.kill(proc.pid, signal.SIGKILL)
             end = reap(proc, block=True)
             assert end is not None  # a blocking reap always has the exit
-            done[i] = end
-    return [done[i] for i in range(len(procs))]
+        result.append(end)
+    return result
 
 
 def reap(proc: subprocess.Popen, block: bool) -> Exit | None:

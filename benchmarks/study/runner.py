@@ -199,7 +199,10 @@ class Runner:
         try:
             while todo or active:
                 if stop:
-                    procs = [job.proc for job in active if job.proc is not None]
+                    procs = []
+                    for job in active:
+                        assert job.proc is not None  # an active job has a child
+                        procs.append(job.proc)
                     for job, end in zip(active, terminate(procs), strict=True):
                         self._end_attempt(job, end, "interrupted")
                     raise KeyboardInterrupt(signal.Signals(stop[0]).name)
