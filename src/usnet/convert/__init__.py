@@ -2,12 +2,11 @@
 
 Modules: :mod:`.trace` (torch.fx graphs with values), :mod:`.analysis`, :mod:`.ops` and
 :mod:`.shapes` (the data flow as channel constraints), :mod:`.groups` (solving them into channel
-groups), :mod:`.layers`, :mod:`.norms` and :mod:`.replace` (the slimmable modules swapped in),
-:mod:`.errors`.
+groups), :mod:`.replace` (every analysed module swapped for its form in :mod:`usnet.nn`, the one
+family of slimmable layers), :mod:`.errors`.
 """
 
 from .api import convert
 from .errors import ConvertError
-from .layers import Span
 
-__all__ = ["ConvertError", "Span", "convert"]
+__all__ = ["ConvertError", "convert"]

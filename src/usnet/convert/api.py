@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ..nn import WidthSpace
 from .analysis import Analysis, kind_of
-from .replace import ConvertedSpace, replace_modules, verify
+from .replace import replace_modules, verify
 from .trace import trace_model
 
 
@@ -74,8 +74,8 @@ def convert(
             "outputs, keep, or tensors of fixed size they meet)",
             stacklevel=2,
         )
-    space = ConvertedSpace(width_min, width_max, divisor)
-    model = replace_modules(model, analysis, groups, space)
+    space = WidthSpace(width_min, width_max)
+    model = replace_modules(model, analysis, groups, space, divisor)
     result: Any = model  # gets plain attributes, as a USModel has
     result.width_space = space
     result.input_size = tuple(int(s) for s in example_input.shape[1:])

@@ -76,33 +76,29 @@ def sandwich_step(
     scale the loss. ``smallest_weight`` multiplies the loss of the range's narrowest width when
     the step trains more than one width (what is returned stays unweighted). Returns each
     width's detached loss parts (``"loss"`` and any others the task
-    reports), in the order of ``widths``; the model's width is restored afterwards.
+    reports), in the order of ``widths``. Each width holds for its own passes only
+    (``WidthSpace.at``): the model's default width is never changed.
     """
     space = width_space(model)
-    before = space.config
     teacher: Any = None
     results = []
-    try:
-        for i, w in enumerate(widths):
-            last = i == len(widths) - 1
-            sync = (
-                contextlib.nullcontext()
-                if last or not hasattr(model, "no_sync")
-                else cast(Any, model).no_sync()
-            )
-            with sync:
-                space.set(w)
-                with autocast():
-                    outputs = model(inputs)
-                if teacher is None:
-                    parts = _parts(loss_fn.loss(outputs, target))
-                    if i == 0 and inplace_distillation and w >= space.width_max - 1e-9:
-                        teacher = detach(outputs)
-                else:
-                    parts = _parts(loss_fn.distill_loss(outputs, teacher, target))
-                weighted = smallest_weight != 1.0 and len(widths) > 1 and w <= space.width_min + 1e-9
-                backward(parts["loss"] * smallest_weight if weighted else parts["loss"])
-            results.append({k: v.detach() for k, v in parts.items()})
-    finally:
-        space.set(cast(Any, before))  # a canonical width config
+    for i, w in enumerate(widths):
+        last = i == len(widths) - 1
+        sync = (
+            contextlib.nullcontext()
+            if last or not hasattr(model, "no_sync")
+            else cast(Any, model).no_sync()
+        )
+        with sync, space.at(w):
+            with autocast():
+                outputs = model(inputs)
+            if teacher is None:
+                parts = _parts(loss_fn.loss(outputs, target))
+                if i == 0 and inplace_distillation and w >= space.width_max - 1e-9:
+                    teacher = detach(outputs)
+            else:
+                parts = _parts(loss_fn.distill_loss(outputs, teacher, target))
+            weighted = smallest_weight != 1.0 and len(widths) > 1 and w <= space.width_min + 1e-9
+            backward(parts["loss"] * smallest_weight if weighted else parts["loss"])
+        results.append({k: v.detach() for k, v in parts.items()})
     return results
