@@ -262,7 +262,7 @@ class TrainOnlyBatchNorm(Sliced):
 
     def __init__(self, bn: Any, span: Span) -> None:
         super().__init__()
-        if span.space is None:
+        if not isinstance(span.space, WidthSpace):
             raise ValueError("TrainOnlyBatchNorm needs a span with a slimmable channel group")
         self.span, self.space, self.eps = span, span.space, bn.eps
         self.num_features = bn.num_features

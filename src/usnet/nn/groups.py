@@ -16,13 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import Tensor
-
-if TYPE_CHECKING:
-    from .space import WidthSpace
 
 #: Active channel counts of every group of a width space, in declaration order (ints, or
 #: symbolic sizes while torch.compile traces).
@@ -46,6 +43,17 @@ class ChannelGroup:
     divisor: int = 8
 
 
+class GroupSpace(Protocol):
+    """What a span needs of its width space (:class:`usnet.nn.WidthSpace`)."""
+
+    groups: list[ChannelGroup]
+
+    @property
+    def active(self) -> tuple[int, ...]: ...
+
+    def counts(self) -> Counts: ...
+
+
 class Span:
     """The channels of one tensor dimension: segments ``(group index, full, factor)``.
 
@@ -54,13 +62,13 @@ class Span:
     """
 
     __slots__ = ("space", "segments", "full", "prefix", "fixed", "_index")
-    space: WidthSpace | None
+    space: GroupSpace | None
     segments: tuple[tuple[int, int, int], ...]
 
     def __init__(self, parts: Sequence[tuple[Span | int, int]]) -> None:
         """``parts``: ``(GroupRef or fixed channel count, factor)`` pairs, laid end to end."""
         segments: list[tuple[int, int, int]] = []
-        space: WidthSpace | None = None
+        space: GroupSpace | None = None
         for part, factor in parts:
             if isinstance(part, int):
                 segments.append((-1, _positive(part), int(factor)))
@@ -135,7 +143,7 @@ class GroupRef(Span):
 
     __slots__ = ()
 
-    def __init__(self, space: WidthSpace | None, index: int, full: int) -> None:
+    def __init__(self, space: GroupSpace | None, index: int, full: int) -> None:
         self.space = space
         self.segments = ((index if space is not None else -1, _positive(full), 1),)
         self.full = full

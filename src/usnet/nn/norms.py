@@ -27,7 +27,7 @@ class _AffineNorm(Sliced):
 
     def _adopt(self, norm: nn.Module, span: Span | None, channels: int) -> None:
         self.span = as_span(span if span is not None else channels)
-        if self.span.space is None:
+        if not isinstance(self.span.space, WidthSpace):
             raise ValueError("a slimmable norm needs a span with a slimmable channel group")
         self.space = self.span.space
         self.weight = getattr(norm, "weight", None)
