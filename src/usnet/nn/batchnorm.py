@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from .groups import Counts, Span, as_span
 from .rounding import active_channels
+from .shared_grad import narrow
 from .sliced import Sliced, dense_param
 from .space import WidthSpace
 from .widths import format_width
@@ -153,10 +154,16 @@ class USBatchNorm(Sliced):
         return self.weight, self.bias  # new statistics drop the cache (set_stats, loading)
 
     def _affine(self, counts: Counts) -> tuple[Tensor | None, Tensor | None]:
-        take = self.span.take
+        span = self.span
+        if span.prefix:
+            c = span.count(counts)
+            return (
+                None if self.weight is None else narrow(self.weight, c),
+                None if self.bias is None else narrow(self.bias, c),
+            )
         return (
-            None if self.weight is None else take(self.weight, 0, counts),
-            None if self.bias is None else take(self.bias, 0, counts),
+            None if self.weight is None else span.take(self.weight, 0, counts),
+            None if self.bias is None else span.take(self.bias, 0, counts),
         )
 
     def _compute(self, counts: Counts, key: str) -> tuple[Any, ...]:

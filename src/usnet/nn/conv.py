@@ -19,6 +19,7 @@ from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.utils import _ntuple
 
 from .groups import Counts, Span, as_span
+from .shared_grad import narrow
 from .sliced import Sliced, current, dense_param, space_of
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -137,25 +138,29 @@ class USConv(Sliced, _ConvNd):
 
     def _compute(self, counts: Counts, key: str) -> tuple[Tensor, Tensor | None, int]:
         """(weight, bias, groups) at ``counts``."""
-        w = self.weight
+        w, inp, out = self.weight, self.in_span, self.out_span
         if self.transposed:  # weight (in, out / groups, *kernel)
             if self.groups > 1:  # whole groups of inputs; per-group outputs stay
-                cin = self.in_span.count(counts)
-                weight, groups = w.narrow(0, 0, cin), cin // (self.in_channels // self.groups)
+                cin = inp.count(counts)
+                weight, groups = narrow(w, cin), cin // (self.in_channels // self.groups)
+            elif inp.prefix and out.prefix:
+                weight, groups = narrow(w, inp.count(counts), out.count(counts)), 1
             else:
-                weight = self.out_span.take(self.in_span.take(w, 0, counts), 1, counts)
-                groups = 1
-        else:  # weight (out, in / groups, *kernel)
-            weight = self.out_span.take(w, 0, counts)
-            if self.groups > 1:  # whole groups of outputs; per-group inputs stay
-                groups = weight.shape[0] // (self.out_channels // self.groups)
-            else:
-                weight, groups = self.in_span.take(weight, 1, counts), 1
+                weight, groups = out.take(inp.take(w, 0, counts), 1, counts), 1
+        elif self.groups > 1:  # weight (out, in / groups, *kernel): whole groups of outputs
+            weight = narrow(w, out.count(counts)) if out.prefix else out.take(w, 0, counts)
+            groups = weight.shape[0] // (self.out_channels // self.groups)
+        elif inp.prefix and out.prefix:
+            weight, groups = narrow(w, out.count(counts), inp.count(counts)), 1
+        else:
+            weight, groups = inp.take(out.take(w, 0, counts), 1, counts), 1
         if self.weight_norm:
             dims = (1,) * (weight.dim() - 1)
             norm = weight.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *dims)
             weight = self.weight_g[: weight.shape[0]] * weight / norm
-        bias = None if self.bias is None else self.out_span.take(self.bias, 0, counts)
+        bias: Tensor | None = self.bias
+        if bias is not None:
+            bias = narrow(bias, out.count(counts)) if out.prefix else out.take(bias, 0, counts)
         return weight, bias, groups
 
     # -- forward --------------------------------------------------------------------------

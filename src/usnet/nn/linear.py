@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .groups import Counts, Span, as_span
+from .shared_grad import narrow
 from .sliced import Sliced, current, dense_param, space_of
 
 
@@ -51,8 +52,14 @@ class USLinear(Sliced, nn.Linear):
         return self.weight, self.bias
 
     def _compute(self, counts: Counts, key: str) -> tuple[Tensor, Tensor | None]:
-        weight = self.in_span.take(self.out_span.take(self.weight, 0, counts), 1, counts)
-        bias = None if self.bias is None else self.out_span.take(self.bias, 0, counts)
+        inp, out = self.in_span, self.out_span
+        if inp.prefix and out.prefix:
+            weight = narrow(self.weight, out.count(counts), inp.count(counts))
+        else:
+            weight = inp.take(out.take(self.weight, 0, counts), 1, counts)
+        bias: Tensor | None = self.bias
+        if bias is not None:
+            bias = narrow(bias, out.count(counts)) if out.prefix else out.take(bias, 0, counts)
         return weight, bias
 
     def forward(self, x: Tensor) -> Tensor:
