@@ -5,6 +5,7 @@ per-channel parameters) run with the active channels of spans of channel groups;
 models declare them directly and :func:`usnet.convert` emits them from a user's modules.
 """
 
+from .attention import MultiheadSelfAttention, USAttention, USMultiheadAttention, attention
 from .batchnorm import (
     SwitchableBatchNorm2d,
     TrainOnlyBatchNorm,
@@ -35,6 +36,10 @@ from .space import Plan, Width, WidthConfig, WidthSpace
 from .widths import format_width, parse_widths
 
 __all__ = [
+    "MultiheadSelfAttention",
+    "USAttention",
+    "USMultiheadAttention",
+    "attention",
     "ChannelGroup",
     "GroupRef",
     "Plan",
