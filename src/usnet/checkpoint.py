@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from . import io as _io
+from .errors import UsageError
 from .io import atomic_write
 from .models.checked import build_model
 from .nn import USBatchNorm2d, Width, format_width, width_space
@@ -94,7 +95,7 @@ def load_state(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for truncated / foreign files
-        raise ValueError(f"{path}: not a readable state file ({type(e).__name__}: {e})") from None
+        raise UsageError(f"{path}: not a readable state file ({type(e).__name__}: {e})") from None
 
 
 def _write_json(path: Path, doc: Mapping[str, Any]) -> None:
@@ -136,7 +137,7 @@ def _save(
     model = unwrap_model(model)
     arch = getattr(model, "arch", None)
     if arch is None:
-        raise ValueError(
+        raise UsageError(
             f"{type(model).__name__} has no registry name: build it with usnet.create_model(name, "
             f"...) so that {path / INFO} can rebuild it"
         )
@@ -144,9 +145,9 @@ def _save(
         try:
             json.dumps(value)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"checkpoint {field} must be JSON-serialisable: {e}") from None
+            raise UsageError(f"checkpoint {field} must be JSON-serialisable: {e}") from None
     if path.exists() and not path.is_dir():
-        raise ValueError(f"{path}: exists and is not a checkpoint folder")
+        raise UsageError(f"{path}: exists and is not a checkpoint folder")
     space = width_space(model)
     save_id = uuid.uuid4().hex
     bns = [m for m in model.modules() if isinstance(m, USBatchNorm2d)]
@@ -181,7 +182,7 @@ def _save(
     with locked(path):
         same = _merge_calibrated(path, doc, tensors)
         if same_weights and not same:
-            raise ValueError(
+            raise UsageError(
                 f"{path}: was saved with other weights since this model was loaded from it, so "
                 "its batch-norm statistics would not fit them; load it and calibrate again"
             )
@@ -246,7 +247,7 @@ def _folder(path: str | os.PathLike) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint folder")
     if not path.is_dir():
-        raise ValueError(f"{path}: not a checkpoint folder (expected {WEIGHTS} and {INFO} in it)")
+        raise UsageError(f"{path}: not a checkpoint folder (expected {WEIGHTS} and {INFO} in it)")
     return path
 
 
@@ -258,20 +259,20 @@ def read_info(path: str | os.PathLike) -> dict[str, Any]:
     try:
         doc = json.loads(file.read_text())
     except UnicodeDecodeError:
-        raise ValueError(f"{file}: not a text file (corrupt?)") from None
+        raise UsageError(f"{file}: not a text file (corrupt?)") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{file}: corrupt or truncated JSON ({e})") from None
+        raise UsageError(f"{file}: corrupt or truncated JSON ({e})") from None
     if not isinstance(doc, dict):
-        raise ValueError(f"{file}: expected a JSON object, got {type(doc).__name__}")
+        raise UsageError(f"{file}: expected a JSON object, got {type(doc).__name__}")
     for field, kind in _REQUIRED.items():
         if field not in doc:
-            raise ValueError(f"{file}: missing field {field!r}")
+            raise UsageError(f"{file}: missing field {field!r}")
         if not isinstance(doc[field], kind):
-            raise ValueError(
+            raise UsageError(
                 f"{file}: field {field!r} must be a {kind.__name__}, got {doc[field]!r}"
             )
     if doc["format"] != FORMAT or doc["format_version"] > FORMAT_VERSION:
-        raise ValueError(
+        raise UsageError(
             f"{file}: format {doc['format']!r} version {doc['format_version']} is not one this "
             f"usnet reads ({FORMAT!r} up to version {FORMAT_VERSION}); upgrade usnet"
         )
@@ -291,7 +292,7 @@ def update_meta(path: str | os.PathLike, **fields: Any) -> dict[str, Any]:
         try:
             json.dumps(doc["meta"])
         except (TypeError, ValueError) as e:
-            raise ValueError(f"checkpoint meta must be JSON-serialisable: {e}") from None
+            raise UsageError(f"checkpoint meta must be JSON-serialisable: {e}") from None
         _write_json(folder / INFO, doc)
     return doc["meta"]
 
@@ -316,7 +317,7 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> n
     result = model.load_state_dict(tensors, strict=False)
     wrong = [(what, keys) for what, keys in zip(_WRONG, result, strict=True) if keys]
     if wrong:
-        raise ValueError(
+        raise UsageError(
             f"{weights_file}: does not match model {doc['arch']!r}: "
             + "; ".join(f"{what} {_few(keys)}" for what, keys in wrong)
         )
@@ -341,9 +342,9 @@ def _read_weights(file: Path, save_id: str) -> dict[str, torch.Tensor]:
             found = (f.metadata() or {}).get("usnet_save_id")
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except SafetensorError as e:
-        raise ValueError(f"{file}: corrupt or truncated safetensors file ({e})") from None
+        raise UsageError(f"{file}: corrupt or truncated safetensors file ({e})") from None
     if found != save_id:
-        raise ValueError(
+        raise UsageError(
             f"{file}: belongs to a different save than {INFO} (save id {found!r}, expected "
             f"{save_id!r}); a save was interrupted or files were mixed, save the model again"
         )
@@ -360,7 +361,7 @@ def _check_shapes(
         if k in expected and t.shape != expected[k].shape
     ]
     if wrong:
-        raise ValueError(
+        raise UsageError(
             f"{file}: weights of the wrong shape for model {arch!r} with the arguments in "
             f"{INFO}: {_few(wrong, 3)}"
         )
@@ -375,14 +376,14 @@ def _calibrated(
     calibrated: dict[Width, str] = {}
     for entry in entries:
         if not (isinstance(entry, dict) and {"width", "key"} <= set(entry)):
-            raise ValueError(f"{info_file}: calibrated entry {entry!r} needs 'width' and 'key'")
+            raise UsageError(f"{info_file}: calibrated entry {entry!r} needs 'width' and 'key'")
         try:
             config = space.canonical(entry["width"])
         except ValueError as e:
-            raise ValueError(f"{info_file}: calibrated width {entry['width']!r}: {e}") from None
+            raise UsageError(f"{info_file}: calibrated width {entry['width']!r}: {e}") from None
         key = space.resolve(entry["width"])[1]
         if key != entry["key"]:
-            raise ValueError(
+            raise UsageError(
                 f"{info_file}: calibrated width {format_width(config)} has network key "
                 f"{entry['key']!r} but this usnet computes {key!r} (channel rounding changed?)"
             )
@@ -392,7 +393,7 @@ def _calibrated(
                 shape = (bn.ref.active,)
                 if stats is None or stats[0].shape != shape or stats[1].shape != shape:
                     got = "missing" if stats is None else f"of shape {tuple(stats[0].shape)}"
-                    raise ValueError(
+                    raise UsageError(
                         f"{weights_file}: batch-norm statistics of {name} for calibrated width "
                         f"{format_width(config)} are {got}, expected {bn.ref.active} channels"
                     )

@@ -1,15 +1,20 @@
 """The ``usnet`` command: one subcommand per module in :mod:`usnet.commands`.
 
-Bad input ends in one line ``usnet CMD: error: ...`` and exit code 2: argument errors, and the
-error types user input can cause (bad values, files, widths, images). Other exceptions are bugs
-and keep their traceback. Ctrl-C ends with exit code 130.
+Bad input ends in one line ``usnet CMD: error: ...`` and exit code 2: argument errors, a
+:class:`usnet.UsageError` (every check of user input raises one), a width without statistics, a
+device too small, and the operating system's errors about a path (missing, not allowed, disk
+full). Anything else is a bug in usnet: it is printed with its traceback and a request to report
+it, exit code 1, so an internal ``ValueError`` is never passed off as the user's mistake. Ctrl-C
+ends with exit code 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
+import traceback
 
 import torch
 
@@ -38,17 +43,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """The exception types bad input raises: reported in one line, not as a traceback.
+#: What the operating system says about a path the user gave: one line, not a traceback.
+_PATH_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
+_PATH_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP}
 
-    ``OSError`` covers missing, existing, unreadable files and folders (and Pillow's
-    ``UnidentifiedImageError``); ``ValueError`` bad values (and JSON, YAML and pydantic
-    validation errors); ``UncalibratedWidthError`` a width without statistics;
-    ``torch.OutOfMemoryError`` a device too small for what was asked.
+
+def is_user_error(e: BaseException) -> bool:
+    """Whether ``e`` is bad input (one line) rather than a bug (a traceback).
+
+    A :class:`usnet.UsageError` (``ConfigError``, ``ConvertError``, ``CheckpointError`` ...);
+    ``UncalibratedWidthError``, a width without statistics; ``torch.OutOfMemoryError``, a device
+    too small for what was asked; and an ``OSError`` about a path: missing, existing, not
+    allowed, a file where a folder belongs, or a full or read-only disk.
     """
+    from .errors import UsageError
     from .nn import UncalibratedWidthError
 
-    return (ValueError, OSError, UncalibratedWidthError, torch.OutOfMemoryError)
+    if isinstance(e, (UsageError, UncalibratedWidthError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(e, _PATH_ERRORS) or (isinstance(e, OSError) and e.errno in _PATH_ERRNOS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,12 +77,20 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
     try:
         return int(args._run(args) or 0)
-    except user_errors() as e:
-        print(f"usnet {args.command}: error: {_one_line(e)}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"usnet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if is_user_error(e):
+            print(f"usnet {args.command}: error: {_one_line(e)}", file=sys.stderr)
+            return 2
+        traceback.print_exc()
+        print(
+            f"usnet {args.command}: {type(e).__name__}: this is a bug in usnet, please report it "
+            "with the traceback above",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def _one_line(e: BaseException) -> str:

@@ -23,6 +23,8 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .errors import UsageError
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no flock
@@ -82,7 +84,7 @@ def check_folder(folder: str | os.PathLike, what: str, shown: Path | None = None
     folder = Path(folder)
     for part in (folder, *folder.parents):
         if part.exists() and not part.is_dir():
-            raise ValueError(
+            raise UsageError(
                 f"{what} {str(shown or folder)!r}: {str(part)!r} is a file, not a folder"
             )
 
@@ -190,7 +192,7 @@ def replace_folder(
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise ValueError(f"{path}: exists and is not a folder")
+        raise UsageError(f"{path}: exists and is not a folder")
     make_parent(path, "folder")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     old = aside(path)

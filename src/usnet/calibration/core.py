@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..errors import UsageError
 from ..nn import (
     USBatchNorm2d,
     Width,
@@ -52,7 +53,7 @@ def collect_batches(loader: Iterable, num_samples: int) -> list[Tensor]:
     """The first ``num_samples`` inputs of ``loader`` (batches of ``x`` or ``(x, y, ...)``), on the
     CPU: calibration moves one batch at a time to the model's device."""
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+        raise UsageError(f"num_samples must be an int >= 1, got {num_samples!r}")
     batches, n = [], 0
     for batch in loader:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
@@ -62,7 +63,7 @@ def collect_batches(loader: Iterable, num_samples: int) -> list[Tensor]:
         if n >= num_samples:
             break
     if n == 0:
-        raise ValueError("the calibration loader yielded no samples")
+        raise UsageError("the calibration loader yielded no samples")
     return batches
 
 
@@ -86,7 +87,7 @@ def is_calibrated(model: nn.Module, width: WidthConfig) -> bool:
 def _width_list(widths: WidthConfig | Iterable[WidthConfig]) -> list[WidthConfig]:
     """``widths`` as a list: one number or mapping is one width; a string is refused."""
     if isinstance(widths, (str, bytes)):
-        raise ValueError(
+        raise UsageError(
             f"widths must be a width (a number or a {{group: number}} mapping) or a list of "
             f"them, got the string {widths!r}; parse text with usnet.nn.parse_widths({widths!r})"
         )
@@ -142,7 +143,7 @@ class _Run:
     def store(self, bn: USBatchNorm2d, moments: Moments) -> None:
         mean, var = moments.result()
         if not (torch.isfinite(mean).all() and torch.isfinite(var).all()):
-            raise ValueError(
+            raise UsageError(
                 f"calibration at width {self.width}: batch norm '{self.names.get(bn, '?')}' got "
                 f"non-finite statistics (NaN or inf) from the calibration data; check the inputs "
                 f"and the weights for NaN/inf. Nothing was stored for width {self.width}."
@@ -169,9 +170,9 @@ def calibrate(
     half the free memory). The model's width, train/eval modes and weights are left as they were.
     """
     if method not in METHODS:
-        raise ValueError(f"calibration method {method!r} is unknown; allowed: {list(METHODS)}")
+        raise UsageError(f"calibration method {method!r} is unknown; allowed: {list(METHODS)}")
     if cache_bytes is not None and (not isinstance(cache_bytes, int) or cache_bytes < 0):
-        raise ValueError(f"cache_bytes must be an int >= 0 or None (auto), got {cache_bytes!r}")
+        raise UsageError(f"cache_bytes must be an int >= 0 or None (auto), got {cache_bytes!r}")
     core = unwrap_model(model)  # run the module itself, not a DDP / torch.compile wrapper
     space = width_space(core)
     configs = [space.canonical(w) for w in _width_list(widths)]

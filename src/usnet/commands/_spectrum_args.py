@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..devices import resolve_device
+from ..errors import UsageError
 
 
 def add_checkpoint_command(
@@ -68,7 +69,7 @@ def setup(args: argparse.Namespace) -> torch.device:
     for name in ("num_samples", "max_eval_samples", "threads", "batch_size", "repeats"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     device = resolve_device(args.device, "--device")
     if args.threads is not None:
         torch.set_num_threads(args.threads)

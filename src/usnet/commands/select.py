@@ -10,6 +10,7 @@ import torch
 
 from .. import checkpoint
 from ..calibration import calibrate, is_calibrated
+from ..errors import UsageError
 from ..export import FORMATS, SUFFIXES, format_of
 from ..export import save as export_save
 from ..io import directly_in
@@ -96,11 +97,11 @@ def run(args: argparse.Namespace) -> int:
     max_macs = parse_count(args.max_macs, "--max-macs") if args.max_macs is not None else None
     max_ms = parse_latency_ms(args.max_latency_ms) if args.max_latency_ms is not None else None
     if args.min_top1 is not None and args.target is not None:
-        raise ValueError("give one metric floor: --min-top1 or --target, not both")
+        raise UsageError("give one metric floor: --min-top1 or --target, not both")
     target_text = f"top1={args.min_top1}" if args.min_top1 is not None else args.target
     target = parse_target(target_text) if target_text is not None else None
     if max_macs is None and max_ms is None and target is None:
-        raise ValueError("give a budget: --max-macs, --max-latency-ms, --min-top1 or --target")
+        raise UsageError("give a budget: --max-macs, --max-latency-ms, --min-top1 or --target")
     device = setup(args)
     path = args.checkpoint
     model, meta, _ = load(path, device)
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"measuring the spectrum here ({why})")
         metrics = provider(model, meta, args)
         if target is not None and metrics is None:
-            raise ValueError(
+            raise UsageError(
                 "a metric target needs evaluation data, which this checkpoint lacks "
                 "or --no-metric turned off"
             )
@@ -158,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
                     progress=not args.quiet,
                 )
         if not is_calibrated(model, row.width):
-            raise ValueError(
+            raise UsageError(
                 f"width {row.label} has no batch-norm statistics to export (no calibration data "
                 f"was found); calibrate it first: usnet calibrate {path} --widths {row.label}"
             )

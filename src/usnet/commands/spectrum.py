@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint
+from ..errors import UsageError
 from ..nn import parse_widths, width_space
 from ..spectrum import (
     MetricProvider,
@@ -79,7 +80,7 @@ def grid(model: nn.Module, text: str | None) -> list[float]:
     else:
         widths = parse_widths(text)
         if not widths:
-            raise ValueError(f"--widths {text!r} selects no width")
+            raise UsageError(f"--widths {text!r} selects no width")
     for w in widths:
         space.canonical(w)
     return widths
@@ -157,14 +158,14 @@ def _check_baseline(
         task = getattr(model, "task", "classification")
         ours_task = getattr(main, "task", "classification")
         if task != ours_task:
-            raise ValueError(
+            raise UsageError(
                 f"baseline {path} is a {task!r} model, the checkpoint a {ours_task!r} one: give "
                 "baselines of its task, or --no-metric to compare costs only"
             )
         data = ((meta.get("config") or {}).get("data") or {}).get("name")
         ours = ((main_meta.get("config") or {}).get("data") or {}).get("name")
         if data and ours and data != ours:
-            raise ValueError(f"baseline {path} was trained on {data!r}, the model on {ours!r}")
+            raise UsageError(f"baseline {path} was trained on {data!r}, the model on {ours!r}")
     kind, label, widths = baseline_points(model, meta, grid_)
     if kind == "us":  # name it after its run folder (runs/NAME/checkpoint)
         label = path.parent.name if path.name == "checkpoint" else path.name
@@ -177,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     args.checkpoint = checkpoint.folder_of(args.checkpoint)  # CKPT/usnet.json means CKPT
     out = Path(args.out or args.checkpoint)
     if out.exists() and not out.is_dir():  # before minutes of measuring, not after
-        raise ValueError(f"--out {out}: is a file; the spectrum files go into a folder")
+        raise UsageError(f"--out {out}: is a file; the spectrum files go into a folder")
     device = setup(args)
     model, meta, _ = load(args.checkpoint, device)
     widths = grid(model, args.widths)

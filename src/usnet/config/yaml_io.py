@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from ..errors import UsageError
 from .errors import ConfigError, show
 
 
@@ -44,7 +45,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """The raw mapping in a YAML file (``{}`` for an empty file); errors name the file."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"config file {str(path)!r} is a folder; give a YAML recipe in it")
+        raise UsageError(f"config file {str(path)!r} is a folder; give a YAML recipe in it")
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
     try:

@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..errors import UsageError
 from ..nn import WidthSpace
 from .analysis import Analysis, kind_of
 from .replace import ConvertedSpace, replace_modules, verify
@@ -43,23 +44,23 @@ def convert(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(getattr(model, "width_space", None), WidthSpace):
-        raise ValueError(f"{type(model).__name__} is already a US model (it has a width_space)")
+        raise UsageError(f"{type(model).__name__} is already a US model (it has a width_space)")
     if not isinstance(example_input, Tensor) or example_input.dim() < 2:
-        raise ValueError(
+        raise UsageError(
             "example_input must be a tensor with a batch dimension, e.g. torch.randn(2, 3, 224, "
             f"224), got {getattr(example_input, 'shape', example_input)!r}"
         )
     try:
         width_min, width_max = (float(w) for w in width_range)
     except (TypeError, ValueError):
-        raise ValueError(f"width_range must be (min, 1.0), got {width_range!r}") from None
+        raise UsageError(f"width_range must be (min, 1.0), got {width_range!r}") from None
     if width_max != 1.0 or not 0 < width_min <= 1.0:
-        raise ValueError(
+        raise UsageError(
             f"width_range must be (min, 1.0) with 0 < min <= 1 (width 1.0 is the original "
             f"network), got {width_range!r}"
         )
     if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
-        raise ValueError(f"divisor must be a positive int, got {divisor!r}")
+        raise UsageError(f"divisor must be a positive int, got {divisor!r}")
     keep = _check_keep(model, keep)
     model = copy.deepcopy(model)  # the caller's model stays as it is
     opaque = {p for p in keep if kind_of(model.get_submodule(p)) is None}
@@ -93,5 +94,5 @@ def _check_keep(model: nn.Module, keep: Iterable[str]) -> frozenset[str]:
         if name not in names:
             close = difflib.get_close_matches(name, sorted(names), n=3)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise ValueError(f"keep: {name!r} is not a module of {type(model).__name__}{hint}")
+            raise UsageError(f"keep: {name!r} is not a module of {type(model).__name__}{hint}")
     return keep

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 from torch.nn.utils import parametrize
 
+from ..errors import UsageError
 from ..nn import GroupRef, WidthSpace
 from ..nn.layers import _Sliced, dense_param
 
@@ -122,7 +123,7 @@ def _space_of(*spans: Span | None) -> WidthSpace:
         for ref, _ in span.parts if span is not None else ():
             if ref.space is not None:
                 return ref.space
-    raise ValueError("a converted layer needs a span with a slimmable channel group")
+    raise UsageError("a converted layer needs a span with a slimmable channel group")
 
 
 def count(span: Span | None, full: int) -> int:

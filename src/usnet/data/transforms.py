@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import v2
 
+from ..errors import UsageError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # AlexNet's PCA of ImageNet RGB pixels in [0, 1] (eigenvalues; eigenvectors as columns),
@@ -49,9 +51,9 @@ def random_crop_flip(images: torch.Tensor, padding: int, u: torch.Tensor) -> tor
     """
     n, c, h, w = images.shape
     if u.shape != (n, 3):
-        raise ValueError(f"random_crop_flip needs uniforms of shape ({n}, 3), got {tuple(u.shape)}")
+        raise UsageError(f"random_crop_flip needs uniforms of shape ({n}, 3), got {tuple(u.shape)}")
     if padding < 0:
-        raise ValueError(f"padding must be >= 0, got {padding}")
+        raise UsageError(f"padding must be >= 0, got {padding}")
     padded = F.pad(images, (padding, padding, padding, padding)) if padding else images
     hp, wp = h + 2 * padding, w + 2 * padding
     span = 2 * padding + 1
@@ -136,7 +138,7 @@ class ImageNetTrain(_PerSample):
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         if not 0 < scale[0] <= scale[1] <= 1:
-            raise ValueError(f"crop scale must satisfy 0 < lo <= hi <= 1, got {scale}")
+            raise UsageError(f"crop scale must satisfy 0 < lo <= hi <= 1, got {scale}")
         self.size, self.scale, self.jitter, self.lighting = size, tuple(scale), jitter, lighting
         self.pipeline = v2.Compose(
             [
@@ -164,7 +166,7 @@ class ImageNetEval(_PerSample):
         self.size = size
         self.resize = resize if resize is not None else int(round(size / 0.875))
         if self.resize < size:
-            raise ValueError(f"resize ({self.resize}) must be >= the crop size ({size})")
+            raise UsageError(f"resize ({self.resize}) must be >= the crop size ({size})")
         self.pipeline = v2.Compose(
             [
                 v2.Resize(self.resize, antialias=True),

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import UsageError
 from ..io import atomic_write, make_parent
 from ..nn import WidthConfig, format_width, modes_kept, width_space
 from ..nn import width as at_width
@@ -66,12 +67,12 @@ def save(
     dense network at batch sizes 1 and 3 within :data:`TOLERANCE`, else ``ValueError``.
     """
     if format not in FORMATS:
-        raise ValueError(f"export format {format!r} is unknown; allowed: {list(FORMATS)}")
+        raise UsageError(f"export format {format!r} is unknown; allowed: {list(FORMATS)}")
     from ..shapes import input_shape
 
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path}: is a folder; give the file to write, e.g. {path / 'model'}")
+        raise UsageError(f"{path}: is a folder; give the file to write, e.g. {path / 'model'}")
     shape = input_shape(model, input_size)
     _check_fits(model, width, shape)  # before calibrating runs a forward at that size
     _calibrate_attached(model, width, shape)
@@ -85,7 +86,7 @@ def save(
     if verify:
         err = check(path, dense, shape, format)
         if err > TOLERANCE[format]:
-            raise ValueError(
+            raise UsageError(
                 f"{path}: the exported {format} network differs from the model by {err:.3g} "
                 f"(allowed {TOLERANCE[format]:g}); the model's forward may not trace faithfully"
             )
@@ -105,7 +106,7 @@ def _check_fits(model: nn.Module, width: WidthConfig | None, shape: tuple) -> No
         need = activation_bytes(model, shape, 3)
     have = physical_memory()
     if need > have // 2:
-        raise ValueError(
+        raise UsageError(
             f"input size {'x'.join(map(str, shape))}: exporting and checking it needs about "
             f"{need / 2**30:.3g} GiB of activations, more than half of this machine's "
             f"{have / 2**30:.3g} GiB; give a smaller --input-size"
@@ -123,7 +124,7 @@ def load_file(path: str | os.PathLike, format: str | None = None) -> Callable[[T
         raise FileNotFoundError(f"{path}: no such exported file")
     format = format or format_of(path)
     if format is None:
-        raise ValueError(
+        raise UsageError(
             f"{path}: cannot tell the format from suffix {path.suffix!r}; pass format= one of "
             f"{list(FORMATS)}"
         )
@@ -143,7 +144,7 @@ def load_file(path: str | os.PathLike, format: str | None = None) -> Callable[[T
             return outs[0] if len(outs) == 1 else tuple(outs)
 
         return run
-    raise ValueError(f"export format {format!r} is unknown; allowed: {list(FORMATS)}")
+    raise UsageError(f"export format {format!r} is unknown; allowed: {list(FORMATS)}")
 
 
 def read_info(path: str | os.PathLike, format: str | None = None) -> dict[str, Any]:
@@ -166,9 +167,9 @@ def read_info(path: str | os.PathLike, format: str | None = None) -> dict[str, A
                 torch.jit.load(str(path), _extra_files=extra, map_location="cpu")
         text = extra[META_FILE] or None
     else:
-        raise ValueError(f"{path}: pass format= one of {list(FORMATS)}")
+        raise UsageError(f"{path}: pass format= one of {list(FORMATS)}")
     if not text:
-        raise ValueError(f"{path}: carries no usnet record (not written by usnet.export.save?)")
+        raise UsageError(f"{path}: carries no usnet record (not written by usnet.export.save?)")
     return json.loads(text)
 
 
@@ -210,7 +211,7 @@ def _flat(out: Any) -> list[Tensor]:
         return [out]
     if isinstance(out, (tuple, list)) and all(isinstance(t, Tensor) for t in out):
         return list(out)
-    raise ValueError(
+    raise UsageError(
         f"exporting needs a forward that returns a tensor or a tuple of tensors, got "
         f"{type(out).__name__}"
     )

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..errors import UsageError
 from .registry import create_model, model_name_error
 
 
@@ -30,19 +31,19 @@ def build_model(
     """
     error = model_name_error(arch)
     if error is not None:
-        raise ValueError(f"{where}: {error}")
+        raise UsageError(f"{where}: {error}")
     try:
         with _MemoryBudget(max_bytes):
             return create_model(arch, **kwargs)
     except _TooBig as e:
-        raise ValueError(
+        raise UsageError(
             f"{where}: model {arch!r} with arguments {dict(kwargs)} needs a tensor of shape "
             f"{e.shape} ({e.need / 2**30:.3g} GiB), more than the {max_bytes / 2**30:.3g} GiB "
             f"{limit}"
         ) from None
     except (ValueError, TypeError, RuntimeError, OverflowError) as e:  # wrong values or kinds
         what = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
-        raise ValueError(
+        raise UsageError(
             f"{where}: arguments {dict(kwargs)} do not build model {arch!r} ({what})"
         ) from None
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UsageError
 from .space import GroupRef, as_ref
 
 _Pair = tuple[int, int]  # nn.Conv2d's attributes are typed tuple[int, ...]; ours are pairs
@@ -108,7 +109,7 @@ class USConv2d(_Sliced, nn.Conv2d):
             or self.in_ref.index != self.out_ref.index
             or self.in_ref.full != self.out_ref.full
         ):
-            raise ValueError(
+            raise UsageError(
                 f"a depthwise USConv2d needs one channel group for in and out, got "
                 f"{self.in_ref} and {self.out_ref}"
             )

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UsageError
 from .layers import dense_param
 from .rounding import active_channels
 from .space import GroupRef, WidthSpace, as_ref, format_width
@@ -195,7 +196,7 @@ class SwitchableBatchNorm2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         config = self.space.config
         if config not in self.switches:
-            raise ValueError(
+            raise UsageError(
                 f"width {format_width(config)} is not a switch of this switchable-BN model; "
                 f"allowed: {list(self.switches)}"
             )
@@ -205,7 +206,7 @@ class SwitchableBatchNorm2d(nn.Module):
         """The current switch's own ``nn.BatchNorm2d`` (the export hook)."""
         config = self.space.config
         if config not in self.switches:
-            raise ValueError(
+            raise UsageError(
                 f"width {format_width(config)} is not a switch of this model; "
                 f"allowed: {list(self.switches)}"
             )

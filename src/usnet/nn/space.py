@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..errors import UsageError
 from .rounding import active_channels
 
 #: The canonical, hashable form of a width config: a float, or ``((group, width), ...)``.
@@ -68,7 +69,7 @@ def as_ref(channels: int | GroupRef) -> GroupRef:
     if isinstance(channels, GroupRef):
         return channels
     if not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"channels must be a positive int or a GroupRef, got {channels!r}")
+        raise UsageError(f"channels must be a positive int or a GroupRef, got {channels!r}")
     return GroupRef(None, -1, channels)
 
 
@@ -77,7 +78,7 @@ class WidthSpace:
 
     def __init__(self, width_min: float, width_max: float = 1.0) -> None:
         if not 0 < width_min <= width_max:
-            raise ValueError(
+            raise UsageError(
                 f"width range must satisfy 0 < width_min <= width_max, got [{width_min}, {width_max}]"
             )
         self.width_min, self.width_max = float(width_min), float(width_max)
@@ -100,7 +101,7 @@ class WidthSpace:
     def group(self, name: str, full: int, ratio: int = 1, slimmable: bool = True) -> GroupRef:
         """Declare a channel group of ``full`` channels (at ``width_max``) and return its handle."""
         if any(g.name == name for g in self.groups):
-            raise ValueError(f"channel group {name!r} is declared twice")
+            raise UsageError(f"channel group {name!r} is declared twice")
         self.groups.append(ChannelGroup(name, int(full), int(ratio), slimmable))
         self._cache.clear()
         self.active = self.active + (int(full),)
@@ -116,13 +117,13 @@ class WidthSpace:
             names = {g.name for g in self.groups if g.slimmable}
             unknown = sorted(set(width) - names - {"*"})
             if unknown:
-                raise ValueError(
+                raise UsageError(
                     f"unknown channel group(s) {unknown} in width config; allowed: "
                     f"{sorted(names)} and '*' for the rest"
                 )
             missing = sorted(names - set(width))
             if missing and "*" not in width:
-                raise ValueError(
+                raise UsageError(
                     f"width config misses channel group(s) {missing}; name them or give '*'"
                 )
             rest = width.get("*")
@@ -140,7 +141,7 @@ class WidthSpace:
         if not is_real(w):
             what = "width" if field == "width" else f"width of channel group {field!r}"
             alternative = " or a {channel group: number} mapping" if field == "width" else ""
-            raise ValueError(
+            raise UsageError(
                 f"{what} must be a real number (int or float, not bool or str){alternative}, "
                 f"got {w!r} ({type(w).__name__})"
             )
@@ -148,13 +149,13 @@ class WidthSpace:
         if not math.isfinite(value) or not (
             self.width_min - 1e-9 <= value <= self.width_max + 1e-9
         ):
-            raise ValueError(
+            raise UsageError(
                 f"{field} {w!r} is outside the model's width range "
                 f"[{self.width_min}, {self.width_max}]"
             )
         value = round(value, _DIGITS)
         if self.allowed is not None and value not in self.allowed:
-            raise ValueError(
+            raise UsageError(
                 f"{field} {w!r} is not one of this model's switches {list(self.allowed)}"
             )
         return value
@@ -294,15 +295,15 @@ def parse_widths(text: str) -> list[float]:
             if step <= 0 or stop < start:
                 raise ValueError
     except ValueError:
-        raise ValueError(
+        raise UsageError(
             f"widths {text!r} must be 'start:stop:step' with step > 0 and stop >= start (e.g. "
             f"0.35:1.0:0.025) or a comma list (e.g. 0.25,0.5,1.0)"
         ) from None
     if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"widths {text!r}: every number must be finite (no inf or nan)")
+        raise UsageError(f"widths {text!r}: every number must be finite (no inf or nan)")
     span = (stop - start) / step if grid else len(values) - 1  # may overflow to inf
     if not span + 1 <= MAX_WIDTHS:
-        raise ValueError(
+        raise UsageError(
             f"widths {text!r} make {f'{span + 1:,.0f}' if span < math.inf else 'too many'} "
             f"widths; at most {MAX_WIDTHS:,} are allowed"
             + (" (use a larger step)" if grid else "")

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..checkpoint import atomic_write
+from ..errors import UsageError
 from .result import Spectrum
 from .tables import format_table, to_markdown
 
@@ -44,7 +45,7 @@ def load_spectrum(path: str | os.PathLike) -> Spectrum:
     try:
         doc = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: corrupt spectrum JSON ({e})") from None
+        raise UsageError(f"{path}: corrupt spectrum JSON ({e})") from None
     if not isinstance(doc, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise UsageError(f"{path}: expected a JSON object")
     return Spectrum.from_dict(doc, str(path))

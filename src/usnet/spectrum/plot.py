@@ -19,6 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..errors import UsageError
 from .providers import Metric
 from .result import Spectrum, SpectrumRow
 from .tables import threads
@@ -202,7 +203,7 @@ def plot_spectrum(
         chosen = None  # no width could be evaluated (e.g. no calibration data)
     if chosen is None:
         if not spectrum.has_latency:
-            raise ValueError("nothing to plot: the spectrum has neither a metric nor latency")
+            raise UsageError("nothing to plot: the spectrum has neither a metric nor latency")
         panels: Sequence[str] = ("macs",)
     else:
         panels = ("macs", "latency") if spectrum.has_latency else ("macs",)

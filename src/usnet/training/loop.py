@@ -31,6 +31,7 @@ from ..config import dump_yaml, to_dict
 from ..config.sections import check_amp
 from ..config.widths import check_model_widths
 from ..data.loader import EpochLoader
+from ..errors import UsageError
 from ..io import atomic_write
 from ..nn import WidthSpace, width_space
 from .distributed import DistInfo, barrier, cleanup, init_distributed
@@ -147,7 +148,7 @@ def _train(
     out = Path(cfg.output.dir)
     tc = cfg.train
     if cfg.data.batch_size % info.world_size:
-        raise ValueError(
+        raise UsageError(
             f"data.batch_size {cfg.data.batch_size} must divide evenly over {info.world_size} ranks"
         )
     torch.manual_seed(tc.seed)
@@ -159,7 +160,7 @@ def _train(
     loader = task.train_loader(cfg, info.world_size, info.enabled, dev)
     steps = task.steps_per_epoch(cfg, loader)
     if steps == 0:
-        raise ValueError(
+        raise UsageError(
             f"data.batch_size {cfg.data.batch_size} is larger than the training set "
             f"({len(loader.dataset)})"  # type: ignore[arg-type]
         )
@@ -176,7 +177,7 @@ def _train(
         counters, history = state.load(log=print if info.is_main else _quiet)
         start_epoch = int(counters["epoch"])
     if start_epoch > tc.epochs or (start_epoch == tc.epochs and _has_results(out)):
-        raise ValueError(
+        raise UsageError(
             f"{out} already finished {start_epoch} epochs (train.epochs {tc.epochs}); raise "
             f"train.epochs to train longer"
         )
@@ -317,7 +318,7 @@ def _tensorboard(out: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise ValueError(
+        raise UsageError(
             "output.tensorboard: true needs the tensorboard package (pip install tensorboard)"
         ) from None
     return SummaryWriter(str(out / "tensorboard"))

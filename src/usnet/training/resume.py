@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint
+from ..errors import UsageError
 from ..io import check_folder
 
 RESUME = "resume.pt"
@@ -81,13 +82,13 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     check_folder(out, "output.dir")
     if resume:
         if overwrite:
-            raise ValueError("--resume continues the run in output.dir; --overwrite replaces it")
+            raise UsageError("--resume continues the run in output.dir; --overwrite replaces it")
         if not (out / RESUME).is_file():
             raise FileNotFoundError(f"cannot resume: {out / RESUME} does not exist")
         return
     found = [name for name in RUN_FILES[:2] if (out / name).exists()]
     if found and not overwrite:
-        raise ValueError(
+        raise UsageError(
             f"{out} already holds a training run ({', '.join(found)}); continue it with "
             f"--resume, train into another folder with --set output.dir=DIR, or replace it "
             f"with --overwrite"
@@ -170,13 +171,13 @@ class ResumeState:
         """
         state = checkpoint.load_state(self.path, map_location="cpu")
         if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise ValueError(
+            raise UsageError(
                 f"cannot resume: {self.path} is not a usnet resume state (written by another "
                 "version?); start afresh with --overwrite"
             )
         changes = config_changes(state["config"], self.config)
         if changes:
-            raise ValueError(
+            raise UsageError(
                 f"cannot resume {self.folder}: the config differs from the run's in "
                 f"{'; '.join(changes)}; restore those values, or start a new run (another "
                 "output.dir, or --overwrite)"
