@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import sys
 import traceback
 
@@ -20,6 +21,8 @@ import torch
 
 # Subcommand modules; each defines ``add_parser(subparsers)`` returning its parser, and ``run(args)``.
 COMMANDS = ("profile", "train", "calibrate", "spectrum", "select", "export", "upscale")
+#: The subcommands that load checkpoints, so take ``--trust-code``.
+READS_CHECKPOINTS = ("profile", "calibrate", "spectrum", "select", "export", "upscale")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,7 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"usnet.commands.{name}")
-        module.add_parser(sub).set_defaults(_run=module.run)
+        p = module.add_parser(sub)
+        p.set_defaults(_run=module.run, trust_code=False)
+        if name in READS_CHECKPOINTS:
+            p.add_argument(
+                "--trust-code",
+                action="store_true",
+                help="allow a checkpoint whose model is a package.module:factory to import that "
+                "module (it runs its code; only for checkpoints you trust)",
+            )
     return parser
 
 
@@ -91,6 +102,17 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def without_implicit_folder(path: list[str]) -> list[str]:
+    """``sys.path`` without the current folder that ``python -m usnet`` puts first (as
+    ``python -P`` does): a model name such as ``evil:Net`` from a checkpoint must never import
+    a file that happens to lie in the folder usnet runs from. Modules of one's own networks go
+    on ``PYTHONPATH`` or are installed."""
+    here = os.getcwd()
+    if path and (path[0] in ("", ".") or os.path.abspath(path[0]) == here):
+        return path[1:]
+    return list(path)
 
 
 def _one_line(e: BaseException) -> str:

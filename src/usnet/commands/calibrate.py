@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     widths = parse_widths(args.widths)
     if not widths:
         raise UsageError(f"--widths {args.widths!r} selects no width")
-    model = checkpoint.load(args.checkpoint, map_location=device)
+    model = checkpoint.load(args.checkpoint, map_location=device, trust_code=args.trust_code)
     for w in widths:
         width_space(model).canonical(w)  # every width in range before any work
     if not needs_calibration(model):

@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import checkpoint, export
 
     width = parse_width(args.width, args.width_json)
-    model = checkpoint.load(args.checkpoint)
+    model = checkpoint.load(args.checkpoint, trust_code=args.trust_code)
     meta = checkpoint.read_meta(args.checkpoint)
     space = width_space(model)
     config = space.canonical(width)  # a clear error for a bad group name or range

@@ -62,14 +62,14 @@ def _model_kwargs(pairs: list[str]) -> dict[str, Any]:
     return kwargs
 
 
-def _build(name: str, kwargs: dict[str, Any]) -> nn.Module:
+def _build(name: str, kwargs: dict[str, Any], trust_code: bool = False) -> nn.Module:
     from ..checkpoint import load
     from ..models.checked import build_model, physical_memory
 
     if Path(name).is_dir():
         if kwargs:
             raise UsageError("--set changes a model built by name, not a checkpoint")
-        return load(name)
+        return load(name, trust_code=trust_code)
     error = model_name_error(name)
     if error is not None:
         what = f"MODEL {name!r} is a file; " if Path(name).exists() else ""
@@ -80,7 +80,7 @@ def _build(name: str, kwargs: dict[str, Any]) -> nn.Module:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = _build(args.model, _model_kwargs(args.set))
+    model = _build(args.model, _model_kwargs(args.set), args.trust_code)
     space = width_space(model)
     text = args.widths or f"{space.width_min}:{space.width_max}:0.025"
     widths = parse_widths(text)

@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give a budget: --max-macs, --max-latency-ms, --min-top1 or --target")
     device = setup(args)
     path = args.checkpoint
-    model, meta, _ = load(path, device)
+    model, meta, _ = load(path, device, args.trust_code)
     widths = grid(model, args.widths) if args.widths is not None else None
 
     spec, why = _reuse(path, device, widths, max_ms is not None, target[0] if target else None)

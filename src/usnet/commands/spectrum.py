@@ -60,10 +60,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def load(path: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+def load(
+    path: Path, device: torch.device, trust_code: bool = False
+) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """Model, metadata and the whole ``usnet.json`` of a checkpoint."""
     info = checkpoint.read_info(path)
-    model = checkpoint.load(path, map_location=device)
+    model = checkpoint.load(path, map_location=device, trust_code=trust_code)
     return model, info["meta"], info
 
 
@@ -150,10 +152,11 @@ def _check_baseline(
     grid_: list[float],
     metrics: MetricProvider | None,
     device: torch.device,
+    trust_code: bool = False,
 ) -> tuple[nn.Module, dict[str, Any], tuple[Kind, str, list[float]]]:
     """A baseline's model, metadata and ``(kind, label, widths)``; refused when the checkpoint's
     metric cannot judge it: another task (its data and loss do not fit the model) or data set."""
-    model, meta, _ = load(path, device)
+    model, meta, _ = load(path, device, trust_code)
     if metrics is not None:
         task = getattr(model, "task", "classification")
         ours_task = getattr(main, "task", "classification")
@@ -180,16 +183,16 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():  # before minutes of measuring, not after
         raise UsageError(f"--out {out}: is a file; the spectrum files go into a folder")
     device = setup(args)
-    model, meta, _ = load(args.checkpoint, device)
+    model, meta, _ = load(args.checkpoint, device, args.trust_code)
     widths = grid(model, args.widths)
     metrics = provider(model, meta, args)
     for b in args.baseline:  # a baseline that cannot be compared fails before minutes of work
-        _check_baseline(b, model, meta, widths, metrics, device)
+        _check_baseline(b, model, meta, widths, metrics, device, args.trust_code)
     spec = measure(args.checkpoint, model, meta, widths, metrics, args, not args.no_save_stats)
     parts = [(model, spec)]
     for b in args.baseline:  # loaded again: it may be the checkpoint, whose statistics just grew
         b_model, b_meta, (kind, label, b_widths) = _check_baseline(
-            b, model, meta, widths, metrics, device
+            b, model, meta, widths, metrics, device, args.trust_code
         )
         save = not args.no_save_stats
         b_spec = measure(b, b_model, b_meta, b_widths, metrics, args, save, label, kind)

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     image_format(args.output)  # a bad OUT suffix is an error before any work
     if args.output.exists() and args.input.exists() and args.output.samefile(args.input):
         raise UsageError(f"OUT {str(args.output)!r} is the input image; give another file")
-    model = load(args.checkpoint, map_location=device)
+    model = load(args.checkpoint, map_location=device, trust_code=args.trust_code)
     if getattr(model, "task", None) != "sr":
         raise UsageError(
             f"{args.checkpoint} holds a {getattr(model, 'arch', type(model).__name__)!r} model "

@@ -18,6 +18,7 @@ input size, versions) and is checked after writing against the network it stands
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import warnings
@@ -29,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UsageError
-from ..io import atomic_write, make_parent
+from ..io import make_parent, writable_target, write_bytes
 from ..nn import WidthConfig, format_width, modes_kept, width_space
 from ..nn import width as at_width
 from .dense import extract
@@ -73,6 +74,7 @@ def save(
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{path}: is a folder; give the file to write, e.g. {path / 'model'}")
+    writable_target(path)  # not /dev/null or a FIFO: refused before the work, not after
     shape = input_shape(model, input_size)
     _check_fits(model, width, shape)  # before calibrating runs a forward at that size
     _calibrate_attached(model, width, shape)
@@ -82,7 +84,9 @@ def save(
         outputs = _flat(dense(x))
     info = _info(model, width, shape, format, len(outputs))
     make_parent(path, "export file")
-    atomic_write(path, lambda tmp: _WRITERS[format](dense, x, tmp, info))
+    # serialised in memory, then written by Python: a full disk is an OSError naming the
+    # file (torch's C++ writers abort the process or raise without the path)
+    write_bytes(path, _WRITERS[format](dense, x, info))
     if verify:
         err = check(path, dense, shape, format)
         if err > TOLERANCE[format]:
@@ -269,11 +273,12 @@ def _json(info: dict[str, Any]) -> str:
         return json.dumps({**info, "arch_kwargs": repr(info["arch_kwargs"])})
 
 
-def _write_pt(dense: nn.Module, x: Tensor, path: Path, info: dict[str, Any]) -> None:
+def _write_pt(dense: nn.Module, x: Tensor, info: dict[str, Any]) -> bytes:
     batch = torch.export.Dim("batch")
     program = torch.export.export(dense, (x,), dynamic_shapes=({0: batch},))
-    with open(path, "wb") as f:  # a file object: torch.export insists on a .pt2 path name
-        torch.export.save(program, f, extra_files={META_FILE: _json(info)})
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer, extra_files={META_FILE: _json(info)})
+    return buffer.getvalue()
 
 
 @contextlib.contextmanager
@@ -286,38 +291,41 @@ def _quiet_jit() -> Iterator[None]:
         yield
 
 
-def _write_torchscript(dense: nn.Module, x: Tensor, path: Path, info: dict[str, Any]) -> None:
+def _write_torchscript(dense: nn.Module, x: Tensor, info: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
     with _quiet_jit():
         traced = torch.jit.trace(dense, (x,), check_trace=False)  # save() verifies the file
-        torch.jit.save(traced, str(path), _extra_files={META_FILE: _json(info)})
+        torch.jit.save(traced, buffer, _extra_files={META_FILE: _json(info)})
+    return buffer.getvalue()
 
 
-def _write_onnx(dense: nn.Module, x: Tensor, path: Path, info: dict[str, Any]) -> None:
+def _write_onnx(dense: nn.Module, x: Tensor, info: dict[str, Any]) -> bytes:
     onnx = _require("onnx")
     n = info["outputs"]
     outputs = ["output"] if n == 1 else [f"output{i}" for i in range(n)]
     axes = {name: {0: "batch"} for name in ("input", *outputs)}
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export")
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             dense,
             (x,),
-            str(path),
+            buffer,  # type: ignore[arg-type]  # the TorchScript-based exporter takes a file object
             dynamo=False,  # the torch.export-based exporter needs onnxscript; this one does not
             input_names=["input"],
             output_names=outputs,
             dynamic_axes=axes,
             opset_version=ONNX_OPSET,
         )
-    proto = onnx.load(str(path))
+    proto = onnx.load_from_string(buffer.getvalue())
     entry = proto.metadata_props.add()
     entry.key, entry.value = "usnet", _json(info)
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    return proto.SerializeToString()
 
 
-_WRITERS: dict[str, Callable[[nn.Module, Tensor, Path, dict[str, Any]], None]] = {
+_WRITERS: dict[str, Callable[[nn.Module, Tensor, dict[str, Any]], bytes]] = {
     "pt": _write_pt,
     "torchscript": _write_torchscript,
     "onnx": _write_onnx,

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 
-from ..checkpoint import atomic_write
 from ..errors import UsageError
+from ..io import write_text
 from .result import Spectrum
 from .tables import format_table, to_markdown
 
@@ -25,13 +24,7 @@ def save_spectrum(spectrum: Spectrum, out: str | os.PathLike) -> list[Path]:
         json.dumps(spectrum.to_dict(), indent=2) + "\n",
         to_markdown(spectrum),
     )
-    return [
-        atomic_write(out / name, _writer(text)) for name, text in zip(FILES, texts, strict=True)
-    ]
-
-
-def _writer(text: str) -> Callable[[Path], object]:
-    return lambda tmp: tmp.write_text(text)
+    return [write_text(out / name, text) for name, text in zip(FILES, texts, strict=True)]
 
 
 def load_spectrum(path: str | os.PathLike) -> Spectrum:

@@ -10,6 +10,7 @@ state is touched, so plotting works headless and inside other programs.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..errors import UsageError
+from ..io import write_bytes
 from .providers import Metric
 from .result import Spectrum, SpectrumRow
 from .tables import threads
@@ -228,5 +230,7 @@ def plot_spectrum(
     fig.text(0.5, -0.01, note, ha="center", va="top", fontsize=7.5, color="#555555")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
+    png = io.BytesIO()  # rendered first: a full disk must not leave a 0-byte or partial PNG
+    fig.savefig(png, format="png", bbox_inches="tight")
+    write_bytes(path, png.getvalue())
     return path

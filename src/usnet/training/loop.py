@@ -32,7 +32,7 @@ from ..config.sections import check_amp
 from ..config.widths import check_model_widths
 from ..data.loader import EpochLoader
 from ..errors import UsageError
-from ..io import atomic_write
+from ..io import atomic_write, write_text
 from ..nn import WidthSpace, width_space
 from .distributed import DistInfo, barrier, cleanup, init_distributed
 from .grid import evaluate_widths
@@ -195,7 +195,7 @@ def _train(
     )
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(dump_yaml(to_dict(cfg)))
+        write_text(out / "config.yaml", dump_yaml(to_dict(cfg)))
     writer = _tensorboard(out) if cfg.output.tensorboard and info.is_main else None
     autocast = _autocast(tc.amp, dev)
     backward = scaler.scale if tc.amp == "fp16" else None
