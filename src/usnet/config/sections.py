@@ -11,7 +11,7 @@ from pydantic import Field
 
 from .errors import ConfigError
 from .errors import suggest as _suggest
-from .typed import Pair, Positive, Section
+from .typed import Pair, Positive, Section, Seed
 from .widths import WidthGrid, check_width_sampling
 
 
@@ -56,7 +56,7 @@ class WidthTraining(Section):
     smallest_weight: float = Field(
         1.0, gt=0, description="the narrowest width's loss weight in a multi-width step; 1 = paper"
     )
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
     device: str | None = Field(None, description="cpu, cuda, cuda:1...; null = cuda when available")
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
     log_every: int = Field(50, ge=1)

@@ -69,7 +69,7 @@ def register_task(task: Task) -> Task:
 def task_of(data: Mapping[str, Any]) -> str:
     """The ``task:`` of raw config data (default ``classification``), checked."""
     task = data.get("task", "classification")
-    if task not in _TASKS:
+    if not isinstance(task, str) or task not in _TASKS:
         names = list(_TASKS)
         hint = suggest(task, names) if isinstance(task, str) else ""
         raise ConfigError("task", f"expected one of {', '.join(names)}, got {show(task)}{hint}")
