@@ -37,7 +37,13 @@ from ..nn import WidthSpace, width_space
 from .distributed import DistInfo, barrier, cleanup, init_distributed
 from .grid import evaluate_widths
 from .optim import create_optimizer, create_scheduler
-from .resume import CHECKPOINT, ResumeState, check_run_folder, clear_run_folder
+from .resume import (
+    CHECKPOINT,
+    ResumeState,
+    check_run_folder,
+    clear_run_folder,
+    hold_run_folder,
+)
 from .sampling import sample_widths
 from .step import SandwichLoss, sandwich_step
 
@@ -135,15 +141,21 @@ def train(
     info, dev = init_distributed(device or cfg.train.device)
     check_amp(cfg.train.amp, dev.type)
     try:
-        if overwrite and info.is_main:
-            clear_run_folder(out)
-        return _train(cfg, task, resume, info, dev, progress)
+        with hold_run_folder(out) if info.is_main else contextlib.nullcontext():
+            check_run_folder(out, resume, overwrite)  # again: now no other process can start
+            return _train(cfg, task, resume, overwrite, info, dev, progress)
     finally:
         cleanup(info)
 
 
 def _train(
-    cfg: Any, task: LoopTask, resume: bool, info: DistInfo, dev: torch.device, progress: bool
+    cfg: Any,
+    task: LoopTask,
+    resume: bool,
+    overwrite: bool,
+    info: DistInfo,
+    dev: torch.device,
+    progress: bool,
 ) -> Path:
     out = Path(cfg.output.dir)
     tc = cfg.train
@@ -193,6 +205,8 @@ def _train(
         if info.enabled
         else model
     )
+    if overwrite and info.is_main:  # only now: the model, data and optimizer are all valid
+        clear_run_folder(out)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / "config.yaml", dump_yaml(to_dict(cfg)))
