@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .errors import UsageError
+
+#: The most CPU threads usnet asks torch for: more (--threads 100000) aborts inside OpenMP.
+MAX_THREADS = 1024
 
 
 def resolve_device(name: str | torch.device, field: str = "device") -> torch.device:
@@ -38,3 +43,11 @@ def resolve_device(name: str | torch.device, field: str = "device") -> torch.dev
     raise UsageError(
         f"{field} {str(name)!r}: usnet runs on cpu, cuda, cuda:N or mps, not {device.type!r}"
     )
+
+
+def physical_memory() -> int:
+    """Physical memory in bytes (a generous 1 TiB where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**40

@@ -22,7 +22,13 @@ def input_shape(model: nn.Module, input_size: int | tuple[int, ...] | None = Non
             raise UsageError(
                 f"{type(model).__name__} has no input_size attribute; pass input_size=(C, H, W)"
             )
-        return tuple(own)
+        own = tuple(own)
+        if not own or not all(isinstance(s, int) and s >= 1 for s in own):
+            raise UsageError(
+                f"{type(model).__name__}'s input_size {own} must be positive sizes (a bad "
+                "input_size in its usnet.json?); pass the input size explicitly"
+            )
+        return own
     if isinstance(input_size, int):
         if input_size < 1 or own is None or len(own) < 3:
             raise UsageError(

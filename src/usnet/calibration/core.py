@@ -23,6 +23,7 @@ statistics), and a BN normalises its input in place where nothing else reads it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -47,6 +48,7 @@ from . import graph
 from .moments import Moments, batch_moments, pooled
 
 METHODS = ("exact", "single_pass")
+logger = logging.getLogger("usnet")
 
 
 def collect_batches(loader: Iterable, num_samples: int) -> list[Tensor]:
@@ -166,7 +168,8 @@ def calibrate(
     ``widths`` is a list of widths (numbers or ``{group: number}`` mappings), or one of them.
     Works for any width at any time after training; existing statistics of those widths are
     replaced, or kept if the calibration fails. Widths that select the same network are computed
-    once. ``cache_bytes`` bounds the activations ``exact`` keeps on the model's device (default:
+    once; a width whose network already has the statistics of another calibrated width not named
+    here keeps them, with a warning (never silently changing what that width computes). ``cache_bytes`` bounds the activations ``exact`` keeps on the model's device (default:
     half the free memory). The model's width, train/eval modes and weights are left as they were.
     """
     if method not in METHODS:
@@ -188,6 +191,8 @@ def calibrate(
         with modes_kept(core):
             for config in tqdm(configs, desc="calibrate", unit="width", disable=not progress):
                 space.set(config)
+                if _kept_for_others(space.calibrated, config, space.key, configs):
+                    done.add(space.key)
                 if bns and space.key not in done:
                     run = _Run(core, space.key, format_width(config), names, budget, space.programs)
                     with _kept_on_error(bns, space.key):
@@ -197,6 +202,25 @@ def calibrate(
     finally:
         core.__dict__["_usnet_calibrating"] = guard
         space.set(old)
+
+
+def _kept_for_others(
+    calibrated: Mapping[Width, str], config: Width, key: str, asked: list[Width]
+) -> bool:
+    """Whether ``config`` selects a network whose statistics belong to other calibrated widths
+    the caller did not name (a converted model's narrow width that slims nothing shares the
+    full width's pretrained statistics): those are kept, and said so, because recomputing them
+    would silently change what those widths compute."""
+    others = [c for c, k in calibrated.items() if k == key and c != config and c not in asked]
+    if others:
+        names = ", ".join(format_width(c) for c in others)
+        logger.warning(
+            "width %s selects the same network as calibrated width(s) %s, so it keeps their "
+            "statistics (recomputing them would change what %s computes); calibrate %s as well "
+            "to recompute them",
+            format_width(config), names, names, names,
+        )  # fmt: skip
+    return bool(others)
 
 
 @contextlib.contextmanager

@@ -155,6 +155,14 @@ def run(args: argparse.Namespace) -> int:
     checkpoint.save_statistics(model.cpu(), args.checkpoint)
     print(
         f"calibrated {len(widths)} width(s) ({', '.join(format_width(w) for w in widths)}) "
-        f"from {data.num_samples} samples ({data.method}); saved into {args.checkpoint}"
+        f"from {samples_used(data)} samples ({data.method}); saved into {args.checkpoint}"
     )
     return 0
+
+
+def samples_used(data: CalibrationData) -> str:
+    """How many samples calibrate: the training set may hold fewer than were asked for."""
+    held = len(data.loader.dataset)
+    if held >= data.num_samples:
+        return str(data.num_samples)
+    return f"{held} (all the training set holds; {data.num_samples} asked)"

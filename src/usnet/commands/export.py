@@ -16,7 +16,7 @@ from ..export import FORMATS, SUFFIXES, format_of
 from ..io import directly_in
 from ..nn import WidthConfig, format_width, width_space
 from ._args import positive_int
-from .calibrate import add_data_options, calibration_data
+from .calibrate import add_data_options, calibration_data, samples_used
 
 _FORMAT_HELP = (
     "pt: a torch.export ExportedProgram (.pt2; load with torch.export.load(f).module()). It is "
@@ -96,17 +96,23 @@ def parse_width(text: str | None, json_file: Path | None = None) -> WidthConfig:
             raise FileNotFoundError(f"{json_file}: no such width JSON file")
         try:
             return _width_value(json.loads(json_file.read_text()), str(json_file))
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{json_file}: not valid JSON ({e})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise UsageError(f"{json_file}: not a width in JSON ({type(e).__name__})") from None
     assert text is not None
     text = text.strip()
     if text.startswith("{"):
         try:
             return _width_value(json.loads(text), "--width")
-        except json.JSONDecodeError as e:
-            raise UsageError(f"--width {text!r}: not valid JSON ({e})") from None
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise UsageError(f"--width {text[:80]!r}: not a width in JSON ({e})") from None
     if "=" in text:
         pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
+        for pair in pairs:
+            if len(pair) != 2 or not pair[0].strip():
+                raise UsageError(
+                    f"--width {text!r}: {'='.join(pair)!r} is not GROUP=WIDTH; give every group "
+                    "a width, e.g. 'stem=0.5,stage1=0.75,*=1'"
+                )
         return _width_value({k.strip(): v.strip() for k, v in pairs}, "--width")
     return _width_value(text, "--width")
 
@@ -163,7 +169,7 @@ def ensure_calibrated(
     except ValueError as e:
         raise UsageError(f"width {label} has no batch-norm statistics to export: {e}") from None
     print(
-        f"calibrating width {label} from {data.num_samples} {data.name} training images "
+        f"calibrating width {label} from {samples_used(data)} {data.name} training images "
         f"({data.method})"
     )
     calibrate(model, data.loader, [width], data.num_samples, data.method)

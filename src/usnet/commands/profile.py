@@ -64,7 +64,8 @@ def _model_kwargs(pairs: list[str]) -> dict[str, Any]:
 
 def _build(name: str, kwargs: dict[str, Any], trust_code: bool = False) -> nn.Module:
     from ..checkpoint import load
-    from ..models.checked import build_model, physical_memory
+    from ..devices import physical_memory
+    from ..models.checked import build_model
 
     if Path(name).is_dir():
         if kwargs:

@@ -24,7 +24,12 @@ from ..spectrum import (
     select,
 )
 from ..spectrum.tables import format_count
-from ._spectrum_args import add_checkpoint_command, add_measure_options, setup
+from ._spectrum_args import (
+    add_checkpoint_command,
+    add_measure_options,
+    check_batch_size,
+    setup,
+)
 from .spectrum import grid, load, measure, provider
 
 
@@ -76,6 +81,8 @@ def _reuse(
     env = spec.env
     if spec.source.get("save_id") != checkpoint.read_info(path)["save_id"]:
         return None, "the saved spectrum belongs to other weights"
+    if not spec.rows:
+        return None, "the saved spectrum has no widths"
     saved = {w for w in spec.widths() if not isinstance(w, dict)}
     if widths is not None and not {round(w, 6) for w in widths} <= saved:
         return None, "the saved spectrum lacks some of --widths"
@@ -109,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
 
     spec, why = _reuse(path, device, widths, max_ms is not None, target[0] if target else None)
     if spec is None:
+        if max_ms is not None:
+            check_batch_size(model, args.batch_size)
         print(f"measuring the spectrum here ({why})")
         metrics = provider(model, meta, args)
         if target is not None and metrics is None:

@@ -27,7 +27,12 @@ from ..spectrum import (
     save_spectrum,
 )
 from ..spectrum.result import Kind
-from ._spectrum_args import add_checkpoint_command, add_measure_options, setup
+from ._spectrum_args import (
+    add_checkpoint_command,
+    add_measure_options,
+    check_batch_size,
+    setup,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -185,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
     device = setup(args)
     model, meta, _ = load(args.checkpoint, device, args.trust_code)
     widths = grid(model, args.widths)
+    if not args.no_latency:
+        check_batch_size(model, args.batch_size)
     metrics = provider(model, meta, args)
     for b in args.baseline:  # a baseline that cannot be compared fails before minutes of work
         _check_baseline(b, model, meta, widths, metrics, device, args.trust_code)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from ..devices import MAX_THREADS
 from .errors import ConfigError
 from .errors import suggest as _suggest
 from .typed import Pair, Positive, Section, Seed
@@ -58,7 +59,9 @@ class WidthTraining(Section):
     )
     seed: Seed = 0
     device: str | None = Field(None, description="cpu, cuda, cuda:1...; null = cuda when available")
-    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
+    threads: int = Field(
+        0, ge=0, le=MAX_THREADS, description="torch CPU threads; 0 = torch's default"
+    )
     log_every: int = Field(50, ge=1)
     grad_clip: float | None = Field(None, gt=0, description="max gradient norm; null = no clipping")
 

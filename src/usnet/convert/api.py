@@ -22,7 +22,7 @@ def convert(
     example_input: Tensor,
     width_range: tuple[float, float] = (0.25, 1.0),
     divisor: int = 8,
-    keep: Iterable[str] = (),
+    keep: Iterable[str] | None = (),
     check: bool = True,
 ) -> nn.Module:
     """A universally slimmable copy of ``model`` that starts from its weights.
@@ -45,9 +45,10 @@ def convert(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(getattr(model, "width_space", None), WidthSpace):
         raise UsageError(f"{type(model).__name__} is already a US model (it has a width_space)")
-    if not isinstance(example_input, Tensor) or example_input.dim() < 2:
+    if not isinstance(example_input, Tensor) or example_input.dim() < 2 or not len(example_input):
         raise UsageError(
-            "example_input must be a tensor with a batch dimension, e.g. torch.randn(2, 3, 224, "
+            "example_input must be a tensor with a batch dimension holding at least one example, "
+            "e.g. torch.randn(2, 3, 224, "
             f"224), got {getattr(example_input, 'shape', example_input)!r}"
         )
     try:
@@ -64,7 +65,10 @@ def convert(
     keep = _check_keep(model, keep)
     model = copy.deepcopy(model)  # the caller's model stays as it is
     opaque = {p for p in keep if kind_of(model.get_submodule(p)) is None}
-    traces = trace_model(model, example_input, lambda m, _: kind_of(m) is not None, opaque)
+    # copies: a forward may change its input in place; the caller's tensor stays as it is
+    traces = trace_model(
+        model, example_input.detach().clone(), lambda m, _: kind_of(m) is not None, opaque
+    )
     analysis = Analysis(model, keep)
     for trace in traces:
         analysis.run(trace)
@@ -81,11 +85,13 @@ def convert(
     result.width_space = space
     result.input_size = tuple(int(s) for s in example_input.shape[1:])
     if check:
-        verify(result, example_input, traces[0].output, space)
+        verify(result, example_input.detach().clone(), traces[0].output, space)
     return result
 
 
-def _check_keep(model: nn.Module, keep: Iterable[str]) -> frozenset[str]:
+def _check_keep(model: nn.Module, keep: Iterable[str] | None) -> frozenset[str]:
+    if keep is None:
+        return frozenset()
     if isinstance(keep, str):
         keep = [keep]
     names = {n for n, _ in model.named_modules() if n}

@@ -15,6 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import UsageError
+from .images import open_image
 from .seeding import sample_generator
 from .transforms import ImageNetEval, ImageNetTrain
 
@@ -107,12 +108,6 @@ class ImageFolder(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        try:
-            with Image.open(path) as img:
-                img.load()
-                x = self.transform(img, sample_generator(self.seed, self.epoch, index))
-        except FileNotFoundError:
-            raise
-        except (OSError, SyntaxError) as e:  # PIL raises these for truncated/corrupt files
-            raise UsageError(f"{path}: cannot decode image ({e})") from None
+        img = open_image(path)  # bombs, truncated and corrupt files: one line naming the file
+        x = self.transform(img, sample_generator(self.seed, self.epoch, index))
         return x, label

@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..errors import UsageError
+from .images import SIXTEEN_BIT, check_png_rows
 
 #: Embedded photos (``skimage.data`` functions, all RGB, in the wheel): fixed train/test split.
 EMBEDDED_TRAIN = ("astronaut", "rocket", "motorcycle", "immunohistochemistry", "hubble_deep_field")
@@ -88,8 +89,6 @@ def to_image(x: Tensor) -> Image.Image:
 MAX_PIXELS = 2048 * 2048
 #: Output formats that keep an input's alpha band.
 ALPHA_FORMATS = ("PNG", "WEBP", "TIFF")
-#: Modes read as 16-bit greyscale (0..65535): Pillow's modes for 16-bit PNG and TIFF files.
-_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[Tensor, Image.Image | None]:
@@ -120,11 +119,15 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[Tensor, 
             )
         try:
             im.load()
+            if im.format == "PNG":
+                check_png_rows(path)  # Pillow fills missing rows with black without a word
             return _to_rgb(im)
         except (OSError, SyntaxError, EOFError, struct.error, zlib.error) as e:
             raise UsageError(
                 f"input image {str(path)!r} is truncated or corrupt ({type(e).__name__}: {e})"
             ) from None
+        except UsageError:
+            raise
         except ValueError as e:  # a mode with no RGB meaning
             raise UsageError(f"input image {str(path)!r} (mode {im.mode}): {e}") from None
 
@@ -147,7 +150,7 @@ def _to_rgb(im: Image.Image) -> tuple[Tensor, Image.Image | None]:
     if im.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
         im = im.convert("RGBA")  # un-premultiplies La/RGBa
         alpha = im.getchannel("A")
-    if im.mode in _SIXTEEN_BIT:
+    if im.mode in SIXTEEN_BIT:
         grey = np.asarray(im).astype(np.float32).clip(0, 65535) / 65535
         x = torch.from_numpy(grey).unsqueeze(0).expand(3, -1, -1).contiguous()
         return x, alpha

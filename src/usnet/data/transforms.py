@@ -18,6 +18,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from ..errors import UsageError
+from .images import rgb_pixels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -109,14 +110,14 @@ class _PerSample:
     pipeline: v2.Compose
 
     def __call__(self, img: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
-        img = img.convert("RGB")
+        pixels = rgb_pixels(img)  # 16-bit greyscale keeps its values
         if generator is None:
-            return self.pipeline(img).as_subclass(torch.Tensor)
+            return self.pipeline(pixels).as_subclass(torch.Tensor)
         rng = torch.default_generator  # CPU only (torch.manual_seed would also queue CUDA)
         state = rng.get_state()
         rng.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
         try:
-            return self.pipeline(img).as_subclass(torch.Tensor)
+            return self.pipeline(pixels).as_subclass(torch.Tensor)
         finally:
             rng.set_state(state)
 

@@ -102,7 +102,7 @@ def _check_fits(model: nn.Module, width: WidthConfig | None, shape: tuple) -> No
     the check's batch of 3 would not fit in memory, before anything is allocated. Measured on
     the slimmable model at ``width`` in training mode (batch statistics: no calibration
     needed), whose activations are the dense network's."""
-    from ..models.checked import physical_memory
+    from ..devices import physical_memory
     from ..shapes import activation_bytes
 
     with at_width(model, _config(model, width)), modes_kept(model):

@@ -99,6 +99,9 @@ def build_source(name: str, kwargs: dict[str, Any]) -> nn.Module:
         load_weights(net, own["weights"])
     size = own.get("input_size", side)
     shape = (in_chans, size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    if not shape or min(shape) < 1:
+        raise UsageError(f"input_size {size!r} must be positive sizes, e.g. 224 or [3, 224, 224]")
+    _check_example_memory(name, net, shape)
     example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
     model: Any = convert(
         net,
@@ -109,6 +112,30 @@ def build_source(name: str, kwargs: dict[str, Any]) -> nn.Module:
     )
     model.task = "classification"
     return model
+
+
+#: The most memory the conversion's example forward may keep (it keeps every intermediate
+#: tensor): far more than any network needs at its usual input size (a ResNet-50 at 224 px
+#: keeps about 0.2 GiB), far less than a machine, so an absurd input size is refused at once.
+EXAMPLE_MEMORY = 4 * 2**30
+
+
+def _check_example_memory(name: str, net: nn.Module, shape: tuple[int, ...]) -> None:
+    """Refuse an ``input_size`` whose example forward would keep more than
+    :data:`EXAMPLE_MEMORY` (or half this machine's memory), before it runs: measured on meta
+    tensors, which take no memory."""
+    from ..devices import physical_memory
+    from ..shapes import activation_bytes
+
+    need = activation_bytes(net, shape, 2)
+    limit = min(EXAMPLE_MEMORY, physical_memory() // 2)
+    if need > limit:
+        raise UsageError(
+            f"model {name!r} at input_size {list(shape)}: converting it runs an example forward "
+            f"that keeps {need / 2**30:.3g} GiB, more than the {limit / 2**30:.3g} GiB usnet "
+            "allows; convert at a smaller input_size (the channel groups do not depend on it; "
+            "usnet profile --input-size N counts MACs at any size)"
+        )
 
 
 def _torchvision(name: str, kwargs: dict[str, Any]) -> tuple[nn.Module, int]:

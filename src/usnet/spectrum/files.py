@@ -37,7 +37,7 @@ def load_spectrum(path: str | os.PathLike) -> Spectrum:
         raise FileNotFoundError(f"{path}: no such spectrum file")
     try:
         doc = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise UsageError(f"{path}: corrupt spectrum JSON ({e})") from None
     if not isinstance(doc, dict):
         raise UsageError(f"{path}: expected a JSON object")

@@ -30,7 +30,9 @@ def parse_count(text: str | float, what: str = "budget") -> float:
                 f"(e.g. 150M, 1.2G, 5e8)"
             )
         value = float(m.group(1)) * _SUFFIX[m.group(2).lower()]
-    if not (value > 0 and math.isfinite(value)):
+    if not math.isfinite(value):
+        raise UsageError(f"{what} {text!r} is too large to be a number (at most about 1.8e308)")
+    if not value > 0:
         raise UsageError(f"{what} {text!r} must be positive")
     return value
 
@@ -44,7 +46,9 @@ def parse_latency_ms(text: str | float) -> float:
         if m is None:
             raise UsageError(f"latency budget {text!r} must be milliseconds, e.g. 5 or 5ms")
         value = float(m.group(1)) * {None: 1.0, "ms": 1.0, "us": 1e-3, "s": 1e3}[m.group(2)]
-    if not (value > 0 and math.isfinite(value)):
+    if not math.isfinite(value):
+        raise UsageError(f"latency budget {text!r} is too large to be a number")
+    if not value > 0:
         raise UsageError(f"latency budget {text!r} must be positive")
     return value
 
@@ -64,6 +68,8 @@ def parse_target(
         number = float(value.rstrip("%"))
     except ValueError:
         raise UsageError(f"metric target {text!r}: {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise UsageError(f"metric target {text!r}: {value!r} is not a finite number")
     if percent:
         number /= 100
     if metrics is not None:
@@ -71,10 +77,9 @@ def parse_target(
         if metric.higher_is_better is None:
             raise UsageError(f"metric {name!r} is descriptive and cannot be a target")
         if metric.fraction and not 0 <= number <= 1:
-            raise UsageError(
-                f"{name} is a fraction in [0, 1], got {value}; did you mean {number / 100:g} "
-                f"(or {number:g}%)?"
-            )
+            # a value in (1, 100] was likely meant as a percentage; anything else was not
+            hint = f"; did you mean {number / 100:g} (or {number:g}%)?" if 1 < number <= 100 else ""
+            raise UsageError(f"{name} is a fraction in [0, 1] (or 0% to 100%), got {value}{hint}")
     return name, number
 
 
@@ -106,6 +111,10 @@ def select(
         raise UsageError("this spectrum has no latency: measure it to select by latency")
     metric = spectrum.metric(target[0]) if target is not None else spectrum.primary
     rows = [r for r in spectrum.rows if r.latency_ms is not None or max_latency_ms is None]
+    if not rows:
+        raise UsageError(
+            "the spectrum has no widths to choose from" + (" with a latency" if spectrum.rows else "")
+        )
 
     def cost(r: SpectrumRow) -> tuple:
         return (r.macs, r.latency_ms if r.latency_ms is not None else 0.0)
