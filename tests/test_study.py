@@ -305,21 +305,6 @@ def test_state_resumes_a_cut_off_run_and_restarts_one_whose_resume_failed(
     assert runner.state(run) == "orphan"  # trained, nothing says what it is: never wiped
 
 
-def test_a_trained_checkpoint_without_record_or_result_is_never_deleted(
-    tmp_path, fake_usnet, capsys
-):
-    plan = plan_file(tmp_path, runs=[{"method": "us", "epochs": 2}])
-    assert study(tmp_path, "run", plan) == 0
-    folder = tmp_path / "runs/p/us-e2-s0"
-    (folder / "study.json").unlink()
-    (tmp_path / "results/p/us-e2-s0.json").unlink()
-    before = (folder / "checkpoint/model.safetensors").read_bytes()
-    assert study(tmp_path, "run", plan) == 2
-    assert "us-e2-s0 hold a trained checkpoint but no study.json" in capsys.readouterr().err
-    assert (folder / "checkpoint/model.safetensors").read_bytes() == before
-    assert len(fake_calls(fake_usnet)) == 1  # not trained again
-
-
 def test_a_finished_run_whose_settings_changed_is_refused_not_overwritten(
     tmp_path, fake_usnet, capsys
 ):
@@ -398,11 +383,3 @@ def test_jobs_bounds_how_many_runs_train_at_once(tmp_path, fake_usnet, monkeypat
     assert study(tmp_path, "run", plan, "--jobs", str(jobs)) == 0
     order = [c[0] for c in fake_calls(fake_usnet, ends=True)]
     assert order == (["train", "end"] * 2 if jobs == 1 else ["train", "train", "end", "end"])
-
-
-def test_counts_below_one_are_refused_not_recorded(tmp_path, capsys):
-    plan = plan_file(tmp_path, runs=[{"method": "us", "epochs": 2}])
-    with pytest.raises(SystemExit) as e:
-        study(tmp_path, "run", plan, "--threads", "-1")
-    assert e.value.code == 2 and "argument --threads: must be >= 1, got -1" in capsys.readouterr().err
-    assert not (tmp_path / "runs").exists()
