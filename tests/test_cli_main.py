@@ -101,3 +101,25 @@ def test_no_plain_value_error_is_raised_in_usnet() -> None:
             if isinstance(exc, ast.Call) and getattr(exc.func, "id", None) == "ValueError":
                 found.append(f"{path.name}:{node.lineno}")
     assert not found, found
+
+
+def test_sigterm_cleans_up_like_ctrl_c(capsys, monkeypatch, tmp_path) -> None:
+    """A terminated command removes the temporary file of the write it was in (and releases
+    its locks): no .NAME.*.tmp stays behind."""
+    import os
+    import signal
+
+    from usnet import io
+
+    def run(args):
+        def write(tmp):
+            tmp.write_text("half")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        io.atomic_write(tmp_path / "metrics.csv", write)
+
+    monkeypatch.setattr(profile, "run", run)
+    assert cli.main(["profile", "us_mlp"]) == 143
+    assert capsys.readouterr().err == "usnet profile: terminated\n"
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

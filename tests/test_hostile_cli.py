@@ -93,3 +93,22 @@ def test_select_says_an_empty_saved_spectrum_has_no_widths(capsys, ckpt) -> None
     save_spectrum(spec, ckpt)
     out = succeeds(capsys, ["select", str(ckpt), "--max-macs", "1G", "--no-metric"])
     assert "the saved spectrum has no widths" in out and "selected width 1" in out
+
+
+def test_a_full_disk_leaves_the_previous_spectrum_files_whole(capsys, ckpt, monkeypatch) -> None:
+    argv = ["spectrum", str(ckpt), "--widths", "0.5,1.0", "--no-latency", "--quiet"]
+    succeeds(capsys, argv)
+    before = {p.name: p.read_bytes() for p in ckpt.iterdir() if p.name.startswith("spectrum")}
+    assert before["spectrum.png"].startswith(b"\x89PNG")
+    real = Path.write_bytes
+
+    def full_for_png(self, data):
+        if self.name.startswith(".spectrum.png."):
+            raise OSError(28, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_for_png)
+    fails(capsys, argv, "No space left on device", "spectrum.png")
+    monkeypatch.undo()
+    assert (ckpt / "spectrum.png").read_bytes() == before["spectrum.png"]  # not a 0-byte file
+    assert not [p for p in ckpt.iterdir() if p.name.endswith(".tmp")]

@@ -5,17 +5,21 @@ Bad input ends in one line ``usnet CMD: error: ...`` and exit code 2: argument e
 device too small, and the operating system's errors about a path (missing, not allowed, disk
 full). Anything else is a bug in usnet: it is printed with its traceback and a request to report
 it, exit code 1, so an internal ``ValueError`` is never passed off as the user's mistake. Ctrl-C
-ends with exit code 130.
+ends with exit code 130, SIGTERM with 143, both after the command's cleanup ran.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import os
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
 
 import torch
 
@@ -87,10 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # argument errors (code 2), --help and --version (0)
         return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
     try:
-        return int(args._run(args) or 0)
+        with _terminate_as_exception():
+            return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print(f"usnet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"usnet {args.command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except Exception as e:
         if is_user_error(e):
             print(f"usnet {args.command}: error: {_one_line(e)}", file=sys.stderr)
@@ -102,6 +110,28 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+class Terminated(BaseException):
+    """SIGTERM (``kill``, a job scheduler, ``torchrun`` stopping its workers), raised where the
+    command is, so that every ``finally`` and cleanup runs: locks are released and the
+    temporary files of writes in progress removed, as on Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _terminate_as_exception() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def without_implicit_folder(path: list[str]) -> list[str]:

@@ -53,14 +53,18 @@ MAX_VALUES = 100_000
 MAX_DEPTH = 50
 
 
+class _TooLarge(Exception):
+    """A document beyond :data:`MAX_VALUES` or :data:`MAX_DEPTH` (the callers name the file)."""
+
+
 def _load(text: str) -> Any:
-    """``yaml.load`` with the size limits; ``ValueError`` saying which was exceeded."""
+    """``yaml.load`` with the size limits; :class:`_TooLarge` saying which was exceeded."""
     depth = 0
     for event in yaml.parse(text, Loader=_Loader):  # events: no recursion, stops at the limit
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
-                raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+                raise _TooLarge(f"nested deeper than {MAX_DEPTH} levels")
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
     data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
@@ -75,19 +79,19 @@ def _check_size(data: Any) -> None:
 
     def size(value: Any, depth: int) -> int:
         if depth > MAX_DEPTH:
-            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+            raise _TooLarge(f"nested deeper than {MAX_DEPTH} levels")
         if not isinstance(value, (dict, list)):
             return 1
         if id(value) not in sizes:
             items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
             sizes[id(value)] = 1 + sum(size(v, depth + 1) for v in items)
         if sizes[id(value)] > MAX_VALUES:
-            raise ValueError(f"more than {MAX_VALUES} values once its aliases are expanded")
+            raise _TooLarge(f"more than {MAX_VALUES} values once its aliases are expanded")
         return sizes[id(value)]
 
     total = size(data, 0)
     if total > MAX_VALUES:
-        raise ValueError(f"more than {MAX_VALUES} values once its aliases are expanded")
+        raise _TooLarge(f"more than {MAX_VALUES} values once its aliases are expanded")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -105,7 +109,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError("", f"invalid YAML at {_yaml_reason(e)}", str(path)) from None
     except UnicodeDecodeError as e:
         raise ConfigError("", f"not a UTF-8 text file ({e})", str(path)) from None
-    except ValueError as e:
+    except _TooLarge as e:
         raise ConfigError("", f"too large for a config: {e}", str(path)) from None
     if data is None:
         return {}
@@ -122,7 +126,7 @@ def parse_value(text: str, key: str = "", source: str = "") -> Any:
         raise ConfigError(
             key, f"cannot parse {text[:80]!r} as a YAML value ({_yaml_reason(e)})", source
         ) from None
-    except ValueError as e:
+    except _TooLarge as e:
         raise ConfigError(key, f"too large for a config value: {e}", source) from None
 
 
