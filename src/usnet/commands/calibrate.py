@@ -88,8 +88,10 @@ def calibration_data(
         getattr(args, "batch_size", None), cal, "batch_size", 200, checkpoint, "--batch-size"
     )
     seed = _section(cfg, "train", "config.").get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise UsageError(f"{checkpoint}: meta.config.train.seed {seed!r} must be an integer")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise UsageError(
+            f"{checkpoint}: meta.config.train.seed {seed!r} must be an integer in [0, 2**32)"
+        )
     method = args.method or cal.get("method", "exact")
     if method not in METHODS:
         raise UsageError(
