@@ -119,15 +119,14 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[Tensor, 
             )
         try:
             im.load()
-            if im.format == "PNG":
-                check_png_rows(path)  # Pillow fills missing rows with black without a word
-            return _to_rgb(im)
         except (OSError, SyntaxError, EOFError, struct.error, zlib.error) as e:
             raise UsageError(
                 f"input image {str(path)!r} is truncated or corrupt ({type(e).__name__}: {e})"
             ) from None
-        except UsageError:
-            raise
+        if im.format == "PNG":
+            check_png_rows(path)  # Pillow fills missing rows with black without a word
+        try:
+            return _to_rgb(im)
         except ValueError as e:  # a mode with no RGB meaning
             raise UsageError(f"input image {str(path)!r} (mode {im.mode}): {e}") from None
 
