@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..errors import UsageError
 from ._args import positive_int
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def calibration_data(
     data = _section(cfg, "data", "config.")
     name = data.get("name")
     if not isinstance(name, str):
-        raise ValueError(
+        raise UsageError(
             f"{checkpoint}: its metadata names no training data set (meta.config.data.name); "
             "calibrate it from Python with usnet.calibrate(model, loader, widths)"
         )
@@ -87,17 +88,19 @@ def calibration_data(
         getattr(args, "batch_size", None), cal, "batch_size", 200, checkpoint, "--batch-size"
     )
     seed = _section(cfg, "train", "config.").get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"{checkpoint}: meta.config.train.seed {seed!r} must be an integer")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise UsageError(
+            f"{checkpoint}: meta.config.train.seed {seed!r} must be an integer in [0, 2**32)"
+        )
     method = args.method or cal.get("method", "exact")
     if method not in METHODS:
-        raise ValueError(
+        raise UsageError(
             f"{checkpoint}: meta.config.calibrate.method {method!r} is unknown; allowed: "
             f"{list(METHODS)} (or pass --method)"
         )
     root = args.data_root or data.get("root")
     if root is not None and not isinstance(root, str):
-        raise ValueError(f"{checkpoint}: meta.config.data.root {root!r} must be a folder name")
+        raise UsageError(f"{checkpoint}: meta.config.data.root {root!r} must be a folder name")
     kw: dict[str, Any] = {}
     if name in ("imagefolder", "imagenet"):  # images cropped to the model's input size
         kw["input_size"] = int(tuple(getattr(model, "input_size", (224,)))[-1])
@@ -110,7 +113,7 @@ def _section(doc: Mapping[str, Any], key: str, prefix: str = "") -> Mapping[str,
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ValueError(f"checkpoint meta.{prefix}{key} must be a mapping, got {value!r}")
+        raise UsageError(f"checkpoint meta.{prefix}{key} must be a mapping, got {value!r}")
     return value
 
 
@@ -122,7 +125,7 @@ def _option(
         return given
     value = cal.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
+        raise UsageError(
             f"{ckpt}: meta.config.calibrate.{key} {value!r} must be an integer >= 1 "
             f"(or pass {flag} N)"
         )
@@ -138,8 +141,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device, "--device")
     widths = parse_widths(args.widths)
     if not widths:
-        raise ValueError(f"--widths {args.widths!r} selects no width")
-    model = checkpoint.load(args.checkpoint, map_location=device)
+        raise UsageError(f"--widths {args.widths!r} selects no width")
+    model = checkpoint.load(args.checkpoint, map_location=device, trust_code=args.trust_code)
     for w in widths:
         width_space(model).canonical(w)  # every width in range before any work
     if not needs_calibration(model):
@@ -154,6 +157,14 @@ def run(args: argparse.Namespace) -> int:
     checkpoint.save_statistics(model.cpu(), args.checkpoint)
     print(
         f"calibrated {len(widths)} width(s) ({', '.join(format_width(w) for w in widths)}) "
-        f"from {data.num_samples} samples ({data.method}); saved into {args.checkpoint}"
+        f"from {samples_used(data)} samples ({data.method}); saved into {args.checkpoint}"
     )
     return 0
+
+
+def samples_used(data: CalibrationData) -> str:
+    """How many samples calibrate: the training set may hold fewer than were asked for."""
+    held = len(data.loader.dataset)
+    if held >= data.num_samples:
+        return str(data.num_samples)
+    return f"{held} (all the training set holds; {data.num_samples} asked)"

@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..errors import UsageError
 from ..nn import WidthSpace
 from .analysis import Analysis, kind_of
 from .replace import replace_modules, verify
@@ -21,7 +22,7 @@ def convert(
     example_input: Tensor,
     width_range: tuple[float, float] = (0.25, 1.0),
     divisor: int = 8,
-    keep: Iterable[str] = (),
+    keep: Iterable[str] | None = (),
     check: bool = True,
 ) -> nn.Module:
     """A universally slimmable copy of ``model`` that starts from its weights.
@@ -43,27 +44,31 @@ def convert(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(getattr(model, "width_space", None), WidthSpace):
-        raise ValueError(f"{type(model).__name__} is already a US model (it has a width_space)")
-    if not isinstance(example_input, Tensor) or example_input.dim() < 2:
-        raise ValueError(
-            "example_input must be a tensor with a batch dimension, e.g. torch.randn(2, 3, 224, "
+        raise UsageError(f"{type(model).__name__} is already a US model (it has a width_space)")
+    if not isinstance(example_input, Tensor) or example_input.dim() < 2 or not len(example_input):
+        raise UsageError(
+            "example_input must be a tensor with a batch dimension holding at least one example, "
+            "e.g. torch.randn(2, 3, 224, "
             f"224), got {getattr(example_input, 'shape', example_input)!r}"
         )
     try:
         width_min, width_max = (float(w) for w in width_range)
     except (TypeError, ValueError):
-        raise ValueError(f"width_range must be (min, 1.0), got {width_range!r}") from None
+        raise UsageError(f"width_range must be (min, 1.0), got {width_range!r}") from None
     if width_max != 1.0 or not 0 < width_min <= 1.0:
-        raise ValueError(
+        raise UsageError(
             f"width_range must be (min, 1.0) with 0 < min <= 1 (width 1.0 is the original "
             f"network), got {width_range!r}"
         )
     if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
-        raise ValueError(f"divisor must be a positive int, got {divisor!r}")
+        raise UsageError(f"divisor must be a positive int, got {divisor!r}")
     keep = _check_keep(model, keep)
     model = copy.deepcopy(model)  # the caller's model stays as it is
     opaque = {p for p in keep if kind_of(model.get_submodule(p)) is None}
-    traces = trace_model(model, example_input, lambda m, _: kind_of(m) is not None, opaque)
+    # copies: a forward may change its input in place; the caller's tensor stays as it is
+    traces = trace_model(
+        model, example_input.detach().clone(), lambda m, _: kind_of(m) is not None, opaque
+    )
     analysis = Analysis(model, keep)
     for trace in traces:
         analysis.run(trace)
@@ -80,11 +85,13 @@ def convert(
     result.width_space = space
     result.input_size = tuple(int(s) for s in example_input.shape[1:])
     if check:
-        verify(result, example_input, traces[0].output, space)
+        verify(result, example_input.detach().clone(), traces[0].output, space)
     return result
 
 
-def _check_keep(model: nn.Module, keep: Iterable[str]) -> frozenset[str]:
+def _check_keep(model: nn.Module, keep: Iterable[str] | None) -> frozenset[str]:
+    if keep is None:
+        return frozenset()
     if isinstance(keep, str):
         keep = [keep]
     names = {n for n, _ in model.named_modules() if n}
@@ -93,5 +100,5 @@ def _check_keep(model: nn.Module, keep: Iterable[str]) -> frozenset[str]:
         if name not in names:
             close = difflib.get_close_matches(name, sorted(names), n=3)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise ValueError(f"keep: {name!r} is not a module of {type(model).__name__}{hint}")
+            raise UsageError(f"keep: {name!r} is not a module of {type(model).__name__}{hint}")
     return keep

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .. import profile
 from ..calibration import calibrate, is_calibrated
+from ..errors import UsageError
 from ..nn import USBatchNorm2d, Width, WidthConfig, format_width, width_space
 from ..nn import width as at_width
 from .providers import MetricProvider
@@ -104,7 +105,7 @@ def compute_spectrum(
     is for tests. The model's width is unchanged.
     """
     if not widths:
-        raise ValueError("widths is empty: give at least one width")
+        raise UsageError("widths is empty: give at least one width")
     _check_timing(batch_size_throughput, noisy_spread)
     space = width_space(model)
     configs = [space.canonical(w) for w in widths]  # every width valid before any work
@@ -230,9 +231,9 @@ def measure_latency(
 def _check_timing(batch_size_throughput: int, noisy_spread: float) -> None:
     """Timing options checked before any work (compute_spectrum checks before calibrating)."""
     if batch_size_throughput < 1:
-        raise ValueError(f"batch_size_throughput must be >= 1, got {batch_size_throughput}")
+        raise UsageError(f"batch_size_throughput must be >= 1, got {batch_size_throughput}")
     if not noisy_spread > 0:
-        raise ValueError(f"noisy_spread must be > 0, got {noisy_spread}")
+        raise UsageError(f"noisy_spread must be > 0, got {noisy_spread}")
 
 
 def _together(others: int) -> str:
@@ -302,14 +303,14 @@ def baseline_points(
     if train.get("sampling") == "fixed":
         widths = train.get("widths") or []
         if len(widths) != 1:
-            raise ValueError(
+            raise UsageError(
                 f"a 'fixed' baseline needs exactly one width in train.widths, got {widths!r}"
             )
         return "individual", "individually trained", [float(widths[0])]
     space = width_space(model)
     inside = [w for w in grid if space.width_min - 1e-9 <= w <= space.width_max + 1e-9]
     if not inside:
-        raise ValueError(
+        raise UsageError(
             f"no width of the grid lies in the baseline's range [{space.width_min}, "
             f"{space.width_max}]"
         )

@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import UsageError
 from ..nn import WidthConfig
 
 
@@ -62,7 +63,7 @@ def find_metric(metrics: Sequence[Metric], name: str, where: str = "this spectru
     for m in metrics:
         if m.name == name:
             return m
-    raise ValueError(f"metric {name!r} is not in {where}; measured: {[m.name for m in metrics]}")
+    raise UsageError(f"metric {name!r} is not in {where}; measured: {[m.name for m in metrics]}")
 
 
 @dataclass
@@ -86,13 +87,13 @@ class MetricProvider:
 
     def __post_init__(self) -> None:
         if not any(m.higher_is_better is not None for m in self.metrics):
-            raise ValueError(f"metric provider for {self.task!r} declares no ranked metric")
+            raise UsageError(f"metric provider for {self.task!r} declares no ranked metric")
 
     def __call__(self, model: nn.Module, width: WidthConfig) -> dict[str, float]:
         got = dict(self.evaluate(model, width))
         missing = [m.name for m in self.metrics if m.name not in got]
         if missing:
-            raise ValueError(f"{self.task} metrics {missing} missing from evaluate's result {got}")
+            raise UsageError(f"{self.task} metrics {missing} missing from evaluate's result {got}")
         return {k: float(v) for k, v in got.items() if isinstance(v, (int, float))}
 
     @property
@@ -119,13 +120,13 @@ def metric_provider(
 
     config = meta.get("config")
     if not isinstance(config, Mapping):
-        raise ValueError(
+        raise UsageError(
             "the checkpoint's metadata has no training config (meta key 'config'), so its "
             "evaluation data is unknown; measure costs only (--no-metric)"
         )
     options = options or ProviderOptions()
     if options.max_eval_samples is not None and options.max_eval_samples < 1:
-        raise ValueError(f"max_eval_samples must be >= 1, got {options.max_eval_samples}")
+        raise UsageError(f"max_eval_samples must be >= 1, got {options.max_eval_samples}")
     if "task" not in config and isinstance(meta.get("task"), str):
         config = {**config, "task": meta["task"]}
     cfg = task_config(config, source="checkpoint config")

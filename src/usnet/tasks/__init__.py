@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from ..config import ConfigError, build_config, load_yaml
 from ..config.errors import show, suggest
+from ..errors import UsageError
 
 #: The registry: task name -> the module holding its ``TASK`` (or the task object itself).
 _TASKS: dict[str, Any] = {
@@ -54,7 +55,7 @@ class Task(Protocol):
 def get_task(name: str) -> Task:
     """The registered task ``name`` (``classification``, ``sr``, ``rl``...)."""
     if name not in _TASKS:
-        raise ValueError(f"unknown task {name!r}; allowed: {', '.join(_TASKS)}")
+        raise UsageError(f"unknown task {name!r}; allowed: {', '.join(_TASKS)}")
     task = _TASKS[name]
     return importlib.import_module(task).TASK if isinstance(task, str) else task
 
@@ -68,7 +69,7 @@ def register_task(task: Task) -> Task:
 def task_of(data: Mapping[str, Any]) -> str:
     """The ``task:`` of raw config data (default ``classification``), checked."""
     task = data.get("task", "classification")
-    if task not in _TASKS:
+    if not isinstance(task, str) or task not in _TASKS:
         names = list(_TASKS)
         hint = suggest(task, names) if isinstance(task, str) else ""
         raise ConfigError("task", f"expected one of {', '.join(names)}, got {show(task)}{hint}")

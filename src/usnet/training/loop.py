@@ -31,12 +31,19 @@ from ..config import dump_yaml, to_dict
 from ..config.sections import check_amp
 from ..config.widths import check_model_widths
 from ..data.loader import EpochLoader
-from ..io import atomic_write
+from ..errors import UsageError
+from ..io import atomic_write, write_text
 from ..nn import WidthSpace, width_space
 from .distributed import DistInfo, barrier, cleanup, init_distributed
 from .grid import evaluate_widths
 from .optim import create_optimizer, create_scheduler
-from .resume import CHECKPOINT, ResumeState, check_run_folder, clear_run_folder
+from .resume import (
+    CHECKPOINT,
+    ResumeState,
+    check_run_folder,
+    clear_run_folder,
+    hold_run_folder,
+)
 from .sampling import sample_widths
 from .step import SandwichLoss, sandwich_step
 
@@ -134,20 +141,26 @@ def train(
     info, dev = init_distributed(device or cfg.train.device)
     check_amp(cfg.train.amp, dev.type)
     try:
-        if overwrite and info.is_main:
-            clear_run_folder(out)
-        return _train(cfg, task, resume, info, dev, progress)
+        with hold_run_folder(out) if info.is_main else contextlib.nullcontext():
+            check_run_folder(out, resume, overwrite)  # again: now no other process can start
+            return _train(cfg, task, resume, overwrite, info, dev, progress)
     finally:
         cleanup(info)
 
 
 def _train(
-    cfg: Any, task: LoopTask, resume: bool, info: DistInfo, dev: torch.device, progress: bool
+    cfg: Any,
+    task: LoopTask,
+    resume: bool,
+    overwrite: bool,
+    info: DistInfo,
+    dev: torch.device,
+    progress: bool,
 ) -> Path:
     out = Path(cfg.output.dir)
     tc = cfg.train
     if cfg.data.batch_size % info.world_size:
-        raise ValueError(
+        raise UsageError(
             f"data.batch_size {cfg.data.batch_size} must divide evenly over {info.world_size} ranks"
         )
     torch.manual_seed(tc.seed)
@@ -159,7 +172,7 @@ def _train(
     loader = task.train_loader(cfg, info.world_size, info.enabled, dev)
     steps = task.steps_per_epoch(cfg, loader)
     if steps == 0:
-        raise ValueError(
+        raise UsageError(
             f"data.batch_size {cfg.data.batch_size} is larger than the training set "
             f"({len(loader.dataset)})"  # type: ignore[arg-type]
         )
@@ -176,7 +189,7 @@ def _train(
         counters, history = state.load(log=print if info.is_main else _quiet)
         start_epoch = int(counters["epoch"])
     if start_epoch > tc.epochs or (start_epoch == tc.epochs and _has_results(out)):
-        raise ValueError(
+        raise UsageError(
             f"{out} already finished {start_epoch} epochs (train.epochs {tc.epochs}); raise "
             f"train.epochs to train longer"
         )
@@ -192,9 +205,11 @@ def _train(
         if info.enabled
         else model
     )
+    if overwrite and info.is_main:  # only now: the model, data and optimizer are all valid
+        clear_run_folder(out)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(dump_yaml(to_dict(cfg)))
+        write_text(out / "config.yaml", dump_yaml(to_dict(cfg)))
     writer = _tensorboard(out) if cfg.output.tensorboard and info.is_main else None
     autocast = _autocast(tc.amp, dev)
     backward = scaler.scale if tc.amp == "fp16" else None
@@ -317,7 +332,7 @@ def _tensorboard(out: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise ValueError(
+        raise UsageError(
             "output.tensorboard: true needs the tensorboard package (pip install tensorboard)"
         ) from None
     return SummaryWriter(str(out / "tensorboard"))

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...errors import UsageError
 from ...nn import width as at_width
 from ...nn import width_space
 from ...training import sample_widths
@@ -190,7 +191,7 @@ def width_losses(
     out = {"policy": policy, "value": value_loss, "entropy": entropy}
     if teacher is not None:
         if train is None:
-            raise ValueError("distillation needs the train config (its coefficients)")
+            raise UsageError("distillation needs the train config (its coefficients)")
         t_logps, t_value = teacher
         kl = (t_logps.exp() * (t_logps - logps)).sum(-1).mean()
         value_distill = 0.5 * (value.float() - t_value).pow(2).mean()

@@ -25,7 +25,13 @@ from ...models.checked import build_from_config
 from ...nn import width_space
 from ...training.distributed import pick_device
 from ...training.optim import create_optimizer, create_scheduler
-from ...training.resume import CHECKPOINT, ResumeState, check_run_folder, clear_run_folder
+from ...training.resume import (
+    CHECKPOINT,
+    ResumeState,
+    check_run_folder,
+    clear_run_folder,
+    hold_run_folder,
+)
 from .config import RLConfig
 from .envs import make_vector_env, model_kwargs
 from .ppo import Collector, update
@@ -76,9 +82,23 @@ def train(
             "eval.widths": cfg.eval.grid,
         },
     )
-    if overwrite:
-        clear_run_folder(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with hold_run_folder(out):
+        check_run_folder(out, resume, overwrite)  # again: now no other process can start
+        return _train(cfg, model, resume, dev, progress, overwrite, log)
+
+
+def _train(
+    cfg: RLConfig,
+    model: nn.Module,
+    resume: bool,
+    dev: torch.device,
+    progress: bool,
+    overwrite: bool,
+    log: Callable[[str], None],
+) -> nn.Module:
+    out, tc = Path(cfg.output.dir), cfg.train
+    space = width_space(model)
+    rollout_width = tc.rollout_width or space.width_max
     optimizer = create_optimizer(cfg.optim, model)
     scheduler = create_scheduler(cfg.schedule, optimizer, 1, cfg.num_updates)
     generator = torch.Generator().manual_seed(tc.seed)  # widths and minibatches
@@ -92,6 +112,9 @@ def train(
         start, step = int(counters["update"]), int(counters["step"])
         log(f"resumed from {state.path} at update {start} ({step} steps)")
     envs = make_vector_env(cfg.env.id, cfg.env.num_envs)
+    if overwrite:  # only now: the model, optimizer and environments are all valid
+        clear_run_folder(out)
+    out.mkdir(parents=True, exist_ok=True)
     collector = Collector(envs, _env_seed(cfg, start), generator=actions)
     bar = tqdm(total=cfg.num_updates, initial=start, desc="updates", disable=not progress)
     t0, logged = time.time(), 0
