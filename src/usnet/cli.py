@@ -13,6 +13,8 @@ import sys
 
 import torch
 
+from . import logs
+
 # Subcommand modules; each defines ``add_parser(subparsers)`` returning its parser, and ``run(args)``.
 COMMANDS = ("profile", "train", "calibrate", "spectrum", "select", "export", "upscale")
 
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # argument errors (code 2), --help and --version (0)
         return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
+    logs.configure(getattr(args, "quiet", False), not getattr(args, "no_progress", False))
     try:
         return int(args._run(args) or 0)
     except user_errors() as e:

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from ..logs import progress_bar
 from ..nn import (
     USBatchNorm2d,
     Width,
@@ -157,7 +157,6 @@ def calibrate(
     widths: WidthConfig | Iterable[WidthConfig],
     num_samples: int = 2000,
     method: str = "exact",
-    progress: bool = True,
     cache_bytes: int | None = None,
 ) -> None:
     """Compute and store BN statistics of ``model`` at each of ``widths`` from ``num_samples`` inputs.
@@ -185,7 +184,7 @@ def calibrate(
     done: set[str] = set()
     try:
         with modes_kept(core):
-            for config in tqdm(configs, desc="calibrate", unit="width", disable=not progress):
+            for config in progress_bar(configs, desc="calibrate", unit="width"):
                 space.set(config)
                 if bns and space.key not in done:
                     run = _Run(core, space.key, format_width(config), names, budget, space.programs)
@@ -358,6 +357,6 @@ def attach_calibration_data(
         space = width_space(core)
         if any(bn.get_stats(space.key) is None for bn in bns):
             config: Width = space.config
-            calibrate(core, batches, [config], num_samples, method, progress=False)
+            calibrate(core, batches, [config], num_samples, method)
 
     model.__dict__["_usnet_calibration_hook"] = model.register_forward_pre_hook(pre_hook)

@@ -15,7 +15,7 @@ from ..export import FORMATS, SUFFIXES, format_of
 from ..io import directly_in
 from ..nn import WidthConfig, format_width, width_space
 from ._args import positive_int
-from .calibrate import add_data_options, calibration_data
+from .calibrate import add_data_options, calibration_provider
 
 _FORMAT_HELP = (
     "pt: a torch.export ExportedProgram (.pt2; load with torch.export.load(f).module()). It is "
@@ -142,7 +142,7 @@ def ensure_calibrated(
     Returns whether it calibrated. Without data (or with ``--no-calibrate``) it raises a
     ``ValueError`` saying how to calibrate.
     """
-    from ..calibration import calibrate, is_calibrated
+    from ..calibration import is_calibrated
 
     if is_calibrated(model, width):
         return False
@@ -158,14 +158,14 @@ def ensure_calibrated(
             "--no-calibrate to calibrate it here"
         )
     try:
-        data = calibration_data(args.checkpoint, meta, model, args)
+        provider = calibration_provider(args.checkpoint, meta, model, args)
     except ValueError as e:
         raise ValueError(f"width {label} has no batch-norm statistics to export: {e}") from None
     print(
-        f"calibrating width {label} from {data.num_samples} {data.name} training images "
-        f"({data.method})"
+        f"calibrating width {label} from {provider.num_samples} {provider.dataset} training "
+        f"images ({provider.calibration_method})"
     )
-    calibrate(model, data.loader, [width], data.num_samples, data.method)
+    provider.calibrate(model, [width], replace=True)
     return True
 
 

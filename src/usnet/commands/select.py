@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint
-from ..calibration import calibrate, is_calibrated
+from ..calibration import is_calibrated
 from ..export import FORMATS, SUFFIXES, format_of
 from ..export import save as export_save
 from ..io import directly_in
@@ -148,15 +148,8 @@ def run(args: argparse.Namespace) -> int:
     if args.export is not None:
         if not is_calibrated(model, row.width):  # e.g. a spectrum saved with --no-save-stats
             metrics = provider(model, meta, args)
-            if metrics is not None and metrics.calibration is not None:
-                calibrate(
-                    model,
-                    metrics.calibration(),
-                    [row.width],
-                    metrics.num_samples,
-                    metrics.calibration_method,
-                    progress=not args.quiet,
-                )
+            if metrics is not None:
+                metrics.calibrate(model, [row.width])
         if not is_calibrated(model, row.width):
             raise ValueError(
                 f"width {row.label} has no batch-norm statistics to export (no calibration data "

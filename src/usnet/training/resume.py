@@ -17,7 +17,7 @@ length (``train.epochs``, ``train.total_steps``): a longer run continues.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,20 @@ from torch import nn
 
 from .. import checkpoint
 from ..io import check_folder
+from ..logs import LOG
 
 RESUME = "resume.pt"
 CHECKPOINT = "checkpoint"
 FORMAT = "usnet-resume"
 #: What a run writes into its folder (``--overwrite`` removes them before training).
-RUN_FILES = (CHECKPOINT, RESUME, "metrics.csv", "log.jsonl", "results.json", "config.yaml")
+RUN_FILES = (
+    CHECKPOINT,
+    RESUME,
+    "metrics.csv",
+    "results.json",
+    "config.yaml",
+    *(f"spectrum.{suffix}" for suffix in ("csv", "json", "md", "png")),
+)
 #: Config fields (dotted prefixes) a resumed run may change: they do not change what is trained.
 RESUMABLE = (
     "output",
@@ -162,7 +170,7 @@ class ResumeState:
         }
         return checkpoint.save_state(state, self.path)
 
-    def load(self, log: Callable[[str], None] = print) -> tuple[dict[str, Any], list]:
+    def load(self) -> tuple[dict[str, Any], list]:
         """Restore every object from ``resume.pt``; returns its counters and history.
 
         Raises ``ValueError`` in one line when the file is not a resume state or the config
@@ -181,7 +189,7 @@ class ResumeState:
                 f"{'; '.join(changes)}; restore those values, or start a new run (another "
                 "output.dir, or --overwrite)"
             )
-        self._check_pair(state, log)
+        self._check_pair(state)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])  # moves its state to the weights
         if self.scheduler is not None:
@@ -193,13 +201,13 @@ class ResumeState:
         _set_rng_state(state["rng"])
         return dict(state["counters"]), list(state["history"])
 
-    def _check_pair(self, state: Mapping[str, Any], log: Callable[[str], None]) -> None:
+    def _check_pair(self, state: Mapping[str, Any]) -> None:
         """Whether the checkpoint beside ``resume.pt`` is the one saved with it: if not (a
         crash came between the two writes), the run resumes from ``resume.pt``'s own weights."""
         ckpt = self.folder / CHECKPOINT
         found = checkpoint.read_info(ckpt)["save_id"] if ckpt.is_dir() else None
         if found != state["checkpoint_id"]:
-            log(
+            LOG.warning(
                 f"{ckpt} is not the checkpoint saved with {self.path} (a run stopped between "
                 f"the two writes); resuming from {self.path} at {dict(state['counters'])}"
             )
