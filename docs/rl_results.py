@@ -7,7 +7,7 @@ docs/rl_cartpole_curve.png from runs/rl_cartpole{,_nodistill,_individual}/seed*/
 from __future__ import annotations
 
 import contextlib
-import json
+import csv
 import statistics as st
 from pathlib import Path
 
@@ -61,11 +61,11 @@ def curves() -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, root in RUNS.items():
         logs = [
-            [json.loads(line) for line in p.read_text().splitlines()]
-            for p in sorted(Path(root).glob("seed*/log.jsonl"))
+            list(csv.DictReader(p.open(newline="")))
+            for p in sorted(Path(root).glob("seed*/metrics.csv"))
         ]
-        steps = [d["step"] for d in logs[0]]
-        mean = [st.fmean(log[i]["return"] for log in logs) for i in range(len(steps))]
+        steps = [int(d["step"]) for d in logs[0]]
+        mean = [st.fmean(float(log[i]["return"]) for log in logs) for i in range(len(steps))]
         ax.plot(steps, mean, label=label)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("training return (last 20 episodes, full width)")
