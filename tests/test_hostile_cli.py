@@ -27,7 +27,7 @@ def ckpt(tmp_path, data) -> Path:
     torch.manual_seed(0)
     config = {"data": {"name": "fashion_mnist", "root": str(data)}}
     model = usnet.create_model("us_mobilenet_v1_small")
-    usnet.calibrate(model, [torch.randn(8, 1, 28, 28)], [1.0], progress=False)
+    usnet.calibrate(model, [torch.randn(8, 1, 28, 28)], [1.0])
     return checkpoint.save(model, tmp_path / "ckpt", meta={"config": config})
 
 

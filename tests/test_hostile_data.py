@@ -107,11 +107,11 @@ def test_calibrating_a_width_never_changes_another_width_it_was_not_asked_to(cap
     assert space.resolve(0.5)[1] == space.resolve(1.0)[1]
     data = [torch.randn(16, 3, 8, 8) * 3]
     with caplog.at_level(logging.WARNING, logger="usnet"):
-        usnet.calibrate(model, data, [0.5], progress=False)
+        usnet.calibrate(model, data, [0.5])
     assert "width 0.5 selects the same network as calibrated width(s) 1" in caplog.text
     assert usnet.is_calibrated(model, 0.5)
     with usnet.width(model.eval(), 1.0), torch.no_grad():
         assert torch.equal(model(x), expected)
-    usnet.calibrate(model, data, [0.5, 1.0], progress=False)  # named: recomputed
+    usnet.calibrate(model, data, [0.5, 1.0])  # named: recomputed
     with usnet.width(model, 1.0), torch.no_grad():
         assert not torch.allclose(model(x), expected, atol=1e-3)

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 
 import torch
 
+from . import logs
+
 # Subcommand modules; each defines ``add_parser(subparsers)`` returning its parser, and ``run(args)``.
 COMMANDS = ("profile", "train", "calibrate", "spectrum", "select", "export", "upscale")
 #: The subcommands that load checkpoints, so take ``--trust-code``.
@@ -90,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # argument errors (code 2), --help and --version (0)
         return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
+    logs.configure(getattr(args, "quiet", False), not getattr(args, "no_progress", False))
     try:
         with _terminate_as_exception():
             return int(args._run(args) or 0)

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-from tqdm.auto import tqdm
 
 from .errors import UsageError
 from .export import extract
+from .logs import progress_bar
 from .nn import (
     USBatchNorm2d,
     WidthConfig,
@@ -173,7 +173,6 @@ def interleaved_latency(
     input_size: int | tuple[int, ...] | None = None,
     seed: int = 0,
     timer: Callable[[], float] = time.perf_counter,
-    progress: bool = False,
 ) -> list[Timing]:
     """Inference time of one batch at each of ``widths``, measured in interleaved rounds.
 
@@ -196,7 +195,6 @@ def interleaved_latency(
         input_size=input_size,
         seed=seed,
         timer=timer,
-        progress=progress,
     )
 
 
@@ -210,7 +208,6 @@ def interleaved_latency_of(
     input_size: int | tuple[int, ...] | None = None,
     seed: int = 0,
     timer: Callable[[], float] = time.perf_counter,
-    progress: bool = False,
 ) -> list[Timing]:
     """:func:`interleaved_latency` over ``(model, width)`` pairs of one or more models: a
     US-Net and its baselines timed in the same rounds meet the same machine load, so their
@@ -251,7 +248,7 @@ def interleaved_latency_of(
             for m, _ in models.values():
                 stack.enter_context(_at(m, None))  # modes restored afterwards
                 m.eval()
-            for r in tqdm(range(warmup + rounds), desc="latency", disable=not progress):
+            for r in progress_bar(range(warmup + rounds), desc="latency"):
                 rng.shuffle(order)
                 for i in order:
                     m, w = targets[i]

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..errors import UsageError
+from ..logs import progress_bar
 from ..nn import (
     USBatchNorm2d,
     Width,
@@ -160,10 +160,10 @@ def calibrate(
     widths: WidthConfig | Iterable[WidthConfig],
     num_samples: int = 2000,
     method: str = "exact",
-    progress: bool = True,
     cache_bytes: int | None = None,
-) -> None:
-    """Compute and store BN statistics of ``model`` at each of ``widths`` from ``num_samples`` inputs.
+) -> int:
+    """Compute and store BN statistics of ``model`` at each of ``widths`` from ``num_samples``
+    inputs; returns how many inputs there were (fewer where ``loader`` holds fewer).
 
     ``widths`` is a list of widths (numbers or ``{group: number}`` mappings), or one of them.
     Works for any width at any time after training; existing statistics of those widths are
@@ -189,7 +189,7 @@ def calibrate(
     done: set[str] = set()
     try:
         with modes_kept(core):
-            for config in tqdm(configs, desc="calibrate", unit="width", disable=not progress):
+            for config in progress_bar(configs, desc="calibrate", unit="width"):
                 with space.at(config) as plan:
                     if _kept_for_others(space.calibrated, config, plan.key, configs):
                         done.add(plan.key)
@@ -201,6 +201,7 @@ def calibrate(
                     space.calibrated[config] = plan.key
     finally:
         core.__dict__["_usnet_calibrating"] = guard
+    return sum(len(x) for x in batches)
 
 
 def _kept_for_others(
@@ -382,6 +383,6 @@ def attach_calibration_data(
         space = width_space(core)
         if any(bn.get_stats(space.key) is None for bn in bns):
             config: Width = space.config
-            calibrate(core, batches, [config], num_samples, method, progress=False)
+            calibrate(core, batches, [config], num_samples, method)
 
     model.__dict__["_usnet_calibration_hook"] = model.register_forward_pre_hook(pre_hook)

@@ -67,7 +67,7 @@ def add_measure_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--repeats", type=int, default=30, metavar="N", help="timed runs per width at batch 1"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="warnings only: no progress bars")
 
 
 def check_batch_size(model: nn.Module, batch_size: int) -> None:

@@ -16,7 +16,7 @@ from ..export import FORMATS, SUFFIXES, format_of
 from ..io import directly_in
 from ..nn import WidthConfig, format_width, width_space
 from ._args import positive_int
-from .calibrate import add_data_options, calibration_data, samples_used
+from .calibrate import add_data_options, calibration_provider, samples_used
 
 _FORMAT_HELP = (
     "pt: a torch.export ExportedProgram (.pt2; load with torch.export.load(f).module()). It is "
@@ -149,7 +149,7 @@ def ensure_calibrated(
     Returns whether it calibrated. Without data (or with ``--no-calibrate``) it raises a
     ``ValueError`` saying how to calibrate.
     """
-    from ..calibration import calibrate, is_calibrated
+    from ..calibration import is_calibrated
 
     if is_calibrated(model, width):
         return False
@@ -165,14 +165,14 @@ def ensure_calibrated(
             "--no-calibrate to calibrate it here"
         )
     try:
-        data = calibration_data(args.checkpoint, meta, model, args)
-    except ValueError as e:
+        provider = calibration_provider(args.checkpoint, meta, model, args)
+    except UsageError as e:
         raise UsageError(f"width {label} has no batch-norm statistics to export: {e}") from None
+    provider.calibrate(model, [width], replace=True)
     print(
-        f"calibrating width {label} from {samples_used(data)} {data.name} training images "
-        f"({data.method})"
+        f"calibrated width {label} from {samples_used(provider)} {provider.dataset} training "
+        f"images ({provider.calibration_method})"
     )
-    calibrate(model, data.loader, [width], data.num_samples, data.method)
     return True
 
 

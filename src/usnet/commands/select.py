@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint
-from ..calibration import calibrate, is_calibrated
+from ..calibration import is_calibrated
 from ..errors import UsageError
 from ..export import FORMATS, SUFFIXES, format_of
 from ..export import save as export_save
@@ -158,15 +158,8 @@ def run(args: argparse.Namespace) -> int:
     if args.export is not None:
         if not is_calibrated(model, row.width):  # e.g. a spectrum saved with --no-save-stats
             metrics = provider(model, meta, args)
-            if metrics is not None and metrics.calibration is not None:
-                calibrate(
-                    model,
-                    metrics.calibration(),
-                    [row.width],
-                    metrics.num_samples,
-                    metrics.calibration_method,
-                    progress=not args.quiet,
-                )
+            if metrics is not None:
+                metrics.calibrate(model, [row.width])
         if not is_calibrated(model, row.width):
             raise UsageError(
                 f"width {row.label} has no batch-norm statistics to export (no calibration data "

@@ -23,16 +23,11 @@ from ..spectrum import (
     describe,
     format_table,
     measure_latency,
-    metric_provider,
     save_spectrum,
 )
 from ..spectrum.result import Kind
-from ._spectrum_args import (
-    add_checkpoint_command,
-    add_measure_options,
-    check_batch_size,
-    setup,
-)
+from ..tasks import metric_provider
+from ._spectrum_args import add_checkpoint_command, add_measure_options, check_batch_size, setup
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -139,7 +134,6 @@ def measure(
         latency=latency,
         batch_size_throughput=args.batch_size,
         repeats=args.repeats,
-        progress=not args.quiet,
         label=label,
         kind=kind,
     )
@@ -206,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
         parts.append((b_model, b_spec))
         spec.baselines.append(b_spec)
     if not args.no_latency:
-        measure_latency(parts, args.batch_size, repeats=args.repeats, progress=not args.quiet)
+        measure_latency(parts, args.batch_size, repeats=args.repeats)
     print(describe(spec))
     print(format_table(spec))
     for b in spec.baselines:

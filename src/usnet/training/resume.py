@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,20 @@ from torch import nn
 from .. import checkpoint
 from ..errors import UsageError
 from ..io import check_folder, locked
+from ..logs import LOG
 
 RESUME = "resume.pt"
 CHECKPOINT = "checkpoint"
 FORMAT = "usnet-resume"
 #: What a run writes into its folder (``--overwrite`` removes them before training).
-RUN_FILES = (CHECKPOINT, RESUME, "metrics.csv", "log.jsonl", "results.json", "config.yaml")
+RUN_FILES = (
+    CHECKPOINT,
+    RESUME,
+    "metrics.csv",
+    "results.json",
+    "config.yaml",
+    *(f"spectrum.{suffix}" for suffix in ("csv", "json", "md", "png")),
+)
 #: Config fields (dotted prefixes) a resumed run may change: they do not change what is trained.
 #: What every resume state holds (a file lacking one is damaged).
 _FIELDS = (
@@ -201,7 +209,7 @@ class ResumeState:
         }
         return checkpoint.save_state(state, self.path)
 
-    def load(self, log: Callable[[str], None] = print) -> tuple[dict[str, Any], list]:
+    def load(self) -> tuple[dict[str, Any], list]:
         """Restore every object from ``resume.pt``; returns its counters and history.
 
         Raises ``ValueError`` in one line when the file is not a resume state or the config
@@ -226,7 +234,7 @@ class ResumeState:
                 f"{'; '.join(changes)}; restore those values, or start a new run (another "
                 "output.dir, or --overwrite)"
             )
-        self._check_pair(state, log)
+        self._check_pair(state)
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])  # moves its state to the weights
@@ -245,13 +253,13 @@ class ResumeState:
                 f"{str(e).splitlines()[0][:200] if str(e) else ''}); start afresh with --overwrite"
             ) from None
 
-    def _check_pair(self, state: Mapping[str, Any], log: Callable[[str], None]) -> None:
+    def _check_pair(self, state: Mapping[str, Any]) -> None:
         """Whether the checkpoint beside ``resume.pt`` is the one saved with it: if not (a
         crash came between the two writes), the run resumes from ``resume.pt``'s own weights."""
         ckpt = self.folder / CHECKPOINT
         found = checkpoint.read_info(ckpt)["save_id"] if ckpt.is_dir() else None
         if found != state["checkpoint_id"]:
-            log(
+            LOG.warning(
                 f"{ckpt} is not the checkpoint saved with {self.path} (a run stopped between "
                 f"the two writes); resuming from {self.path} at {dict(state['counters'])}"
             )

@@ -75,9 +75,12 @@ RL_METRICS = (
 )
 
 
-def metric_provider(model: nn.Module, cfg: RLConfig, options: ProviderOptions) -> MetricProvider:
-    """Mean return over the checkpoint's evaluation episodes (``options.max_eval_samples``:
-    fewer episodes)."""
+def metric_provider(
+    model: nn.Module, cfg: RLConfig, options: ProviderOptions | None = None
+) -> MetricProvider:
+    """Mean return over the run's evaluation episodes (``options.max_eval_samples``: fewer
+    episodes); no BN, so no calibration data."""
+    options = options or ProviderOptions()
     episodes = options.max_eval_samples or cfg.eval.episodes
     return MetricProvider(
         task="rl",
