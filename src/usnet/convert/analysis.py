@@ -58,6 +58,9 @@ class Analysis:
         self._vars: dict[str, int] = {}
         self.values: dict[fx.Node, Any] = {}
         self._flow: dict[fx.Node, Any] = {}
+        #: nodes whose channels are fixed only because an operation before them was refused
+        self._tainted: dict[fx.Node, MakeError] = {}
+        self._refused: dict[fx.Node, MakeError] = {}
         self.training = False  # the mode of the graph being walked
 
     # -- helpers used by the rules --------------------------------------------------------
@@ -78,7 +81,19 @@ class Analysis:
         """The channels of ``layout`` (any nesting) must not slim."""
         vars = [v for lay in _layouts(layout) for v in lay.vars]
         if vars:
-            self.solver.forbid(vars, self.error(node, op, problem, hint))
+            error = self.error(node, op, problem, hint)
+            self.solver.forbid(vars, error)
+            self._refused.setdefault(node, error)
+
+    def meets_fixed(self, layout: Layout, operand: Any, reason: str) -> None:
+        """``layout``'s channels meet ``operand``'s, which do not slim: they are fixed, unless
+        ``operand``'s are whole only because an operation before it was refused: then that
+        refusal applies to them too (a refused shuffle must not pass for a fixed size)."""
+        error = self._tainted.get(operand) if isinstance(operand, fx.Node) else None
+        if error is not None:
+            self.solver.forbid(layout.vars, error)
+        else:
+            self.solver.fix(layout.vars, reason)
 
     def fixed(self, channels: int) -> int:
         return self.solver.new(channels, fixed=True, reason="a tensor of fixed size")
@@ -116,8 +131,11 @@ class Analysis:
     # -- the walk -------------------------------------------------------------------------
     def run(self, trace: Trace) -> None:
         self.values, self._flow, self.training = trace.values, {}, trace.training
+        self._tainted, self._refused = {}, {}
         for node in trace.graph.nodes:
             self._flow[node] = self._visit(node)
+            if not _layouts(self._flow[node]):
+                self._taint(node)
             macs = 0 if trace.training else trace.macs.get(node, 0)
             if macs:
                 touched = [self.flow(a) for a in node.all_input_nodes] + [self._flow[node]]
@@ -136,6 +154,17 @@ class Analysis:
         for target, (var, _) in self.params.items():
             if solver.resolve(var)[1] != 1:  # sliced by a derived group: not emitted yet
                 solver.forbid([var], self.error_at(target, "slicing", _DERIVED_PARAM))
+
+    def _taint(self, node: fx.Node) -> None:
+        """A refused operation taints its result, and so does everything computed from a
+        tainted tensor without new channels (norms, activations, grouped convs, adds)."""
+        error = self._refused.get(node)
+        if error is None and not _makes_channels(self.model, node):
+            error = next(
+                (self._tainted[a] for a in node.all_input_nodes if a in self._tainted), None
+            )
+        if error is not None:
+            self._tainted[node] = error
 
     def _visit(self, node: fx.Node) -> Any:
         if node.op == "placeholder":
@@ -169,6 +198,14 @@ _DERIVED_PARAM = (
     "a per-channel parameter of a channel group derived from another (k channels per channel) "
     "cannot be sliced yet"
 )
+
+
+def _makes_channels(model: nn.Module, node: fx.Node) -> bool:
+    """A dense conv or linear: its output channels are its own, whatever its input."""
+    if node.op != "call_module":
+        return False
+    m = model.get_submodule(str(node.target))
+    return isinstance(m, nn.Linear) or getattr(m, "groups", 0) == 1
 
 
 def _is_state(model: nn.Module, target: str) -> bool:

@@ -77,5 +77,5 @@ def matmul(an: Analysis, node: fx.Node, out: Any, op: str, name: str) -> Any:
         if isinstance(v, Tensor) and not isinstance(f, Layout):
             d = dim - (rank - v.dim())
             if 0 <= d < v.dim() - limit and v.shape[d] > 1:
-                an.solver.fix(first.vars, f"{op} meets a tensor of fixed size")
+                an.meets_fixed(first, operand, f"{op} meets a tensor of fixed size")
     return first

@@ -58,6 +58,7 @@ def visit(an: Analysis, node: fx.Node) -> Any:
     if not isinstance(xv, Tensor) or not isinstance(out_v, Tensor):
         an.refuse(node, [an.flow(a) for a in inputs], op, "it is called without a tensor input")
         return none_like(out_v)
+    emit = True
     if kind in _CONV_KINDS:
         lin = an.at(node, lin, 1, op)
         if m.groups > 1:
@@ -71,7 +72,8 @@ def visit(an: Analysis, node: fx.Node) -> Any:
         out = an.output(path, m.out_features, out_v.dim() - 1)
     elif kind in _BN_KINDS:
         out = lin = an.at(node, lin, 1, op)
-        if not m.track_running_stats or m.running_mean is None:
+        if not m.track_running_stats or m.running_mean is None:  # whole, it stays as it is
+            emit = False
             an.refuse(
                 node,
                 lin,
@@ -111,7 +113,8 @@ def visit(an: Analysis, node: fx.Node) -> Any:
         )
     if path in an.keep and out is not None:
         an.solver.fix(out.vars, f"'{path}' is kept")
-    an.use(path, kind, lin, out)
+    if emit:
+        an.use(path, kind, lin, out)
     return out
 
 

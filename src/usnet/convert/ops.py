@@ -156,6 +156,8 @@ def visit(an: Analysis, node: fx.Node) -> Any:
     if target in _ATTENTION:
         an.refuse(node, [an.flow(a) for a in tensor_args_], op, matmul.ATTENTION)
         return none_like(out)
+    if target is F.prelu and getattr(an.value(arg(node, 1, "weight")), "numel", lambda: 0)() == 1:
+        return an.flow(node.args[0])  # one slope for all channels
     if target in _LAYER_FUNCS:
         an.refuse(node, [an.flow(a) for a in tensor_args_], op, _functional(an, node))
         return none_like(out)
@@ -240,7 +242,7 @@ def _broadcast(an: Analysis, node: fx.Node, out: Any, args: list[fx.Node], op: s
         v, f = an.value(a), an.flow(a)
         d = dim - (rank - v.dim())
         if d >= 0 and v.shape[d] > 1 and not (isinstance(f, Layout) and f.dim == d):
-            an.solver.fix(first.vars, f"{op} meets a tensor of fixed size")
+            an.meets_fixed(first, a, f"{op} meets a tensor of fixed size")
     return Layout(dim, first.segs)
 
 

@@ -18,6 +18,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..nn import USBatchNorm2d, WidthConfig, modes_kept, width_space
+from ..nn import width as at_width
+from .norms import SlimTrainBatchNorm
 from .plan import Plan, SpanPlan
 from .reparam import folded_copy
 
@@ -75,4 +78,35 @@ def _zero(m: nn.Module, names: tuple[str, ...], keep: Tensor, dim: int) -> None:
 
 
 def _batch_norms(net: nn.Module) -> Iterator[nn.Module]:
-    return (m for m in net.modules() if isinstance(m, _BatchNorm))
+    kinds = (_BatchNorm, USBatchNorm2d, SlimTrainBatchNorm)
+    return (m for m in net.modules() if isinstance(m, kinds))
+
+
+@torch.no_grad()
+def difference(original: nn.Module, model: nn.Module, x: Tensor, width: WidthConfig) -> float:
+    """The largest absolute difference between converted ``model`` at ``width`` and the masked
+    ``original`` (batch norms on batch statistics of ``x``, dropout off, on both sides)."""
+    plan = Plan.from_json(getattr(model, "conversion", {}).get("plan"))
+    reference = masked_original(original, plan, width_space(model).channels(width))
+    with modes_kept(model), at_width(model, width):
+        model.eval()
+        for m in _batch_norms(model):
+            m.train()
+        buffers = [(b, b.clone()) for b in model.buffers()]
+        try:
+            got, want = model(x), reference(x)
+        finally:
+            for b, saved in buffers:
+                b.copy_(saved)
+    pairs = zip(_tensors(got), _tensors(want), strict=True)
+    return max((float((a - b).abs().max()) for a, b in pairs), default=0.0)
+
+
+def _tensors(v: object) -> list[Tensor]:
+    if isinstance(v, Tensor):
+        return [v]
+    if isinstance(v, Mapping):
+        v = list(v.values())
+    if isinstance(v, (tuple, list)):
+        return [t for e in v for t in _tensors(e)]
+    return []
