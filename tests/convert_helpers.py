@@ -85,7 +85,7 @@ def check_oracle(original: nn.Module, model: nn.Module, x: torch.Tensor, widths:
     # in float64: batch statistics of a 1x1 map over 2 samples amplify float32 rounding
     original, model = copy.deepcopy(original).double(), copy.deepcopy(model).double()
     for w in widths:
-        assert difference(original, model, xs.double(), w) <= 1e-9, w
+        assert difference(original, model, xs.double(), w) <= 1e-7, w  # float32 weights
 
 
 def cbr(cin: int, cout: int, groups: int = 1, stride: int = 1) -> nn.Sequential:

@@ -12,7 +12,9 @@ a module that gets replaced would be lost with it, so :func:`hooked` names them.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
+import torch
 from torch import nn
 from torch.nn.utils import parametrize, prune
 from torch.nn.utils.spectral_norm import SpectralNorm, remove_spectral_norm
@@ -63,12 +65,32 @@ def fold(model: nn.Module) -> list[str]:
                 folded.append(f"pruning of {where}")
             m._forward_pre_hooks.pop(key, None)
         if parametrize.is_parametrized(m):
-            names = list(m.parametrizations.keys())
-            for name in names:
-                kinds = [type(p).__name__ for p in m.parametrizations[name]]
-                parametrize.remove_parametrizations(m, name, leave_parametrized=True)
-                folded.append(f"{'+'.join(kinds)} parametrization of {where}.{name}")
+            folded += _unparametrize(m, where)
     return folded
+
+
+@torch.no_grad()
+def _unparametrize(m: nn.Module, where: str) -> list[str]:
+    """``m`` as its own class again with plain tensors holding what its parametrizations
+    compute. Not ``remove_parametrizations``: that edits the class parametrize made, which a
+    deep copy shares with the original."""
+    plist: Any = m.parametrizations
+    names = list(plist.keys())
+    values = {name: getattr(m, name).detach().clone() for name in names}
+    is_param = {
+        name: isinstance(getattr(plist[name], "original", None), nn.Parameter)
+        or isinstance(getattr(plist[name], "original0", None), nn.Parameter)
+        for name in names
+    }
+    kinds = {name: "+".join(type(p).__name__ for p in plist[name]) for name in names}
+    del m._modules["parametrizations"]
+    m.__class__ = type(m).__bases__[0]  # the class parametrize derived this one from
+    for name in names:
+        if is_param[name]:
+            setattr(m, name, nn.Parameter(values[name]))
+        else:
+            m.register_buffer(name, values[name])
+    return [f"{kinds[name]} parametrization of {where}.{name}" for name in names]
 
 
 def hooked(m: nn.Module) -> list[str]:
