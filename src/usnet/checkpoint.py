@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from . import io as _io
+from .convert import recorded
 from .io import atomic_write
 from .models.checked import build_model
 from .nn import USBatchNorm2d, Width, format_width, width_space
@@ -165,6 +166,7 @@ def _save(
             if key in present
         ],
         "meta": dict(meta or {}),
+        "conversion": getattr(model, "conversion", None),  # a converted source's, to rebuild it
         "versions": _versions(),
         "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -309,9 +311,9 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> n
     # what usnet.json asks for is bounded by the weights it names: an absurd num_classes is
     # refused before it allocates (the model holds no more than the file, statistics aside)
     budget = 2 * weights_file.stat().st_size + 2**26
-    model = build_model(
-        doc["arch"], doc["arch_kwargs"], budget, str(info_file), f"the size of {WEIGHTS} allows"
-    )
+    limit = f"the size of {WEIGHTS} allows"
+    with recorded(doc.get("conversion")):  # a converted source rebuilds without tracing
+        model = build_model(doc["arch"], doc["arch_kwargs"], budget, str(info_file), limit)
     _check_shapes(model, tensors, weights_file, doc["arch"])
     result = model.load_state_dict(tensors, strict=False)
     wrong = [(what, keys) for what, keys in zip(_WRONG, result, strict=True) if keys]

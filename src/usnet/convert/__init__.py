@@ -11,7 +11,7 @@ copy, with weight reparametrisations folded), :mod:`.layers`, :mod:`.norms` and 
 ``.Fixed`` and ``.ConvertError`` are attributes of it too, so both spellings work.
 """
 
-from .api import convert
+from .api import convert, rebuild, recorded, recorded_conversion
 from .errors import ConvertError
 from .layers import Span
 from .rules import Channelwise, Fixed, register_rule
@@ -24,4 +24,14 @@ for _name, _value in (
 ):
     setattr(convert, _name, _value)
 
-__all__ = ["Channelwise", "ConvertError", "Fixed", "Span", "convert", "register_rule"]
+__all__ = [
+    "Channelwise",
+    "ConvertError",
+    "Fixed",
+    "Span",
+    "convert",
+    "rebuild",
+    "recorded",
+    "recorded_conversion",
+    "register_rule",
+]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import logging
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from torch import Tensor, nn
@@ -12,12 +15,16 @@ from torch import Tensor, nn
 from ..nn import WidthSpace
 from .analysis import Analysis
 from .errors import ConvertError
-from .plan import Plan, analysis_of, fingerprint, make_plan
+from .plan import Plan, analysis_of, check, fingerprint, make_plan
 from .reparam import fold, folded_copy, hooked
 from .replace import ConvertedSpace, replace_modules, verify
 from .report import coverage, message, never_slims
 from .rules import is_leaf
 from .trace import trace_model
+
+_log = logging.getLogger("usnet")
+#: The conversion record of the checkpoint being loaded (see :func:`recorded`).
+_RECORDED: ContextVar[Any] = ContextVar("usnet_recorded_conversion", default=None)
 
 
 def convert(
@@ -109,6 +116,21 @@ def convert(
     return result
 
 
+@contextlib.contextmanager
+def recorded(conversion: Any) -> Iterator[None]:
+    """Within the block, :func:`recorded_conversion` is ``conversion`` (a checkpoint's record
+    of how its network was converted), for the model source that rebuilds the network."""
+    token = _RECORDED.set(conversion)
+    try:
+        yield
+    finally:
+        _RECORDED.reset(token)
+
+
+def recorded_conversion() -> Any:
+    return _RECORDED.get()
+
+
 def rebuild(
     model: nn.Module,
     conversion: Any,
@@ -119,15 +141,24 @@ def rebuild(
     """``model`` (a plain network just built, changed in place) as :func:`convert` made it,
     from the ``conversion`` record a converted model carries (a checkpoint keeps it), without
     tracing or running it; ``None`` when the record is not this network's (other code, another
-    torch), and :func:`convert` must run again."""
+    torch, a damaged file), and :func:`convert` must run again."""
     if not isinstance(conversion, dict) or "plan" not in conversion:
         return None
     fold(model)
     if conversion.get("fingerprint") != fingerprint(model):
+        _log.info(
+            "the recorded conversion is of other code: converting %s again", type(model).__name__
+        )
         return None
-    plan = Plan.from_json(conversion["plan"])
-    names = {n for n, _ in model.named_modules()}
-    if not all(p in names for p in (*plan.layers, *(t.rpartition(".")[0] for t in plan.params))):
+    try:
+        plan = Plan.from_json(conversion["plan"])
+        check(plan, model)
+    except ConvertError as e:
+        _log.warning(
+            "the recorded conversion does not fit %s (%s): converting again",
+            type(model).__name__,
+            e,
+        )
         return None
     result = _build(model, plan, width_range, divisor, input_size)
     result.conversion = conversion

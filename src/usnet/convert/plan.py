@@ -22,6 +22,7 @@ from torch import nn
 from .analysis import Analysis, Use
 from .errors import ConvertError
 from .groups import GroupSpec, Layout
+from .rules import kind_of
 
 #: A span as data: segments ``(group name or fixed channel count, factor)`` end to end.
 SpanPlan = tuple[tuple[str | int, int], ...]
@@ -156,3 +157,55 @@ def fingerprint(model: nn.Module) -> str:
             source = ""
         h.update(source.encode())
     return h.hexdigest()[:32]
+
+
+def check(plan: Plan, model: nn.Module) -> None:
+    """``plan`` fits ``model``: every layer it names is there, of its kind, and its spans hold
+    the module's channel counts; a :class:`ConvertError` otherwise (a plan is data from a
+    file: it must not make usnet slice a layer it does not describe)."""
+    full = {g.name: g.full for g in plan.groups}
+    if any(g.full < 1 or g.ratio < 1 for g in plan.groups):
+        raise ConvertError("", "conversion plan", "a group of no channels")
+
+    def size(span: SpanPlan | None) -> int | None:
+        if span is None:
+            return None
+        if any(f < 1 or (isinstance(g, str) and g not in full) for g, f in span):
+            raise ConvertError("", "conversion plan", f"a span of unknown groups {span}")
+        return sum((full[g] if isinstance(g, str) else g) * f for g, f in span)
+
+    for path, layer in plan.layers.items():
+        try:
+            m: Any = model.get_submodule(path)
+        except AttributeError:
+            raise ConvertError(path, "conversion plan", "no such module") from None
+        kind = kind_of(m)
+        if kind != layer.kind and not (layer.kind == "conv_cat" and kind == "conv"):
+            raise ConvertError(path, "conversion plan", f"a {kind}, not a {layer.kind}")
+        inp, out = size(layer.inp), size(layer.out)
+        sizes = _channels(m)
+        if any(s is not None and s != want for s, want in zip((inp, out), sizes, strict=True)):
+            raise ConvertError(path, "conversion plan", f"spans of {inp, out}, not {sizes}")
+    for target, (span, dim) in plan.params.items():
+        t: torch.Tensor
+        try:
+            t = model.get_parameter(target)
+        except AttributeError:
+            try:
+                t = model.get_buffer(target)
+            except AttributeError:
+                raise ConvertError(target, "conversion plan", "no such tensor") from None
+        if not 0 <= dim < t.dim() or t.shape[dim] != size(span):
+            raise ConvertError(target, "conversion plan", f"no {size(span)} channels on {dim}")
+
+
+def _channels(m: Any) -> tuple[int, int]:
+    """A layer's input and output channel counts."""
+    if isinstance(m, nn.Linear):
+        return m.in_features, m.out_features
+    if hasattr(m, "in_channels"):
+        return m.in_channels, m.out_channels
+    if isinstance(m, nn.LayerNorm):
+        return m.normalized_shape[0], m.normalized_shape[0]
+    c = int(getattr(m, "num_features", 0) or getattr(m, "num_channels", 0))
+    return c, c
