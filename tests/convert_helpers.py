@@ -126,8 +126,14 @@ def analyse(model: nn.Module, x: torch.Tensor, keep: tuple[str, ...] = ()):  # n
 
 
 def spans(an, solution) -> dict:  # noqa: ANN001
-    """Each analysed module's ``(kind, input span, output span)`` over group names."""
-    from usnet.convert.plan import make_plan
+    """Each analysed module's ``(kind, input span, output span)`` over group names (a fixed
+    part as its channel count), as the analysis found them."""
+    solver, groups = an.solver, solution.groups
 
-    plan = make_plan(an, solution.groups)
-    return {p: (u.kind, u.inp, u.out) for p, u in plan.layers.items()}
+    def span(layout):  # noqa: ANN001, ANN202
+        if layout is None:
+            return None
+        parts = solver.segments(layout)
+        return tuple((groups[r].name if r in groups else solver.full[r], f) for r, f in parts)
+
+    return {p: (u.kind, span(u.inp), span(u.out)) for p, u in an.uses.items()}

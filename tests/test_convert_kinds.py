@@ -302,3 +302,39 @@ def test_frozen_batch_norm_backbones_slim_their_body() -> None:
         assert model.body.bn1.running_mean.shape[0] == width_space(model).channels()["body.conv1"]
     d64 = copy.deepcopy(original).double()
     assert difference(d64, copy.deepcopy(model).double(), x.double(), 0.25) <= 1e-9
+
+
+class ECA(nn.Module):
+    """Efficient channel attention: a Conv1d over the pooled channels, as a sequence of 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.conv, self.fc = cbr(3, 32), nn.Conv1d(1, 1, 3, padding=1), nn.Linear(32, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x)
+        y = self.conv(x.mean((2, 3)).unsqueeze(1))  # N x 1 x C: the channels are its length
+        return self.fc((x * torch.sigmoid(y).transpose(1, 2).unsqueeze(-1)).mean((2, 3)))
+
+
+def test_a_pending_kind_that_never_slims_runs_as_it_is() -> None:
+    torch.manual_seed(0)
+    original = ECA().eval()
+    randomize_norms(original)
+    x = torch.randn(2, 3, 6, 6)
+    with pytest.raises(ConvertError, match="module 'conv': Conv1d: it reads channels on dim"):
+        convert(original, x)  # ECA mixes neighbouring channels: refused, with the way out
+    model = convert(original, x, keep=["stem.0"])
+    assert type(model.conv) is nn.Conv1d  # a 1-channel Conv1d: nothing of it slims
+
+    class Stale(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = nn.Conv3d(3, 8, 1), nn.BatchNorm3d(8)
+            self.hidden, self.fc = nn.Linear(8, 64), nn.Linear(64, 2)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.fc(F.relu(self.hidden(self.bn(self.conv(x)).mean((2, 3, 4)))))
+
+    with pytest.raises(ConvertError, match="module 'bn': bn3d: a norm with running statistics"):
+        convert(Stale(), torch.randn(2, 3, 2, 4, 4))  # 'hidden' slims, the batch norm cannot

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from ..nn import WidthSpace
 from .analysis import Analysis
 from .errors import ConvertError
+from .groups import Solution
 from .plan import Plan, analysis_of, check, fingerprint, make_plan
 from .reparam import fold, folded_copy, hooked
 from .replace import ConvertedSpace, replace_modules, verify
@@ -95,7 +96,7 @@ def convert(
     analysis.finish()
     never = never_slims(width_min, divisor)
     solution = analysis.solver.solve(never)
-    errors = [*traced.untraceable.values(), *solution.errors]
+    errors = [*traced.untraceable.values(), *solution.errors, *_stale(analysis, solution)]
     needed = (*traced.untraceable, *solution.keep)
     if hooks or (errors and not auto):
         raise ConvertError.every(name, [*errors, *hooks], needed)
@@ -180,6 +181,24 @@ def _build(
     result.width_space = space
     result.input_size = tuple(int(s) for s in input_size)
     return result
+
+
+def _stale(analysis: Analysis, solution: Solution) -> list[ConvertError]:
+    """Norms with running statistics whose per-width form is not written yet: left as they
+    are, they would keep the full width's statistics at every width, so they are allowed only
+    where nothing of the network slims."""
+    if not solution.groups:
+        return []
+    return [
+        ConvertError(
+            path,
+            use.kind,
+            "a norm with running statistics needs them per width, which usnet cannot give "
+            "this kind yet (only a network of which nothing slims converts with it)",
+        )
+        for path, use in analysis.uses.items()
+        if use.kind in ("bn3d", "in") and analysis.model.get_submodule(path).track_running_stats
+    ]
 
 
 def _hooked(model: nn.Module, analysis: Analysis) -> list[ConvertError]:

@@ -58,19 +58,26 @@ def coverage(an: Analysis, never: NeverSlims) -> Coverage:
         if any(slims(v) for v in cost.vars):
             result.slim += cost.macs
             continue
-        reasons = [solver.reason(v) for v in cost.vars]
+        reasons = [solver.reason(v) or _narrow(an, v) for v in cost.vars]
         reason = next((r for r in reasons if r and r != OUTPUT), "")
         if not reason:
             reason = (
                 "it writes the network's outputs from channels that do not slim"
                 if OUTPUT in reasons
-                else "its channels are too few to slim"
-                if cost.vars
                 else "no slimmable channels reach it"
             )
         macs, first = result.whole.get(cost.module, (0, reason))
         result.whole[cost.module] = (macs + cost.macs, first)
     return result
+
+
+def _narrow(an: Analysis, v: int) -> str:
+    """Why a group that is not fixed still never slims: the channels it follows are too few."""
+    root = an.solver.find(v)
+    if not an.solver.slimmable(root):
+        return ""
+    what = f"'{an.solver.name[root]}'" if an.solver.name[root] else "a tensor"
+    return f"its channels follow the {an.solver.full[root]} channel(s) of {what}, too few to slim"
 
 
 def message(name: str, cov: Coverage, kept: Sequence[str], auto: bool, groups: int) -> str | None:
