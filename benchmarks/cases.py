@@ -158,7 +158,7 @@ def bench_training(model: nn.Module, batch: int, repeats: int, clock: Clock) -> 
         "dense",
         td * 1e3,
         "ms",
-        "<= 1.05",
+        "<= 1.02",
         {"widths": widths, "repeats": repeats},
         ratio,
     )

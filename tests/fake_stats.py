@@ -20,7 +20,7 @@ def fake_calibrate(model: nn.Module, widths: list[WidthConfig], seed: int = 0) -
         with usnet.width(model, w):
             for bn in model.modules():
                 if isinstance(bn, USBatchNorm2d) and bn.get_stats(space.key) is None:
-                    c = bn.ref.active
+                    c = bn.span.active
                     mean = torch.randn(c, generator=g) * 0.2
                     var = torch.rand(c, generator=g) + 0.5
                     bn.set_stats(space.key, mean, var)

@@ -100,7 +100,7 @@ def test_fixed_size_bn_keeps_statistics_per_width():
     model, x = _model(), _data()
     calibrate(model, _batches(x, 60), [0.35, 1.0], num_samples=len(x), progress=False)
     last = [bn for bn in model.modules() if isinstance(bn, USBatchNorm2d)][-1]
-    assert last.ref.space is None  # fixed channels
+    assert last.span.space is None  # fixed channels
     (m1, _), (m2, _) = (last.get_stats(usnet.nn.width_space(model).resolve(w)[1]) for w in (0.35, 1.0))
     assert m1.shape == m2.shape == (64,)
     assert not torch.allclose(m1, m2)

@@ -158,15 +158,16 @@ def test_groups_follow_the_data_flow() -> None:
     se = convert(SENet(), x)  # the reduced width is a group of its own
     assert [g.name for g in width_space(se).groups] == ["stem.0", "reduce"]
     vgg = convert(VGGLike(), x)  # the flattened map is the conv's group x H*W
-    assert vgg.classifier[0].in_span.parts[0][1] == 9
+    assert vgg.classifier[0].in_span.segments[0][2] == 9
     with usnet.width(vgg, 0.5):
         assert vgg.classifier[0].in_span.active == 9 * width_space(vgg).channels()["features.2.0"]
     dense = convert(DenseNetLike(), x)  # a concatenation gathers its parts' active channels
-    span = dense.norm.ref
-    assert [ref.group.name for ref, _ in span.parts] == ["stem.0", "layer1.2", "layer2.2"]
+    span = dense.norm.span
+    assert span.names() == ["stem.0", "layer1.2", "layer2.2"]
     with usnet.width(dense, 0.25):
         assert span.active == 8 + 8 + 8
-        assert span.index(torch.device("cpu")).tolist()[8:10] == [32, 33]
+        counts = width_space(dense).active
+        assert span.positions(counts, torch.device("cpu")).tolist()[8:10] == [32, 33]
 
 
 def test_image_channels_classifier_and_kept_modules_do_not_slim() -> None:

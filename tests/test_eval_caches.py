@@ -21,9 +21,8 @@ def test_a_deep_copy_does_not_reuse_the_originals_cached_tensors():
             p.mul_(1.5)
     fresh = copy.deepcopy(twin)
     for m in fresh.modules():
-        m.__dict__.pop("_slice_cache", None)
-        if isinstance(m, usnet.nn.USBatchNorm2d):
-            m._eval_cache = {}
+        if isinstance(m, usnet.nn.Sliced):
+            m.forget_cache()
     torch.testing.assert_close(eval_at(twin, x), eval_at(fresh, x))
 
 
@@ -98,10 +97,19 @@ def test_sliced_weights_of_a_channels_last_model_keep_their_layout():
         if isinstance(m, usnet.nn.USConv2d) and m.kernel_size == (1, 1) and not m.depthwise
     ]
     assert convs
-    with usnet.width(model, 0.5), torch.no_grad():
-        for conv in convs:
-            w = conv.weight
-            assert w.is_contiguous(memory_format=torch.channels_last)
-            sliced = conv._slice(w, conv.out_ref.active, conv.in_ref.active)
-            assert sliced.untyped_storage().data_ptr() == w.untyped_storage().data_ptr()
-            assert sliced.stride() == w.stride()  # a view: channels-last strides, no copy
+    used: dict[usnet.nn.USConv, torch.Tensor] = {}
+
+    def record(conv, args, out):  # noqa: ANN001  # the weight the eval forward ran with
+        used[conv] = conv._current()[0]
+
+    hooks = [conv.register_forward_hook(record) for conv in convs]
+    eval_at(model, x, 0.5)
+    for h in hooks:
+        h.remove()
+    assert set(used) == set(convs)
+    assert any(sliced.shape != conv.weight.shape for conv, sliced in used.items())
+    for conv, sliced in used.items():
+        w = conv.weight
+        assert w.is_contiguous(memory_format=torch.channels_last)
+        assert sliced.untyped_storage().data_ptr() == w.untyped_storage().data_ptr()
+        assert sliced.stride() == w.stride()  # a view: channels-last strides, no copy

@@ -53,11 +53,11 @@ def test_fixed_layers(imagenet_models) -> None:
     assert width_space(v1).width_min == 0.25 and width_space(v2).width_min == 0.35
     with usnet.width(v2, 0.35):
         last_conv = v2.features[-1][0]
-        assert last_conv.out_ref.active == 1280 and last_conv.in_ref.active < 320
-        assert v2.features[0][0].in_ref.active == 3  # image channels
+        assert last_conv.out_span.active == 1280 and last_conv.in_span.active < 320
+        assert v2.features[0][0].in_span.active == 3  # image channels
     with usnet.width(v1, 0.25):
         assert isinstance(v1.classifier, USLinear)
-        assert v1.classifier.in_ref.active == 256 and v1.classifier.out_ref.active == 1000
+        assert v1.classifier.in_span.active == 256 and v1.classifier.out_span.active == 1000
 
 
 @pytest.mark.parametrize("name", ["us_mobilenet_v1_small", "us_mobilenet_v2_small"])

@@ -66,7 +66,7 @@ def test_mlp_heads_do_not_slim_and_trunk_does() -> None:
         with width(model, w):
             logits, value = model(obs)
             assert logits.shape == (5, 2) and value.shape == (5,)
-            assert model.actor[0].out_ref.active == {0.25: 16, 0.6: 40, 1.0: 64}[w]
+            assert model.actor[0].out_span.active == {0.25: 16, 0.6: 40, 1.0: 64}[w]
     # the profiler's (C, H, W) input works, and cost grows with width
     assert model.input_size == (4, 1, 1)
     costs = [macs(model, w) for w in (0.25, 0.5, 1.0)]

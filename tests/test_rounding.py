@@ -88,9 +88,9 @@ def test_v2_expanded_channels_are_t_times_block_input(spaces, u: float, v: float
         assert expanding
         for b in expanding:
             expand = b.body[0]
-            t = expand.out_ref.group.ratio
+            t = expand.out_span.group.ratio
             assert t == 6
-            assert expand.out_ref.active == t * expand.in_ref.active
+            assert expand.out_span.active == t * expand.in_span.active
         for b in blocks:  # both sides of a residual add are one group
             if b.residual:
-                assert b.body[0].in_ref.group is b.body[-2].out_ref.group
+                assert b.body[0].in_span.group is b.body[-2].out_span.group

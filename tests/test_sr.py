@@ -17,7 +17,6 @@ from usnet import checkpoint, create_model, get_width, set_width
 from usnet.cli import main
 from usnet.config import ConfigError, build_config
 from usnet.data.sr import SRPairs, SRPatches, SRTestSet, bicubic_pair, folder_images
-from usnet.models.wdsr import USWeightNormConv2d
 from usnet.nn import USConv2d
 from usnet.tasks.sr import TASK, L1Loss, SRConfig
 from usnet.tasks.sr.evaluate import bicubic_metrics, evaluate
@@ -66,8 +65,8 @@ def test_models_upscale_at_every_width(name, scale):
 def test_body_slims_image_channels_do_not():
     model = create_model("us_edsr", n_feats=32)
     set_width(model, 0.25)
-    assert model.head.weight[:, :].shape[1] == 3 and model.head.out_ref.active == 8
-    assert model.tail[0].out_ref.active == 12 and model.tail[0].in_ref.active == 8
+    assert model.head.weight[:, :].shape[1] == 3 and model.head.out_span.active == 8
+    assert model.tail[0].out_span.active == 12 and model.tail[0].in_span.active == 8
     with pytest.raises(ValueError, match="scale"):
         create_model("us_edsr", scale=5)
 
@@ -94,8 +93,8 @@ def test_weight_norm_is_over_the_active_slice():
         conv.weight_g.uniform_(0.5, 2.0)
     for w in (0.25, 0.5, 1.0):
         set_width(model, w)
-        weight = conv.active_weight()
-        assert weight.shape[:2] == (conv.out_ref.active, conv.in_ref.active)
+        weight = conv._current()[0]
+        assert weight.shape[:2] == (conv.out_span.active, conv.in_span.active)
         norms = weight.flatten(1).norm(dim=1)
         torch.testing.assert_close(norms, conv.weight_g.flatten()[: weight.shape[0]])
 
@@ -104,14 +103,14 @@ def test_weight_norm_conv_starts_as_its_direction_and_exports_dense():
     model = create_model("us_wdsr", **TINY).eval()
     conv = model.head
     set_width(model, 1.0)
-    torch.testing.assert_close(conv.active_weight(), conv.weight)
+    torch.testing.assert_close(conv._current()[0], conv.weight)
     x = torch.rand(1, 3, 6, 6)
     for w in (0.25, 1.0):
         set_width(model, w)
         dense = conv.to_dense()
-        assert type(dense) is torch.nn.Conv2d and dense.out_channels == conv.out_ref.active
+        assert type(dense) is torch.nn.Conv2d and dense.out_channels == conv.out_span.active
         torch.testing.assert_close(dense(x), conv(x))
-    assert isinstance(conv, USWeightNormConv2d)
+    assert isinstance(conv, USConv2d) and conv.weight_norm
 
 
 @pytest.mark.parametrize("name", ["us_edsr", "us_wdsr"])
@@ -123,7 +122,7 @@ def test_export_is_dense_and_matches_the_us_model(name):
     dense = extract(model, 0.5)
     set_width(model, 0.5)
     torch.testing.assert_close(dense(x), model(x))
-    slimmable = (USConv2d, USWeightNormConv2d)
+    slimmable = (USConv2d,)
     assert not any(isinstance(m, slimmable) for m in dense.modules())
     assert any(type(m) is torch.nn.Conv2d for m in dense.modules())
 

@@ -93,11 +93,11 @@ def test_context_manager_restores_non_uniform_width(model) -> None:
 
 def test_switch_is_cached(model) -> None:
     space = width_space(model)
-    first = space.resolve(0.6)
-    assert space.resolve(0.6) is first  # computed once per config
-    assert space.resolve(0.6000000001) is first  # widths compare at 6 decimals
+    first = space.plan_of(0.6)
+    assert space.plan_of(0.6) is first  # computed once per config
+    assert space.plan_of(0.6000000001) is first  # widths compare at 6 decimals
     usnet.set_width(model, 0.6)
-    assert space.active is first[0] and space.key == first[1]
+    assert space.plan is first and space.active is first.active and space.key == first.key
 
 
 def test_widths_that_round_alike_share_a_network() -> None:

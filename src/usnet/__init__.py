@@ -16,7 +16,7 @@ from .calibration import attach_calibration_data, calibrate, is_calibrated
 from .checkpoint import load, save
 from .convert import ConvertError, convert
 from .models import create_model, is_known_model, list_models, model_source, register_model
-from .nn import channel_groups, get_width, set_width, width
+from .nn import channel_groups, compile, get_width, set_width, width
 from .profile import macs, params
 
 __version__ = "0.1.0"
@@ -28,6 +28,7 @@ __all__ = [
     "calibrate",
     "channel_groups",
     "checkpoint",
+    "compile",
     "convert",
     "create_model",
     "export",

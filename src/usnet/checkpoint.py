@@ -31,9 +31,8 @@ from . import io as _io
 from .convert import recorded
 from .io import atomic_write
 from .models.checked import build_model
-from .nn import USBatchNorm2d, Width, format_width, width_space
+from .nn import USBatchNorm2d, Width, format_width, unwrap_model, width_space
 from .nn import width as at_width
-from .nn.space import unwrap_model
 
 WEIGHTS = "model.safetensors"
 INFO = "usnet.json"
@@ -391,12 +390,12 @@ def _calibrated(
         with at_width(model, entry["width"]):
             for name, bn in norms:
                 stats = bn.get_stats(key)
-                shape = (bn.ref.active,)
+                shape = (bn.span.active,)
                 if stats is None or stats[0].shape != shape or stats[1].shape != shape:
                     got = "missing" if stats is None else f"of shape {tuple(stats[0].shape)}"
                     raise ValueError(
                         f"{weights_file}: batch-norm statistics of {name} for calibrated width "
-                        f"{format_width(config)} are {got}, expected {bn.ref.active} channels"
+                        f"{format_width(config)} are {got}, expected {bn.span.active} channels"
                     )
         calibrated[config] = key
     return calibrated

@@ -33,7 +33,7 @@ from .nn import (
     format_width,
     get_width,
     modes_kept,
-    set_width,
+    width_space,
 )
 from .nn import width as at_width
 from .shapes import input_shape
@@ -247,23 +247,22 @@ def interleaved_latency_of(
         for key, (m, _) in models.items():
             m.to(inputs[key].device)  # outside inference mode: parameters stay normal tensors
         with contextlib.ExitStack() as stack, torch.inference_mode():
-            for m, ws in models.values():
-                # _at restores the width it found, whatever widths the rounds set in between.
-                stack.enter_context(_at(m, ws[0]))
+            for m, _ in models.values():
+                stack.enter_context(_at(m, None))  # modes restored afterwards
                 m.eval()
             for r in tqdm(range(warmup + rounds), desc="latency", disable=not progress):
                 rng.shuffle(order)
                 for i in order:
                     m, w = targets[i]
-                    if w is not None:
-                        set_width(m, w)
                     x = inputs[id(m)]
-                    sync()
-                    start = timer()
-                    m(x)
-                    sync()
+                    with contextlib.nullcontext() if w is None else width_space(m).at(w):
+                        sync()
+                        start = timer()
+                        m(x)
+                        sync()
+                        elapsed = timer() - start
                     if r >= warmup:
-                        times[i].append((timer() - start) * 1000.0)
+                        times[i].append(elapsed * 1000.0)
     finally:
         for key, (m, _) in models.items():
             m.to(homes[key])

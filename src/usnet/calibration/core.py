@@ -180,22 +180,21 @@ def calibrate(
     device = next(core.parameters()).device
     budget = default_cache_bytes(device) if cache_bytes is None else cache_bytes
     names = {m: name for name, m in core.named_modules()}
-    old, guard = space.config, core.__dict__.get("_usnet_calibrating", False)
+    guard = core.__dict__.get("_usnet_calibrating", False)
     core.__dict__["_usnet_calibrating"] = True
     done: set[str] = set()
     try:
         with modes_kept(core):
             for config in tqdm(configs, desc="calibrate", unit="width", disable=not progress):
-                space.set(config)
-                if bns and space.key not in done:
-                    run = _Run(core, space.key, format_width(config), names, budget, space.programs)
-                    with _kept_on_error(bns, space.key):
-                        (_exact if method == "exact" else _single_pass)(run, bns, batches, device)
-                    done.add(space.key)
-                space.calibrated[config] = space.key
+                with space.at(config) as plan:
+                    if bns and plan.key not in done:
+                        run = _Run(core, plan.key, format_width(config), names, budget, space.programs)
+                        with _kept_on_error(bns, plan.key):
+                            (_exact if method == "exact" else _single_pass)(run, bns, batches, device)
+                        done.add(plan.key)
+                    space.calibrated[config] = plan.key
     finally:
         core.__dict__["_usnet_calibrating"] = guard
-        space.set(old)
 
 
 @contextlib.contextmanager

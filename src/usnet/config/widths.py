@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from torch import nn
 
-from ..nn.space import parse_widths, width_space
+from ..nn import parse_widths, width_space
 from .errors import ConfigError
 from .errors import show as _show
 from .typed import Section

@@ -4,8 +4,9 @@ Modules: :mod:`.trace` (torch.fx graphs with values and MACs), :mod:`.analysis`,
 :mod:`.modules`, :mod:`.ops`, :mod:`.shapes`, :mod:`.matmul` and :mod:`.measure` (the data flow as
 channel constraints), :mod:`.rules` (the table of kinds and users' rules), :mod:`.groups`
 (solving them into channel groups), :mod:`.report` (what stays whole), :mod:`.reparam` (the
-copy, with weight reparametrisations folded), :mod:`.layers`, :mod:`.norms` and :mod:`.replace`
-(the slimmable modules swapped in), :mod:`.errors`.
+copy, with weight reparametrisations folded), :mod:`.plan` (the result as data),
+:mod:`.replace` (every analysed module swapped for its form in :mod:`usnet.nn`, the one family of
+slimmable layers), :mod:`.oracle` (the masked original, an independent check), :mod:`.errors`.
 
 ``usnet.convert`` is also the function; ``usnet.convert.register_rule``, ``.Channelwise``,
 ``.Fixed`` and ``.ConvertError`` are attributes of it too, so both spellings work.
@@ -13,7 +14,6 @@ copy, with weight reparametrisations folded), :mod:`.layers`, :mod:`.norms` and 
 
 from .api import convert, rebuild, recorded, recorded_conversion
 from .errors import ConvertError
-from .layers import Span
 from .rules import Channelwise, Fixed, register_rule
 
 for _name, _value in (
@@ -28,7 +28,6 @@ __all__ = [
     "Channelwise",
     "ConvertError",
     "Fixed",
-    "Span",
     "convert",
     "rebuild",
     "recorded",

@@ -15,10 +15,9 @@ from torch import Tensor, nn
 from ..nn import WidthSpace
 from .analysis import Analysis
 from .errors import ConvertError
-from .groups import Solution
 from .plan import Plan, analysis_of, check, fingerprint, make_plan
 from .reparam import fold, folded_copy, hooked
-from .replace import ConvertedSpace, replace_modules, verify
+from .replace import replace_modules, verify
 from .report import coverage, message, never_slims
 from .rules import is_leaf
 from .trace import trace_model
@@ -96,7 +95,7 @@ def convert(
     analysis.finish()
     never = never_slims(width_min, divisor)
     solution = analysis.solver.solve(never)
-    errors = [*traced.untraceable.values(), *solution.errors, *_stale(analysis, solution)]
+    errors = [*traced.untraceable.values(), *solution.errors]
     needed = (*traced.untraceable, *solution.keep)
     if hooks or (errors and not auto):
         raise ConvertError.every(name, [*errors, *hooks], needed)
@@ -175,30 +174,12 @@ def _build(
 ) -> Any:
     """``model`` with ``plan``'s slimmable layers swapped in (the result gets plain attributes,
     as a USModel has)."""
-    space = ConvertedSpace(float(width_range[0]), float(width_range[1]), divisor)
+    space = WidthSpace(float(width_range[0]), float(width_range[1]))
     analysis, groups = analysis_of(model, plan)
-    result: Any = replace_modules(model, analysis, groups, space)
+    result: Any = replace_modules(model, analysis, groups, space, divisor)
     result.width_space = space
     result.input_size = tuple(int(s) for s in input_size)
     return result
-
-
-def _stale(analysis: Analysis, solution: Solution) -> list[ConvertError]:
-    """Norms with running statistics whose per-width form is not written yet: left as they
-    are, they would keep the full width's statistics at every width, so they are allowed only
-    where nothing of the network slims."""
-    if not solution.groups:
-        return []
-    return [
-        ConvertError(
-            path,
-            use.kind,
-            "a norm with running statistics needs them per width, which usnet cannot give "
-            "this kind yet (only a network of which nothing slims converts with it)",
-        )
-        for path, use in analysis.uses.items()
-        if use.kind in ("bn3d", "in") and analysis.model.get_submodule(path).track_running_stats
-    ]
 
 
 def _hooked(model: nn.Module, analysis: Analysis) -> list[ConvertError]:

@@ -4,8 +4,7 @@ A conv or linear makes new channels (a variable named after it) from the channel
 grouped conv keeps its group width, so its outputs follow its inputs' groups (several, over a
 concatenation); norms and per-channel layers pass their input's layout through, their
 per-channel parameters joining its group; a user's :func:`~.rules.register_rule` says what
-their own module does. A module usnet knows but whose slimmable layer is not written yet
-(:data:`~.rules.PENDING`) keeps its channels whole, said so by the error or by ``keep``.
+their own module does.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from torch import Tensor, fx, nn
 
 from . import ops
 from .groups import Layout
-from .rules import PENDING, Channelwise, Rule, kind_of, module_rule
+from .rules import Channelwise, Rule, kind_of, module_rule
 from .shapes import Analysis, none_like
 
 _UNKNOWN = {
@@ -65,6 +64,8 @@ def visit(an: Analysis, node: fx.Node) -> Any:
             out = _grouped(an, node, m, lin, op)
             if out is not None and len(out.segs) > 1:
                 kind = "conv_cat"
+                if m.transposed:  # USConv takes whole groups of inputs as a prefix
+                    an.refuse(node, out, op, "a grouped transposed conv over a concatenation")
         else:
             out = an.output(path, m.out_channels, 1)
     elif kind == "linear":
@@ -72,7 +73,7 @@ def visit(an: Analysis, node: fx.Node) -> Any:
         out = an.output(path, m.out_features, out_v.dim() - 1)
     elif kind in _BN_KINDS:
         out = lin = an.at(node, lin, 1, op)
-        if not m.track_running_stats or m.running_mean is None:  # whole, it stays as it is
+        if not getattr(m, "track_running_stats", True) or m.running_mean is None:  # stays whole
             emit = False
             an.refuse(
                 node,
@@ -103,14 +104,6 @@ def visit(an: Analysis, node: fx.Node) -> Any:
         kind in ("ln", "ln2d", "gn1") or (kind == "gnact" and m.num_groups == 1)
     ):
         an.over_channels.append((path, lin.vars))
-    if kind in PENDING:
-        an.refuse(
-            node,
-            [lin, out],
-            op,
-            f"usnet cannot slim a {op}{' over a concatenation' if kind == 'conv_cat' else ''} "
-            "yet (its slimmable layer is not written)",
-        )
     if path in an.keep and out is not None:
         an.solver.fix(out.vars, f"'{path}' is kept")
     if emit:

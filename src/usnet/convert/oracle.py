@@ -13,14 +13,14 @@ records; :func:`masked_original` refuses those.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..nn import USBatchNorm2d, WidthConfig, modes_kept, width_space
+from ..nn import TrainOnlyBatchNorm, USBatchNorm, WidthConfig, modes_kept, width_space
 from ..nn import width as at_width
-from .norms import SlimTrainBatchNorm
 from .plan import Plan, SpanPlan
 from .reparam import folded_copy
 
@@ -51,6 +51,9 @@ def masked_original(original: nn.Module, plan: Plan, channels: Mapping[str, int]
     with torch.no_grad():
         for path, layer in plan.layers.items():
             m = net.get_submodule(path)
+            if layer.kind == "bn" and not isinstance(m, _BatchNorm):  # FrozenBatchNorm2d
+                m = _as_batch_norm(m)
+                net.set_submodule(path, m)
             if layer.kind in _MAKERS and layer.out is not None:
                 _zero(m, ("weight", "bias"), mask(layer.out, channels, full), 0)
             elif layer.kind == "conv_transpose" and layer.out is not None:
@@ -68,6 +71,16 @@ def masked_original(original: nn.Module, plan: Plan, channels: Mapping[str, int]
     return net
 
 
+def _as_batch_norm(frozen: Any) -> nn.Module:
+    """A frozen batch norm as the batch norm its converted form is (batch statistics in
+    training)."""
+    w = frozen.weight
+    bn = nn.BatchNorm2d(w.shape[0], eps=frozen.eps, device=w.device, dtype=w.dtype)
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(bn, name).data.copy_(getattr(frozen, name))
+    return bn
+
+
 def _zero(m: nn.Module, names: tuple[str, ...], keep: Tensor, dim: int) -> None:
     for name in names:
         t = getattr(m, name, None)
@@ -78,7 +91,7 @@ def _zero(m: nn.Module, names: tuple[str, ...], keep: Tensor, dim: int) -> None:
 
 
 def _batch_norms(net: nn.Module) -> Iterator[nn.Module]:
-    kinds = (_BatchNorm, USBatchNorm2d, SlimTrainBatchNorm)
+    kinds = (_BatchNorm, USBatchNorm, TrainOnlyBatchNorm)
     return (m for m in net.modules() if isinstance(m, kinds))
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from .analysis import Analysis, Use
 from .errors import ConvertError
 from .groups import GroupSpec, Layout
-from .rules import PENDING, kind_of
+from .rules import kind_of
 
 #: A span as data: segments ``(group name or fixed channel count, factor)`` end to end.
 SpanPlan = tuple[tuple[str | int, int], ...]
@@ -98,12 +98,8 @@ def make_plan(an: Analysis, groups: Mapping[int, GroupSpec]) -> Plan:
             return None  # nothing slims: the layer runs as it is
         return tuple((groups[r].name if r in groups else solver.full[r], f) for r, f in parts)
 
-    layers = {  # a kind without its slimmable layer runs as it is (its channels never slim)
-        path: LayerPlan(
-            use.kind,
-            *((None, None) if use.kind in PENDING else (span(use.inp), span(use.out))),
-            use.in_eval,
-        )
+    layers = {
+        path: LayerPlan(use.kind, span(use.inp), span(use.out), use.in_eval)
         for path, use in an.uses.items()
     }
     params = {}

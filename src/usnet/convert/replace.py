@@ -10,24 +10,28 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..nn import GroupRef, WidthSpace, active_channels
-from ..nn.space import Width, as_ref, plan_key
+from ..nn import (
+    GroupRef,
+    Span,
+    TrainOnlyBatchNorm,
+    USBatchNorm,
+    USBatchNormAct,
+    USConv,
+    USGroupNorm,
+    USInstanceNorm,
+    USLayerNorm,
+    USLinear,
+    WidthSpace,
+    slice_parameter,
+)
 from .analysis import Analysis, Use
 from .errors import ConvertError
 from .groups import GroupSpec, Layout
-from .layers import SlimConv2d, SlimLinear, Span, slice_parameter
-from .norms import (
-    SlimBatchNorm,
-    SlimBatchNormAct,
-    SlimGroupNorm,
-    SlimLayerNorm,
-    SlimTrainBatchNorm,
-)
 
 
-class ConvertedSpace(WidthSpace):
-    """The width space of a converted network: the authors' rounding (``make_divisible``,
-    ``divisor`` 8, leading channels), with grouped convs kept whole.
+def group_divisor(divisor: int, ratio: int) -> int:
+    """The divisor of a converted group: the authors' rounding (``make_divisible``, leading
+    channels), with grouped convs kept whole.
 
     A group that feeds grouped convs has ``ratio`` = their group width: it runs
     ``make_divisible(full * w / ratio, divisor / gcd(divisor, ratio))`` groups, so its channels
@@ -36,40 +40,21 @@ class ConvertedSpace(WidthSpace):
     instead rounds ``full * w / ratio`` to the divisor, i.e. channels to multiples of ``8 * t``,
     which for group widths of 8 to 64 would leave few or no narrower networks.
     """
-
-    def __init__(self, width_min: float, width_max: float, divisor: int = 8) -> None:
-        super().__init__(width_min, width_max)
-        self.divisor = int(divisor)
-
-    def _resolve(self, config: Width) -> tuple[tuple[int, ...], str]:
-        hit = self._cache.get(config)
-        if hit is None:
-            if len(self._cache) >= 4096:
-                self._cache.clear()
-            per_group = dict(config) if isinstance(config, tuple) else None
-            active = tuple(
-                active_channels(
-                    g.full,
-                    per_group[g.name] if per_group is not None else config,  # type: ignore[arg-type]
-                    g.ratio,
-                    self.width_max,
-                    self.divisor // math.gcd(self.divisor, g.ratio),
-                )
-                if g.slimmable
-                else g.full
-                for g in self.groups
-            )
-            hit = self._cache[config] = (active, plan_key(active))
-        return hit
+    return divisor // math.gcd(divisor, ratio)
 
 
 class _Spans:
     """Layouts to spans (one shared span per distinct layout, so index caches are shared)."""
 
-    def __init__(self, an: Analysis, groups: Mapping[int, GroupSpec], space: WidthSpace):
+    def __init__(
+        self, an: Analysis, groups: Mapping[int, GroupSpec], space: WidthSpace, divisor: int
+    ):
         self.an = an
         self.refs: dict[int, GroupRef] = {
-            root: space.group(spec.name, spec.full, spec.ratio) for root, spec in groups.items()
+            root: space.group(
+                spec.name, spec.full, spec.ratio, divisor=group_divisor(divisor, spec.ratio)
+            )
+            for root, spec in groups.items()
         }
         self._spans: dict[tuple, Span] = {}
 
@@ -83,27 +68,31 @@ class _Spans:
         span = self._spans.get(parts)
         if span is None:
             span = self._spans[parts] = Span(
-                [(self.refs.get(root) or as_ref(solver.full[root]), f) for root, f in parts]
+                [(self.refs.get(root) or solver.full[root], f) for root, f in parts]
             )
         return span
 
 
 def replace_modules(
-    model: nn.Module, an: Analysis, groups: Mapping[int, GroupSpec], space: WidthSpace
+    model: nn.Module,
+    an: Analysis,
+    groups: Mapping[int, GroupSpec],
+    space: WidthSpace,
+    divisor: int,
 ) -> nn.Module:
     """Swap every analysed module for its slimmable form; returns the model (a new object only
     when the model itself was swapped, e.g. a bare ``nn.Conv2d``)."""
-    spans = _Spans(an, groups, space)
+    spans = _Spans(an, groups, space, divisor)
     space.set(space.width_max)
     new: dict[int, nn.Module] = {}
-    norms: list[tuple[SlimBatchNorm, Any, Any]] = []
+    norms: list[tuple[USBatchNorm, Any, Any]] = []
     for path, use in an.uses.items():
         old = model.get_submodule(path)
         slim = _slim(old, use, spans, space)
         if slim is None:
             continue
         slim.train(old.training)
-        if isinstance(slim, SlimBatchNorm):
+        if isinstance(slim, USBatchNorm):
             norms.append((slim, old.running_mean, old.running_var))
         new[id(old)] = slim
     for m in list(model.modules()):
@@ -123,22 +112,31 @@ def replace_modules(
     return root
 
 
+_CONVS = ("conv", "conv_same", "conv1d", "conv3d", "conv_transpose", "conv_cat")
+
+
 def _slim(m: Any, use: Use, spans: _Spans, space: WidthSpace) -> nn.Module | None:
     inp, out = spans(use.inp), spans(use.out)
-    if use.kind in ("bn", "bnact"):
+    if use.kind in ("bn", "bnact", "bn3d"):  # per-width statistics even where channels are whole
         if not use.in_eval:
-            return SlimTrainBatchNorm(m, inp) if inp is not None else None
-        cls = SlimBatchNormAct if use.kind == "bnact" else SlimBatchNorm
-        return cls(m, inp, space)
+            return TrainOnlyBatchNorm(m, inp) if inp is not None else None
+        cls = USBatchNormAct if use.kind == "bnact" else USBatchNorm
+        return cls.from_module(m, inp, space)
     if inp is None and out is None:
         return None
-    if use.kind in ("conv", "conv_same"):
-        return SlimConv2d(m, inp, out, same=use.kind == "conv_same")
+    if use.kind in _CONVS:
+        return USConv.from_module(m, inp, out, same=use.kind == "conv_same")
     if use.kind == "linear":
-        return SlimLinear(m, inp, out)
+        return USLinear.from_module(m, inp, out)
     if use.kind in ("ln", "ln2d"):
-        return SlimLayerNorm(m, inp, channels_first=use.kind == "ln2d")
-    return SlimGroupNorm(m, inp)
+        return USLayerNorm(m, inp, channels_first=use.kind == "ln2d")
+    if use.kind in ("gn", "gn1", "gnact"):
+        return USGroupNorm(m, inp)
+    if use.kind == "in":
+        return USInstanceNorm(m, inp)
+    raise ConvertError(
+        "", use.kind, "no slimmable layer of this kind (a usnet bug: please report it)"
+    )
 
 
 @torch.no_grad()
@@ -161,10 +159,9 @@ def verify(model: nn.Module, example: Tensor, expected: Any, space: WidthSpace) 
                 )
         model.train()
         x = example if example.shape[0] > 1 else torch.cat([example, example.flip(0) + 0.5])
-        old: Any = space.config
-        space.set(space.width_min)
         try:
-            model(x)
+            with space.at(space.width_min):
+                model(x)
         except Exception as e:
             raise ConvertError(
                 "",
@@ -172,8 +169,6 @@ def verify(model: nn.Module, example: Tensor, expected: Any, space: WidthSpace) 
                 f"the converted network fails at width {space.width_min} "
                 f"({type(e).__name__}: {e}) (a usnet bug: please report it with the model)",
             ) from None
-        finally:
-            space.set(old)
     finally:
         for m, mode in modes.items():
             m.training = mode

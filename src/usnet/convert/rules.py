@@ -103,18 +103,13 @@ def registered_functions() -> tuple[Callable, ...]:
 _TIMM_LINEAR = "timm.layers.linear.Linear"
 _TIMM_CONV_SAME = "timm.layers.conv2d_same.Conv2dSame"
 _TIMM_BN_ACT = "timm.layers.norm_act.BatchNormAct2d"
+_FROZEN_BN = "torchvision.ops.misc.FrozenBatchNorm2d"
 _TIMM_GN = ("timm.layers.norm.GroupNorm", "timm.layers.norm.GroupNorm1")
 _TIMM_GN_ACT = ("timm.layers.norm_act.GroupNormAct", "timm.layers.norm_act.GroupNorm1Act")
 _LAYER_NORM = "timm.layers.norm.LayerNorm"
 _LAYER_NORM_2D = ("timm.layers.norm.LayerNorm2d", "torchvision.models.convnext.LayerNorm2d")
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-
-#: Kinds whose slimmable layer :mod:`.replace` does not emit yet: the analysis knows their
-#: channel groups, the conversion keeps their channels whole until the layer exists.
-PENDING = frozenset(
-    {"conv1d", "conv3d", "conv_transpose", "bn3d", "gn1", "gnact", "in", "conv_cat"}
-)
 
 
 def kind_of(m: nn.Module) -> str | None:
@@ -133,6 +128,8 @@ def kind_of(m: nn.Module) -> str | None:
         return "bn3d" if isinstance(m, nn.BatchNorm3d) else "bn"
     if name == _TIMM_BN_ACT:
         return "bnact"
+    if name == _FROZEN_BN:  # a batch norm whose statistics and affine do not train
+        return "bn"
     if isinstance(m, nn.LayerNorm) and (cls.forward is nn.LayerNorm.forward or name == _LAYER_NORM):
         return "ln"
     if name in _LAYER_NORM_2D:

@@ -6,7 +6,7 @@ which is exactly what is swapped, while ``torch.export`` inlines modules into at
 Python control flow on ``self.training`` into the graph, so both modes are traced (a GoogLeNet's
 auxiliary heads run only in training) and every constraint of either graph holds. Buffers read
 in a forward are traced as buffers (``proxy_buffer_attributes``), not as anonymous constants, so
-a ``FrozenBatchNorm2d``'s statistics join the channels they scale. A submodule that fx cannot
+the statistics a custom norm reads join the channels they scale. A submodule that fx cannot
 trace is made one opaque block and tracing goes on, so that every problem is reported at once.
 """
 

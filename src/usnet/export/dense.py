@@ -17,10 +17,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..nn import Residual, WidthConfig, WidthSpace
-from ..nn import width as at_width
-from ..nn.layers import dense_param
-from ..nn.space import unwrap_model
+from ..nn import Residual, WidthConfig, WidthSpace, dense_param, unwrap_model, width_space
 
 
 def extract(model: nn.Module, width: WidthConfig | None, *, stats: bool = True) -> nn.Module:
@@ -32,11 +29,10 @@ def extract(model: nn.Module, width: WidthConfig | None, *, stats: bool = True) 
     ``stats=False`` skips them (BN running statistics stay 0/1): the architecture and weights
     only, e.g. for counting parameters. The model's own width and modes are unchanged.
     """
-    if width is None:
-        dense = _copy(model)
-    else:
-        with at_width(model, width):
-            dense = _copy(model)
+    space = width_space(model)
+    config = space.config if width is None else space.canonical(width)
+    dense = _copy(model)
+    width_space(dense).set(config)  # the copy's own space: its default is the extracted width
     dense = _convert(dense, stats)
     _own(dense, model)
     if isinstance(getattr(dense, "width_space", None), WidthSpace):
@@ -65,7 +61,7 @@ def _copy(model: nn.Module) -> nn.Module:
         for value in vars(m).values():
             if isinstance(value, (torch.utils.data.DataLoader, torch.utils.data.Dataset)):
                 memo[id(value)] = value
-        for name in ("_slice_cache", "_eval_cache"):  # eval-mode caches: not worth copying
+        for name in ("_eval_cache",):  # eval-mode caches: not worth copying
             cache = vars(m).get(name)
             if cache is not None:
                 memo[id(cache)] = {}

@@ -13,67 +13,18 @@ from __future__ import annotations
 from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn import GroupRef, make_divisible
-from ..nn.layers import _Sliced, dense_param
-from ..nn.space import as_ref
+from ..nn import GroupRef, USConv, make_divisible
 from .base import USModel
 from .edsr import MeanShift, check_scale
 from .registry import register_model
 
 
-class USWeightNormConv2d(nn.Conv2d, _Sliced):
-    """A slimmable conv with weight normalisation over its active slice.
-
-    ``weight`` is the direction ``v`` and ``weight_g`` the per-output-channel gain ``g``; at a
-    width the kernel is ``g[:out] * v[:out, :in] / ||v[:out, :in]||``. :meth:`to_dense` returns
-    the equivalent plain ``nn.Conv2d`` at the current width (for export).
-    """
-
-    def __init__(
-        self,
-        in_channels: int | GroupRef,
-        out_channels: int | GroupRef,
-        kernel_size: int,
-        bias: bool = True,
-    ) -> None:
-        self.in_ref, self.out_ref = as_ref(in_channels), as_ref(out_channels)
-        super().__init__(
-            self.in_ref.full, self.out_ref.full, kernel_size, padding=kernel_size // 2, bias=bias
-        )
-        # As torch's weight_norm: g starts at the full direction's norm, so w == v at full width.
-        self.weight_g = nn.Parameter(self.weight.detach().flatten(1).norm(dim=1).view(-1, 1, 1, 1))
-
-    def active_weight(self) -> Tensor:
-        """The weight-normed kernel at the current width."""
-        v = self._slice(self.weight, self.out_ref.active, self.in_ref.active)
-        g = self.weight_g[: v.shape[0]]
-        return g * v / v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        bias = None if self.bias is None else self.bias[: self.out_ref.active]
-        return F.conv2d(x, self.active_weight(), bias, self.stride, self.padding)
-
-    @torch.no_grad()
-    def to_dense(self, stats: bool = True) -> nn.Conv2d:
-        """A plain ``nn.Conv2d`` computing what this layer computes at the current width."""
-        weight = self.active_weight()
-        conv = nn.Conv2d(
-            weight.shape[1],
-            weight.shape[0],
-            self.kernel_size[0],
-            padding=self.kernel_size[0] // 2,
-            bias=self.bias is not None,
-        ).to(weight.device, weight.dtype)
-        conv.weight.copy_(weight)
-        if self.bias is not None:
-            conv.bias = dense_param(self.bias[: weight.shape[0]])
-        return conv
-
-    def extra_repr(self) -> str:
-        return f"{self.in_ref} -> {self.out_ref}, " + super().extra_repr() + ", weight_norm"
+def wn_conv(in_channels: int | GroupRef, out_channels: int | GroupRef, kernel_size: int) -> USConv:
+    """A slimmable conv with weight normalisation over its active slice: at a width the kernel
+    is ``g[:out] * v[:out, :in] / ||v[:out, :in]||`` (``weight`` is ``v``, ``weight_g`` is ``g``)."""
+    return USConv(in_channels, out_channels, kernel_size, bias=True, weight_norm=True)
 
 
 class WideBlock(nn.Module):
@@ -82,9 +33,9 @@ class WideBlock(nn.Module):
     def __init__(self, feats: GroupRef, wide: GroupRef, res_scale: float) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            USWeightNormConv2d(feats, wide, 3),
+            wn_conv(feats, wide, 3),
             nn.ReLU(inplace=True),
-            USWeightNormConv2d(wide, feats, 3),
+            wn_conv(wide, feats, 3),
         )
         self.res_scale = res_scale
 
@@ -111,15 +62,15 @@ class USWDSR(USModel):
         space = self.width_space
         feats = space.group("body", make_divisible(n_feats * width_max))
         self.sub_mean = MeanShift(sign=-1.0)
-        self.head = USWeightNormConv2d(3, feats, 3)
+        self.head = wn_conv(3, feats, 3)
         self.body = nn.Sequential(
             *(
                 WideBlock(feats, space.group(f"block{i}.wide", feats.full * expansion), res_scale)
                 for i in range(n_resblocks)
             )
         )
-        self.tail = nn.Sequential(USWeightNormConv2d(feats, 3 * s * s, 3), nn.PixelShuffle(s))
-        self.skip = nn.Sequential(USWeightNormConv2d(3, 3 * s * s, 5), nn.PixelShuffle(s))
+        self.tail = nn.Sequential(wn_conv(feats, 3 * s * s, 3), nn.PixelShuffle(s))
+        self.skip = nn.Sequential(wn_conv(3, 3 * s * s, 5), nn.PixelShuffle(s))
         self.add_mean = MeanShift(sign=1.0)
         self._start_at_nearest()
         self.finish()
@@ -129,7 +80,7 @@ class USWDSR(USModel):
         """Start as nearest-neighbour upscaling: the skip copies each pixel to its ``s x s``
         sub-pixels and the tail starts at zero, so short (CPU) runs begin from a sane image."""
         s = self.scale
-        skip, tail = cast(USWeightNormConv2d, self.skip[0]), cast(USWeightNormConv2d, self.tail[0])
+        skip, tail = cast(USConv, self.skip[0]), cast(USConv, self.tail[0])
         assert skip.bias is not None and tail.bias is not None
         skip.weight.zero_()
         centre = skip.kernel_size[0] // 2

@@ -1,23 +1,36 @@
-"""Channel groups and width control.
+"""The width space of a model: its channel groups, its width range, and the width of each call.
 
-A model owns one :class:`WidthSpace`. Every slimmable layer holds :class:`GroupRef` handles into
-it and reads its active channel counts from ``space.active`` (a tuple swapped in one assignment),
-so the forward pass does no rounding and no module-tree walk. Switching width resolves a width
-config to a tuple of active counts once and caches it.
+A model owns one :class:`WidthSpace`. A width config resolves once (cached) to a :class:`Plan`:
+the active channel count of every group and the network's key. Layers read the plan of the
+current call from :attr:`WidthSpace.plan`, so the forward pass does no rounding and no
+module-tree walk.
+
+**The width is a value of the call, not of the model.** :meth:`WidthSpace.at` (``with
+usnet.width(model, w):``) sets the plan for the current thread or asyncio task only, through a
+:class:`contextvars.ContextVar`; :meth:`WidthSpace.set` (``usnet.set_width``) sets the model's
+default, used where no ``at`` is active. So any number of threads run one model at different
+widths at once. The variable maps a space's ``id`` to its plan: an entry exists only while its
+``with`` block runs, so a collected space never leaves one behind.
+
+Under ``torch.compile`` layers read the counts as the sizes of per-plan zero-stride tensors
+(:meth:`WidthSpace.counts`): dynamo's automatic dynamic shapes then trace one graph whose channel
+counts are symbolic, instead of specialising (and recompiling) on every width's integers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import math
 import numbers
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from torch import nn
+import torch
+from torch import Tensor
 
+from .groups import ChannelGroup, Counts, GroupRef
 from .rounding import active_channels
 
 #: The canonical, hashable form of a width config: a float, or ``((group, width), ...)``.
@@ -26,54 +39,30 @@ Width = float | tuple[tuple[str, float], ...]
 #: rest); the canonical form is accepted too.
 WidthConfig = float | Mapping[str, float] | Width
 
-_DIGITS = 6  # widths are compared after rounding to this many decimals
-#: The most widths :func:`parse_widths` builds (a typo such as step 1e-9 must not hang or OOM).
-MAX_WIDTHS = 10_000
+DIGITS = 6  # widths are compared after rounding to this many decimals
+
+#: The plans of the current call, by ``id`` of their width space (never mutated: replaced).
+_CALL_PLANS: contextvars.ContextVar[dict[int, Plan] | None] = contextvars.ContextVar(
+    "usnet_call_plans", default=None
+)
 
 
-@dataclass(frozen=True)
-class ChannelGroup:
-    """One slimmable dimension shared by every tensor that must agree on it."""
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """The network a width config selects: every group's active channels and the network key.
 
-    name: str
-    full: int
-    ratio: int = 1
-    slimmable: bool = True
+    ``sizes`` holds one zero-stride tensor of ``active[i]`` elements per group (no memory), whose
+    sizes torch.compile treats as dynamic.
+    """
 
-
-class GroupRef:
-    """A layer's handle on a channel group: reads the group's current active count."""
-
-    __slots__ = ("space", "index", "full")
-
-    def __init__(self, space: WidthSpace | None, index: int, full: int) -> None:
-        self.space, self.index, self.full = space, index, full
-
-    @property
-    def active(self) -> int:
-        return self.full if self.space is None else self.space.active[self.index]
-
-    @property
-    def group(self) -> ChannelGroup:
-        if self.space is None:
-            return ChannelGroup(f"fixed{self.full}", self.full, 1, False)
-        return self.space.groups[self.index]
-
-    def __repr__(self) -> str:
-        return f"GroupRef({self.group.name!r}, full={self.full})"
-
-
-def as_ref(channels: int | GroupRef) -> GroupRef:
-    """Layers accept a plain int for channels that never slim (e.g. the image's 3 channels)."""
-    if isinstance(channels, GroupRef):
-        return channels
-    if not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"channels must be a positive int or a GroupRef, got {channels!r}")
-    return GroupRef(None, -1, channels)
+    config: Width
+    active: tuple[int, ...]
+    key: str
+    sizes: tuple[Tensor, ...]
 
 
 class WidthSpace:
-    """The channel groups of one model, its width range and its current width."""
+    """The channel groups of one model, its width range and its default width."""
 
     def __init__(self, width_min: float, width_max: float = 1.0) -> None:
         if not 0 < width_min <= width_max:
@@ -83,10 +72,9 @@ class WidthSpace:
         self.width_min, self.width_max = float(width_min), float(width_max)
         self.groups: list[ChannelGroup] = []
         self.allowed: tuple[float, ...] | None = None  # a fixed width list (switchable BN)
-        self._cache: dict[Width, tuple[tuple[int, ...], str]] = {}
-        self.config: Width = self.width_max
-        self.active: tuple[int, ...] = ()
-        self.key: str = ""
+        self._plans: dict[Width, Plan] = {}
+        self._carriers: dict[tuple[int, int], Tensor] = {}
+        self._default = self._plan(self.width_max, ())
         #: Width configs whose batch-norm statistics were calibrated, with their network's key.
         self.calibrated: dict[Width, str] = {}
         #: Calibration's traced graphs of this model's modules, per (module id, network key)
@@ -97,15 +85,57 @@ class WidthSpace:
         return {**self.__dict__, "programs": {}}
 
     # -- building -------------------------------------------------------------------------
-    def group(self, name: str, full: int, ratio: int = 1, slimmable: bool = True) -> GroupRef:
+    def group(
+        self, name: str, full: int, ratio: int = 1, slimmable: bool = True, divisor: int = 8
+    ) -> GroupRef:
         """Declare a channel group of ``full`` channels (at ``width_max``) and return its handle."""
         if any(g.name == name for g in self.groups):
             raise ValueError(f"channel group {name!r} is declared twice")
-        self.groups.append(ChannelGroup(name, int(full), int(ratio), slimmable))
-        self._cache.clear()
-        self.active = self.active + (int(full),)
-        self.key = plan_key(self.active)
+        self.groups.append(ChannelGroup(name, int(full), int(ratio), slimmable, int(divisor)))
+        self._plans.clear()
+        self._default = self._plan(self._default.config, self._default.active + (int(full),))
         return GroupRef(self, len(self.groups) - 1, int(full))
+
+    # -- the width of the current call ------------------------------------------------------
+    @property
+    def plan(self) -> Plan:
+        """The plan of the current call: the innermost :meth:`at` of this thread/task, else the
+        default (:meth:`set`)."""
+        plans = _CALL_PLANS.get()
+        return self._default if plans is None else plans.get(id(self), self._default)
+
+    @property
+    def config(self) -> Width:
+        return self.plan.config
+
+    @property
+    def active(self) -> tuple[int, ...]:
+        return self.plan.active
+
+    @property
+    def key(self) -> str:
+        return self.plan.key
+
+    def counts(self) -> Counts:
+        """Active channel counts of the current call: ints, or symbolic sizes under compile."""
+        plan = self.plan
+        if torch.compiler.is_compiling():
+            return [s.shape[0] for s in plan.sizes]
+        return plan.active
+
+    def set(self, width: WidthConfig) -> None:
+        """The default width: what every call runs at outside an :meth:`at` block."""
+        self._default = self.plan_of(width)
+
+    @contextlib.contextmanager
+    def at(self, width: WidthConfig) -> Iterator[Plan]:
+        """Run the block's calls (this thread or task only) at ``width``."""
+        plan = self.plan_of(width)
+        token = _CALL_PLANS.set({**(_CALL_PLANS.get() or {}), id(self): plan})
+        try:
+            yield plan
+        finally:
+            _CALL_PLANS.reset(token)
 
     # -- widths ---------------------------------------------------------------------------
     def canonical(self, width: WidthConfig) -> Width:
@@ -152,44 +182,54 @@ class WidthSpace:
                 f"{field} {w!r} is outside the model's width range "
                 f"[{self.width_min}, {self.width_max}]"
             )
-        value = round(value, _DIGITS)
+        value = round(value, DIGITS)
         if self.allowed is not None and value not in self.allowed:
             raise ValueError(
                 f"{field} {w!r} is not one of this model's switches {list(self.allowed)}"
             )
         return value
 
-    def resolve(self, width: WidthConfig) -> tuple[tuple[int, ...], str]:
-        """Active channel counts of every group at ``width`` and the network's key (cached)."""
-        return self._resolve(self.canonical(width))
-
-    def _resolve(self, config: Width) -> tuple[tuple[int, ...], str]:
-        hit = self._cache.get(config)
-        if hit is None:
-            if len(self._cache) >= 4096:  # training draws a new random width every step
-                self._cache.clear()
-            per_group, uniform = (dict(config), 0.0) if isinstance(config, tuple) else (None, config)
-            active = tuple(
-                active_channels(
-                    g.full,
-                    per_group[g.name] if per_group is not None else uniform,
-                    g.ratio,
-                    self.width_max,
-                )
-                if g.slimmable
-                else g.full
-                for g in self.groups
-            )
-            hit = self._cache[config] = (active, plan_key(active))
-        return hit
-
-    def set(self, width: WidthConfig) -> None:
+    def plan_of(self, width: WidthConfig) -> Plan:
+        """The plan of ``width`` (validated; cached per canonical config)."""
         config = self.canonical(width)
-        self.active, self.key = self._resolve(config)
-        self.config = config
+        plan = self._plans.get(config)
+        if plan is None:
+            if len(self._plans) >= 4096:  # training draws a new random width every step
+                self._plans.clear()
+            plan = self._plans[config] = self._plan(config, self._active(config))
+        return plan
+
+    def resolve(self, width: WidthConfig) -> tuple[tuple[int, ...], str]:
+        """Active channel counts of every group at ``width`` and the network's key."""
+        plan = self.plan_of(width)
+        return plan.active, plan.key
+
+    def _active(self, config: Width) -> tuple[int, ...]:
+        per_group = dict(config) if isinstance(config, tuple) else None
+        return tuple(
+            active_channels(
+                g.full,
+                per_group[g.name] if per_group is not None else config,  # type: ignore[arg-type]
+                g.ratio,
+                self.width_max,
+                g.divisor,
+            )
+            if g.slimmable
+            else g.full
+            for g in self.groups
+        )
+
+    def _plan(self, config: Width, active: tuple[int, ...]) -> Plan:
+        sizes = []
+        for i, n in enumerate(active):
+            carrier = self._carriers.get((i, n))
+            if carrier is None:  # one per (group, count): shared by plans, never aliased
+                carrier = self._carriers[(i, n)] = torch.empty_strided((n,), (0,))
+            sizes.append(carrier)
+        return Plan(config, active, plan_key(active), tuple(sizes))
 
     def channels(self, width: WidthConfig | None = None) -> dict[str, int]:
-        """Active channels per group name at ``width`` (default: the current width)."""
+        """Active channels per group name at ``width`` (default: the current call's)."""
         active = self.active if width is None else self.resolve(width)[0]
         return {g.name: a for g, a in zip(self.groups, active, strict=True)}
 
@@ -202,119 +242,3 @@ def is_real(w: object) -> bool:
 def plan_key(active: tuple[int, ...]) -> str:
     """A short stable name for the network a width selects (widths that round alike share it)."""
     return hashlib.sha1(",".join(map(str, active)).encode()).hexdigest()[:12]
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The US model itself, inside torch.compile (``._orig_mod``) and DDP (``.module``) wrappers.
-
-    The wrappers are peeled first: attribute lookups on torch.compile's wrapper fall through to
-    the inner module, so "has a width space" alone would return the wrapper itself.
-    """
-    for _ in range(8):
-        inner = _wrapped(model)
-        if inner is None:
-            if isinstance(getattr(model, "width_space", None), WidthSpace):
-                return model
-            inner = getattr(model, "module", None)  # other wrappers, e.g. an EMA copy
-            if not isinstance(inner, nn.Module):
-                break
-        model = inner
-    raise TypeError(f"{type(model).__name__} is not a US model: it has no width_space")
-
-
-def _wrapped(model: nn.Module) -> nn.Module | None:
-    """The module inside a torch.compile, DistributedDataParallel or DataParallel wrapper."""
-    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        return model.module
-    # No import of torch._dynamo (slow): if it was never imported, nothing was compiled.
-    dynamo = sys.modules.get("torch._dynamo.eval_frame")
-    if dynamo is not None and isinstance(model, dynamo.OptimizedModule):
-        return model._orig_mod
-    return None
-
-
-def width_space(model: nn.Module) -> WidthSpace:
-    """The :class:`WidthSpace` of a US model (also through DDP / torch.compile wrappers)."""
-    space = unwrap_model(model).width_space
-    assert isinstance(space, WidthSpace)  # unwrap_model checked it
-    return space
-
-
-def set_width(model: nn.Module, width: WidthConfig) -> None:
-    """Run ``model`` at ``width`` from now on (uniform float or ``{group: width}``)."""
-    width_space(model).set(width)
-
-
-def get_width(model: nn.Module) -> Width:
-    """The model's current width config (canonical form)."""
-    return width_space(model).config
-
-
-@contextlib.contextmanager
-def width(model: nn.Module, w: WidthConfig) -> Iterator[nn.Module]:
-    """``with usnet.width(model, 0.5): ...`` runs the block at 0.5 and restores the old width."""
-    space = width_space(model)
-    old = space.config
-    space.set(w)
-    try:
-        yield model
-    finally:
-        space.set(old)
-
-
-@contextlib.contextmanager
-def modes_kept(model: nn.Module) -> Iterator[nn.Module]:
-    """Restore every module's own train/eval mode after the block (``model.train(b)`` inside
-    sets them all alike; some modules may have had another mode before)."""
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
-def channel_groups(model: nn.Module) -> list[ChannelGroup]:
-    """The model's channel groups with their full sizes, in build order."""
-    return list(width_space(model).groups)
-
-
-def parse_widths(text: str) -> list[float]:
-    """Parse ``"0.35:1.0:0.025"`` (start:stop:step, stop included) or ``"0.25,0.5,1.0"``.
-
-    Every number must be finite, and a grid may hold at most :data:`MAX_WIDTHS` widths (a typo
-    such as step 1e-9 must not hang building hundreds of millions of them).
-    """
-    text = text.strip()
-    grid = ":" in text
-    try:
-        values = [float(p) for p in text.split(":" if grid else ",") if grid or p.strip()]
-        if grid:
-            start, stop, step = values
-            if step <= 0 or stop < start:
-                raise ValueError
-    except ValueError:
-        raise ValueError(
-            f"widths {text!r} must be 'start:stop:step' with step > 0 and stop >= start (e.g. "
-            f"0.35:1.0:0.025) or a comma list (e.g. 0.25,0.5,1.0)"
-        ) from None
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"widths {text!r}: every number must be finite (no inf or nan)")
-    span = (stop - start) / step if grid else len(values) - 1  # may overflow to inf
-    if not span + 1 <= MAX_WIDTHS:
-        raise ValueError(
-            f"widths {text!r} make {f'{span + 1:,.0f}' if span < math.inf else 'too many'} "
-            f"widths; at most {MAX_WIDTHS:,} are allowed"
-            + (" (use a larger step)" if grid else "")
-        )
-    if grid:
-        count = math.floor(span + 1e-6) + 1
-        return [round(start + i * step, _DIGITS) for i in range(count)]
-    return [round(v, _DIGITS) for v in values]
-
-
-def format_width(config: Width) -> str:
-    """A width config as text: ``0.5`` or ``stem=0.5,stage1=0.75``."""
-    if isinstance(config, tuple):
-        return ",".join(f"{k}={v:g}" for k, v in config)
-    return f"{config:g}"

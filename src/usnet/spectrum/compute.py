@@ -66,7 +66,7 @@ def placeholder_stats(model: nn.Module, width: WidthConfig) -> Iterator[None]:
     with at_width(model, width):
         for bn in model.modules():
             if isinstance(bn, USBatchNorm2d) and bn.get_stats(key) is None:
-                c = bn.ref.active
+                c = bn.span.active
                 bn.set_stats(key, torch.zeros(c), torch.ones(c))
                 added.append(bn)
     try:

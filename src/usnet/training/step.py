@@ -20,6 +20,7 @@ from typing import Any, Protocol, cast
 from torch import Tensor, nn
 
 from ..nn import width_space
+from ..nn.shared_grad import shared_gradients
 
 #: A loss value: a scalar tensor, or named parts with the minimised total under ``"loss"``.
 LossParts = Tensor | Mapping[str, Tensor]
@@ -76,22 +77,24 @@ def sandwich_step(
     scale the loss. ``smallest_weight`` multiplies the loss of the range's narrowest width when
     the step trains more than one width (what is returned stays unweighted). Returns each
     width's detached loss parts (``"loss"`` and any others the task
-    reports), in the order of ``widths``; the model's width is restored afterwards.
+    reports), in the order of ``widths``. Each width holds for its own passes only
+    (``WidthSpace.at``): the model's default width is never changed. Sliced parameters
+    accumulate one gradient buffer each over the step (:mod:`usnet.nn.shared_grad`), handed to
+    autograd on the last width's backward.
     """
     space = width_space(model)
-    before = space.config
     teacher: Any = None
     results = []
-    try:
+    with shared_gradients() as shared:
         for i, w in enumerate(widths):
             last = i == len(widths) - 1
+            shared.last = last
             sync = (
                 contextlib.nullcontext()
                 if last or not hasattr(model, "no_sync")
                 else cast(Any, model).no_sync()
             )
-            with sync:
-                space.set(w)
+            with sync, space.at(w):
                 with autocast():
                     outputs = model(inputs)
                 if teacher is None:
@@ -100,9 +103,9 @@ def sandwich_step(
                         teacher = detach(outputs)
                 else:
                     parts = _parts(loss_fn.distill_loss(outputs, teacher, target))
-                weighted = smallest_weight != 1.0 and len(widths) > 1 and w <= space.width_min + 1e-9
+                weighted = (
+                    smallest_weight != 1.0 and len(widths) > 1 and w <= space.width_min + 1e-9
+                )
                 backward(parts["loss"] * smallest_weight if weighted else parts["loss"])
             results.append({k: v.detach() for k, v in parts.items()})
-    finally:
-        space.set(cast(Any, before))  # a canonical width config
     return results

@@ -1,0 +1,336 @@
+"""Slimmable multi-head self-attention: whole heads slim, head_dim stays.
+
+A width keeps the first ``k`` of ``H`` heads (a channel group counted in heads) and the active
+embedding channels of the input and output spans. q, k and v each keep their first ``k`` heads
+(a fused ``qkv`` weight is three segments of ``H x head_dim`` rows), the output projection reads
+the kept heads; ``head_dim`` does not change, so neither does the softmax scale. The fused
+weight is read through a strided view ``(3, H * head_dim, E)[:, :k * head_dim, :e]`` and one
+batched matmul, so no width copies it.
+
+:class:`USAttention` has timm's ``Attention`` interface (``forward(x, attn_mask, is_causal)``,
+parameters ``qkv.*``, ``proj.*``); :class:`USMultiheadAttention` has ``nn.MultiheadAttention``'s
+(``forward(query, key, value, ...)`` returning ``(output, weights)``, parameters
+``in_proj_*``, ``out_proj.*``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .groups import GroupRef, Span, as_span
+from .linear import USLinear
+from .sliced import dense_param
+from .space import WidthSpace
+
+
+class _HeadsCore(nn.Module):
+    """What both interfaces share: the fused input projection and the attention of the kept
+    heads. Subclasses own ``proj`` (a :class:`USLinear` from the heads to the output span)."""
+
+    space: WidthSpace
+    proj: USLinear
+
+    def _fused(self) -> tuple[Tensor, Tensor | None]:
+        """The fused ``(3 * H * head_dim, E)`` input projection's weight and bias."""
+        raise NotImplementedError
+
+    def _setup(self, embed: Span, heads: GroupRef, head_dim: int, scale: float | None) -> None:
+        if not isinstance(heads.space, WidthSpace):
+            raise ValueError("the heads of a slimmable attention must be a slimmable group")
+        self.embed_in, self.heads, self.head_dim = embed, heads, int(head_dim)
+        self.space = heads.space
+        self.num_heads = heads.full
+        self.scale = head_dim**-0.5 if scale is None else float(scale)
+
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v of the kept heads, each ``(B, k, N, head_dim)``; ``x`` is ``(B, N, e)``."""
+        counts = self.space.counts()
+        a = self.heads.count(counts) * self.head_dim
+        e = self.embed_in.count(counts)
+        full = self.num_heads * self.head_dim
+        fused_weight, fused_bias = self._fused()
+        weight = fused_weight.view(3, full, -1)[:, :a, :e]
+        out = torch.matmul(x.unsqueeze(1), weight.transpose(-1, -2))  # (B, 3, N, a)
+        if fused_bias is not None:
+            out = out + fused_bias.view(3, 1, full)[:, :, :a]
+        b, n = x.shape[0], x.shape[1]
+        q, k, v = out.view(b, 3, n, -1, self.head_dim).transpose(2, 3).unbind(1)
+        return q, k, v
+
+    def _attend(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, p: float
+    ) -> Tensor:
+        """softmax(q k^T * scale + mask) v over the kept heads, as ``(B, N, k * head_dim)``."""
+        x = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=p if self.training else 0.0,
+            is_causal=is_causal, scale=self.scale,
+        )
+        return x.transpose(1, 2).flatten(2)
+
+    def _dense_projections(self) -> tuple[Tensor, Tensor | None, int, int]:
+        """(qkv weight, qkv bias, kept heads, active input channels) at the current width."""
+        counts = self.space.active
+        h = self.heads.count(counts)
+        a, e, full = h * self.head_dim, self.embed_in.count(counts), self.num_heads * self.head_dim
+        fused_weight, fused_bias = self._fused()
+        weight = fused_weight.view(3, full, -1)[:, :a, :e].reshape(3 * a, e)
+        bias = None if fused_bias is None else fused_bias.view(3, full)[:, :a].reshape(-1)
+        return weight, bias, h, e
+
+
+class USAttention(_HeadsCore):
+    """timm's ``Attention`` with slimmable heads and embedding (see the module docstring)."""
+
+    def __init__(
+        self,
+        embed_in: int | Span,
+        embed_out: int | Span,
+        heads: GroupRef,
+        head_dim: int,
+        qkv_bias: bool = False,
+        proj_bias: bool = True,
+        scale: float | None = None,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        embed = as_span(embed_in)
+        self._setup(embed, heads, head_dim, scale)
+        self.qkv = nn.Linear(embed.full, 3 * heads.full * head_dim, bias=qkv_bias)
+        self.q_norm: nn.Module = nn.Identity()
+        self.k_norm: nn.Module = nn.Identity()
+        self.norm: nn.Module = nn.Identity()
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = USLinear(Span([(heads, head_dim)]), embed_out, bias=proj_bias)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _fused(self) -> tuple[Tensor, Tensor | None]:
+        return self.qkv.weight, self.qkv.bias
+
+    @classmethod
+    def from_module(
+        cls, attn: Any, embed_in: Span | None, embed_out: Span | None, heads: GroupRef
+    ) -> USAttention:
+        """The slimmable form of a timm ``Attention`` (parameters and norms kept)."""
+        if getattr(attn, "gate", None) is not None:
+            raise ValueError("a gated timm Attention is not supported (its gate slims the heads)")
+        if not isinstance(getattr(attn, "norm", nn.Identity()), nn.Identity):
+            raise ValueError("a timm Attention with scale_norm is not supported (its norm slims)")
+        layer = cls(
+            embed_in if embed_in is not None else attn.qkv.in_features,
+            embed_out if embed_out is not None else attn.proj.out_features,
+            heads,
+            attn.head_dim,
+            attn.qkv.bias is not None,
+            attn.proj.bias is not None,
+            attn.scale,
+        )
+        layer.qkv = attn.qkv
+        layer.proj = USLinear.from_module(
+            attn.proj, Span([(heads, attn.head_dim)]), embed_out
+        )
+        layer.q_norm, layer.k_norm, layer.norm = attn.q_norm, attn.k_norm, attn.norm
+        layer.attn_drop, layer.proj_drop = attn.attn_drop, attn.proj_drop
+        return layer
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        q, k, v = self._qkv(x)
+        q, k = self.q_norm(q), self.k_norm(k)
+        p = self.attn_drop.p if isinstance(self.attn_drop, nn.Dropout) else 0.0
+        x = self.norm(self._attend(q, k, v, attn_mask, is_causal, p))
+        return self.proj_drop(self.proj(x))
+
+    def extra_repr(self) -> str:
+        return f"{self.embed_in} -> heads {self.heads!r} x {self.head_dim}"
+
+    @torch.no_grad()
+    def to_dense(self, stats: bool = True) -> nn.Module:
+        """timm's ``Attention`` of the narrower config (``proj`` is already dense)."""
+        from timm.layers import Attention
+
+        weight, bias, h, e = self._dense_projections()
+        dense: Any = Attention(
+            e, h, attn_head_dim=self.head_dim, dim_out=self.proj.out_features,
+            qkv_bias=bias is not None, device="meta", dtype=weight.dtype,
+        )
+        dense.qkv.weight = dense_param(weight)
+        dense.qkv.bias = None if bias is None else dense_param(bias)
+        dense.scale = self.scale
+        dense.q_norm, dense.k_norm, dense.norm = self.q_norm, self.k_norm, self.norm
+        dense.attn_drop, dense.proj, dense.proj_drop = self.attn_drop, self.proj, self.proj_drop
+        return dense
+
+
+class USMultiheadAttention(_HeadsCore):
+    """``nn.MultiheadAttention`` (q, k and v of one embedding, ``kdim == vdim == embed_dim``)
+    with slimmable heads and embedding; ``need_weights`` returns the kept heads' weights."""
+
+    def __init__(self, mha: nn.MultiheadAttention, embed: Span | None, heads: GroupRef) -> None:
+        super().__init__()
+        if not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn:
+            raise ValueError(
+                "nn.MultiheadAttention with kdim/vdim != embed_dim, add_bias_kv or "
+                "add_zero_attn is not supported"
+            )
+        self._setup(as_span(embed if embed is not None else mha.embed_dim), heads, mha.head_dim, None)
+        self.embed_dim, self.batch_first, self.dropout = mha.embed_dim, mha.batch_first, mha.dropout
+        self.in_proj_weight = mha.in_proj_weight
+        self.in_proj_bias = mha.in_proj_bias
+        self.out_proj = USLinear.from_module(mha.out_proj, Span([(heads, mha.head_dim)]), embed)
+
+    @property
+    def proj(self) -> USLinear:  # type: ignore[override]
+        return self.out_proj
+
+    def _fused(self) -> tuple[Tensor, Tensor | None]:
+        return self.in_proj_weight, self.in_proj_bias
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Tensor | None = None,
+        need_weights: bool = True,
+        attn_mask: Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        if key is not query or value is not query:
+            raise ValueError("a slimmable nn.MultiheadAttention runs self-attention only")
+        x = query if self.batch_first else query.transpose(0, 1)
+        q, k, v = self._qkv(x)
+        p = self.dropout if self.training else 0.0
+        out, weights = attention(
+            q, k, v, attn_mask, key_padding_mask, is_causal, self.scale, p, need_weights,
+            average_attn_weights,
+        )
+        out = self.out_proj(out)
+        return (out if self.batch_first else out.transpose(0, 1)), weights
+
+    def extra_repr(self) -> str:
+        return f"{self.embed_in} -> heads {self.heads!r} x {self.head_dim}"
+
+    @torch.no_grad()
+    def to_dense(self, stats: bool = True) -> nn.Module:
+        """``nn.MultiheadAttention`` of the narrower config where its embedding equals its
+        heads' width (``E' == k * head_dim``, as MultiheadAttention requires), else the same
+        computation as one :class:`USMultiheadAttention` of fixed channels."""
+        weight, bias, h, e = self._dense_projections()
+        out_proj: Any = self.out_proj  # already dense (nn.Linear)
+        if e == h * self.head_dim == out_proj.out_features:
+            mha: Any = nn.MultiheadAttention(
+                e, h, self.dropout, bias=bias is not None, batch_first=self.batch_first,
+                device=weight.device, dtype=weight.dtype,
+            )
+            mha.in_proj_weight = dense_param(weight)
+            mha.in_proj_bias = None if bias is None else dense_param(bias)
+            mha.out_proj = out_proj
+            return mha
+        dense = MultiheadSelfAttention(h, self.head_dim, self.scale, self.dropout, self.batch_first)
+        dense.in_proj = nn.Linear(e, weight.shape[0], bias is not None, weight.device, weight.dtype)
+        dense.in_proj.weight = dense_param(weight)
+        if bias is not None:
+            dense.in_proj.bias = dense_param(bias)
+        dense.out_proj = out_proj
+        return dense
+
+
+class MultiheadSelfAttention(nn.Module):
+    """The dense form of a :class:`USMultiheadAttention` whose embedding differs from its heads'
+    width (which ``nn.MultiheadAttention`` cannot hold): plain ``in_proj``/``out_proj`` linears
+    and :func:`attention`, with ``nn.MultiheadAttention``'s call signature (self-attention)."""
+
+    in_proj: nn.Linear
+    out_proj: nn.Linear
+
+    def __init__(
+        self, num_heads: int, head_dim: int, scale: float, dropout: float, batch_first: bool
+    ) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim, self.scale = num_heads, head_dim, scale
+        self.dropout, self.batch_first = dropout, batch_first
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Tensor | None = None,
+        need_weights: bool = True,
+        attn_mask: Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        x = query if self.batch_first else query.transpose(0, 1)
+        b, n = x.shape[0], x.shape[1]
+        qkv = self.in_proj(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        p = self.dropout if self.training else 0.0
+        out, weights = attention(
+            qkv[0], qkv[1], qkv[2], attn_mask, key_padding_mask, is_causal, self.scale, p,
+            need_weights, average_attn_weights,
+        )
+        out = self.out_proj(out)
+        return (out if self.batch_first else out.transpose(0, 1)), weights
+
+
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn_mask: Tensor | None,
+    key_padding_mask: Tensor | None,
+    is_causal: bool,
+    scale: float,
+    dropout: float,
+    need_weights: bool,
+    average_weights: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """``nn.MultiheadAttention``'s attention of ``(B, heads, N, head_dim)`` q, k, v: output
+    ``(B, N, heads * head_dim)`` and, with ``need_weights``, the attention weights (averaged
+    over heads with ``average_weights``). Boolean masks are True where attention is *not*
+    allowed, as MultiheadAttention's; float masks are added."""
+    mask = _merge_masks(attn_mask, key_padding_mask, q)
+    if not need_weights:
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal and mask is None,
+            scale=scale,
+        )
+        return out.transpose(1, 2).flatten(2), None
+    scores = (q @ k.transpose(-2, -1)) * scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    elif is_causal:
+        n = scores.shape[-1]
+        allowed = torch.ones(n, n, dtype=torch.bool, device=scores.device).tril()
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    weights = scores.softmax(-1)
+    out = (F.dropout(weights, dropout, dropout > 0) @ v).transpose(1, 2).flatten(2)
+    return out, weights.mean(1) if average_weights else weights
+
+
+def _merge_masks(attn_mask: Tensor | None, key_padding_mask: Tensor | None, q: Tensor) -> Tensor | None:
+    """One mask for sdpa (True / additive = attend) from MultiheadAttention's two (True = ignore
+    for boolean masks)."""
+    masks = []
+    for m, shape in ((attn_mask, None), (key_padding_mask, (q.shape[0], 1, 1, -1))):
+        if m is None:
+            continue
+        m = m if shape is None else m.view(shape)
+        masks.append(~m if m.dtype == torch.bool else m)
+    if not masks:
+        return None
+    if len(masks) == 1:
+        return masks[0]
+    a, b = masks
+    if a.dtype == torch.bool and b.dtype == torch.bool:
+        return a & b
+    as_float = [
+        torch.zeros_like(m, dtype=q.dtype).masked_fill(~m, float("-inf")) if m.dtype == torch.bool else m
+        for m in masks
+    ]
+    return as_float[0] + as_float[1]

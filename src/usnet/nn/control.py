@@ -1,0 +1,94 @@
+"""Width control of a model: the functions users call (``usnet.width``, ``usnet.set_width``, ...).
+
+They find the model's :class:`~usnet.nn.space.WidthSpace` through torch.compile, DDP and other
+wrappers and act on it; the semantics (a per-call width in a ContextVar, a model default) are
+the space's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+from torch import nn
+
+from .groups import ChannelGroup
+from .space import Width, WidthConfig, WidthSpace
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The US model itself, inside torch.compile (``._orig_mod``) and DDP (``.module``) wrappers.
+
+    The wrappers are peeled first: attribute lookups on torch.compile's wrapper fall through to
+    the inner module, so "has a width space" alone would return the wrapper itself.
+    """
+    for _ in range(8):
+        inner = _wrapped(model)
+        if inner is None:
+            if isinstance(getattr(model, "width_space", None), WidthSpace):
+                return model
+            inner = getattr(model, "module", None)  # other wrappers, e.g. an EMA copy
+            if not isinstance(inner, nn.Module):
+                break
+        model = inner
+    raise TypeError(f"{type(model).__name__} is not a US model: it has no width_space")
+
+
+def _wrapped(model: nn.Module) -> nn.Module | None:
+    """The module inside a torch.compile, DistributedDataParallel or DataParallel wrapper."""
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        return model.module
+    # No import of torch._dynamo (slow): if it was never imported, nothing was compiled.
+    dynamo = sys.modules.get("torch._dynamo.eval_frame")
+    if dynamo is not None and isinstance(model, dynamo.OptimizedModule):
+        return model._orig_mod
+    return None
+
+
+def width_space(model: nn.Module) -> WidthSpace:
+    """The :class:`WidthSpace` of a US model (also through DDP / torch.compile wrappers)."""
+    space = unwrap_model(model).width_space
+    assert isinstance(space, WidthSpace)  # unwrap_model checked it
+    return space
+
+
+def set_width(model: nn.Module, width: WidthConfig) -> None:
+    """Run ``model`` at ``width`` from now on (uniform float or ``{group: width}``): its default,
+    for every call outside a :func:`width` block, in every thread."""
+    width_space(model).set(width)
+
+
+def get_width(model: nn.Module) -> Width:
+    """The width config of the current call (canonical form): the innermost :func:`width` block
+    of this thread or task, else the model's default."""
+    return width_space(model).config
+
+
+@contextlib.contextmanager
+def width(model: nn.Module, w: WidthConfig) -> Iterator[nn.Module]:
+    """``with usnet.width(model, 0.5): y = model(x)`` runs the block's calls at 0.5.
+
+    The width holds for the current thread or asyncio task only (other threads keep theirs, and
+    the model's default from :func:`set_width` is untouched), so one model serves requests at
+    different widths from several threads at once.
+    """
+    with width_space(model).at(w):
+        yield model
+
+
+@contextlib.contextmanager
+def modes_kept(model: nn.Module) -> Iterator[nn.Module]:
+    """Restore every module's own train/eval mode after the block (``model.train(b)`` inside
+    sets them all alike; some modules may have had another mode before)."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def channel_groups(model: nn.Module) -> list[ChannelGroup]:
+    """The model's channel groups with their full sizes, in build order."""
+    return list(width_space(model).groups)
