@@ -14,7 +14,8 @@ calibrating that width on two random batches (``single_pass``: one forward; the 
 not matter for this check), and the *oracle*: the max abs difference at the narrowest width
 between the US model and the original network with the channels that width drops zeroed
 (``usnet.convert.oracle``; batch norms on batch statistics, float64), which shares no code with
-the converted layers ("n/a" where a forward computes over the channels, e.g. layer norm). A
+the converted layers ("n/a" where a forward computes over the channels, e.g. layer norm; not
+run for networks of more than 150 M parameters, whose float64 copies would not fit). A
 refused model is converted again with ``keep="auto"`` and the share of its MACs that then
 slims is recorded; so is the share of a converted one's (100 % unless ``convert`` warned).
 Results accumulate in ``--records`` (JSON lines, so an interrupted run resumes) and the table
@@ -150,6 +151,8 @@ def measure(name: str, side: int, seed: int = 0) -> dict:
         record["diff_dense"] = _max_diff(model(x), dense(x))
     if Plan.from_json(model.conversion["plan"]).over_channels:
         record["oracle"] = None  # zeros would count where a forward computes over channels
+    elif sum(p.numel() for p in net.parameters()) > 150e6:
+        record["oracle"] = "too large"  # three float64 copies would not fit this machine
     else:
         original, slim = copy.deepcopy(net).double(), copy.deepcopy(model).double()
         record["oracle"] = difference(original, slim, x.double(), 0.25)
@@ -210,7 +213,7 @@ def table(records: list[dict]) -> str:
     cnn = [r for r in of("torchvision:") if not is_attention(r["model"])]
     ok = [r for r in cnn if _slims(r)]
     exact = [r for r in ok if r["diff_full"] <= 1e-4 and r["diff_dense"] <= 1e-4]
-    checked = [r for r in records if r["status"] == "converted" and r.get("oracle") is not None]
+    checked = [r for r in records if r["status"] == "converted" and _number(r.get("oracle"))]
     agree = [r for r in checked if r["oracle"] <= 1e-6]
     lines = [
         f"torchvision CNNs (attention models aside): **{len(ok)} of {len(cnn)} convert** "
@@ -239,7 +242,8 @@ def _row(r: dict) -> str:
     name = r["model"] + (" (attention)" if is_attention(r["model"]) else "")
     if r["status"] == "converted":
         result = "converted" if r["groups"] else "converted, but no group slims"
-        oracle = "n/a" if r.get("oracle") is None else f"{r['oracle']:.1e}"
+        value = r.get("oracle")
+        oracle = f"{value:.1e}" if _number(value) else "n/a" if value is None else str(value)
         return (
             f"| {name} | {result} | {r['groups']} | {r.get('share', '?')} % | "
             f"{r['macs_full'] / 1e6:.1f} M | {r['macs_min'] / 1e6:.1f} M | "
@@ -258,6 +262,10 @@ def _row(r: dict) -> str:
         text = f"{r['status']}: {r.get('message', '')}"
     text = text.replace("|", "\\|").replace("\n", " ")
     return f"| {name} | {text} | | | | | | | | |"
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float))
 
 
 def _slims(record: dict) -> bool:
