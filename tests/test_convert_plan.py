@@ -83,3 +83,26 @@ def test_the_plan_is_checked_before_it_is_used() -> None:
     bad = model.conversion["plan"] | {"layers": {"fc": ["bn", None, None, True]}}
     with pytest.raises(ConvertError, match="module 'fc': conversion plan: a linear, not a bn"):
         check(Plan.from_json(bad), net)
+
+
+@pytest.mark.parametrize("which", ["fpn", "audio"])
+def test_every_kind_rebuilds_from_its_plan(which: str) -> None:
+    from test_convert_kinds import Audio
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+    def build() -> torch.nn.Module:
+        torch.manual_seed(0)
+        if which == "fpn":
+            return resnet_fpn_backbone(backbone_name="resnet18", weights=None).eval()
+        return Audio().eval()
+
+    x = torch.randn(2, 3, 32, 32) if which == "fpn" else torch.randn(2, 1, 32)
+    model = usnet.convert(build(), x)
+    again = api.rebuild(build(), model.conversion, (0.25, 1.0), 8, x.shape[1:])
+    assert again is not None  # the plan fits: no tracing
+    for w in (1.0, 0.25):
+        model.train(), again.train()  # batch statistics: no calibration needed
+        with torch.no_grad(), usnet.width(model, w), usnet.width(again, w):
+            a, b = model(x), again(x)
+        for k in a if isinstance(a, dict) else [None]:
+            assert torch.equal(a[k], b[k]) if k is not None else torch.equal(a, b)

@@ -207,5 +207,6 @@ def _channels(m: Any) -> tuple[int, int]:
         return m.in_channels, m.out_channels
     if isinstance(m, nn.LayerNorm):
         return m.normalized_shape[0], m.normalized_shape[0]
-    c = int(getattr(m, "num_features", 0) or getattr(m, "num_channels", 0))
+    c = getattr(m, "num_features", 0) or getattr(m, "num_channels", 0)
+    c = int(c or m.weight.shape[0])  # FrozenBatchNorm2d keeps no count
     return c, c
