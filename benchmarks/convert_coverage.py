@@ -1,7 +1,8 @@
-"""Which networks ``usnet.convert`` slims: the torchvision classification zoo and a timm sample.
+"""Which networks ``usnet.convert`` slims: the torchvision classification zoo, a timm sample and
+hand-written CIFAR-style networks (``zoo:NAME``, benchmarks/convert_zoo.py).
 
     python benchmarks/convert_coverage.py                      # all (hours on one CPU thread)
-    python benchmarks/convert_coverage.py --only torchvision:resnet18 timm:resnet26d
+    python benchmarks/convert_coverage.py --only torchvision:resnet18 zoo:dpn
 
 Each model runs in its own process (one thread, a time limit): built with random weights (no
 download), batch-norm parameters and running statistics randomised so the checks mean something,
@@ -10,23 +11,33 @@ eval mode, float32, a 64 px input (the model's own size where it needs one). It 
 1.0 and 0.25, the max abs difference to the original at width 1.0, and the max abs difference
 between the US model and its dense export (``usnet.export.extract``) at a random width after
 calibrating that width on two random batches (``single_pass``: one forward; the estimator does
-not matter for this check). Results accumulate in ``--records`` (JSON lines, so an interrupted
-run resumes) and the table replaces the block between the markers in ``--out``.
+not matter for this check), and the *oracle*: the max abs difference at the narrowest width
+between the US model and the original network with the channels that width drops zeroed
+(``usnet.convert.oracle``; batch norms on batch statistics, float64), which shares no code with
+the converted layers ("n/a" where a forward computes over the channels, e.g. layer norm; not
+run for networks of more than 150 M parameters, whose float64 copies would not fit). A
+refused model is converted again with ``keep="auto"`` and the share of its MACs that then
+slims is recorded; so is the share of a converted one's (100 % unless ``convert`` warned).
+Results accumulate in ``--records`` (JSON lines, so an interrupted run resumes) and the table
+replaces the block between the markers in ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))  # convert_zoo
 START, END = "<!-- coverage:start -->", "<!-- coverage:end -->"
 #: timm CNNs: plain, bottleneck, grouped, depthwise, SE, dense, multi-branch, re-parameterisable,
 #: channels-last norms; some are expected to be refused (channel splits, custom convs).
@@ -41,13 +52,16 @@ TIMM_SAMPLE = (
     "xception41", "inception_v3", "levit_128s",
 )  # fmt: skip
 ATTENTION = ("vit_", "swin_", "maxvit_", "levit_")
+SHARE = re.compile(r"([\d.<>]+) % of \w+'s MACs slim")
 
 
 def names() -> list[str]:
     import torchvision
+    from convert_zoo import ZOO
 
-    zoo = torchvision.models.list_models(module=torchvision.models)
-    return [f"torchvision:{n}" for n in zoo] + [f"timm:{n}" for n in TIMM_SAMPLE]
+    tv = torchvision.models.list_models(module=torchvision.models)
+    timm = [f"timm:{n}" for n in TIMM_SAMPLE]
+    return [f"torchvision:{n}" for n in tv] + timm + [f"zoo:{n}" for n in ZOO]
 
 
 def is_attention(name: str) -> bool:
@@ -62,7 +76,9 @@ def measure(name: str, side: int, seed: int = 0) -> dict:
     from torch import nn
 
     import usnet
-    from usnet.convert import ConvertError, convert
+    from usnet.convert import ConvertError
+    from usnet.convert.oracle import difference
+    from usnet.convert.plan import Plan
     from usnet.export import extract
 
     warnings.filterwarnings("ignore")
@@ -73,6 +89,10 @@ def measure(name: str, side: int, seed: int = 0) -> dict:
         import torchvision
 
         net = torchvision.models.get_model(model_name, weights=None)
+    elif source == "zoo":
+        from convert_zoo import ZOO
+
+        net, side = ZOO[model_name](), 32
     else:
         import timm
 
@@ -103,9 +123,15 @@ def measure(name: str, side: int, seed: int = 0) -> dict:
     record["input"] = int(x.shape[-1])
     start = time.perf_counter()
     try:
-        model = convert(net, x, (0.25, 1.0))
+        model, record["share"] = _converted(net, x, ())
     except ConvertError as e:
-        return {**record, "status": "refused", "message": str(e)}
+        record.update(status="refused", message=str(e).splitlines()[0], problems=len(e.problems))
+        record["first"] = f"{e.problems[0].op}: {e.problems[0].problem}"
+        try:
+            record["auto_share"] = _converted(net, x, "auto")[1]
+        except Exception as e2:
+            record["auto_error"] = f"{type(e2).__name__}: {e2}"[:300]
+        return record
     except Exception as e:
         return {**record, "status": "error", "message": f"{type(e).__name__}: {e}"[:500]}
     record["convert_s"] = time.perf_counter() - start
@@ -123,8 +149,29 @@ def measure(name: str, side: int, seed: int = 0) -> dict:
     dense = extract(model, w)
     with torch.no_grad(), usnet.width(model, w):
         record["diff_dense"] = _max_diff(model(x), dense(x))
+    if Plan.from_json(model.conversion["plan"]).over_channels:
+        record["oracle"] = None  # zeros would count where a forward computes over channels
+    elif sum(p.numel() for p in net.parameters()) > 150e6:
+        record["oracle"] = "too large"  # three float64 copies would not fit this machine
+    else:
+        original, slim = copy.deepcopy(net).double(), copy.deepcopy(model).double()
+        record["oracle"] = difference(original, slim, x.double(), 0.25)
     record["status"] = "converted"
     return record
+
+
+def _converted(net, x, keep):  # noqa: ANN001, ANN202
+    """The converted model and the share of MACs that slims (from the note convert warns)."""
+    import warnings
+
+    from usnet.convert import convert
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = convert(net, x, (0.25, 1.0), keep=keep)
+    notes = [m for w in caught if (m := SHARE.search(str(w.message)))]
+    share = notes[0].group(1) if notes else "100"
+    return model, ("0" if "nothing of" in " ".join(str(w.message) for w in caught) else share)
 
 
 def _default_side(net) -> int:  # noqa: ANN001
@@ -160,36 +207,65 @@ def run_one(name: str, side: int, timeout: float) -> dict:
 
 
 def table(records: list[dict]) -> str:
-    tv = [r for r in records if r["model"].startswith("torchvision:")]
-    cnn = [r for r in tv if not is_attention(r["model"])]
+    def of(prefix: str) -> list[dict]:
+        return [r for r in records if r["model"].startswith(prefix)]
+
+    cnn = [r for r in of("torchvision:") if not is_attention(r["model"])]
     ok = [r for r in cnn if _slims(r)]
     exact = [r for r in ok if r["diff_full"] <= 1e-4 and r["diff_dense"] <= 1e-4]
-    timm_ok = [r for r in records if r["model"].startswith("timm:") and _slims(r)]
-    timm_all = [r for r in records if r["model"].startswith("timm:")]
+    checked = [r for r in records if r["status"] == "converted" and _number(r.get("oracle"))]
+    agree = [r for r in checked if r["oracle"] <= 1e-6]
     lines = [
         f"torchvision CNNs (attention models aside): **{len(ok)} of {len(cnn)} convert** "
         f"({100 * len(ok) / max(len(cnn), 1):.0f} %), {len(exact)} of them exact (max abs "
         f"difference <= 1e-4 at width 1.0 and against the dense export); timm sample: "
-        f"{len(timm_ok)} of {len(timm_all)} convert.",
-        "",
-        "| model | result | groups | input | MACs 1.0 | MACs 0.25 | max abs diff 1.0 "
-        "| max abs diff dense (width) | seconds |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"{sum(map(_slims, of('timm:')))} of {len(of('timm:'))} convert; hand-written networks: "
+        f"{sum(map(_slims, of('zoo:')))} of {len(of('zoo:'))}. The oracle (the masked original "
+        f"at width 0.25) agrees within 1e-6 for {len(agree)} of the {len(checked)} converted "
+        "networks it applies to.",
     ]
-    for r in records:
-        name = r["model"] + (" (attention)" if is_attention(r["model"]) else "")
-        if r["status"] == "converted":
-            result = "converted" if r["groups"] else "converted, but no group slims"
-            lines.append(
-                f"| {name} | {result} | {r['groups']} | {r['input']} | "
-                f"{r['macs_full'] / 1e6:.1f} M | {r['macs_min'] / 1e6:.1f} M | "
-                f"{r['diff_full']:.1e} | {r['diff_dense']:.1e} ({r['width']:g}) | "
-                f"{r.get('seconds', 0):.0f} |"
-            )
-        else:
-            message = r.get("message", "").replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {name} | {r['status']}: {message} | | | | | | | |")
+    for title, prefix in (("torchvision", "torchvision:"), ("timm sample", "timm:"),
+                          ("hand-written CIFAR-style networks", "zoo:")):  # fmt: skip
+        lines += [
+            "",
+            f"**{title}**",
+            "",
+            "| model | result | groups | MACs that slim | MACs 1.0 | MACs 0.25 | max abs diff "
+            "1.0 | dense (width) | oracle (0.25) | seconds |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        lines += [_row(r) for r in of(prefix)]
     return "\n".join(lines)
+
+
+def _row(r: dict) -> str:
+    name = r["model"] + (" (attention)" if is_attention(r["model"]) else "")
+    if r["status"] == "converted":
+        result = "converted" if r["groups"] else "converted, but no group slims"
+        value = r.get("oracle")
+        oracle = f"{value:.1e}" if _number(value) else "n/a" if value is None else str(value)
+        return (
+            f"| {name} | {result} | {r['groups']} | {r.get('share', '?')} % | "
+            f"{r['macs_full'] / 1e6:.1f} M | {r['macs_min'] / 1e6:.1f} M | "
+            f"{r['diff_full']:.1e} | {r['diff_dense']:.1e} ({r['width']:g}) | {oracle} | "
+            f"{r.get('seconds', 0):.0f} |"
+        )
+    if r["status"] == "refused":
+        n = r.get("problems", 1)
+        auto = (
+            f'; keep="auto": {r["auto_share"]} % of the MACs slim'
+            if "auto_share" in r
+            else f'; keep="auto" fails: {r.get("auto_error", "?")}'
+        )
+        text = f"refused ({n} problem{'s' if n > 1 else ''}): {r.get('first', r['message'])}{auto}"
+    else:
+        text = f"{r['status']}: {r.get('message', '')}"
+    text = text.replace("|", "\\|").replace("\n", " ")
+    return f"| {name} | {text} | | | | | | | | |"
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float))
 
 
 def _slims(record: dict) -> bool:

@@ -121,20 +121,19 @@ def test_an_untraceable_module_can_be_kept_as_one_block() -> None:
     x = torch.randn(2, 3, 4, 4)
     with pytest.raises(ConvertError, match="module 'branchy': tracing") as info:
         convert(Outer(), x)
-    assert info.value.keep == ("branchy",)
+    assert info.value.keep == ("branchy", "stem")  # every problem at once: its inputs too
     with pytest.raises(ConvertError, match="inputs must not slim.*keep=\\['stem'\\]"):
         convert(Outer(), x, keep=["branchy"])  # a block's inputs come from a slimmable conv
     model = convert(Outer(), x, keep=["branchy", "stem"])
     assert [g.name for g in width_space(model).groups] == ["head"]
 
 
-def test_parametrized_and_running_statless_modules_are_refused() -> None:
+def test_batch_norm_without_running_statistics_is_refused_with_the_way_out() -> None:
     x = torch.randn(2, 3, 4, 4)
     net = Plain()
     net.stem[1] = nn.BatchNorm2d(32, track_running_stats=False)
-    with pytest.raises(ConvertError, match="module 'stem.1'.*track_running_stats=False"):
+    with pytest.raises(ConvertError, match="module 'stem.1'.*track_running_stats=False") as info:
         convert(net, x)
-    net = Plain()
-    torch.nn.utils.parametrizations.weight_norm(net.body[0])
-    with pytest.raises(ConvertError, match="module 'body.0'.*parametrizations"):
-        convert(net, x)
+    assert info.value.keep == ("stem.0",)
+    model = convert(net, x, keep=["stem.0"])  # its channels whole: batch statistics are exact
+    assert [g.name for g in width_space(model).groups] == ["body.0"]

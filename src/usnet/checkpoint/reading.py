@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from ..convert import recorded
 from ..models.checked import build_model
 from ..models.sources import SOURCES, is_source_name
 from ..nn import USBatchNorm2d, Width, format_width, width_space
@@ -47,9 +48,9 @@ def load(
     tensors = _read_weights(weights_file, doc)
     # the model holds no more than the file, statistics aside
     budget = 2 * weights_file.stat().st_size + 2**26
-    model = build_model(
-        doc["arch"], doc["arch_kwargs"], budget, str(info_file), f"the size of {WEIGHTS} allows"
-    )
+    limit = f"the size of {WEIGHTS} allows"
+    with recorded(doc.get("conversion")):  # a converted source rebuilds without tracing
+        model = build_model(doc["arch"], doc["arch_kwargs"], budget, str(info_file), limit)
     _check_shapes(model, tensors, weights_file, doc["arch"])
     result = model.load_state_dict(tensors, strict=False)
     wrong = [(what, keys) for what, keys in zip(_WRONG, result, strict=True) if keys]

@@ -110,6 +110,7 @@ def _save(model: nn.Module, path: Path, meta: Mapping[str, Any] | None, same_wei
             if key in present
         ],
         "meta": dict(meta or {}),
+        "conversion": getattr(model, "conversion", None),  # a converted source's, to rebuild it
         "versions": versions(),
         "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

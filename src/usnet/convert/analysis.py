@@ -1,55 +1,25 @@
 """Graph analysis: walk the traced graphs and turn every operation into channel constraints.
 
 Each module that makes new channels (conv, linear) gets a channel variable named after it; the
-rules of :mod:`.ops` carry each tensor's :class:`~.groups.Layout` through the functional ops
-(adds tie, concatenations compose, flattening multiplies, shuffles refuse); the graph outputs
-never slim. What a rule cannot prove exact becomes a "must not slim" on the channels involved,
-so :meth:`Solver.solve` refuses only what would really slim.
+rules of :mod:`.modules` and :mod:`.ops` carry each tensor's :class:`~.groups.Layout` through the
+modules and functional ops (adds tie, concatenations compose, flattening multiplies, shuffles
+refuse); the graph outputs never slim. What a rule cannot prove exact becomes a "must not slim"
+on the channels involved, so :meth:`Solver.solve` reports only what would really slim. The
+MACs of every operation are kept with the channels it touches, so a conversion can say how
+much of the network slims.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, fx, nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.utils import parametrize
 
-from . import ops
+from . import modules, ops
 from .errors import ConvertError
 from .groups import Layout, MakeError, Solver
 from .trace import Trace, module_path
-
-_TIMM_LINEAR = "timm.layers.linear.Linear"
-_TIMM_CONV_SAME = "timm.layers.conv2d_same.Conv2dSame"
-_TIMM_BN_ACT = "timm.layers.norm_act.BatchNormAct2d"
-_LAYER_NORM = "timm.layers.norm.LayerNorm"
-_LAYER_NORM_2D = ("timm.layers.norm.LayerNorm2d", "torchvision.models.convnext.LayerNorm2d")
-
-
-def kind_of(m: nn.Module) -> str | None:
-    """Which converted layer replaces ``m`` (``None``: none; the tracer looks inside it)."""
-    cls = type(m)
-    name = f"{cls.__module__}.{cls.__qualname__}"
-    if isinstance(m, nn.Conv2d) and cls.forward is nn.Conv2d.forward:
-        return "conv"
-    if name == _TIMM_CONV_SAME:
-        return "conv_same"
-    if isinstance(m, nn.Linear) and (cls.forward is nn.Linear.forward or name == _TIMM_LINEAR):
-        return "linear"
-    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and cls.forward is _BatchNorm.forward:
-        return "bn"
-    if name == _TIMM_BN_ACT:
-        return "bnact"
-    if isinstance(m, nn.LayerNorm) and (cls.forward is nn.LayerNorm.forward or name == _LAYER_NORM):
-        return "ln"
-    if name in _LAYER_NORM_2D:
-        return "ln2d"
-    if cls is nn.GroupNorm:
-        return "gn"
-    return None
 
 
 @dataclass
@@ -63,6 +33,16 @@ class Use:
     in_eval: bool = True
 
 
+@dataclass(frozen=True)
+class Cost:
+    """The MACs of one operation of the eval graph and the channel variables it touches."""
+
+    module: str
+    op: str
+    macs: int
+    vars: tuple[int, ...]
+
+
 class Analysis:
     """The channel constraints of one model, gathered over its traced graphs."""
 
@@ -70,11 +50,17 @@ class Analysis:
         self.model, self.keep = model, keep
         self.solver = Solver()
         self.uses: dict[str, Use] = {}
-        #: per-channel parameters read by a forward (layer scale): target -> (variable, dim)
+        #: per-channel parameters and buffers read by a forward: target -> (variable, dim)
         self.params: dict[str, tuple[int, int]] = {}
+        self.costs: list[Cost] = []
+        #: where a forward computes over the active channels (layer norm, a mean over channels)
+        self.over_channels: list[tuple[str, tuple[int, ...]]] = []
         self._vars: dict[str, int] = {}
         self.values: dict[fx.Node, Any] = {}
         self._flow: dict[fx.Node, Any] = {}
+        #: nodes whose channels are fixed only because an operation before them was refused
+        self._tainted: dict[fx.Node, MakeError] = {}
+        self._refused: dict[fx.Node, MakeError] = {}
         self.training = False  # the mode of the graph being walked
 
     # -- helpers used by the rules --------------------------------------------------------
@@ -88,20 +74,97 @@ class Analysis:
         path = module_path(node)
         return lambda names: ConvertError(path, op, problem, names, hint)
 
+    def error_at(self, path: str, op: str, problem: str) -> MakeError:
+        return lambda names: ConvertError(path, op, problem, names)
+
     def refuse(self, node: fx.Node, layout: Any, op: str, problem: str, hint: str = "") -> None:
         """The channels of ``layout`` (any nesting) must not slim."""
         vars = [v for lay in _layouts(layout) for v in lay.vars]
         if vars:
-            self.solver.forbid(vars, self.error(node, op, problem, hint))
+            error = self.error(node, op, problem, hint)
+            self.solver.forbid(vars, error)
+            self._refused.setdefault(node, error)
+
+    def meets_fixed(self, layout: Layout, operand: Any, reason: str) -> None:
+        """``layout``'s channels meet ``operand``'s, which do not slim: they are fixed, unless
+        ``operand``'s are whole only because an operation before it was refused: then that
+        refusal applies to them too (a refused shuffle must not pass for a fixed size)."""
+        error = self._tainted.get(operand) if isinstance(operand, fx.Node) else None
+        if error is not None:
+            self.solver.forbid(layout.vars, error)
+        else:
+            self.solver.fix(layout.vars, reason)
 
     def fixed(self, channels: int) -> int:
-        return self.solver.new(channels, fixed=True)
+        return self.solver.new(channels, fixed=True, reason="a tensor of fixed size")
+
+    def output(self, path: str, full: int, dim: int) -> Layout:
+        """The new channels module ``path`` makes (one variable however often it is called)."""
+        if path not in self._vars:
+            self._vars[path] = self.solver.new(full, path)
+        return Layout(dim, ((self._vars[path], 1),))
+
+    def at(self, node: fx.Node, lin: Any, dim: int, op: str) -> Layout | None:
+        """``lin`` if its channels are on ``dim`` (where the module reads channels)."""
+        if not isinstance(lin, Layout) or lin.dim == dim:
+            return lin if isinstance(lin, Layout) else None
+        self.refuse(
+            node,
+            lin,
+            op,
+            f"it reads channels on dimension {dim}, but the slimmable "
+            f"channels of its input are on dimension {lin.dim}",
+        )
+        return None
+
+    def use(self, path: str, kind: str, inp: Layout | None, out: Layout | None) -> None:
+        prev = self.uses.get(path)
+        if prev is None:
+            self.uses[path] = Use(kind, inp, out, not self.training)
+            return
+        prev.in_eval = prev.in_eval or not self.training
+        mismatch = ConvertError(path, kind, "it is called on tensors of different channel layouts")
+        reason = f"'{path}' is also called on channels that never slim"
+        self.solver.tie(prev.inp, inp, lambda names: mismatch, reason)
+        self.solver.tie(prev.out, out, lambda names: mismatch, reason)
 
     # -- the walk -------------------------------------------------------------------------
     def run(self, trace: Trace) -> None:
         self.values, self._flow, self.training = trace.values, {}, trace.training
+        self._tainted, self._refused = {}, {}
         for node in trace.graph.nodes:
             self._flow[node] = self._visit(node)
+            if not _layouts(self._flow[node]):
+                self._taint(node)
+            macs = 0 if trace.training else trace.macs.get(node, 0)
+            if macs:
+                touched = [self.flow(a) for a in node.all_input_nodes] + [self._flow[node]]
+                vars = tuple(v for lay in _layouts(touched) for v in lay.vars)
+                self.costs.append(Cost(module_path(node), ops.op_name(node), macs, vars))
+
+    def finish(self) -> None:
+        """After every graph: each use's layouts over root variables (derived groups folded
+        into the factors, as the spans of :mod:`.replace` read them)."""
+        solver = self.solver
+        for use in self.uses.values():
+            for name in ("inp", "out"):
+                lay = getattr(use, name)
+                if lay is not None:
+                    setattr(use, name, Layout(lay.dim, solver.segments(lay)))
+        for target, (var, _) in self.params.items():
+            if solver.resolve(var)[1] != 1:  # sliced by a derived group: not emitted yet
+                solver.forbid([var], self.error_at(target, "slicing", _DERIVED_PARAM))
+
+    def _taint(self, node: fx.Node) -> None:
+        """A refused operation taints its result, and so does everything computed from a
+        tainted tensor without new channels (norms, activations, grouped convs, adds)."""
+        error = self._refused.get(node)
+        if error is None and not _makes_channels(self.model, node):
+            error = next(
+                (self._tainted[a] for a in node.all_input_nodes if a in self._tainted), None
+            )
+        if error is not None:
+            self._tainted[node] = error
 
     def _visit(self, node: fx.Node) -> Any:
         if node.op == "placeholder":
@@ -109,11 +172,11 @@ class Analysis:
         if node.op == "get_attr":
             return self._get_attr(node)
         if node.op == "call_module":
-            return self._module(node)
+            return modules.visit(self, node)
         if node.op in ("call_function", "call_method"):
             return ops.visit(self, node)
-        for layout in _layouts([self.flow(a) for a in _nodes(node.args)]):
-            self.solver.fix(layout.vars)  # the network's outputs never slim
+        for layout in _layouts([self.flow(a) for a in node.all_input_nodes]):
+            self.solver.fix(layout.vars, OUTPUT)  # outputs never slim
         return None
 
     def _get_attr(self, node: fx.Node) -> Layout | None:
@@ -129,121 +192,20 @@ class Analysis:
         var, dim = self.params[target]
         return Layout(dim, ((var, 1),))
 
-    def _module(self, node: fx.Node) -> Any:
-        path = str(node.target)
-        m: Any = self.model.get_submodule(path)
-        x = node.args[0] if node.args else next(iter(node.kwargs.values()), None)
-        lin, xv, out_v = self.flow(x), self.value(x), self.values.get(node)
-        assert xv is not None and out_v is not None
-        kind = kind_of(m)
-        op = type(m).__name__
-        if parametrize.is_parametrized(m):
-            raise ConvertError(
-                path, op, "it has parametrizations (e.g. weight_norm); remove them first"
-            )
-        if kind is None:
-            inputs = [self.flow(a) for a in _nodes((node.args, node.kwargs))]
-            if path in self.keep or any(True for _ in m.parameters()):
-                problem = (
-                    "a kept module is one block that does not slim, so its inputs must not slim"
-                    if path in self.keep
-                    else _UNKNOWN.get(
-                        op, f"usnet does not know how to slim a {op} (a module with parameters)"
-                    )
-                )
-                self.refuse(node, inputs, op, problem)
-                return None
-            return ops.param_free_module(self, node, m, lin, xv, out_v)
-        if kind in ("conv", "conv_same"):
-            lin = self._at(node, lin, 1, op)
-            out = (
-                self._grouped(node, m, lin) if m.groups > 1 else self._out(path, m.out_channels, 1)
-            )
-        elif kind == "linear":
-            lin = self._at(node, lin, xv.dim() - 1, op)
-            out = self._out(path, m.out_features, out_v.dim() - 1)
-        elif kind in ("bn", "bnact"):
-            if not m.track_running_stats or m.running_mean is None:
-                raise ConvertError(
-                    path,
-                    op,
-                    "track_running_stats=False normalises with batch statistics in "
-                    "eval mode, which per-width statistics cannot reproduce",
-                )
-            if kind == "bnact" and any(True for _ in (*m.act.parameters(), *m.drop.parameters())):
-                self.refuse(node, lin, op, "its activation has parameters")
-            out = lin = self._at(node, lin, 1, op)
-        elif kind == "ln":
-            if len(m.normalized_shape) != 1:
-                self.refuse(node, lin, op, "it normalises over several dimensions")
-                lin = None
-            out = lin = self._at(node, lin, xv.dim() - 1, op)
-        elif kind == "ln2d":
-            out = lin = self._at(node, lin, 1, op)
-        else:  # group norm: a prefix of whole groups
-            out = lin = self._at(node, lin, 1, op)
-            if lin is not None:
-                if len(lin.segs) != 1:
-                    self.refuse(node, lin, op, "group norm over a concatenation")
-                else:
-                    var, f = lin.segs[0]
-                    width = m.num_channels // m.num_groups
-                    self.solver.multiple(var, width // math.gcd(width, f))
-        if path in self.keep and out is not None:
-            self.solver.fix(out.vars)
-        self._use(path, kind, lin, out)
-        return out
 
-    def _at(self, node: fx.Node, lin: Any, dim: int, op: str) -> Layout | None:
-        """``lin`` if its channels are on ``dim`` (where the module reads channels)."""
-        if not isinstance(lin, Layout) or lin.dim == dim:
-            return lin if isinstance(lin, Layout) else None
-        self.refuse(
-            node,
-            lin,
-            op,
-            f"it reads channels on dimension {dim}, but the slimmable "
-            f"channels of its input are on dimension {lin.dim}",
-        )
-        return None
-
-    def _out(self, path: str, full: int, dim: int) -> Layout:
-        if path not in self._vars:
-            self._vars[path] = self.solver.new(full, path)
-        return Layout(dim, ((self._vars[path], 1),))
-
-    def _grouped(self, node: fx.Node, m: nn.Conv2d, lin: Layout | None) -> Layout | None:
-        """A grouped conv keeps its group width: its outputs follow its inputs' group."""
-        gin, gout = m.in_channels // m.groups, m.out_channels // m.groups
-        if lin is None:
-            return None
-        if len(lin.segs) != 1 or (lin.segs[0][1] * gout) % gin:
-            self.refuse(
-                node,
-                lin,
-                "Conv2d",
-                f"a grouped conv (groups={m.groups}) over a "
-                "concatenation or with a fractional channel multiplier",
-            )
-            return None
-        var, f = lin.segs[0]
-        self.solver.multiple(var, gin // math.gcd(gin, f))
-        return Layout(1, ((var, f * gout // gin),))
-
-    def _use(self, path: str, kind: str, inp: Layout | None, out: Layout | None) -> None:
-        prev = self.uses.get(path)
-        if prev is None:
-            self.uses[path] = Use(kind, inp, out, not self.training)
-            return
-        prev.in_eval = prev.in_eval or not self.training
-        mismatch = ConvertError(path, kind, "it is called on tensors of different channel layouts")
-        self.solver.tie(prev.inp, inp, lambda names: mismatch)
-        self.solver.tie(prev.out, out, lambda names: mismatch)
+OUTPUT = "an output of the network"
+_DERIVED_PARAM = (
+    "a per-channel parameter of a channel group derived from another (k channels per channel) "
+    "cannot be sliced yet"
+)
 
 
-_UNKNOWN = {
-    "MultiheadAttention": "attention heads do not slim (usnet slims channels of CNNs)",
-}
+def _makes_channels(model: nn.Module, node: fx.Node) -> bool:
+    """A dense conv or linear: its output channels are its own, whatever its input."""
+    if node.op != "call_module":
+        return False
+    m = model.get_submodule(str(node.target))
+    return isinstance(m, nn.Linear) or getattr(m, "groups", 0) == 1
 
 
 def _is_state(model: nn.Module, target: str) -> bool:
@@ -257,17 +219,6 @@ def _is_state(model: nn.Module, target: str) -> bool:
         return True
     except AttributeError:
         return False
-
-
-def _nodes(args: Any) -> list[fx.Node]:
-    found: list[fx.Node] = []
-
-    def visit(n: fx.Node) -> fx.Node:
-        found.append(n)
-        return n
-
-    fx.node.map_arg(args, visit)
-    return found
 
 
 def _layouts(flow: Any) -> list[Layout]:

@@ -9,16 +9,17 @@ on slimmable channels is refused.
 
 from __future__ import annotations
 
-import contextlib
 import operator
-from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from . import matmul
 from .groups import Layout
+from .measure import commutes, evaluating, method_call
+from .rules import Channelwise, function_rule
 from .shapes import (
     PERMUTE,
     REDUCE,
@@ -31,11 +32,13 @@ from .shapes import (
     getitem,
     none_like,
     permute,
+    pixel_shuffle,
     reduce,
     reshape,
     sizes,
     split,
 )
+from .trace import module_path
 
 _BINARY_FUNCS = {
     operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv,
@@ -62,14 +65,23 @@ _SAME_METHODS = {"contiguous", "clone", "detach", "float", "to", "type", "half",
 _LAYER_FUNCS = {F.linear, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose2d, F.batch_norm,
                 F.layer_norm, F.group_norm, F.instance_norm, F.embedding, F.prelu,
                 F.multi_head_attention_forward}  # fmt: skip
-_ATTENTION = {F.scaled_dot_product_attention, torch.matmul, operator.matmul, torch.bmm,
-              torch.einsum, torch.baddbmm}  # fmt: skip
-_ATTENTION_METHODS = {"matmul", "bmm", "__matmul__", "baddbmm"}
+_ATTENTION = {F.scaled_dot_product_attention, torch.einsum}
+_MATMUL: dict[Any, str] = {torch.matmul: "matmul", operator.matmul: "matmul", torch.bmm: "bmm",
+           torch.baddbmm: "baddbmm"}  # fmt: skip
+#: Normalisations over one dimension: over the channels they normalise the active ones (as
+#: layer norm does), so a softmax over a network's outputs or a channel attention is exact.
+_NORMALIZE = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, F.normalize}
+_NORMALIZE_METHODS = {"softmax", "log_softmax"}
+_PIXEL: dict[Any, bool] = {F.pixel_shuffle: False, torch.pixel_shuffle: False, F.pixel_unshuffle: True,
+          torch.pixel_unshuffle: True}  # fmt: skip
+_PIXEL_METHODS = {"pixel_shuffle", "pixel_unshuffle"}
 #: Leaf modules that are channel-wise by definition (random ones cannot be measured).
 _CHANNELWISE_MODULES = (
     nn.modules.dropout._DropoutNd, nn.Identity, nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU,
     nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.Mish,
-    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
+    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Softmax,
+    nn.LogSoftmax, nn.Softmax2d, nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d,
+    nn.AdaptiveMaxPool1d, nn.MaxPool3d, nn.AvgPool3d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool3d,
 )  # fmt: skip
 
 
@@ -99,12 +111,15 @@ def visit(an: Analysis, node: fx.Node) -> Any:
         fields = getattr(target, "_fields", ())
         named = [node.kwargs[k] for k in fields if k in node.kwargs]
         return tuple(an.flow(a) for a in [*node.args, *named])
-    tensor_args = _tensor_args(an, (node.args, node.kwargs))
-    if not any(isinstance(an.flow(a), Layout) for a in tensor_args):
+    tensor_args_ = tensor_args(an, (node.args, node.kwargs))
+    if not any(isinstance(an.flow(a), Layout) for a in tensor_args_):
         return none_like(out)
     op = op_name(node)
+    rule = function_rule(target) if node.op == "call_function" else None
+    if rule is not None:
+        return _registered(an, node, out, tensor_args_, op, rule)
     if target in _BINARY_FUNCS or (node.op == "call_method" and target in _BINARY_METHODS):
-        return _broadcast(an, node, out, tensor_args, op)
+        return _broadcast(an, node, out, tensor_args_, op)
     if target in _CAT:
         return _cat(an, node, out, op)
     if target is torch.stack:
@@ -117,7 +132,7 @@ def visit(an: Analysis, node: fx.Node) -> Any:
         return permute(an, node)
     if name in REDUCE:
         if isinstance(an.value(arg(node, 1, "dim")), Tensor):  # torch.max(x, y): elementwise
-            return _broadcast(an, node, out, tensor_args, op)
+            return _broadcast(an, node, out, tensor_args_, op)
         return reduce(an, node, out)
     if name in SPLIT:
         return split(an, node, out, op, name)
@@ -130,24 +145,74 @@ def visit(an: Analysis, node: fx.Node) -> Any:
         or (node.op == "call_method" and target in _SAME_METHODS)
     ):
         return an.flow(node.args[0])
-    if target in _ATTENTION or (node.op == "call_method" and target in _ATTENTION_METHODS):
-        an.refuse(
-            node,
-            [an.flow(a) for a in tensor_args],
-            op,
-            "matrix products (attention) do not slim: usnet slims channels of CNNs",
-        )
+    if target in _NORMALIZE or (node.op == "call_method" and target in _NORMALIZE_METHODS):
+        return _normalize(an, node, out)
+    if target in _PIXEL or (node.op == "call_method" and target in _PIXEL_METHODS):
+        factor = arg(node, 1, "upscale_factor", arg(node, 1, "downscale_factor"))
+        inverse = _PIXEL.get(target, target == "pixel_unshuffle")
+        return pixel_shuffle(an, node, node.args[0], op, int(factor), bool(inverse))
+    if target in _MATMUL or (node.op == "call_method" and target in matmul.FUNCTIONS):
+        return matmul.matmul(an, node, out, op, _MATMUL.get(target, str(target)))
+    if target in _ATTENTION:
+        an.refuse(node, [an.flow(a) for a in tensor_args_], op, matmul.ATTENTION)
         return none_like(out)
+    if target is F.prelu and getattr(an.value(arg(node, 1, "weight")), "numel", lambda: 0)() == 1:
+        return an.flow(node.args[0])  # one slope for all channels
     if target in _LAYER_FUNCS:
-        an.refuse(
-            node,
-            [an.flow(a) for a in tensor_args],
-            op,
-            "a functional layer on "
-            "parameters of a module usnet does not know (a custom conv or norm)",
-        )
+        an.refuse(node, [an.flow(a) for a in tensor_args_], op, _functional(an, node))
         return none_like(out)
-    return _measured(an, node, out, tensor_args, op)
+    return _measured(an, node, out, tensor_args_, op)
+
+
+def _normalize(an: Analysis, node: fx.Node, out: Any) -> Any:
+    """softmax, log_softmax, normalize over a dimension: over the channels, over the active
+    ones (as layer norm does); the channels stay where they are."""
+    f, v = an.flow(node.args[0]), an.value(node.args[0])
+    default = 1 if node.target is F.normalize else None
+    dim = arg(node, 2 if node.target is F.normalize else 1, "dim", default)
+    if isinstance(f, Layout) and isinstance(v, Tensor) and isinstance(dim, int):
+        if dim % v.dim() == f.dim:
+            an.over_channels.append((module_path(node), f.vars))
+    return f
+
+
+def _functional(an: Analysis, node: fx.Node) -> str:
+    """Why a functional layer stops the channels: whose parameters, and what to do."""
+    path = module_path(node)
+    owner: Any = an.model.get_submodule(path) if path else an.model
+    torch_base = next(
+        (c for c in type(owner).__mro__[1:] if c.__module__.startswith("torch.nn.modules")), None
+    )
+    if torch_base is not None and torch_base is not nn.Module:
+        return (
+            f"{type(owner).__name__} subclasses nn.{torch_base.__name__} with a forward of its own, "
+            "which usnet does not know; usnet.convert.register_rule tells it"
+        )
+    return (
+        "a functional layer on parameters of a module usnet does not know (a custom conv or "
+        "norm); usnet.convert.register_rule tells it"
+    )
+
+
+def _registered(
+    an: Analysis, node: fx.Node, out: Any, args: list[fx.Node], op: str, rule: object
+) -> Any:
+    """A registered function: channel-wise on its first input, or fixed."""
+    flows = [an.flow(a) for a in args]
+    if not isinstance(rule, Channelwise):
+        for f in flows:
+            if isinstance(f, Layout):
+                an.solver.fix(f.vars, f"{op} is registered as fixed")
+        return none_like(out)
+    first, xv = flows[0], an.value(args[0])
+    an.refuse(node, flows[1:], op, "a channel-wise rule follows its first input only")
+    if not isinstance(out, Tensor) or not isinstance(first, Layout):
+        an.refuse(node, first, op, "a channel-wise rule needs one tensor in and one out")
+        return none_like(out)
+    if first.dim != rule.dim % xv.dim():
+        an.refuse(node, first, op, f"its rule reads channels on dimension {rule.dim}")
+        return None
+    return first
 
 
 # -- broadcasting and concatenation -------------------------------------------------------
@@ -167,22 +232,29 @@ def _broadcast(an: Analysis, node: fx.Node, out: Any, args: list[fx.Node], op: s
     if len(found) > 1:  # channels meet on different dimensions: none of them slims
         for layouts in found.values():
             for f in layouts:
-                an.solver.fix(f.vars)
+                an.solver.fix(f.vars, f"{op} meets channels on another dimension")
         return None
     ((dim, layouts),) = found.items()
     first = layouts[0]
     for f in layouts[1:]:
-        an.solver.tie(
-            first,
-            f,
-            an.error(node, op, "it combines tensors whose channels are concatenated differently"),
-        )
+        an.solver.tie(first, f, an.error(node, op, _mismatch(an, first, f)))
     for a in args:
         v, f = an.value(a), an.flow(a)
         d = dim - (rank - v.dim())
         if d >= 0 and v.shape[d] > 1 and not (isinstance(f, Layout) and f.dim == d):
-            an.solver.fix(first.vars)
+            an.meets_fixed(first, a, f"{op} meets a tensor of fixed size")
     return Layout(dim, first.segs)
+
+
+def _mismatch(an: Analysis, a: Layout, b: Layout) -> str:
+    """Why two operands' channels cannot be one group."""
+    if len(a.segs) > 1 or len(b.segs) > 1:
+        return "it combines tensors whose channels are concatenated differently"
+    (va, fa), (vb, fb) = a.segs[0], b.segs[0]
+    return (
+        f"it combines a tensor of {fa} entries per channel of a group of {an.solver.full[va]} "
+        f"with one of {fb} per channel of a group of {an.solver.full[vb]}, at no whole ratio"
+    )
 
 
 def _cat(an: Analysis, node: fx.Node, out: Any, op: str) -> Any:
@@ -216,7 +288,9 @@ def _stack(an: Analysis, node: fx.Node, out: Any, op: str) -> Any:
         Layout(f.dim + (f.dim >= d), f.segs) if isinstance(f, Layout) else None
         for f in (an.flow(p) for p in parts)
     ]
-    first = next(f for f in moved if f is not None)
+    first = next((f for f in moved if f is not None), None)
+    if first is None:
+        return None
     for f in moved:
         an.solver.tie(first, f, an.error(node, op, "it stacks tensors of different channels"))
     return first
@@ -226,18 +300,18 @@ def _stack(an: Analysis, node: fx.Node, out: Any, op: str) -> Any:
 def _measured(an: Analysis, node: fx.Node, out: Any, args: list[fx.Node], op: str) -> Any:
     """An operation without a rule: channel-wise if it commutes with taking leading channels."""
     carrying = [a for a in args if isinstance(an.flow(a), Layout)]
+    why = "it combines several tensors of slimmable channels"
     if len(carrying) == 1:
         x = carrying[0]
         f = an.flow(x)
-        call = _callable(node)
-        if commutes(an, call, node.args, node.kwargs, x, f.dim):
+        why = commutes(an.values, method_call(node), node.args, node.kwargs, x, f.dim) or ""
+        if not why:
             return f
     an.refuse(
         node,
         [an.flow(a) for a in args],
         op,
-        "usnet cannot tell that this operation "
-        "treats channels one by one (it is not channel-wise on the example input)",
+        f"usnet cannot tell that this operation treats channels one by one ({why})",
     )
     return none_like(out)
 
@@ -245,7 +319,7 @@ def _measured(an: Analysis, node: fx.Node, out: Any, args: list[fx.Node], op: st
 def param_free_module(
     an: Analysis, node: fx.Node, m: nn.Module, lin: Any, xv: Any, out: Any
 ) -> Any:
-    """A leaf module without parameters: flatten, dropout, or measured like an op."""
+    """A leaf module without parameters: flatten, dropout, pixel shuffle, or measured."""
     op = type(m).__name__
     if not isinstance(lin, Layout):
         return none_like(out)
@@ -253,74 +327,20 @@ def param_free_module(
         return reshape(an, node, node.args[0], out, op, None)
     if isinstance(m, nn.Unflatten):
         return reshape(an, node, node.args[0], out, op, (m.dim, list(m.unflattened_size)))
+    if isinstance(m, nn.PixelShuffle):
+        return pixel_shuffle(an, node, node.args[0], op, m.upscale_factor, False)
+    if isinstance(m, nn.PixelUnshuffle):
+        return pixel_shuffle(an, node, node.args[0], op, m.downscale_factor, True)
     if isinstance(m, _CHANNELWISE_MODULES):
         return lin
-    single = len(node.args) == 1 and not node.kwargs
-    with _eval(m):
-        if single and commutes(an, m, node.args, {}, arg(node, 0, "input"), lin.dim):
+    why = "it is called with several arguments"
+    if len(node.args) == 1 and not node.kwargs:
+        with evaluating(m):
+            why = commutes(an.values, m, node.args, {}, arg(node, 0, "input"), lin.dim) or ""
+        if not why:
             return lin
-    an.refuse(node, lin, op, "it is not channel-wise on the example input")
+    an.refuse(node, lin, op, f"it is not channel-wise on the example input ({why})")
     return none_like(out)
-
-
-def commutes(an: Analysis, call: Callable, args: Any, kwargs: Any, x: fx.Node, dim: int) -> bool:
-    """Whether ``call`` on the leading half of ``x``'s channels gives the leading half of its
-    result (same random seed for both runs)."""
-    full_in = an.values[x]
-    channels = full_in.shape[dim]
-    if channels < 2:
-        return True
-    half = channels // 2
-
-    def concrete(narrow: bool) -> tuple[Any, Any]:
-        def value(n: fx.Node) -> Any:
-            v = an.values[n]
-            if n is x and narrow:
-                v = v.narrow(dim, 0, half)
-            return v.clone() if isinstance(v, Tensor) else v
-
-        return fx.node.map_arg(args, value), fx.node.map_arg(kwargs, value)
-
-    rng = torch.default_generator  # CPU only: torch.manual_seed would queue CUDA seeding too
-    state = rng.get_state()
-    try:
-        with torch.no_grad():
-            rng.manual_seed(0)
-            a, k = concrete(False)
-            full = call(*a, **k)
-            rng.manual_seed(0)
-            a, k = concrete(True)
-            part = call(*a, **k)
-    except Exception:
-        return False
-    finally:
-        rng.set_state(state)
-    if not (isinstance(full, Tensor) and isinstance(part, Tensor)):
-        return False
-    if full.dim() != full_in.dim() or full.shape[dim] != channels:
-        return False
-    want = full.narrow(dim, 0, half)
-    return want.shape == part.shape and torch.allclose(
-        want, part, rtol=1e-5, atol=1e-6, equal_nan=True
-    )
-
-
-def _callable(node: fx.Node) -> Callable:
-    if node.op == "call_function":
-        return cast(Callable, node.target)
-    name = str(node.target)
-    return lambda self, *args, **kwargs: getattr(self, name)(*args, **kwargs)
-
-
-@contextlib.contextmanager
-def _eval(m: nn.Module) -> Iterator[None]:
-    modes = [(s, s.training) for s in m.modules()]
-    m.eval()
-    try:
-        yield
-    finally:
-        for s, mode in modes:
-            s.training = mode
 
 
 def _has_tensor(v: Any) -> bool:
@@ -329,7 +349,7 @@ def _has_tensor(v: Any) -> bool:
     return isinstance(v, (tuple, list)) and any(isinstance(e, Tensor) for e in v)
 
 
-def _tensor_args(an: Analysis, args: Any) -> list[fx.Node]:
+def tensor_args(an: Analysis, args: Any) -> list[fx.Node]:
     found: list[fx.Node] = []
 
     def visit(n: fx.Node) -> fx.Node:

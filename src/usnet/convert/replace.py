@@ -18,6 +18,7 @@ from ..nn import (
     USBatchNormAct,
     USConv,
     USGroupNorm,
+    USInstanceNorm,
     USLayerNorm,
     USLinear,
     WidthSpace,
@@ -111,22 +112,31 @@ def replace_modules(
     return root
 
 
+_CONVS = ("conv", "conv_same", "conv1d", "conv3d", "conv_transpose", "conv_cat")
+
+
 def _slim(m: Any, use: Use, spans: _Spans, space: WidthSpace) -> nn.Module | None:
     inp, out = spans(use.inp), spans(use.out)
-    if use.kind in ("bn", "bnact"):
+    if use.kind in ("bn", "bnact", "bn3d"):  # per-width statistics even where channels are whole
         if not use.in_eval:
             return TrainOnlyBatchNorm(m, inp) if inp is not None else None
         cls = USBatchNormAct if use.kind == "bnact" else USBatchNorm
         return cls.from_module(m, inp, space)
     if inp is None and out is None:
         return None
-    if use.kind in ("conv", "conv_same"):
+    if use.kind in _CONVS:
         return USConv.from_module(m, inp, out, same=use.kind == "conv_same")
     if use.kind == "linear":
         return USLinear.from_module(m, inp, out)
     if use.kind in ("ln", "ln2d"):
         return USLayerNorm(m, inp, channels_first=use.kind == "ln2d")
-    return USGroupNorm(m, inp)
+    if use.kind in ("gn", "gn1", "gnact"):
+        return USGroupNorm(m, inp)
+    if use.kind == "in":
+        return USInstanceNorm(m, inp)
+    raise ConvertError(
+        "", use.kind, "no slimmable layer of this kind (a usnet bug: please report it)"
+    )
 
 
 @torch.no_grad()

@@ -7,9 +7,10 @@ import math
 from typing import Any, Protocol
 
 import torch
-from torch import Tensor, fx
+from torch import Tensor, fx, nn
 
 from .groups import Layout, MakeError, Solver
+from .trace import module_path
 
 RESHAPE = {"flatten", "view", "reshape", "squeeze", "unsqueeze", "unflatten", "view_as",
            "reshape_as"}  # fmt: skip
@@ -22,14 +23,24 @@ SPLIT = {"chunk", "split", "unbind", "tensor_split", "split_with_sizes"}
 class Analysis(Protocol):
     """What the rules use of :class:`~usnet.convert.analysis.Analysis`."""
 
+    model: nn.Module
+    keep: frozenset[str]
     values: dict[fx.Node, Any]
     solver: Solver
+    #: per-channel parameters and buffers read by a forward: target -> (variable, dim)
+    params: dict[str, tuple[int, int]]
+    #: where a forward computes over the active channels (layer norm, a mean over channels)
+    over_channels: list[tuple[str, tuple[int, ...]]]
 
     def flow(self, a: Any) -> Any: ...
     def value(self, a: Any) -> Any: ...
     def error(self, node: fx.Node, op: str, problem: str, hint: str = "") -> MakeError: ...
     def refuse(self, node: fx.Node, layout: Any, op: str, problem: str, hint: str = "") -> None: ...
     def fixed(self, channels: int) -> int: ...
+    def meets_fixed(self, layout: Layout, operand: Any, reason: str) -> None: ...
+    def output(self, path: str, full: int, dim: int) -> Layout: ...
+    def use(self, path: str, kind: str, inp: Layout | None, out: Layout | None) -> None: ...
+    def at(self, node: fx.Node, lin: Any, dim: int, op: str) -> Layout | None: ...
 
 
 def bare_name(node: fx.Node) -> str:
@@ -192,6 +203,7 @@ def reduce(an: Analysis, node: fx.Node, out: Any) -> Any:
         return none_like(out)  # a reduction over everything (over active channels)
     dims = {d % v.dim() for d in (dim if isinstance(dim, (tuple, list)) else [dim])}
     if f.dim in dims:
+        an.over_channels.append((module_path(node), f.vars))
         return none_like(out)  # over the active channels, as layer norm does
     new = Layout(f.dim if keep else f.dim - sum(d < f.dim for d in dims), f.segs)
     return tuple(new for _ in out) if isinstance(out, (tuple, list)) else new
@@ -245,3 +257,33 @@ def getitem(an: Analysis, node: fx.Node, op: str) -> Any:
         return Layout(d_out + f.dim - d_in, f.segs)
     an.refuse(node, f, op, "it indexes or slices the channel dimension with fixed positions")
     return None
+
+
+def pixel_shuffle(an: Analysis, node: fx.Node, x: Any, op: str, r: int, inverse: bool) -> Any:
+    """``pixel_shuffle`` by ``r``: output channel ``c`` is input channels ``c r^2 .. c r^2 + r^2 -
+    1`` spread over space, so a prefix of ``k r^2`` input channels is a prefix of ``k`` output
+    channels. A segment of ``f`` entries per channel keeps ``f / r^2``; where ``r^2`` does not
+    divide ``f`` the output is a group of its own and the input ``r^2`` times it (a derived
+    group: the conv before a sub-pixel upsampler runs ``r^2`` times the channels after it).
+    ``pixel_unshuffle`` is the inverse: ``r^2`` entries more per channel."""
+    f, v = an.flow(x), an.value(x)
+    if not isinstance(f, Layout):
+        return None
+    if f.dim != v.dim() - 3:
+        an.refuse(node, f, op, f"its channels are on dimension {v.dim() - 3}, not {f.dim}")
+        return None
+    rr = r * r
+    if inverse:
+        return f.moved(f.dim, rr)
+    segs = []
+    for var, fac in f.segs:
+        if fac % rr == 0:
+            segs.append((var, fac // rr))
+            continue
+        entries = an.solver.full[var] * fac
+        out = an.solver.new(entries // rr)
+        if entries % rr or not an.solver.relate(var, fac, out, rr):
+            an.refuse(node, f, op, f"its channels are no whole number of {rr}-channel blocks")
+            return None
+        segs.append((out, 1))
+    return Layout(f.dim, tuple(segs))

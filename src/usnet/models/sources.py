@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ..errors import UsageError
 
@@ -83,11 +84,29 @@ def check_source_name(name: str) -> None:
 
 def build_source(name: str, kwargs: dict[str, Any]) -> nn.Module:
     """The plain network ``name`` names, with its weights, converted into a US-Net."""
-    from ..convert import convert
+    from ..convert import convert, rebuild, recorded_conversion
 
     check_source_name(name)
-    source, _, model_name = name.partition(":")
     own = {k: kwargs.pop(k) for k in USNET_KWARGS if k in kwargs}
+    widths = (float(own.get("width_min", 0.25)), float(own.get("width_max", 1.0)))
+    divisor = int(own.get("divisor", 8))
+    model: Any = None
+    if recorded_conversion() is not None:  # a checkpoint being loaded: it holds the weights
+        with _NoRandomInit():
+            net, shape = _plain(name, dict(kwargs), own)
+        model = rebuild(net, recorded_conversion(), widths, divisor, shape)  # no tracing
+    if model is None:
+        net, shape = _plain(name, kwargs, own)
+        _check_example_memory(name, net, shape)
+        example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+        model = convert(net, example, widths, divisor, own.get("keep", ()))
+    model.task = "classification"
+    return model
+
+
+def _plain(name: str, kwargs: dict[str, Any], own: dict[str, Any]) -> tuple[nn.Module, tuple]:
+    """The network ``name`` names (its weights loaded) and its input shape."""
+    source, _, model_name = name.partition(":")
     in_chans = int(kwargs.get("in_chans", 3))
     if source == "torchvision":
         net, side = _torchvision(model_name, kwargs)
@@ -101,17 +120,27 @@ def build_source(name: str, kwargs: dict[str, Any]) -> nn.Module:
     shape = (in_chans, size, size) if isinstance(size, int) else tuple(int(s) for s in size)
     if not shape or min(shape) < 1:
         raise UsageError(f"input_size {size!r} must be positive sizes, e.g. 224 or [3, 224, 224]")
-    _check_example_memory(name, net, shape)
-    example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
-    model: Any = convert(
-        net,
-        example,
-        (float(own.get("width_min", 0.25)), float(own.get("width_max", 1.0))),
-        int(own.get("divisor", 8)),
-        own.get("keep", ()),
+    return net, shape
+
+
+class _NoRandomInit(TorchFunctionMode):
+    """No random initialisation: a network whose every weight a checkpoint replaces is built
+    without drawing millions of random numbers (most of the time of building it). Only for a
+    recorded conversion: a network that must be converted again is built anew, initialised."""
+
+    _RANDOM = frozenset(
+        [getattr(torch.Tensor, n) for n in ("uniform_", "normal_", "random_", "exponential_")]
+        + [getattr(nn.init, n) for n in ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_",
+                                          "kaiming_normal_", "xavier_uniform_", "xavier_normal_",
+                                          "orthogonal_", "sparse_")]  # fmt: skip
     )
-    model.task = "classification"
-    return model
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN202
+        kwargs = kwargs or {}
+        tensor = args[0] if args else kwargs.get("tensor")
+        if func in self._RANDOM and isinstance(tensor, torch.Tensor):
+            return tensor  # as allocated: the checkpoint's weights come next
+        return func(*args, **kwargs)
 
 
 #: The most memory the conversion's example forward may keep (it keeps every intermediate
