@@ -37,7 +37,7 @@ from .distributed import DistInfo, barrier, cleanup, init_distributed
 from .grid import evaluate_widths
 from .optim import create_optimizer, create_scheduler
 from .resume import CHECKPOINT, ResumeState, check_run_folder, clear_run_folder
-from .sampling import sample_widths
+from .sampling import step_widths, width_size
 from .step import SandwichLoss, sandwich_step
 
 
@@ -216,9 +216,7 @@ def _train(
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             if tc.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            widths = sample_widths(
-                tc.sampling, space.width_min, space.width_max, tc.num_widths, tc.widths, widths_gen
-            )
+            widths = step_widths(tc, model, widths_gen)
             optimizer.zero_grad(set_to_none=True)
             parts = sandwich_step(
                 ddp,
@@ -241,7 +239,7 @@ def _train(
             sums += torch.stack(
                 [
                     losses[0],
-                    losses[min(range(len(widths)), key=widths.__getitem__)],
+                    losses[min(range(len(widths)), key=lambda j: width_size(widths[j]))],
                     torch.stack(losses).mean(),
                 ]
             )

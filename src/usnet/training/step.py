@@ -19,7 +19,8 @@ from typing import Any, Protocol, cast
 
 from torch import Tensor, nn
 
-from ..nn import width_space
+from ..nn import WidthConfig, width_space
+from .sampling import is_largest, is_smallest
 
 #: A loss value: a scalar tensor, or named parts with the minimised total under ``"loss"``.
 LossParts = Tensor | Mapping[str, Tensor]
@@ -60,7 +61,7 @@ def sandwich_step(
     model: nn.Module,
     inputs: Any,
     target: Any,
-    widths: Sequence[float],
+    widths: Sequence[WidthConfig],
     loss_fn: SandwichLoss,
     inplace_distillation: bool = True,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
@@ -96,11 +97,13 @@ def sandwich_step(
                     outputs = model(inputs)
                 if teacher is None:
                     parts = _parts(loss_fn.loss(outputs, target))
-                    if i == 0 and inplace_distillation and w >= space.width_max - 1e-9:
+                    if i == 0 and inplace_distillation and is_largest(w, space.width_max):
                         teacher = detach(outputs)
                 else:
                     parts = _parts(loss_fn.distill_loss(outputs, teacher, target))
-                weighted = smallest_weight != 1.0 and len(widths) > 1 and w <= space.width_min + 1e-9
+                weighted = (
+                    smallest_weight != 1.0 and len(widths) > 1 and is_smallest(w, space.width_min)
+                )
                 backward(parts["loss"] * smallest_weight if weighted else parts["loss"])
             results.append({k: v.detach() for k, v in parts.items()})
     finally:

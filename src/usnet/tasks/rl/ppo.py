@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...nn import width as at_width
-from ...nn import width_space
-from ...training import sample_widths
+from ...training.sampling import step_widths, width_size
 from ...training.step import sandwich_step
 from .config import PPOConfig, RLTraining
 
@@ -240,7 +239,6 @@ def update(
     data = {key: v.to(device) for key, v in rollout.flat().items()}
     n = data["actions"].shape[0]
     size = n // cfg.minibatches
-    space = width_space(model)
     loss_fn = PPOLoss(cfg, train)
     model.train()
     sums: dict[str, float] = {}
@@ -252,14 +250,7 @@ def update(
             batch = {key: v[idx] for key, v in data.items()}
             adv = batch["advantages"]
             batch["advantages"] = (adv - adv.mean()) / (adv.std() + 1e-8)
-            widths = sample_widths(
-                train.sampling,
-                space.width_min,
-                space.width_max,
-                train.num_widths,
-                train.widths,
-                generator,
-            )
+            widths = step_widths(train, model, generator)
             optimizer.zero_grad(set_to_none=True)
             parts = sandwich_step(
                 model,
@@ -273,10 +264,9 @@ def update(
             if train.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
             optimizer.step()
-            stats = {
-                w: {k: float(v) for k, v in p.items()} for w, p in zip(widths, parts, strict=True)
-            }
-            hi, lo = stats[max(stats)], stats[min(stats)]
+            stats = [{k: float(v) for k, v in p.items()} for p in parts]
+            sizes = [width_size(w) for w in widths]
+            hi, lo = stats[sizes.index(max(sizes))], stats[sizes.index(min(sizes))]
             for key, v in hi.items():
                 sums[f"max/{key}"] = sums.get(f"max/{key}", 0.0) + v
             for key, v in lo.items():
