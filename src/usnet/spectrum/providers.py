@@ -83,6 +83,11 @@ class MetricProvider:
     calibration_method: str = "exact"
     dataset: str = ""
     references: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: What ``evaluate`` measures on: ``test`` (the data set's evaluation split), ``validation``
+    #: (training images held out of training) or ``train`` (training images the model saw: a
+    #: checkpoint without a validation split); ``data_note`` says it in words.
+    split: str = "test"
+    data_note: str = ""
 
     def __post_init__(self) -> None:
         if not any(m.higher_is_better is not None for m in self.metrics):
@@ -107,6 +112,10 @@ class ProviderOptions:
     data_root: str | None = None
     max_eval_samples: int | None = None
     num_samples: int | None = None  # calibration images; None: the training config's
+    #: ``test``: the evaluation split; ``validation``: images held out of training (a search
+    #: must not look at the test set; without a held-out split, a seeded subset of training
+    #: images, and the provider's ``split`` says ``train``).
+    split: str = "test"
 
 
 def metric_provider(
@@ -128,5 +137,13 @@ def metric_provider(
         raise ValueError(f"max_eval_samples must be >= 1, got {options.max_eval_samples}")
     if "task" not in config and isinstance(meta.get("task"), str):
         config = {**config, "task": meta["task"]}
+    if options.split not in ("test", "validation"):
+        raise ValueError(f"split must be 'test' or 'validation', got {options.split!r}")
     cfg = task_config(config, source="checkpoint config")
-    return get_task(cfg.task).metric_provider(model, cfg, options)
+    provider = get_task(cfg.task).metric_provider(model, cfg, options)
+    if options.split == "validation" and provider.split == "test":
+        raise ValueError(
+            f"a {cfg.task} checkpoint has no validation split to measure on (its task measures "
+            "the test split only)"
+        )
+    return provider

@@ -11,6 +11,7 @@ from torch import nn
 
 from ...data import calibration_loader, create_dataset, create_loader, dataset_info
 from ...data.loader import EpochLoader
+from ...data.split import holdout
 from ...models.checked import build_from_config
 from .config import TrainConfig
 
@@ -28,6 +29,7 @@ def train_loader(
     train_set = create_dataset(
         cfg.data.name, cfg.data.root, "train", augment=cfg.data.augment, seed=cfg.train.seed
     )
+    train_set = holdout(train_set, cfg.data.val_size, cfg.data.val_seed, "train")
     return create_loader(
         train_set,
         cfg.data.batch_size // world_size,
@@ -48,6 +50,8 @@ def calibration_data(cfg: TrainConfig) -> Iterable:
         cfg.calibrate.num_samples,
         cfg.calibrate.batch_size,
         seed=cfg.train.seed,
+        val_size=cfg.data.val_size,
+        val_seed=cfg.data.val_seed,
     )
 
 
