@@ -14,7 +14,7 @@ import sys
 import torch
 
 # Subcommand modules; each defines ``add_parser(subparsers)`` returning its parser, and ``run(args)``.
-COMMANDS = ("profile", "train", "calibrate", "spectrum", "select", "export", "upscale")
+COMMANDS = ("profile", "train", "calibrate", "spectrum", "select", "search", "latency", "export", "upscale")
 
 
 class _Parser(argparse.ArgumentParser):

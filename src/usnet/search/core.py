@@ -1,0 +1,129 @@
+"""One search: the uniform widths, then greedy slimming or evolution, then the front.
+
+The uniform widths of the range are always candidates, measured the same way as the searched
+ones, so the network chosen for a budget is never worse on the validation images than the best
+uniform width within it (it may be that width).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..spectrum.providers import Metric
+from .evolution import EvolutionSettings, evolution
+from .front import Budget, Candidate, CostName, best_within, goodness, pareto_front
+from .greedy import greedy, steps
+from .measure import Measurer
+from .space import SearchSpace, search_space, uniform_grid
+
+Method = Literal["greedy", "evolution"]
+METHODS: tuple[Method, ...] = ("greedy", "evolution")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What to search: ``method``, ``budget``, the width ``step`` of each group's levels, the
+    uniform widths' ``uniform_step``, the ``seed`` (evolution) and evolution's settings."""
+
+    method: Method = "greedy"
+    budget: Budget = field(default_factory=Budget)
+    step: float = 0.05
+    uniform_step: float = 0.025
+    seed: int = 0
+    evolution: EvolutionSettings = field(default_factory=EvolutionSettings)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"--method {self.method!r} is unknown; allowed: {list(METHODS)}")
+
+
+@dataclass
+class SearchResult:
+    """Everything a search measured and what it keeps."""
+
+    space: SearchSpace
+    cost: CostName
+    candidates: list[Candidate]
+    uniform: list[Candidate]
+    front: list[Candidate]
+    chosen: Candidate | None
+    best_uniform: Candidate | None
+    #: The greedy pass (full network first) or each generation's best.
+    trace: list[Candidate]
+    seconds: float
+    measured: int
+    resumed: int
+
+
+def run_search(
+    model: nn.Module,
+    measurer: Measurer,
+    metrics: Sequence[Metric],
+    settings: SearchSettings,
+    progress: bool = True,
+) -> SearchResult:
+    """Search ``model``'s per-group widths (see the module docstring)."""
+    start = time.perf_counter()
+    space = search_space(model, settings.step)
+    budget, cost = settings.budget, settings.budget.cost
+    grid = uniform_grid(model, settings.uniform_step)
+    uniform = [
+        measurer.measure(w, "uniform")
+        for w in tqdm(grid, desc="uniform widths", unit="net", disable=not progress)
+    ]
+    if settings.method == "greedy":
+        bar = tqdm(total=steps(space), desc="greedy", unit="step", disable=not progress)
+
+        def on_step(step: int, kept: Candidate) -> None:
+            bar.update(1)
+            bar.set_postfix(macs=kept.macs, measured=measurer.new, refresh=False)
+
+        try:
+            trace = greedy(space, measurer, metrics, cost, on_step).path
+        finally:
+            bar.close()
+    else:
+        gens = settings.evolution.generations
+        bar = tqdm(total=gens + 1, desc="evolution", unit="gen", disable=not progress)
+        inside = sorted(
+            (c for c in uniform if budget.admits(c)), key=lambda c: goodness(c, metrics), reverse=True
+        )
+        starts = [space.point(c.width, model) for c in inside]
+
+        def on_generation(generation: int, best: Candidate) -> None:
+            bar.update(1)
+            bar.set_postfix(best=_first(best, metrics), measured=measurer.new, refresh=False)
+
+        try:
+            trace = evolution(
+                space, measurer, metrics, budget, settings.seed, settings.evolution, starts,
+                on_generation,
+            ).best
+        finally:
+            bar.close()
+    candidates = list(measurer.touched.values())
+    empty = budget.empty
+    return SearchResult(
+        space=space,
+        cost=cost,
+        candidates=candidates,
+        uniform=uniform,
+        front=pareto_front(candidates, metrics, cost),
+        chosen=None if empty else best_within(candidates, metrics, budget),
+        best_uniform=None if empty else best_within(uniform, metrics, budget),
+        trace=trace,
+        seconds=time.perf_counter() - start,
+        measured=measurer.new,
+        resumed=measurer.store.resumed,
+    )
+
+
+def _first(c: Candidate, metrics: Sequence[Metric]) -> str:
+    m = next(m for m in metrics if m.higher_is_better is not None)
+    return m.show(c.metrics.get(m.name))
