@@ -55,12 +55,25 @@ def add_measure_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-metric", action="store_true", help="costs only: no evaluation data")
     p.add_argument(
+        "--search",
+        metavar="FILE[#N]",
+        help="also measure searched widths: a search.json's front (FILE), one member (FILE#N, "
+        "FILE#chosen) or an entry's JSON",
+    )
+    p.add_argument(
         "--batch-size", type=int, default=32, metavar="N", help="batch of the throughput column"
     )
     p.add_argument(
         "--repeats", type=int, default=30, metavar="N", help="timed runs per width at batch 1"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def searched(args: argparse.Namespace) -> list[float | dict[str, float]]:
+    """The widths of ``--search`` (none without it)."""
+    from ..search import searched_widths
+
+    return [] if args.search is None else searched_widths(args.search, default="front")
 
 
 def setup(args: argparse.Namespace) -> torch.device:

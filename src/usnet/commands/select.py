@@ -23,7 +23,7 @@ from ..spectrum import (
     select,
 )
 from ..spectrum.tables import format_count
-from ._spectrum_args import add_checkpoint_command, add_measure_options, setup
+from ._spectrum_args import add_checkpoint_command, add_measure_options, searched, setup
 from .spectrum import grid, load, measure, provider
 
 
@@ -106,7 +106,12 @@ def run(args: argparse.Namespace) -> int:
     model, meta, _ = load(path, device)
     widths = grid(model, args.widths) if args.widths is not None else None
 
-    spec, why = _reuse(path, device, widths, max_ms is not None, target[0] if target else None)
+    extra = searched(args)
+    spec, why = (
+        (None, "--search adds widths it has not measured")
+        if extra
+        else _reuse(path, device, widths, max_ms is not None, target[0] if target else None)
+    )
     if spec is None:
         print(f"measuring the spectrum here ({why})")
         metrics = provider(model, meta, args)
@@ -121,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
             path,
             model,
             meta,
-            widths or grid(model, None),
+            [*(widths or grid(model, None)), *extra],
             metrics,
             args,
             latency=max_ms is not None,

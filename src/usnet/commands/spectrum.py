@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint
-from ..nn import parse_widths, width_space
+from ..nn import WidthConfig, parse_widths, width_space
 from ..spectrum import (
     MetricProvider,
     ProviderOptions,
@@ -26,7 +26,7 @@ from ..spectrum import (
     save_spectrum,
 )
 from ..spectrum.result import Kind
-from ._spectrum_args import add_checkpoint_command, add_measure_options, setup
+from ._spectrum_args import add_checkpoint_command, add_measure_options, searched, setup
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -113,7 +113,7 @@ def measure(
     path: Path,
     model: nn.Module,
     meta: Mapping[str, Any],
-    widths: list[float],
+    widths: Sequence[WidthConfig],
     metrics: MetricProvider | None,
     args: argparse.Namespace,
     save_stats: bool,
@@ -186,6 +186,11 @@ def run(args: argparse.Namespace) -> int:
         _check_baseline(b, model, meta, widths, metrics, device)
     spec = measure(args.checkpoint, model, meta, widths, metrics, args, not args.no_save_stats)
     parts = [(model, spec)]
+    extra = searched(args)
+    if extra:  # the same model at searched widths: drawn beside the uniform curve
+        found = measure(args.checkpoint, model, meta, extra, metrics, args, False, "searched", "searched")
+        parts.append((model, found))
+        spec.baselines.append(found)
     for b in args.baseline:  # loaded again: it may be the checkpoint, whose statistics just grew
         b_model, b_meta, (kind, label, b_widths) = _check_baseline(
             b, model, meta, widths, metrics, device
