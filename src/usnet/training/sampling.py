@@ -63,11 +63,12 @@ def sample_widths(
         raise ValueError(f"non-uniform widths need 'sandwich' or 'random' sampling, not {strategy!r}")
     if not widths:
         raise ValueError(f"width sampling {strategy!r} needs a list of widths")
+    listed: list[WidthConfig] = [w for w in sorted((float(w) for w in widths), reverse=True)]
     if strategy == "fixed":
         if len(widths) != 1:
             raise ValueError(f"width sampling 'fixed' takes exactly one width, got {list(widths)}")
         return [float(widths[0])]
-    return sorted((float(w) for w in widths), reverse=True)
+    return listed
 
 
 def step_widths(train: Any, model: nn.Module, generator: torch.Generator) -> list[WidthConfig]:
