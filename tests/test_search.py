@@ -68,9 +68,11 @@ def provider() -> MetricProvider:
     return MetricProvider("classification", METRICS, evaluate)
 
 
-def search(model, settings, path=None, on_new=None):
+def search(model, settings, path=None, on_new=None, counter=None):
     store = SearchStore(path, {"test": 1})
-    measurer = Measurer(model, provider(), store, CAL, 64, "single_pass", on_new=on_new)
+    measurer = Measurer(
+        model, provider(), store, CAL, 64, "single_pass", on_new=on_new, counter=counter
+    )
     return run_search(model, measurer, METRICS, settings, progress=False), measurer
 
 
@@ -176,8 +178,10 @@ def test_a_store_of_other_settings_is_refused(tmp_path):
 
 def test_evolution_is_seeded_and_keeps_the_budget():
     settings = EvolutionSettings(population=6, generations=2)
+    model = tiny()
+    counter = CostModel(model)  # many draws are counted: the exact polynomial answers fast
     runs = [
-        search(tiny(), SearchSettings("evolution", Budget(max_macs=150e3), seed=s, evolution=settings))[0]
+        search(model, SearchSettings("evolution", Budget(max_macs=150e3), seed=s, evolution=settings), counter=counter)[0]
         for s in (3, 3, 4)
     ]
     a, b, c = runs
@@ -203,8 +207,38 @@ def test_the_cost_polynomial_is_exact_and_refuses_a_model_it_does_not_fit():
     for w in (0.25, 0.4, 1.0, {"stem": 0.3, "block1": 0.9, "block2": 0.6}):
         assert costs(w) == (usnet.macs(model, w), usnet.profile.params(model, w))
     # a cost that is no polynomial of the channel counts: every width is counted instead
-    odd = CostModel(model, macs=lambda m, w: usnet.macs(m, w) ** 2 % 1009)
+    odd = CostModel(model, macs=lambda m, w: usnet.macs(m, w) ** 2 % 1009, params=lambda m, w: 0)
     assert not odd.exact and odd(0.4)[0] == usnet.macs(model, 0.4) ** 2 % 1009
+
+
+class Residual(torch.nn.Module):
+    """A plain CNN with a residual add: converted, its add ties the stem's and the block's
+    output channels into one group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.stem = nn.Sequential(nn.Conv2d(1, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+        self.block = nn.Sequential(
+            nn.Conv2d(32, 48, 3, 1, 1, bias=False), nn.BatchNorm2d(48), nn.ReLU(),
+            nn.Conv2d(48, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32),
+        )  # fmt: skip
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(torch.relu(x + self.block(x)).mean((2, 3)))
+
+
+def test_a_converted_model_is_searched_like_a_built_in_one():
+    torch.manual_seed(0)
+    model = usnet.convert(Residual(), torch.randn(2, 1, 28, 28), width_range=(0.25, 1.0))
+    space = search_space(model)
+    assert len(space.groups) == 2 and all(len(ls) > 2 for ls in space.levels)
+    assert CostModel(model).exact
+    result, _ = search(model, SearchSettings("greedy", Budget(max_macs=usnet.macs(model, 0.6))))
+    assert result.chosen is not None and result.chosen.macs <= usnet.macs(model, 0.6)
+    assert isinstance(result.trace[-1].width, float) or len(result.trace) > 1
 
 
 def test_pareto_front_and_budget_rules_on_hand_made_candidates():

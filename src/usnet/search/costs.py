@@ -36,10 +36,11 @@ class CostModel:
         model: nn.Module,
         seed: int = 0,
         checks: int = 6,
-        macs: Callable[[nn.Module, WidthConfig], int] = profile.macs,
+        macs: Callable[[nn.Module, WidthConfig], int] | None = None,
         params: Callable[[nn.Module, WidthConfig], int] = profile.params,
     ) -> None:
-        self.model, self.count_macs, self.count_params = model, macs, params
+        self.model, self.count_params = model, params
+        self.count_macs = macs or (lambda m, w: profile.macs(m, w, meta=False))
         self.space = width_space(model)
         self.groups = [g for g in channel_groups(model) if g.slimmable]
         self.coef: np.ndarray | None = None

@@ -3,7 +3,8 @@
 Every candidate is calibrated with the search's own calibration (post-statistics BN from a few
 hundred training images, the same images for every candidate) right before it is measured, even
 a width whose statistics the checkpoint already holds: uniform and per-group widths are then
-compared on equal terms. Costs and measurements are cached by network key (widths that round
+compared on equal terms. Its statistics are dropped once it is measured (the model in memory
+ends with none; the checkpoint on disk is not touched). Costs and measurements are cached by network key (widths that round
 alike are one network) in a :class:`~usnet.search.store.SearchStore`.
 """
 
@@ -15,7 +16,7 @@ from typing import Protocol
 from torch import Tensor, nn
 
 from .. import profile
-from ..calibration import calibrate, needs_calibration
+from ..calibration import calibrate, clear_calibration, needs_calibration
 from ..nn import WidthConfig, width_space
 from ..spectrum.providers import MetricProvider
 from .front import Candidate
@@ -59,7 +60,7 @@ class Measurer:
         self.latency = latency
         self.on_new = on_new
         self.counter = counter or (
-            lambda w: (int(profile.macs(model, w)), int(profile.params(model, w)))
+            lambda w: (int(profile.macs(model, w, meta=False)), int(profile.params(model, w)))
         )
         self.space = width_space(model)
         #: Candidates measured by this process (not found in the store).
@@ -108,6 +109,9 @@ class Measurer:
                 progress=False,
             )
         c.metrics = self.provider(self.model, width)
+        # a search calibrates hundreds of networks: keeping their statistics would slow every
+        # later count and copy of the model (and grow its memory) for nothing
+        clear_calibration(self.model)
         c.origin = origin
         self.store.add(c)
         self.touched[key] = c
