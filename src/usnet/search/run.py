@@ -86,6 +86,8 @@ def search_checkpoint(
     info = checkpoint.read_info(path)
     model = checkpoint.load(path)
     meta = info["meta"]
+    if _trained_channels_last(meta):  # as it was trained: on a CPU ~2x faster convolutions
+        model = model.to(memory_format=torch.channels_last)
     if settings.budget.max_latency_ms is not None and latency is None:
         raise ValueError("--max-latency-ms needs a latency model (usnet latency CKPT builds one)")
     val = validation_provider(model, meta, data)
@@ -136,6 +138,12 @@ def search_checkpoint(
             out.with_suffix(".png"),
         )
     return doc
+
+
+def _trained_channels_last(meta: dict[str, Any]) -> bool:
+    config = meta.get("config")
+    train = config.get("train") if isinstance(config, dict) else None
+    return isinstance(train, dict) and bool(train.get("channels_last"))
 
 
 def _latency_id(latency: PredictsLatency) -> dict[str, Any]:
