@@ -52,7 +52,10 @@ def test_search_writes_the_front_and_other_commands_take_its_widths(ckpt, tmp_pa
     assert cli.main(["search", str(ckpt), "--max-macs", "200k", "--no-test", *FAST]) == 0
     capsys.readouterr()
     rerun = read(ckpt / "search.json")
-    assert rerun["resumed"] == rerun["candidates"] and rerun["front"][0]["metrics"] == again["front"][0]["metrics"]
+    assert (
+        rerun["resumed"] == rerun["candidates"]
+        and rerun["front"][0]["metrics"] == again["front"][0]["metrics"]
+    )
 
     # another method's results are not replaced silently
     rc = cli.main(["search", str(ckpt), "--max-macs", "200k", "--method", "evolution", *FAST])
@@ -60,40 +63,113 @@ def test_search_writes_the_front_and_other_commands_take_its_widths(ckpt, tmp_pa
 
     chosen = searched_widths(str(ckpt / "search.json"))[0]
     out_file = tmp_path / "chosen.onnx"
-    assert cli.main(["export", str(ckpt), "--width", f"@{ckpt}/search.json", "--out", str(out_file)]) == 0
+    assert (
+        cli.main(["export", str(ckpt), "--width", f"@{ckpt}/search.json", "--out", str(out_file)])
+        == 0
+    )
     printed = capsys.readouterr().out
-    assert out_file.stat().st_size > 0 and usnet.nn.format_width(
-        usnet.nn.width_space(checkpoint.load(ckpt)).canonical(chosen)
-    ) in printed
+    assert (
+        out_file.stat().st_size > 0
+        and usnet.nn.format_width(usnet.nn.width_space(checkpoint.load(ckpt)).canonical(chosen))
+        in printed
+    )
     entry = json.dumps(doc["front"][0])
     assert searched_widths(entry) == [doc["front"][0]["width"]]
     with pytest.raises(ValueError, match="the front has"):
         searched_widths(f"{ckpt}/search.json#99")
 
-    common = ["--threads", "1", "--repeats", "2", "--batch-size", "2", "--quiet", "--num-samples", "64"]
-    assert cli.main(["spectrum", str(ckpt), "--widths", "0.25,1.0", "--search", f"{ckpt}/search.json", *common]) == 0
+    common = [
+        "--threads",
+        "1",
+        "--repeats",
+        "2",
+        "--batch-size",
+        "2",
+        "--quiet",
+        "--num-samples",
+        "64",
+    ]
+    assert (
+        cli.main(
+            [
+                "spectrum",
+                str(ckpt),
+                "--widths",
+                "0.25,1.0",
+                "--search",
+                f"{ckpt}/search.json",
+                *common,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     spec = load_spectrum(ckpt)
     (found,) = spec.baselines
     assert found.kind == "searched" and len(found.rows) >= 1 and found.has_latency
-    assert cli.main(["select", str(ckpt), "--max-macs", "200k", "--search", f"{ckpt}/search.json#chosen", *common]) == 0
+    assert (
+        cli.main(
+            [
+                "select",
+                str(ckpt),
+                "--max-macs",
+                "200k",
+                "--search",
+                f"{ckpt}/search.json#chosen",
+                *common,
+            ]
+        )
+        == 0
+    )
     assert "selected width" in capsys.readouterr().out
 
 
 def test_latency_command_and_a_latency_budget(ckpt, tmp_path, capsys):
     lm = tmp_path / "lm.json"
-    args = ["latency", str(ckpt), "--fit", "6", "--validate", "3", "--rounds", "3", "--out", str(lm), "--quiet"]
+    args = [
+        "latency",
+        str(ckpt),
+        "--fit",
+        "6",
+        "--validate",
+        "3",
+        "--rounds",
+        "3",
+        "--out",
+        str(lm),
+        "--quiet",
+    ]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "median absolute error" in out and "| 3 |" in out
     predicted = json.loads(lm.read_text())["validation"]["rows"][0]["predicted_ms"]
     out_json = tmp_path / "s.json"
     rc = cli.main(
-        ["search", str(ckpt), "--max-latency-ms", str(10 * predicted), "--latency-model", str(lm),
-         "--out", str(out_json), "--no-test", *FAST]
+        [
+            "search",
+            str(ckpt),
+            "--max-latency-ms",
+            str(10 * predicted),
+            "--latency-model",
+            str(lm),
+            "--out",
+            str(out_json),
+            "--no-test",
+            *FAST,
+        ]
     )
     assert rc == 0, capsys.readouterr().err
     doc = read(out_json)
     assert doc["cost"] == "latency_ms" and doc["chosen"]["predicted_latency_ms"] <= 10 * predicted
-    rc = cli.main(["search", str(ckpt), "--max-latency-ms", "1", "--latency-model", str(tmp_path / "no.json"), *FAST])
+    rc = cli.main(
+        [
+            "search",
+            str(ckpt),
+            "--max-latency-ms",
+            "1",
+            "--latency-model",
+            str(tmp_path / "no.json"),
+            *FAST,
+        ]
+    )
     assert rc == 2

@@ -79,7 +79,9 @@ def test_the_fit_recovers_a_known_law_and_predicts_widths_it_never_saw(tmp_path)
 
 
 def test_eager_pytorch_on_this_cpu_builds_and_validates():
-    lm = build(tiny(), backend("eager"), fit=6, validate=3, rounds=3, warmup=1, repeats=3, progress=False)
+    lm = build(
+        tiny(), backend("eager"), fit=6, validate=3, rounds=3, warmup=1, repeats=3, progress=False
+    )
     v = lm.validation
     assert v["widths"] == 3 and all(r["measured_ms"] > 0 and r["predicted_ms"] for r in v["rows"])
     assert lm.environment["backend"] == "eager" and lm.environment["threads"] == 1

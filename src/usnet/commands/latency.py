@@ -34,10 +34,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--validate", type=positive_int, default=20, metavar="N", help="widths checked (other ones)"
     )
-    p.add_argument("--rounds", type=positive_int, default=30, metavar="N", help="interleaved rounds")
+    p.add_argument(
+        "--rounds", type=positive_int, default=30, metavar="N", help="interleaved rounds"
+    )
     p.add_argument("--batch-size", type=positive_int, default=1, metavar="N")
     p.add_argument("--seed", type=int, default=0, help="of the random widths (default 0)")
-    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads (default torch's)")
+    p.add_argument(
+        "--threads", type=positive_int, metavar="N", help="CPU threads (default torch's)"
+    )
     p.add_argument("--out", type=Path, metavar="FILE", help="default: CKPT/latency_<backend>.json")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -64,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         lm.save(out)
     env = lm.environment
     print(
-        f"latency model of {getattr(model, 'arch', '?')} on {env['device_name']} ({env['backend']}, "
+        f"latency model of {getattr(model, 'arch', '?')} on {env['device_name']} "
+        f"({env['backend']}, "
         f"{env['threads']} threads, batch {lm.batch_size}): {len(lm.table)} layers timed, fit "
         f"'{lm.fit['form']}' on {lm.fit['widths']} widths"
     )
@@ -72,4 +77,3 @@ def run(args: argparse.Namespace) -> int:
     print(summary(lm.validation))
     print(f"wrote {out}")
     return 0
-

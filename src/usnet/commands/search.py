@@ -45,25 +45,44 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--population", type=positive_int, default=24, metavar="N")
     p.add_argument("--generations", type=int, default=10, metavar="N")
     p.add_argument(
-        "--val-samples", type=positive_int, default=2000, metavar="N",
+        "--val-samples",
+        type=positive_int,
+        default=2000,
+        metavar="N",
         help="validation images each candidate is measured on (default %(default)s)",
     )
     p.add_argument(
-        "--calibration-samples", type=positive_int, default=500, metavar="N",
+        "--calibration-samples",
+        type=positive_int,
+        default=500,
+        metavar="N",
         help="training images calibrating each candidate's BN (default %(default)s)",
     )
     p.add_argument(
-        "--calibration-method", choices=("exact", "single_pass"), default="single_pass",
+        "--calibration-method",
+        choices=("exact", "single_pass"),
+        default="single_pass",
         help="(default: %(default)s; docs/search.md measured it as good as exact)",
     )
-    p.add_argument("--latency-model", type=Path, metavar="FILE",
-                   help="for --max-latency-ms (default: CKPT/latency_eager.json, built if missing)")
-    p.add_argument("--no-test", action="store_true", help="do not measure the front on the test set")
+    p.add_argument(
+        "--latency-model",
+        type=Path,
+        metavar="FILE",
+        help="for --max-latency-ms (default: CKPT/latency_eager.json, built if missing)",
+    )
+    p.add_argument(
+        "--no-test", action="store_true", help="do not measure the front on the test set"
+    )
     p.add_argument("--data-root", metavar="DIR", help="data folder, if not the checkpoint config's")
-    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads (default torch's)")
+    p.add_argument(
+        "--threads", type=positive_int, metavar="N", help="CPU threads (default torch's)"
+    )
     p.add_argument("--out", type=Path, metavar="FILE", help="default: CKPT/search.json")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a search file written by another method or budget")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a search file written by another method or budget",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -94,18 +113,26 @@ def run(args: argparse.Namespace) -> int:
         parse_latency_ms(args.max_latency_ms) if args.max_latency_ms is not None else None,
     )
     settings = SearchSettings(
-        args.method, budget, args.step, seed=args.seed,
+        args.method,
+        budget,
+        args.step,
+        seed=args.seed,
         evolution=EvolutionSettings(args.population, args.generations),
     )
     data = SearchData(
-        args.val_samples, args.calibration_samples, args.calibration_method, args.data_root,
+        args.val_samples,
+        args.calibration_samples,
+        args.calibration_method,
+        args.data_root,
         test=not args.no_test,
     )
     out = args.out or path / "search.json"
     if out.is_file() and not args.overwrite:  # before minutes of work, not after
         old = read_search(out)
         if (old.get("method"), old.get("budget"), old.get("seed")) != (
-            settings.method, budget.to_dict(), settings.seed
+            settings.method,
+            budget.to_dict(),
+            settings.seed,
         ):
             raise ValueError(
                 f"{out} holds a {old.get('method')} search with budget {old.get('budget')} "

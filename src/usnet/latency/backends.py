@@ -44,7 +44,12 @@ class Backend(Protocol):
         ...
 
     def end_to_end(
-        self, model: nn.Module, widths: Sequence[WidthConfig], batch_size: int, rounds: int, warmup: int
+        self,
+        model: nn.Module,
+        widths: Sequence[WidthConfig],
+        batch_size: int,
+        rounds: int,
+        warmup: int,
     ) -> list[float]:
         """Median milliseconds of a forward at each width, timed in interleaved rounds."""
         ...
@@ -81,7 +86,12 @@ class Eager:
             return _median_ms(lambda: module(x.clone()) if _inplace(module) else module(x), repeats)
 
     def end_to_end(
-        self, model: nn.Module, widths: Sequence[WidthConfig], batch_size: int, rounds: int, warmup: int
+        self,
+        model: nn.Module,
+        widths: Sequence[WidthConfig],
+        batch_size: int,
+        rounds: int,
+        warmup: int,
     ) -> list[float]:
         with contextlib.ExitStack() as stack:  # timing does not read the statistics' values
             for w in widths:
@@ -127,8 +137,11 @@ class OnnxRuntime:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module.eval(), (torch.zeros(shape),), buffer,  # type: ignore[arg-type]
-                dynamo=False, input_names=["x"],
+                module.eval(),
+                (torch.zeros(shape),),
+                buffer,  # type: ignore[arg-type]
+                dynamo=False,
+                input_names=["x"],
                 opset_version=17,
             )
         options = self.ort.SessionOptions()
@@ -145,7 +158,12 @@ class OnnxRuntime:
         return _median_ms(lambda: s.run(None, x), repeats)
 
     def end_to_end(
-        self, model: nn.Module, widths: Sequence[WidthConfig], batch_size: int, rounds: int, warmup: int
+        self,
+        model: nn.Module,
+        widths: Sequence[WidthConfig],
+        batch_size: int,
+        rounds: int,
+        warmup: int,
     ) -> list[float]:
         shape = (batch_size, *input_shape(model))
         sessions = [self.session(dense_network(model, w), shape) for w in widths]

@@ -94,7 +94,9 @@ class LatencyModel:
             )
         for k in set(here) - set(SAME):
             if here[k] != self.environment.get(k):
-                log.warning("latency model built with %s %s, now %s", k, self.environment.get(k), here[k])
+                log.warning(
+                    "latency model built with %s %s, now %s", k, self.environment.get(k), here[k]
+                )
         self._backend = runner
         return self
 
@@ -204,7 +206,9 @@ def build(
     form = min(FORMS, key=lambda f: (errors[f], len(FORMS[f])))
     coef, *_ = np.linalg.lstsq(_design(sums[:fit], form), y, rcond=None)
     lm.intercept = float(coef[0])
-    lm.coefficients = {k: float(c) for part, c in zip(FORMS[form], coef[1:], strict=True) for k in part}
+    lm.coefficients = {
+        k: float(c) for part, c in zip(FORMS[form], coef[1:], strict=True) for k in part
+    }
     lm.fit = {
         "widths": fit,
         "seed": seed,
@@ -274,7 +278,10 @@ def summary(validation: Mapping[str, Any]) -> str:
 
 def rows_table(rows: Sequence[Mapping[str, Any]], groups: Sequence[str] = ()) -> str:
     """The validation rows as Markdown."""
-    lines = ["| # | mean width | predicted (ms) | measured (ms) | error |", "|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| # | mean width | predicted (ms) | measured (ms) | error |",
+        "|---:|---:|---:|---:|---:|",
+    ]
     for i, r in enumerate(rows, 1):
         w = r["width"]
         mean_w = statistics.fmean(w.values()) if isinstance(w, Mapping) else float(w)

@@ -49,14 +49,23 @@ def test_metrics(
     for c in tqdm(candidates, desc="test set", unit="net", disable=not progress):
         if batches is not None:
             calibrate(
-                model, batches, [c.width], provider.num_samples, provider.calibration_method, progress=False
+                model,
+                batches,
+                [c.width],
+                provider.num_samples,
+                provider.calibration_method,
+                progress=False,
             )
         out[c.network] = provider(model, c.width)
     return out
 
 
 def measured_latency(
-    model: nn.Module, candidates: Sequence[Candidate], rounds: int = 30, warmup: int = 5, progress: bool = True
+    model: nn.Module,
+    candidates: Sequence[Candidate],
+    rounds: int = 30,
+    warmup: int = 5,
+    progress: bool = True,
 ) -> dict[str, tuple[float, float, float]]:
     """Batch-1 latency per network key: (median, first quartile, third quartile) in ms."""
     if not candidates:

@@ -41,6 +41,11 @@ class SearchSettings:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"--method {self.method!r} is unknown; allowed: {list(METHODS)}")
+        if self.method == "evolution" and self.budget.empty:  # before minutes of measuring
+            raise ValueError(
+                "evolution searches under a budget: give --max-macs, --max-params or "
+                "--max-latency-ms"
+            )
 
 
 @dataclass
@@ -92,7 +97,9 @@ def run_search(
         gens = settings.evolution.generations
         bar = tqdm(total=gens + 1, desc="evolution", unit="gen", disable=not progress)
         inside = sorted(
-            (c for c in uniform if budget.admits(c)), key=lambda c: goodness(c, metrics), reverse=True
+            (c for c in uniform if budget.admits(c)),
+            key=lambda c: goodness(c, metrics),
+            reverse=True,
         )
         starts = [space.point(c.width, model) for c in inside]
 
@@ -102,7 +109,13 @@ def run_search(
 
         try:
             trace = evolution(
-                space, measurer, metrics, budget, settings.seed, settings.evolution, starts,
+                space,
+                measurer,
+                metrics,
+                budget,
+                settings.seed,
+                settings.evolution,
+                starts,
                 on_generation,
             ).best
         finally:

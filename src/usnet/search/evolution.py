@@ -52,8 +52,16 @@ class EvolutionResult:
 class _Sampler:
     """Points within the budget, drawn with one seeded generator."""
 
-    def __init__(self, space: SearchSpace, measurer: Measurer, budget: Budget, rng: random.Random, tries: int) -> None:
-        self.space, self.measurer, self.budget, self.rng, self.tries = space, measurer, budget, rng, tries
+    def __init__(
+        self, space: SearchSpace, measurer: Measurer, budget: Budget, rng: random.Random, tries: int
+    ) -> None:
+        self.space, self.measurer, self.budget, self.rng, self.tries = (
+            space,
+            measurer,
+            budget,
+            rng,
+            tries,
+        )
 
     def fits(self, point: Point) -> bool:
         return self.budget.admits(self.measurer.costs(self.space.width(point)))
@@ -100,7 +108,9 @@ def evolution(
     generation's best."""
     s = settings or EvolutionSettings()
     if budget.empty:
-        raise ValueError("evolution searches under a budget: give --max-macs, --max-params or --max-latency-ms")
+        raise ValueError(
+            "evolution searches under a budget: give --max-macs, --max-params or --max-latency-ms"
+        )
     sampler = _Sampler(space, measurer, budget, random.Random(seed), s.tries)
     if not sampler.fits(space.smallest):
         smallest = measurer.costs(space.width(space.smallest))

@@ -85,7 +85,8 @@ class Budget:
 
     def admits(self, c: Candidate) -> bool:
         """Whether ``c`` keeps every limit."""
-        return all(c.cost(name) <= limit for name, limit in self.limits().items())  # type: ignore[arg-type]
+        limits: dict[CostName, float] = self.limits()  # type: ignore[assignment]
+        return all(c.cost(name) <= limit for name, limit in limits.items())
 
     @property
     def cost(self) -> CostName:

@@ -4,8 +4,9 @@ Every candidate is calibrated with the search's own calibration (post-statistics
 hundred training images, the same images for every candidate) right before it is measured, even
 a width whose statistics the checkpoint already holds: uniform and per-group widths are then
 compared on equal terms. Its statistics are dropped once it is measured (the model in memory
-ends with none; the checkpoint on disk is not touched). Costs and measurements are cached by network key (widths that round
-alike are one network) in a :class:`~usnet.search.store.SearchStore`.
+ends with none; the checkpoint on disk is not touched). Costs and measurements are cached by
+network key (widths that round alike are one network) in a
+:class:`~usnet.search.store.SearchStore`.
 """
 
 from __future__ import annotations

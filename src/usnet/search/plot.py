@@ -43,11 +43,27 @@ def plot_search(
         return [p[0] for p in pts], [p[1] for p in pts]
 
     ax.plot(*xy(candidates), ".", color="#bbbbbb", markersize=3, label="measured (validation)")
-    ax.plot(*xy(uniform), "o-", color="#1f77b4", markersize=3, linewidth=1.4, label="uniform widths (validation)")
-    ax.plot(*xy(doc["front"]), "s-", color="#ff7f0e", markersize=3.5, linewidth=1.4, label=f"{doc['method']} front (validation)")
+    ax.plot(
+        *xy(uniform),
+        "o-",
+        color="#1f77b4",
+        markersize=3,
+        linewidth=1.4,
+        label="uniform widths (validation)",
+    )
+    ax.plot(
+        *xy(doc["front"]),
+        "s-",
+        color="#ff7f0e",
+        markersize=3.5,
+        linewidth=1.4,
+        label=f"{doc['method']} front (validation)",
+    )
     tx, ty = xy(doc["front"], "test_metrics")
     if tx:
-        ax.plot(tx, ty, "s", markerfacecolor="none", color="#ff7f0e", markersize=5, label="front (test)")
+        ax.plot(
+            tx, ty, "s", markerfacecolor="none", color="#ff7f0e", markersize=5, label="front (test)"
+        )
     chosen = doc.get("chosen")
     if chosen is not None:
         ax.plot(*xy([chosen]), "*", color="#d62728", markersize=13, label="chosen (validation)")

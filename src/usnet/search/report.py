@@ -96,7 +96,9 @@ def searched_widths(text: str, default: str = "chosen") -> list[JsonWidth]:
         return [_width_of(e, f"{name} front[{i}]") for i, e in enumerate(front)]
     if which == "chosen":
         if doc.get("chosen") is None:
-            raise ValueError(f"{name}: no network was chosen (no budget, or none fits); use {name}#N")
+            raise ValueError(
+                f"{name}: no network was chosen (no budget, or none fits); use {name}#N"
+            )
         return [_width_of(doc["chosen"], f"{name} chosen")]
     try:
         i = int(which)
@@ -124,7 +126,9 @@ def markdown(doc: Mapping[str, Any], metric: Metric, groups: Sequence[str]) -> s
     """search.md: what was searched, the chosen network against the best uniform width, the
     front as a table."""
     v, b = doc["validation"], doc["budget"]
-    limits = ", ".join(f"{k} <= {_count(x) if k != 'max_latency_ms' else x}" for k, x in b.items() if x is not None)
+    limits = ", ".join(
+        f"{k} <= {_count(x) if k != 'max_latency_ms' else x}" for k, x in b.items() if x is not None
+    )
     lines = [
         f"# Searched widths of {doc['model']} ({doc['checkpoint']})",
         "",
@@ -136,16 +140,24 @@ def markdown(doc: Mapping[str, Any], metric: Metric, groups: Sequence[str]) -> s
         "",
     ]
     if v["split"] != "validation":
-        lines += ["**The checkpoint holds no validation split: the search measured images the "
-                  "model was trained on.**", ""]
+        lines += [
+            "**The checkpoint holds no validation split: the search measured images the "
+            "model was trained on.**",
+            "",
+        ]
     rows = [("chosen", doc.get("chosen")), ("best uniform", doc.get("best_uniform"))]
     head = f"| | width | MACs | params | latency (ms) | {metric.label} val | {metric.label} test |"
     lines += [head, "|---|---|---:|---:|---:|---:|---:|"]
     for label, e in rows:
         if e is not None:
             lines.append(_row(label, e, metric, groups))
-    lines += ["", f"## Front ({len(doc['front'])} networks, cheapest first)", "", head,
-              "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        f"## Front ({len(doc['front'])} networks, cheapest first)",
+        "",
+        head,
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     lines += [_row(str(i), e, metric, groups) for i, e in enumerate(doc["front"])]
     return "\n".join(lines) + "\n"
 

@@ -54,7 +54,8 @@ class SearchData:
     def __post_init__(self) -> None:
         if self.calibration_method not in METHODS:
             raise ValueError(
-                f"--calibration-method {self.calibration_method!r} is unknown; allowed: {list(METHODS)}"
+                f"--calibration-method {self.calibration_method!r} is unknown; allowed: "
+                f"{list(METHODS)}"
             )
         for name in ("val_samples", "calibration_samples", "latency_rounds"):
             value = getattr(self, name)
@@ -171,7 +172,10 @@ def _document(
     if data.test:
         test = metric_provider(model, meta, ProviderOptions(data.data_root))
         tests = test_metrics(model, reported, test, progress)
-        test_note = f"{test.data_note}, each network calibrated from {test.num_samples} training images ({test.calibration_method})"
+        test_note = (
+            f"{test.data_note}, each network calibrated from {test.num_samples} training images "
+            f"({test.calibration_method})"
+        )
     timed = measured_latency(model, reported, data.latency_rounds, progress=progress)
 
     def e(c: Candidate | None) -> dict[str, Any] | None:
@@ -191,8 +195,10 @@ def _document(
         "validation": {"split": val.split, "note": val.data_note, "samples": data.val_samples},
         "calibration": {"num_samples": data.calibration_samples, "method": data.calibration_method},
         "test": {"note": test_note},
-        "latency": {"measured": f"batch 1, median of {data.latency_rounds} interleaved rounds",
-                    "threads": torch.get_num_threads()},
+        "latency": {
+            "measured": f"batch 1, median of {data.latency_rounds} interleaved rounds",
+            "threads": torch.get_num_threads(),
+        },
         "candidates": len(result.candidates),
         "measured": result.measured,
         "resumed": result.resumed,
@@ -201,5 +207,7 @@ def _document(
         "chosen": e(result.chosen),
         "best_uniform": e(result.best_uniform),
         "trace": [c.network for c in result.trace],
-        "uniform": [{"width": c.width, "macs": c.macs, "metrics": c.metrics} for c in result.uniform],
+        "uniform": [
+            {"width": c.width, "macs": c.macs, "metrics": c.metrics} for c in result.uniform
+        ],
     }

@@ -56,7 +56,9 @@ class SearchStore:
         try:
             doc = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: unreadable search store ({e}); remove it to start afresh") from None
+            raise ValueError(
+                f"{path}: unreadable search store ({e}); remove it to start afresh"
+            ) from None
         if doc.get("format") != STORE_FORMAT or doc.get("format_version") != STORE_VERSION:
             raise ValueError(
                 f"{path}: not a usnet search store (format {doc.get('format')!r} version "
@@ -72,7 +74,9 @@ class SearchStore:
                 k: Candidate.from_dict(v) for k, v in dict(doc.get("candidates") or {}).items()
             }
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{path}: a candidate is malformed ({e}); remove it to start afresh") from None
+            raise ValueError(
+                f"{path}: a candidate is malformed ({e}); remove it to start afresh"
+            ) from None
         self.costs = {str(k): dict(v) for k, v in dict(doc.get("costs") or {}).items()}
         self.resumed = len(self.candidates)
 

@@ -52,7 +52,10 @@ def sample_widths(
         if groups:
             u = torch.rand(k, len(groups), generator=generator, dtype=torch.float64).tolist()
             rand = [
-                {g: width_min + (width_max - width_min) * x for g, x in zip(groups, row, strict=True)}
+                {
+                    g: width_min + (width_max - width_min) * x
+                    for g, x in zip(groups, row, strict=True)
+                }
                 for row in u
             ]
         else:
@@ -60,7 +63,9 @@ def sample_widths(
             rand = [width_min + (width_max - width_min) * x for x in flat]
         return [width_max, width_min, *rand] if strategy == "sandwich" else rand
     if groups:
-        raise ValueError(f"non-uniform widths need 'sandwich' or 'random' sampling, not {strategy!r}")
+        raise ValueError(
+            f"non-uniform widths need 'sandwich' or 'random' sampling, not {strategy!r}"
+        )
     if not widths:
         raise ValueError(f"width sampling {strategy!r} needs a list of widths")
     listed: list[WidthConfig] = [w for w in sorted((float(w) for w in widths), reverse=True)]
