@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import atomic_write, make_parent
+from ..spectrum.compute import NOISY_SPREAD
 from ..spectrum.providers import Metric
 from .front import Candidate
 from .space import JsonWidth, describe
@@ -151,7 +152,12 @@ def markdown(doc: Mapping[str, Any], metric: Metric, groups: Sequence[str]) -> s
     for label, e in rows:
         if e is not None:
             lines.append(_row(label, e, metric, groups))
+    lat = doc.get("latency", {})
     lines += [
+        "",
+        f"Latency: {lat.get('measured')}, {lat.get('threads')} threads; '!': its "
+        f"interquartile range exceeds {100 * NOISY_SPREAD:.0f} % of the median (a busy machine: "
+        "not to be trusted).",
         "",
         f"## Front ({len(doc['front'])} networks, cheapest first)",
         "",
@@ -162,10 +168,19 @@ def markdown(doc: Mapping[str, Any], metric: Metric, groups: Sequence[str]) -> s
     return "\n".join(lines) + "\n"
 
 
+def _latency(e: Mapping[str, Any]) -> str:
+    """The measured latency, flagged ``!`` when its interquartile range exceeds the spectrum's
+    noise limit (a busy machine: not to be trusted)."""
+    lat, iqr = e.get("latency_ms"), e.get("latency_iqr_ms")
+    if lat is None:
+        return "-"
+    noisy = iqr is not None and (iqr[1] - iqr[0]) > NOISY_SPREAD * lat
+    return f"{lat:.3f}" + (" !" if noisy else "")
+
+
 def _row(label: str, e: Mapping[str, Any], metric: Metric, groups: Sequence[str]) -> str:
-    lat = e.get("latency_ms")
     return (
         f"| {label} | {describe(e['width'], groups)} | {_count(e['macs'])} | {_count(e['params'])} "
-        f"| {'-' if lat is None else f'{lat:.3f}'} | {_show(metric, e.get('metrics'))} "
+        f"| {_latency(e)} | {_show(metric, e.get('metrics'))} "
         f"| {_show(metric, e.get('test_metrics'))} |"
     )
