@@ -185,8 +185,8 @@ def build(
     Times the layers of ``fit`` per-group widths (the range's ends and random ones, seeded) and
     of ``validate`` other random widths, then times all of them end to end in the same
     interleaved rounds (so the fit and the check meet the same machine load). The fit uses the
-    ``fit`` widths only: of the forms in :data:`FORMS` it keeps the one whose leave-one-out
-    error is least; the ``validate`` widths then compare prediction and measurement
+    ``fit`` widths only: of the forms in :data:`FORMS` whose scales come out non-negative it
+    keeps the one whose leave-one-out error is least; the ``validate`` widths then compare prediction and measurement
     (:attr:`LatencyModel.validation`), with the error of always predicting the fit widths'
     mean latency beside it, the bar a useful model must clear.
     """
@@ -203,8 +203,11 @@ def build(
     measured = np.array(runner.end_to_end(model, widths, batch_size, rounds, warmup))
     y = measured[:fit]
     errors = {form: _loo_error(_design(sums[:fit], form), y) for form in FORMS}
-    form = min(FORMS, key=lambda f: (errors[f], len(FORMS[f])))
-    coef, *_ = np.linalg.lstsq(_design(sums[:fit], form), y, rcond=None)
+    fits = {form: np.linalg.lstsq(_design(sums[:fit], form), y, rcond=None)[0] for form in FORMS}
+    # a layer never takes negative time: a form fitted so is fitting noise ("total" stays)
+    allowed = [f for f in FORMS if f == "total" or bool(np.all(fits[f][1:] >= 0))]
+    form = min(allowed, key=lambda f: (errors[f], len(FORMS[f])))
+    coef = fits[form]
     lm.intercept = float(coef[0])
     lm.coefficients = {
         k: float(c) for part, c in zip(FORMS[form], coef[1:], strict=True) for k in part
