@@ -26,7 +26,13 @@ from usnet.latency import random_widths
 from usnet.nn import WidthConfig
 from usnet.spectrum import ProviderOptions, metric_provider
 
-SETTINGS = (("exact", 2000), ("exact", 500), ("single_pass", 500), ("single_pass", 250))
+SETTINGS = (
+    ("exact", 2000),
+    ("exact", 500),
+    ("single_pass", 500),
+    ("exact", 250),
+    ("single_pass", 250),
+)
 
 
 def _ranks(values: list[float]) -> list[float]:
