@@ -20,21 +20,30 @@ KW = {"blocks": [[32, 1, 1], [32, 1, 2]], "stem_channels": 32}
 FAST = ["--val-samples", "64", "--calibration-samples", "64", "--quiet"]
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    root = tmp_path_factory.mktemp("search")
+def _checkpoint(root, val_size: int):
     data = write_fashion_mnist(root / "fm", 200, 64)
     cfg = from_dict(
         TrainConfig,
         {
             "model": {"name": "us_mobilenet_v1_small", "kwargs": KW},
-            "data": {"root": str(data), "val_batch_size": 64, "val_size": 64},
+            "data": {"root": str(data), "val_batch_size": 64, "val_size": val_size},
             "calibrate": {"num_samples": 64, "batch_size": 32},
         },
     )
     torch.manual_seed(0)
     model = usnet.create_model("us_mobilenet_v1_small", **KW)
     return checkpoint.save(model, root / "ckpt", meta={"config": to_dict(cfg)})
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return _checkpoint(tmp_path_factory.mktemp("search"), 64)
+
+
+@pytest.fixture(scope="module")
+def unsplit(tmp_path_factory):
+    """A checkpoint trained without a validation split."""
+    return _checkpoint(tmp_path_factory.mktemp("unsplit"), 0)
 
 
 def test_search_writes_the_front_and_other_commands_take_its_widths(ckpt, tmp_path, capsys):
@@ -124,7 +133,9 @@ def test_search_writes_the_front_and_other_commands_take_its_widths(ckpt, tmp_pa
     assert "selected width" in capsys.readouterr().out
 
 
-def test_latency_command_and_a_latency_budget(ckpt, tmp_path, capsys):
+def test_latency_command_and_a_latency_budget(unsplit, tmp_path, capsys):
+    """On a checkpoint without a validation split: the search says what it measured on."""
+    ckpt = unsplit
     lm = tmp_path / "lm.json"
     args = [
         "latency",
@@ -159,8 +170,12 @@ def test_latency_command_and_a_latency_budget(ckpt, tmp_path, capsys):
         ]
     )
     assert rc == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "these images were trained on" in out
     doc = read(out_json)
     assert doc["cost"] == "latency_ms" and doc["chosen"]["predicted_latency_ms"] <= 10 * predicted
+    assert doc["validation"]["split"] == "train" and "trained on" in doc["validation"]["note"]
+    assert "holds no validation split" in out_json.with_suffix(".md").read_text()
     rc = cli.main(
         [
             "search",
