@@ -21,7 +21,8 @@ import numpy as np
 from torch import nn
 
 from .. import profile
-from ..nn import WidthConfig, channel_groups, width_space
+from ..nn import WidthConfig, channel_groups
+from .space import counts, width_range
 
 log = logging.getLogger("usnet")
 #: Widths per group whose channel counts make up each group's domain.
@@ -41,17 +42,16 @@ class CostModel:
     ) -> None:
         self.model, self.count_params = model, params
         self.count_macs = macs or (lambda m, w: profile.macs(m, w, meta=False))
-        self.space = width_space(model)
         self.groups = [g for g in channel_groups(model) if g.slimmable]
         self.coef: np.ndarray | None = None
         self._fit(random.Random(seed), checks)
 
     def _domain(self, name: str) -> dict[int, float]:
         """Every channel count the group takes in the range, each with a width giving it."""
-        s = self.space
+        lo, hi = width_range(self.model)
         out: dict[int, float] = {}
-        for w in np.linspace(s.width_min, s.width_max, _FINE):
-            out.setdefault(s.channels({"*": s.width_max, name: float(w)})[name], float(w))
+        for w in np.linspace(lo, hi, _FINE):
+            out.setdefault(counts(self.model, {"*": hi, name: float(w)})[name], float(w))
         return out
 
     def _features(self, counts: dict[str, int]) -> np.ndarray:
@@ -69,7 +69,7 @@ class CostModel:
             {g.name: domains[g.name][rng.choice(sorted(domains[g.name]))] for g in self.groups}
             for _ in range(unknowns + 8 + checks)
         ]
-        rows = np.array([self._features(self.space.channels(w)) for w in points])
+        rows = np.array([self._features(counts(self.model, w)) for w in points])
         counted = np.array([self._direct(w) for w in points], dtype=float)
         fit = len(points) - checks
         coef, *_ = np.linalg.lstsq(rows[:fit], counted[:fit], rcond=None)
@@ -83,8 +83,21 @@ class CostModel:
         """Whether answers come from the verified polynomial (else each is counted)."""
         return self.coef is not None
 
+    @classmethod
+    def when_needed(cls, model: nn.Module) -> Callable[[WidthConfig], tuple[int, int]]:
+        """A counter that fits the model on its first question: a resumed search whose costs
+        are all stored never pays for the fit."""
+        fitted: list[CostModel] = []
+
+        def count(width: WidthConfig) -> tuple[int, int]:
+            if not fitted:
+                fitted.append(cls(model))
+            return fitted[0](width)
+
+        return count
+
     def __call__(self, width: WidthConfig) -> tuple[int, int]:
         if self.coef is None:
             return self._direct(width)
-        macs, params = self._features(self.space.channels(width)) @ self.coef
+        macs, params = self._features(counts(self.model, width)) @ self.coef
         return int(round(float(macs))), int(round(float(params)))

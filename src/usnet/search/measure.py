@@ -18,10 +18,10 @@ from torch import Tensor, nn
 
 from .. import profile
 from ..calibration import calibrate, clear_calibration, needs_calibration
-from ..nn import WidthConfig, width_space
+from ..nn import WidthConfig
 from ..spectrum.providers import MetricProvider
 from .front import Candidate
-from .space import JsonWidth, to_json_width
+from .space import JsonWidth, network, to_json_width
 from .store import SearchStore
 
 
@@ -63,7 +63,6 @@ class Measurer:
         self.counter = counter or (
             lambda w: (int(profile.macs(model, w, meta=False)), int(profile.params(model, w)))
         )
-        self.space = width_space(model)
         #: Candidates measured by this process (not found in the store).
         self.new = 0
         #: Every candidate this search asked for, by network key, in order.
@@ -71,7 +70,7 @@ class Measurer:
 
     def network(self, width: WidthConfig) -> str:
         """The network key of ``width`` (widths that round alike share it)."""
-        return self.space.resolve(width)[1]
+        return network(self.model, width)
 
     def costs(self, width: WidthConfig) -> Candidate:
         """The candidate of ``width`` with its costs but no metrics (counted once per network)."""

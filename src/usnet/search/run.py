@@ -109,7 +109,7 @@ def search_checkpoint(
     guard = lambda: checkpoint.locked(path)  # noqa: E731  every writer of the folder holds it
     store = SearchStore(path / CACHE / f"{fingerprint(measuring)}.json", measuring, guard)
     slimmable = [g for g in channel_groups(model) if g.slimmable]
-    counter = CostModel(model) if len(slimmable) >= COST_MODEL_GROUPS else None
+    counter = CostModel.when_needed(model) if len(slimmable) >= COST_MODEL_GROUPS else None
     measurer = Measurer(
         model,
         val,

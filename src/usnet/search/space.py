@@ -24,6 +24,21 @@ Point = tuple[int, ...]
 JsonWidth = float | dict[str, float]
 
 
+def network(model: nn.Module, width: WidthConfig) -> str:
+    """The key of the network ``width`` selects (widths that round alike share it)."""
+    return width_space(model).resolve(width)[1]
+
+
+def counts(model: nn.Module, width: WidthConfig) -> dict[str, int]:
+    """Active channels of every group at ``width``."""
+    return width_space(model).channels(width)
+
+
+def width_range(model: nn.Module) -> tuple[float, float]:
+    space = width_space(model)
+    return space.width_min, space.width_max
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """Every slimmable group's levels: ascending widths, each selecting a different count."""
@@ -54,12 +69,11 @@ class SearchSpace:
     def point(self, width: WidthConfig, model: nn.Module) -> Point:
         """The point whose networks' channel counts equal ``width``'s, group by group; a width
         between two levels maps to the level at or below it."""
-        space = width_space(model)
-        counts = space.channels(width)
+        target = counts(model, width)
         point = []
         for g, ls in zip(self.groups, self.levels, strict=True):
-            level_counts = [space.channels({"*": self.width_max, g: w})[g] for w in ls]
-            below = [i for i, c in enumerate(level_counts) if c <= counts[g]]
+            level_counts = [counts(model, {"*": self.width_max, g: w})[g] for w in ls]
+            below = [i for i, c in enumerate(level_counts) if c <= target[g]]
             point.append(below[-1] if below else 0)
         return tuple(point)
 
@@ -70,8 +84,7 @@ def search_space(model: nn.Module, step: float = 0.05) -> SearchSpace:
     nearest the count's share of the group."""
     if not (isinstance(step, float | int) and 0 < step <= 1):
         raise ValueError(f"step must be a width step in (0, 1], got {step!r}")
-    space = width_space(model)
-    lo, hi = space.width_min, space.width_max
+    lo, hi = width_range(model)
     grid = parse_widths(f"{lo}:{hi}:{step}")
     if grid[-1] < hi - 1e-9:
         grid.append(hi)
@@ -82,7 +95,7 @@ def search_space(model: nn.Module, step: float = 0.05) -> SearchSpace:
     for g in groups:
         by_count: dict[int, list[float]] = {}
         for w in grid:
-            by_count.setdefault(space.channels({"*": hi, g.name: w})[g.name], []).append(w)
+            by_count.setdefault(counts(model, {"*": hi, g.name: w})[g.name], []).append(w)
         levels.append(tuple(_nearest(ws, c / g.full, hi) for c, ws in sorted(by_count.items())))
     return SearchSpace(tuple(g.name for g in groups), tuple(levels), lo, hi)
 
@@ -105,20 +118,20 @@ def uniform_grid(model: nn.Module, step: float = 0.025) -> list[float]:
     """The uniform widths of the range in steps of ``step`` (the spectrum's default grid), the
     full width included; one per distinct network: the width nearest the network's share of
     channels (as the spectrum names it)."""
-    space = width_space(model)
-    grid = parse_widths(f"{space.width_min}:{space.width_max}:{step}")
-    if grid[-1] < space.width_max - 1e-9:
-        grid.append(space.width_max)
+    lo, hi = width_range(model)
+    grid = parse_widths(f"{lo}:{hi}:{step}")
+    if grid[-1] < hi - 1e-9:
+        grid.append(hi)
     slim = [g for g in channel_groups(model) if g.slimmable]
     full = sum(g.full for g in slim)
     members: dict[str, list[float]] = {}
     for w in grid:
-        members.setdefault(space.resolve(w)[1], []).append(w)
+        members.setdefault(network(model, w), []).append(w)
     chosen = []
     for ws in members.values():
-        counts = space.channels(ws[0])
-        share = sum(counts[g.name] for g in slim) / full
-        chosen.append(min(ws, key=lambda w: (abs(w / space.width_max - share), -w)))
+        active = counts(model, ws[0])
+        share = sum(active[g.name] for g in slim) / full
+        chosen.append(min(ws, key=lambda w: (abs(w / hi - share), -w)))
     return sorted(chosen)
 
 
