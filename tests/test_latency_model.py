@@ -33,7 +33,7 @@ class LawBackend:
             n *= s
         return 1e-4 * n + 1e-3 * sum(p.numel() for p in module.parameters()) ** 0.5
 
-    def end_to_end(self, model, widths, batch_size, rounds, warmup):
+    def end_to_end(self, model, widths, batch_size, rounds, warmup, statistic="median"):
         out = []
         for w in widths:
             total = 0.3

@@ -10,6 +10,7 @@ import torch
 
 from .. import checkpoint
 from ..latency import BACKENDS, backend, build, summary
+from ..latency.backends import STATISTICS
 from ..latency.model import rows_table
 from ._args import positive_int
 
@@ -40,6 +41,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--batch-size", type=positive_int, default=1, metavar="N")
     p.add_argument("--seed", type=int, default=0, help="of the random widths (default 0)")
     p.add_argument(
+        "--statistic",
+        choices=STATISTICS,
+        default="median",
+        help="of each width's end-to-end rounds (default: %(default)s; min: what an idle "
+        "machine shows)",
+    )
+    p.add_argument(
         "--threads", type=positive_int, metavar="N", help="CPU threads (default torch's)"
     )
     p.add_argument("--out", type=Path, metavar="FILE", help="default: CKPT/latency_<backend>.json")
@@ -62,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         args.rounds,
         seed=args.seed,
         progress=not args.quiet,
+        statistic=args.statistic,
     )
     out = args.out or default_path(path, args.backend)
     with checkpoint.locked(path) if out.parent == path else contextlib.nullcontext():
@@ -69,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
     env = lm.environment
     print(
         f"latency model of {getattr(model, 'arch', '?')} on {env['device_name']} "
-        f"({env['backend']}, "
-        f"{env['threads']} threads, batch {lm.batch_size}): {len(lm.table)} layers timed, fit "
+        f"({env['backend']}, {env['threads']} threads, batch {lm.batch_size}, {lm.statistic} of "
+        f"the rounds): {len(lm.table)} layers timed, fit "
         f"'{lm.fit['form']}' on {lm.fit['widths']} widths"
     )
     print(rows_table(lm.validation["rows"]))

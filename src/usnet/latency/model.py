@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..io import atomic_write, make_parent
 from ..nn import WidthConfig, channel_groups, width_space
-from .backends import Backend, backend
+from .backends import STATISTICS, Backend, backend
 from .layers import Layer, layers
 
 FORMAT = "usnet-latency-model"
@@ -71,6 +71,8 @@ class LatencyModel:
     fit: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
     repeats: int = 20
+    #: How end-to-end rounds were summarised: ``median`` or ``min`` (the least round).
+    statistic: str = "median"
 
     def __post_init__(self) -> None:
         self._backend: Backend | None = None
@@ -179,12 +181,15 @@ def build(
     seed: int = 0,
     repeats: int = 20,
     progress: bool = True,
+    statistic: str = "median",
 ) -> LatencyModel:
     """Build a latency model of ``model`` on ``runner`` and validate it.
 
     Times the layers of ``fit`` per-group widths (the range's ends and random ones, seeded) and
     of ``validate`` other random widths, then times all of them end to end in the same
-    interleaved rounds (so the fit and the check meet the same machine load). The fit uses the
+    interleaved rounds (so the fit and the check meet the same machine load), each width's
+    rounds summarised by their median (``statistic="min"``: their least, what an idle machine
+    shows; on a shared machine the median measures its load as much as the network). The fit uses the
     ``fit`` widths only: of the forms in :data:`FORMS` whose scales come out non-negative it
     keeps the one whose leave-one-out error is least; the ``validate`` widths then compare prediction and measurement
     (:attr:`LatencyModel.validation`), with the error of always predicting the fit widths'
@@ -196,11 +201,13 @@ def build(
     fitted: list[WidthConfig] = [space.width_max, space.width_min]
     fitted += random_widths(model, fit - 2, seed)
     checked = random_widths(model, validate, seed + 1)
-    lm = LatencyModel(runner.environment(), batch_size, repeats=repeats)
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic {statistic!r} is unknown; allowed: {list(STATISTICS)}")
+    lm = LatencyModel(runner.environment(), batch_size, repeats=repeats, statistic=statistic)
     lm.attach(runner)
     widths = fitted + checked
     sums = [lm.sums(model, w) for w in tqdm(widths, desc="layer table", disable=not progress)]
-    measured = np.array(runner.end_to_end(model, widths, batch_size, rounds, warmup))
+    measured = np.array(runner.end_to_end(model, widths, batch_size, rounds, warmup, statistic))
     y = measured[:fit]
     errors = {form: _loo_error(_design(sums[:fit], form), y) for form in FORMS}
     fits = {form: np.linalg.lstsq(_design(sums[:fit], form), y, rcond=None)[0] for form in FORMS}
@@ -259,7 +266,7 @@ def validate(
     random per-group widths (interleaved rounds, median). Returns the validation (not stored)."""
     widths = random_widths(model, n, seed)
     predicted = [lm.predict(model, w) for w in widths]
-    measured = runner.end_to_end(model, widths, lm.batch_size, rounds, warmup)
+    measured = runner.end_to_end(model, widths, lm.batch_size, rounds, warmup, lm.statistic)
     mean = float(lm.fit.get("mean_ms", statistics.fmean(measured)))
     return {**_validation(widths, predicted, measured, mean), "seed": seed, "rounds": rounds}
 
