@@ -41,6 +41,12 @@ class SearchSettings:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"--method {self.method!r} is unknown; allowed: {list(METHODS)}")
+        for name in ("step", "uniform_step"):
+            value = getattr(self, name)
+            if not (isinstance(value, float | int) and 0 < value <= 1):
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be a width step in (0, 1], got {value!r}"
+                )
         if self.method == "evolution" and self.budget.empty:  # before minutes of measuring
             raise ValueError(
                 "evolution searches under a budget: give --max-macs, --max-params or "
