@@ -15,10 +15,12 @@ from usnet.search import (
     EvolutionSettings,
     SearchSettings,
     best_within,
+    choose,
     pareto_front,
     run_search,
     search_space,
 )
+from usnet.search.core import standard_error
 from usnet.search.costs import CostModel
 from usnet.search.front import goodness
 from usnet.search.measure import Measurer
@@ -250,6 +252,22 @@ def test_a_converted_model_is_searched_like_a_built_in_one():
     result, _ = search(model, SearchSettings("greedy", Budget(max_macs=usnet.macs(model, 0.6))))
     assert result.chosen is not None and result.chosen.macs <= usnet.macs(model, 0.6)
     assert isinstance(result.trace[-1].width, float) or len(result.trace) > 1
+
+
+def test_a_lead_under_min_gain_keeps_the_uniform_width():
+    def c(name, macs, top1):
+        return Candidate(0.5, name, macs, 10, metrics={"top1": top1, "loss": 1.0})
+
+    uniform = [c("u1", 10, 0.80), c("u2", 30, 0.85)]
+    found = [*uniform, c("n1", 25, 0.86), c("n2", 28, 0.90)]
+    budget = Budget(max_macs=30)
+    assert [x.network for x in choose(found, uniform, METRICS, budget)] == ["n2", "n2", "u2"]
+    chosen, best, _ = choose(found, uniform, METRICS, budget, min_gain=0.06)
+    assert chosen.network == "u2" and best.network == "n2"
+    assert choose(found, uniform, METRICS, budget, min_gain=0.05)[0].network == "n2"
+    # one standard error of the best uniform width's top-1 on the validation images
+    assert standard_error(uniform[1], METRICS, 400) == pytest.approx((0.85 * 0.15 / 400) ** 0.5)
+    assert standard_error(uniform[1], METRICS, None) == 0.0
 
 
 def test_pareto_front_and_budget_rules_on_hand_made_candidates():

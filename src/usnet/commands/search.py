@@ -42,6 +42,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--method", choices=METHODS, default="greedy", help="(default: %(default)s)")
     p.add_argument("--step", type=float, default=0.05, help="width step of each group's levels")
     p.add_argument("--seed", type=int, default=0, help="evolution's seed (default 0)")
+    p.add_argument(
+        "--min-gain",
+        type=float,
+        metavar="G",
+        help="the least validation lead over the best uniform width for which another network "
+        "is chosen, in the metric's units (0.005: half a point of top-1; default: one standard "
+        "error of the uniform width's validation top-1; 0: the best, however slight its lead)",
+    )
     p.add_argument("--population", type=positive_int, default=24, metavar="N")
     p.add_argument("--generations", type=int, default=10, metavar="N")
     p.add_argument(
@@ -118,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         args.step,
         seed=args.seed,
         evolution=EvolutionSettings(args.population, args.generations),
+        min_gain=args.min_gain,
     )
     data = SearchData(
         args.val_samples,
@@ -158,6 +167,17 @@ def _print(doc: dict, out: Path) -> None:
         f"front of {len(doc['front'])}, {doc['seconds']:.0f} s"
     )
     metric, groups = doc["metric"], doc["groups"]
+    best = doc.get("best")
+    if (
+        best is not None
+        and doc["chosen"] is not None
+        and best["network"] != doc["chosen"]["network"]
+    ):
+        print(
+            f"best on validation: {describe(best['width'], groups)}  {best['macs'] / 1e6:.3f} M "
+            f"MACs, {metric} {100 * best['metrics'][metric]:.2f} %: its lead over the best uniform "
+            f"width is under --min-gain {100 * doc['min_gain']:.2f} points, so that width is chosen"
+        )
     for label in ("chosen", "best_uniform"):
         e = doc.get(label)
         if e is None:

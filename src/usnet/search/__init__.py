@@ -12,7 +12,7 @@
 
 from .core import METHODS, SearchResult, SearchSettings, run_search
 from .evolution import EvolutionSettings
-from .front import Budget, Candidate, best_within, pareto_front
+from .front import Budget, Candidate, best_within, choose, pareto_front
 from .report import read, searched_widths
 from .run import SearchData, search_checkpoint
 from .space import SearchSpace, search_space
@@ -27,6 +27,7 @@ __all__ = [
     "SearchSettings",
     "SearchSpace",
     "best_within",
+    "choose",
     "pareto_front",
     "read",
     "run_search",

@@ -2,11 +2,14 @@
 
 The uniform widths of the range are always candidates, measured the same way as the searched
 ones, so the network chosen for a budget is never worse on the validation images than the best
-uniform width within it (it may be that width).
+uniform width within it; and it is that uniform width unless another network leads it by at
+least ``min_gain`` (by default one standard error of the uniform width's validation accuracy):
+the best of hundreds of noisy measurements leads by luck as often as by merit.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..spectrum.providers import Metric
 from .evolution import EvolutionSettings, evolution
-from .front import Budget, Candidate, CostName, best_within, goodness, pareto_front
+from .front import Budget, Candidate, CostName, best_within, choose, goodness, pareto_front, ranking
 from .greedy import greedy, steps
 from .measure import Measurer
 from .space import SearchSpace, search_space, uniform_grid
@@ -37,6 +40,11 @@ class SearchSettings:
     uniform_step: float = 0.025
     seed: int = 0
     evolution: EvolutionSettings = field(default_factory=EvolutionSettings)
+    #: The least lead on the primary metric over the best uniform width within the budget for
+    #: which a non-uniform network is chosen (:func:`~usnet.search.front.choose`); ``None``:
+    #: one standard error of the uniform width's metric on the validation images (a fraction
+    #: metric measured on a known number of them; else 0).
+    min_gain: float | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -47,6 +55,8 @@ class SearchSettings:
                 raise ValueError(
                     f"--{name.replace('_', '-')} must be a width step in (0, 1], got {value!r}"
                 )
+        if self.min_gain is not None and not (math.isfinite(self.min_gain) and self.min_gain >= 0):
+            raise ValueError(f"--min-gain must be >= 0, got {self.min_gain!r}")
         if self.method == "evolution" and self.budget.empty:  # before minutes of measuring
             raise ValueError(
                 "evolution searches under a budget: give --max-macs, --max-params or "
@@ -64,9 +74,13 @@ class SearchResult:
     uniform: list[Candidate]
     front: list[Candidate]
     chosen: Candidate | None
+    #: The best candidate within the budget on the validation images (``chosen`` unless its
+    #: lead over ``best_uniform`` is below ``min_gain``).
+    best: Candidate | None
     best_uniform: Candidate | None
     #: The greedy pass (full network first) or each generation's best.
     trace: list[Candidate]
+    min_gain: float
     seconds: float
     measured: int
     resumed: int
@@ -78,8 +92,10 @@ def run_search(
     metrics: Sequence[Metric],
     settings: SearchSettings,
     progress: bool = True,
+    samples: int | None = None,
 ) -> SearchResult:
-    """Search ``model``'s per-group widths (see the module docstring)."""
+    """Search ``model``'s per-group widths (see the module docstring); ``samples``: how many
+    validation images each candidate is measured on (for the default ``min_gain``)."""
     start = time.perf_counter()
     space = search_space(model, settings.step)
     budget, cost = settings.budget, settings.budget.cost
@@ -127,20 +143,39 @@ def run_search(
         finally:
             bar.close()
     candidates = list(measurer.touched.values())
-    empty = budget.empty
+    min_gain = settings.min_gain
+    if min_gain is None:
+        min_gain = standard_error(best_within(uniform, metrics, budget), metrics, samples)
+    chosen, best, best_uniform = (
+        (None, None, None)
+        if budget.empty
+        else choose(candidates, uniform, metrics, budget, min_gain)
+    )
     return SearchResult(
         space=space,
         cost=cost,
         candidates=candidates,
         uniform=uniform,
         front=pareto_front(candidates, metrics, cost),
-        chosen=None if empty else best_within(candidates, metrics, budget),
-        best_uniform=None if empty else best_within(uniform, metrics, budget),
+        chosen=chosen,
+        best=best,
+        best_uniform=best_uniform,
         trace=trace,
+        min_gain=min_gain,
         seconds=time.perf_counter() - start,
         measured=measurer.new,
         resumed=measurer.store.resumed,
     )
+
+
+def standard_error(c: Candidate | None, metrics: Sequence[Metric], samples: int | None) -> float:
+    """The binomial standard error of ``c``'s primary metric on ``samples`` images, when it is
+    a fraction (top-1); else 0."""
+    primary = ranking(metrics)[0]
+    if c is None or not samples or not primary.fraction:
+        return 0.0
+    p = min(max(c.metrics[primary.name], 0.0), 1.0)
+    return math.sqrt(p * (1 - p) / samples)
 
 
 def _first(c: Candidate, metrics: Sequence[Metric]) -> str:

@@ -131,6 +131,28 @@ def pareto_front(
     return front
 
 
+def choose(
+    candidates: Iterable[Candidate],
+    uniform: Iterable[Candidate],
+    metrics: Sequence[Metric],
+    budget: Budget,
+    min_gain: float = 0.0,
+) -> tuple[Candidate | None, Candidate | None, Candidate | None]:
+    """``(chosen, best, best_uniform)`` within ``budget``: ``best`` is the best candidate,
+    ``chosen`` is ``best`` unless it beats the best uniform width by less than ``min_gain``
+    on the primary metric, in which case the uniform width is chosen: a lead smaller than the
+    validation set's noise is more likely the luck of the best of many measurements than a
+    better network."""
+    best = best_within(candidates, metrics, budget)
+    best_uniform = best_within(uniform, metrics, budget)
+    if best is None or best_uniform is None:
+        return best, best, best_uniform
+    primary = ranking(metrics)[0]
+    lead = best.metrics[primary.name] - best_uniform.metrics[primary.name]
+    lead = lead if primary.higher_is_better else -lead
+    return (best if lead >= min_gain else best_uniform), best, best_uniform
+
+
 def best_within(
     candidates: Iterable[Candidate], metrics: Sequence[Metric], budget: Budget
 ) -> Candidate | None:

@@ -147,6 +147,15 @@ def markdown(doc: Mapping[str, Any], metric: Metric, groups: Sequence[str]) -> s
             "",
         ]
     rows = [("chosen", doc.get("chosen")), ("best uniform", doc.get("best_uniform"))]
+    best = doc.get("best")
+    if best is not None and best["network"] != (doc.get("chosen") or {}).get("network"):
+        rows.insert(1, ("best on validation", best))
+        lines += [
+            f"The best network on the validation images leads the best uniform width by less "
+            f"than --min-gain ({metric.show(doc['min_gain'])} points: one standard error of its "
+            "validation accuracy by default), so the uniform width is chosen.",
+            "",
+        ]
     head = f"| | width | MACs | params | latency (ms) | {metric.label} val | {metric.label} test |"
     lines += [head, "|---|---|---:|---:|---:|---:|---:|"]
     for label, e in rows:

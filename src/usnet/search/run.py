@@ -121,7 +121,7 @@ def search_checkpoint(
         on_new,
         counter,
     )
-    result = run_search(model, measurer, val.metrics, settings, progress)
+    result = run_search(model, measurer, val.metrics, settings, progress, val.samples)
     doc = _document(path, info, model, meta, settings, data, val, result, progress)
     out = Path(out) if out is not None else path / "search.json"
     metric = ranking(val.metrics)[0]
@@ -166,7 +166,7 @@ def _document(
     result: SearchResult,
     progress: bool,
 ) -> dict[str, Any]:
-    reported = unique([*result.front, result.chosen, result.best_uniform])
+    reported = unique([*result.front, result.chosen, result.best, result.best_uniform])
     tests: dict[str, dict[str, float]] = {}
     test_note = "not measured (--no-test)"
     if data.test:
@@ -204,7 +204,9 @@ def _document(
         "resumed": result.resumed,
         "seconds": result.seconds,
         "front": [e(c) for c in result.front],
+        "min_gain": result.min_gain,
         "chosen": e(result.chosen),
+        "best": e(result.best),
         "best_uniform": e(result.best_uniform),
         "trace": [c.network for c in result.trace],
         "uniform": [

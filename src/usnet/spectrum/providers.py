@@ -88,6 +88,8 @@ class MetricProvider:
     #: checkpoint without a validation split); ``data_note`` says it in words.
     split: str = "test"
     data_note: str = ""
+    #: How many samples ``evaluate`` measures on, when known.
+    samples: int | None = None
 
     def __post_init__(self) -> None:
         if not any(m.higher_is_better is not None for m in self.metrics):

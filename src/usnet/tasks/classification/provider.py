@@ -65,6 +65,7 @@ def metric_provider(model: nn.Module, cfg: TrainConfig, options: ProviderOptions
         dataset=data.name,
         split=split,
         data_note=note,
+        samples=len(cast(Sized, val)),
     )
 
 
