@@ -42,6 +42,7 @@ FIELDS = (
     "plan", "run", "network", "training", "seed", "budget", "max_macs", "method",
     "chosen_width", "chosen_macs", "chosen_val_top1", "chosen_test_top1",
     "uniform_width", "uniform_macs", "uniform_val_top1", "uniform_test_top1",
+    "best_width", "best_macs", "best_val_top1", "best_test_top1", "min_gain_points",
     "test_gain_points", "val_gain_points", "candidates", "search_seconds", "validation",
 )  # fmt: skip
 
@@ -96,7 +97,7 @@ def rows(runs: Path) -> list[dict[str, Any]]:
         config = usnet.checkpoint.read_meta(ckpt)["config"]
         for file in sorted(ckpt.glob("search_*_*.json")):
             doc = json.loads(file.read_text())
-            c, u = doc.get("chosen"), doc.get("best_uniform")
+            c, u, b = doc.get("chosen"), doc.get("best_uniform"), doc.get("best")
             row = {
                 "plan": plan,
                 "run": ckpt.parent.name,
@@ -114,6 +115,11 @@ def rows(runs: Path) -> list[dict[str, Any]]:
                 "uniform_macs": u and u["macs"],
                 "uniform_val_top1": _top1(u, "metrics"),
                 "uniform_test_top1": _top1(u, "test_metrics"),
+                "best_width": json.dumps(b and b["width"]),
+                "best_macs": b and b["macs"],
+                "best_val_top1": _top1(b, "metrics"),
+                "best_test_top1": _top1(b, "test_metrics"),
+                "min_gain_points": round(100 * doc.get("min_gain", 0.0), 3),
                 "candidates": doc["candidates"],
                 "search_seconds": round(doc["seconds"]),
                 "validation": doc["validation"]["split"],
