@@ -135,7 +135,7 @@ def markdown(doc: Mapping[str, Any], metric: Metric, groups: Sequence[str]) -> s
         "",
         f"Method: {doc['method']} (seed {doc['seed']}, group step {doc['step']}); "
         f"{doc['candidates']} networks measured in {doc['seconds']:.0f} s "
-        f"({doc['resumed']} from an earlier, interrupted run). Budget: {limits or 'none'}.",
+        f"({doc['resumed']} measured by an earlier run). Budget: {limits or 'none'}.",
         f"Validation: {v['note']}. Calibration per candidate: {doc['calibration']['num_samples']} "
         f"images, {doc['calibration']['method']}. Test: {doc['test']['note']}.",
         "",
