@@ -26,9 +26,13 @@ import torch
 from . import logs
 
 # Subcommand modules; each defines ``add_parser(subparsers)`` returning its parser, and ``run(args)``.
-COMMANDS = ("profile", "train", "calibrate", "spectrum", "select", "export", "upscale")
+COMMANDS = (
+    "profile", "train", "calibrate", "spectrum", "select", "search", "latency", "export", "upscale"
+)  # fmt: skip
 #: The subcommands that load checkpoints, so take ``--trust-code``.
-READS_CHECKPOINTS = ("profile", "calibrate", "spectrum", "select", "export", "upscale")
+READS_CHECKPOINTS = (
+    "profile", "calibrate", "spectrum", "select", "search", "latency", "export", "upscale"
+)  # fmt: skip
 
 
 class _Parser(argparse.ArgumentParser):

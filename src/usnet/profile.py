@@ -71,21 +71,27 @@ def macs(
     model: nn.Module,
     width: WidthConfig | None,
     input_size: int | tuple[int, ...] | None = None,
+    *,
+    meta: bool = True,
 ) -> int:
     """Multiply-accumulates per input of the network at ``width`` (``None``: its current width).
 
     Counts convolutions and matrix products (conv and linear layers) with ``FlopCounterMode``:
     MACs = FLOPs / 2. The model's width, train/eval modes and statistics are left as they were,
     and uncalibrated widths can be counted (BNs use batch statistics). The pass runs on meta
-    tensors (shapes only, so it costs microseconds per layer); a model whose forward needs real
-    data is run for real instead.
+    tensors (shapes only: no memory, whatever the model's size); a model whose forward needs
+    real data is run for real instead. ``meta=False`` runs for real from the start: a small
+    model's real forward (two inputs) costs less than the meta tensors' Python dispatch, which
+    matters to a caller counting thousands of widths (a search).
     """
     shape = input_shape(model, input_size)
     with _at(model, width), torch.no_grad():
-        try:
-            return _count_macs(model, shape, meta=True)
-        except (RuntimeError, NotImplementedError, TypeError):
-            return _count_macs(model, shape, meta=False)
+        if meta:
+            try:
+                return _count_macs(model, shape, meta=True)
+            except (RuntimeError, NotImplementedError, TypeError):
+                pass
+        return _count_macs(model, shape, meta=False)
 
 
 def _count_macs(model: nn.Module, shape: tuple, meta: bool) -> int:

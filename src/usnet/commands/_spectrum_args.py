@@ -62,6 +62,12 @@ def add_measure_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-metric", action="store_true", help="costs only: no evaluation data")
     p.add_argument(
+        "--search",
+        metavar="FILE[#N]",
+        help="also measure searched widths: a search.json's front (FILE), one member (FILE#N, "
+        "FILE#chosen) or an entry's JSON",
+    )
+    p.add_argument(
         "--batch-size", type=int, default=32, metavar="N", help="batch of the throughput column"
     )
     p.add_argument(
@@ -79,6 +85,13 @@ def check_batch_size(model: nn.Module, batch_size: int) -> None:
             f"--batch-size {batch_size}: one batch of inputs alone takes {need / 2**30:.3g} GiB, "
             f"more than this machine's {physical_memory() / 2**30:.3g} GiB; give a smaller one"
         )
+
+
+def searched(args: argparse.Namespace) -> list[float | dict[str, float]]:
+    """The widths of ``--search`` (none without it)."""
+    from ..search import searched_widths
+
+    return [] if args.search is None else searched_widths(args.search, default="front")
 
 
 def setup(args: argparse.Namespace) -> torch.device:

@@ -41,7 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--width",
         metavar="W",
         help="a width (0.5), a non-uniform config 'stem=0.5,stage1=0.75,*=1' or JSON "
-        "'{\"*\": 0.5}', or @FILE.json holding one",
+        "'{\"*\": 0.5}', or @FILE.json holding one; @CKPT/search.json: the searched network "
+        "chosen for the budget (@search.json#N: front member N)",
     )
     p.add_argument(
         "--width-json", type=Path, metavar="FILE", help="JSON file: a width or {group: width}"
@@ -91,6 +92,10 @@ def parse_width(text: str | None, json_file: Path | None = None) -> WidthConfig:
         raise UsageError("give the width: --width W or --width-json FILE (one of them)")
     if json_file is None and text is not None and text.startswith("@"):
         json_file = Path(text[1:])
+    if json_file is not None and ("#" in json_file.name or _is_search(json_file)):
+        from ..search import searched_widths  # a search.json: its chosen network, or FILE#N
+
+        return searched_widths(str(json_file))[0]
     if json_file is not None:
         if not json_file.is_file():
             raise FileNotFoundError(f"{json_file}: no such width JSON file")
@@ -117,9 +122,18 @@ def parse_width(text: str | None, json_file: Path | None = None) -> WidthConfig:
     return _width_value(text, "--width")
 
 
+def _is_search(path: Path) -> bool:
+    """Whether ``path`` is a search.json (``usnet search``'s file)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, Mapping) and doc.get("format") == "usnet-search"
+
+
 def _width_value(value: Any, where: str) -> WidthConfig:
-    if isinstance(value, Mapping) and set(value) == {"width"}:
-        value = value["width"]  # e.g. a saved spectrum row's {"width": ...}
+    if isinstance(value, Mapping) and "width" in value and (len(value) == 1 or "network" in value):
+        value = value["width"]  # a saved spectrum row's or search entry's {"width": ...}
     if isinstance(value, Mapping):
         out = {}
         for k, v in value.items():

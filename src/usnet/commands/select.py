@@ -28,6 +28,7 @@ from ._spectrum_args import (
     add_checkpoint_command,
     add_measure_options,
     check_batch_size,
+    searched,
     setup,
 )
 from .spectrum import grid, load, measure, provider
@@ -114,7 +115,12 @@ def run(args: argparse.Namespace) -> int:
     model, meta, _ = load(path, device, args.trust_code)
     widths = grid(model, args.widths) if args.widths is not None else None
 
-    spec, why = _reuse(path, device, widths, max_ms is not None, target[0] if target else None)
+    extra = searched(args)
+    spec, why = (
+        (None, "--search adds widths it has not measured")
+        if extra
+        else _reuse(path, device, widths, max_ms is not None, target[0] if target else None)
+    )
     if spec is None:
         if max_ms is not None:
             check_batch_size(model, args.batch_size)
@@ -131,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             path,
             model,
             meta,
-            widths or grid(model, None),
+            [*(widths or grid(model, None)), *extra],
             metrics,
             args,
             latency=max_ms is not None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from torch import nn
 
 from .. import checkpoint
 from ..errors import UsageError
-from ..nn import parse_widths, width_space
+from ..nn import WidthConfig, parse_widths, width_space
 from ..spectrum import (
     MetricProvider,
     ProviderOptions,
@@ -27,7 +27,13 @@ from ..spectrum import (
 )
 from ..spectrum.result import Kind
 from ..tasks import metric_provider
-from ._spectrum_args import add_checkpoint_command, add_measure_options, check_batch_size, setup
+from ._spectrum_args import (
+    add_checkpoint_command,
+    add_measure_options,
+    check_batch_size,
+    searched,
+    setup,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -116,7 +122,7 @@ def measure(
     path: Path,
     model: nn.Module,
     meta: Mapping[str, Any],
-    widths: list[float],
+    widths: Sequence[WidthConfig],
     metrics: MetricProvider | None,
     args: argparse.Namespace,
     save_stats: bool,
@@ -191,6 +197,11 @@ def run(args: argparse.Namespace) -> int:
         _check_baseline(b, model, meta, widths, metrics, device, args.trust_code)
     spec = measure(args.checkpoint, model, meta, widths, metrics, args, not args.no_save_stats)
     parts = [(model, spec)]
+    extra = searched(args)
+    if extra:  # the same model at searched widths: drawn beside the uniform curve
+        found = measure(args.checkpoint, model, meta, extra, metrics, args, False, "searched", "searched")
+        parts.append((model, found))
+        spec.baselines.append(found)
     for b in args.baseline:  # loaded again: it may be the checkpoint, whose statistics just grew
         b_model, b_meta, (kind, label, b_widths) = _check_baseline(
             b, model, meta, widths, metrics, device, args.trust_code

@@ -44,7 +44,9 @@ class WidthTraining(Section):
     paper), ``random`` (``num_widths`` random widths; the ablation), ``switches`` (every width in
     ``widths``; the 4-switch baseline) or ``fixed`` (the one width in ``widths``; an individually
     trained model). ``inplace_distillation``: the widths other than the largest learn from its
-    detached outputs (:mod:`usnet.training.step`). ``smallest_weight`` scales the narrowest
+    detached outputs (:mod:`usnet.training.step`). ``nonuniform``: every random width gives
+    each channel group its own width (the training AutoSlim searches; the largest and smallest
+    stay uniform). ``smallest_weight`` scales the narrowest
     width's loss in a step that trains several widths (an ablation: does the hardest width need
     more weight?). ``device``: null = CUDA when available (the
     command's ``--device`` overrides it); ``threads``: torch CPU threads, 0 = torch's default.
@@ -54,6 +56,9 @@ class WidthTraining(Section):
     num_widths: int = Field(4, ge=1)
     widths: list[Positive] | None = None
     inplace_distillation: bool = True
+    nonuniform: bool = Field(
+        False, description="the random widths per channel group (sandwich/random sampling)"
+    )
     smallest_weight: float = Field(
         1.0, gt=0, description="the narrowest width's loss weight in a multi-width step; 1 = paper"
     )
@@ -68,6 +73,12 @@ class WidthTraining(Section):
     def check(self) -> None:
         super().check()
         check_width_sampling(self.sampling, self.num_widths, self.widths)
+        if self.nonuniform and not self.trains_range:
+            raise ConfigError(
+                "nonuniform",
+                f"draws per-group random widths: it needs 'sandwich' or 'random' sampling, not "
+                f"{self.sampling!r}",
+            )
         if self.smallest_weight != 1.0 and self.sampling not in ("sandwich", "switches"):
             # random draws the narrowest width almost never, fixed trains one width alone
             raise ConfigError(

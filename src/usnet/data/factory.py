@@ -14,6 +14,7 @@ from . import cifar as _cifar
 from . import fashion_mnist as _fmnist
 from .imagefolder import ImageFolder, find_classes
 from .loader import EpochLoader, create_loader
+from .split import holdout
 
 _ALIASES = {"imagenet": "imagefolder"}
 _SPLITS = {  # accepted split name -> the split each data set has under that meaning
@@ -111,13 +112,17 @@ def calibration_loader(
     batch_size: int = 200,
     seed: int = 0,
     num_workers: int = 0,
+    val_size: int = 0,
+    val_seed: int = 0,
     **kw: Any,
 ) -> EpochLoader:
     """Batches of ``num_samples`` training images without augmentation, for BN calibration.
 
     The same images in the same order on every call with the same seed, so calibrated
-    statistics are reproducible. (Fewer images if the training split is smaller.)
+    statistics are reproducible. (Fewer images if the training split is smaller.) Images held
+    out for validation (``val_size``, ``val_seed``: :mod:`usnet.data.split`) are never chosen.
     """
     dataset = create_dataset(name, root, "train", augment=False, **kw)
+    dataset = holdout(dataset, val_size, val_seed, "train")
     subset = calibration_subset(dataset, num_samples, seed)
     return create_loader(subset, batch_size, shuffle=False, num_workers=num_workers, seed=seed)

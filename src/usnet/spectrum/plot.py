@@ -31,6 +31,7 @@ _STYLE: dict[str, dict[str, Any]] = {
     "individual": dict(marker="s", linestyle="none", markersize=8),
     "switches": dict(marker="^", linestyle="none", markersize=9),
     "us": dict(marker=".", linestyle="--", markersize=6, linewidth=1.2),
+    "searched": dict(marker="D", linestyle="-", markersize=4.5, linewidth=1.2),
 }
 _COLORS = ("#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 _MAIN = "#1f77b4"

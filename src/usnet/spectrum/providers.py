@@ -88,6 +88,13 @@ class MetricProvider:
     references: dict[str, dict[str, float]] = field(default_factory=dict)
     #: Inputs the last :meth:`calibrate` used (the data may hold fewer than ``num_samples``).
     samples_used: int | None = None
+    #: What ``evaluate`` measures on: ``test`` (the data set's evaluation split), ``validation``
+    #: (training images held out of training) or ``train`` (training images the model saw: a
+    #: checkpoint without a validation split); ``data_note`` says it in words.
+    split: str = "test"
+    data_note: str = ""
+    #: How many samples ``evaluate`` measures on, when known.
+    samples: int | None = None
 
     def __post_init__(self) -> None:
         if not any(m.higher_is_better is not None for m in self.metrics):
@@ -135,3 +142,7 @@ class ProviderOptions:
     num_samples: int | None = None  # calibration images
     method: str | None = None  # calibration estimator
     calibration_batch_size: int | None = None
+    #: ``test``: the evaluation split; ``validation``: images held out of training (a search
+    #: must not look at the test set; without a held-out split, a seeded subset of training
+    #: images, and the provider's ``split`` says ``train``).
+    split: str = "test"

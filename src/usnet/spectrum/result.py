@@ -21,8 +21,9 @@ from ..errors import UsageError
 from ..nn import format_width
 from .providers import Metric, find_metric
 
-#: How a spectrum's model was trained: a US-Net, one fixed width, or a switchable-BN S-Net.
-Kind = Literal["us", "individual", "switches"]
+#: How a spectrum's model was trained: a US-Net, one fixed width, or a switchable-BN S-Net; or
+#: ``searched``: a US-Net at the per-group widths of a search (``usnet search``).
+Kind = Literal["us", "individual", "switches", "searched"]
 SPECTRUM_FORMAT = "usnet-spectrum"
 #: 2: rows record the latency's quartiles and a noisy-timing flag (version 1 files still load).
 SPECTRUM_VERSION = 2

@@ -105,5 +105,13 @@ def metric_provider(
         raise UsageError(f"max_eval_samples must be >= 1, got {options.max_eval_samples}")
     if "task" not in config and isinstance(meta.get("task"), str):
         config = {**config, "task": meta["task"]}
+    if options.split not in ("test", "validation"):
+        raise UsageError(f"split must be 'test' or 'validation', got {options.split!r}")
     cfg = task_config(config, source="checkpoint meta.config")
-    return get_task(cfg.task).metric_provider(model, cfg, options)
+    provider = get_task(cfg.task).metric_provider(model, cfg, options)
+    if options.split == "validation" and provider.split == "test":
+        raise UsageError(
+            f"a {cfg.task} checkpoint has no validation split to measure on (its task measures "
+            "the test split only)"
+        )
+    return provider

@@ -21,6 +21,8 @@ from torch import Tensor
 
 from ..errors import UsageError
 from ..io import atomic_write
+from ..nn import WidthConfig
+from .sampling import width_size
 
 Row = dict[str, Any]
 
@@ -35,10 +37,12 @@ class LossTotals:
         self.samples = 0
         self.seconds = 0.0
 
-    def add(self, parts: Sequence[Mapping[str, Tensor]], widths: Sequence[float], n: int) -> None:
+    def add(
+        self, parts: Sequence[Mapping[str, Tensor]], widths: Sequence[WidthConfig], n: int
+    ) -> None:
         """One step's detached loss parts (one mapping per width, in ``widths``' order) over
         ``n`` samples (all ranks)."""
-        smallest = parts[min(range(len(widths)), key=widths.__getitem__)]
+        smallest = parts[min(range(len(widths)), key=lambda j: width_size(widths[j]))]
         for suffix, chosen in (("first", parts[0]), ("smallest", smallest)):
             for key, value in chosen.items():
                 self._add(f"{key}_{suffix}", value)

@@ -20,8 +20,9 @@ from typing import Any, Protocol, cast
 from torch import Tensor, nn
 
 from ..errors import UsageError
-from ..nn import width_space
+from ..nn import WidthConfig, width_space
 from ..nn.shared_grad import shared_gradients
+from .sampling import is_largest, is_smallest
 
 #: A loss value: a scalar tensor, or named parts with the minimised total under ``"loss"``.
 LossParts = Tensor | Mapping[str, Tensor]
@@ -62,7 +63,7 @@ def sandwich_step(
     model: nn.Module,
     inputs: Any,
     target: Any,
-    widths: Sequence[float],
+    widths: Sequence[WidthConfig],
     loss_fn: SandwichLoss,
     inplace_distillation: bool = True,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
@@ -100,12 +101,12 @@ def sandwich_step(
                     outputs = model(inputs)
                 if teacher is None:
                     parts = _parts(loss_fn.loss(outputs, target))
-                    if i == 0 and inplace_distillation and w >= space.width_max - 1e-9:
+                    if i == 0 and inplace_distillation and is_largest(w, space.width_max):
                         teacher = detach(outputs)
                 else:
                     parts = _parts(loss_fn.distill_loss(outputs, teacher, target))
                 weighted = (
-                    smallest_weight != 1.0 and len(widths) > 1 and w <= space.width_min + 1e-9
+                    smallest_weight != 1.0 and len(widths) > 1 and is_smallest(w, space.width_min)
                 )
                 backward(parts["loss"] * smallest_weight if weighted else parts["loss"])
             results.append({k: v.detach() for k, v in parts.items()})

@@ -35,7 +35,7 @@ from ..config.widths import check_model_widths
 from ..errors import UsageError
 from ..io import write_text
 from ..logs import LOG, progress_bar
-from ..nn import width_space
+from ..nn import WidthConfig, width_space
 from .distributed import DistInfo, barrier, cleanup, init_distributed
 from .grid import evaluate_widths
 from .optim import create_optimizer, create_scheduler
@@ -47,7 +47,7 @@ from .resume import (
     clear_run_folder,
     hold_run_folder,
 )
-from .sampling import sample_widths
+from .sampling import step_widths
 from .step import sandwich_step
 from .task import C, Plan, Run, RunConfig, TrainResult, TrainTask
 
@@ -214,7 +214,7 @@ class Trainer(Generic[C]):
         )
 
     def _epoch(self, model: nn.Module, epoch: int, bar: Any) -> None:
-        tc, space = self.cfg.train, width_space(self.model)
+        tc = self.cfg.train
         clear_calibration(self.model)  # statistics of the old weights are stale
         self.model.train()
         self.source.set_epoch(epoch)
@@ -222,14 +222,7 @@ class Trainer(Generic[C]):
         seen, t0 = 0, time.perf_counter()
         for i, (x, y) in enumerate(self.source):
             x, y = _to(x, self.device, self.plan.channels_last), _to(y, self.device)
-            widths = sample_widths(
-                tc.sampling,
-                space.width_min,
-                space.width_max,
-                tc.num_widths,
-                tc.widths,
-                self.generator,
-            )
+            widths = step_widths(tc, self.model, self.generator)
             parts = self._step(model, x, y, widths)
             n = _count(x) * self.info.world_size
             self.totals.add(parts, widths, n)
@@ -248,7 +241,7 @@ class Trainer(Generic[C]):
         self.totals.seconds += time.perf_counter() - t0
 
     def _step(
-        self, model: nn.Module, x: Any, y: Any, widths: list[float]
+        self, model: nn.Module, x: Any, y: Any, widths: list[WidthConfig]
     ) -> list[dict[str, Tensor]]:
         """One optimizer step: every width's forward and backward (the sandwich step), the
         accumulated gradient clipped, one update of the weights and of the schedule."""

@@ -26,7 +26,9 @@ DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder")
 
 class DataConfig(Section):
     """The dataset. ``batch_size`` is the global batch: under torchrun each of the N ranks
-    loads ``batch_size / N`` images per step, so the recipe means the same on any machine."""
+    loads ``batch_size / N`` images per step, so the recipe means the same on any machine.
+    ``val_size`` training images (a seeded choice, ``val_seed``) are held out of training and
+    calibration: ``usnet search`` measures candidates on them, never on the test set."""
 
     name: Literal["fashion_mnist", "cifar10", "cifar100", "imagefolder"] = "fashion_mnist"
     root: str | None = Field(None, description="data folder; null = the dataset's default folder")
@@ -34,6 +36,10 @@ class DataConfig(Section):
     val_batch_size: int = Field(500, ge=1)
     num_workers: int = Field(0, ge=0, description="DataLoader workers per process")
     augment: bool = False
+    val_size: int = Field(
+        0, ge=0, description="training images held out of training for validation (search)"
+    )
+    val_seed: int = Field(0, ge=0, description="which images are held out (a seeded choice)")
 
 
 class ClassificationTraining(TrainingConfig):

@@ -12,6 +12,7 @@ from torch import nn
 
 from ...data import create_dataset, create_loader, dataset_info
 from ...data.loader import EpochLoader
+from ...data.split import holdout
 from ...errors import UsageError
 from ...models.checked import build_from_config
 from ...training.batches import per_rank
@@ -32,6 +33,7 @@ def train_loader(
     train_set = create_dataset(
         cfg.data.name, cfg.data.root, "train", augment=cfg.data.augment, seed=cfg.train.seed
     )
+    train_set = holdout(train_set, cfg.data.val_size, cfg.data.val_seed, "train")
     if cfg.data.batch_size > len(cast(Sized, train_set)):
         raise UsageError(
             f"data.batch_size {cfg.data.batch_size} is larger than the training set "

@@ -10,8 +10,10 @@ from collections.abc import Iterable, Sized
 from typing import Any, cast
 
 from torch import nn
+from torch.utils.data import Dataset
 
 from ...data import calibration_loader, calibration_subset, create_dataset, create_loader
+from ...data.split import holdout
 from ...shapes import input_shape
 from ...spectrum.providers import Metric, MetricProvider, ProviderOptions
 from .config import TrainConfig
@@ -40,9 +42,15 @@ def metric_provider(
     kw: dict[str, Any] = {}
     if data.name == "imagefolder":  # images cropped to the model's input size
         kw["input_size"] = int(input_shape(model)[-1])
-    val = create_dataset(data.name, root, "val", augment=False, **kw)
-    if options.max_eval_samples is not None and options.max_eval_samples < len(cast(Sized, val)):
-        val = calibration_subset(val, options.max_eval_samples, seed=EVAL_SUBSET_SEED)
+    if options.split == "validation":
+        val, split, note = _validation(cfg, root, options.max_eval_samples, kw)
+    else:
+        val = create_dataset(data.name, root, "val", augment=False, **kw)
+        if options.max_eval_samples is not None and options.max_eval_samples < len(
+            cast(Sized, val)
+        ):
+            val = calibration_subset(val, options.max_eval_samples, seed=EVAL_SUBSET_SEED)
+        split, note = "test", f"{len(cast(Sized, val))} {data.name} evaluation images"
     loader = create_loader(val, data.val_batch_size, shuffle=False, num_workers=data.num_workers)
     num_samples = options.num_samples or cal.num_samples
     batch_size = options.calibration_batch_size or cal.batch_size
@@ -55,6 +63,8 @@ def metric_provider(
             batch_size,
             seed=cfg.train.seed,
             num_workers=data.num_workers,
+            val_size=data.val_size,
+            val_seed=data.val_seed,
             **kw,
         )
 
@@ -66,4 +76,35 @@ def metric_provider(
         num_samples=num_samples,
         calibration_method=options.method or cal.method,
         dataset=data.name,
+        split=split,
+        data_note=note,
+        samples=len(cast(Sized, val)),
+    )
+
+
+#: Training images measured in place of a validation split when a checkpoint held none out.
+TRAIN_SUBSET = 5000
+
+
+def _validation(
+    cfg: TrainConfig, root: str | None, limit: int | None, kw: dict[str, Any]
+) -> tuple[Dataset, str, str]:
+    """The validation images, the split they are and a note: the held-out ones
+    (``data.val_size``), else a seeded subset of the training images (seen in training)."""
+    data = cfg.data
+    train = create_dataset(data.name, root, "train", augment=False, **kw)
+    if data.val_size:
+        val = holdout(train, data.val_size, data.val_seed, "val")
+        if limit is not None and limit < data.val_size:
+            val = calibration_subset(val, limit, seed=1)
+        n = len(cast(Sized, val))
+        return val, "validation", (
+            f"{n} of the {data.val_size} {data.name} training images held out of training "
+            f"(data.val_size, val_seed {data.val_seed})"
+        )
+    val = calibration_subset(train, limit or TRAIN_SUBSET, seed=1)
+    n = len(cast(Sized, val))
+    return val, "train", (
+        f"{n} {data.name} training images the model was trained on (a seeded subset: the "
+        "checkpoint holds no validation split; train with data.val_size to hold images out)"
     )

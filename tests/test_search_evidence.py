@@ -1,0 +1,77 @@
+"""benchmarks/search_evidence.py: which searches it runs on the plans' checkpoints, and the CSV."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import usnet
+from usnet.config import from_dict, to_dict
+from usnet.tasks.classification import TrainConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+KW = {"blocks": [[32, 1, 1], [32, 1, 2]], "stem_channels": 32}
+
+
+@pytest.fixture
+def evidence():
+    spec = importlib.util.spec_from_file_location(
+        "search_evidence", ROOT / "benchmarks/search_evidence.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def _run(runs: Path, name: str, status: str, nonuniform: bool) -> Path:
+    folder = runs / "search_v1_mobilenet" / name
+    folder.mkdir(parents=True)
+    (folder / "study.json").write_text(json.dumps({"status": status}))
+    cfg = from_dict(
+        TrainConfig,
+        {
+            "model": {"name": "us_mobilenet_v1_small", "kwargs": KW},
+            "train": {"nonuniform": nonuniform, "seed": 2},
+        },
+    )
+    torch.manual_seed(0)
+    model = usnet.create_model("us_mobilenet_v1_small", **KW)
+    return usnet.save(model, folder / "checkpoint", meta={"config": to_dict(cfg)})
+
+
+def test_the_searches_of_finished_runs_and_their_rows(evidence, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    ckpt = _run(runs, "nonuniform-e4-s2", "finished", True)
+    _run(runs, "uniform-e4-s2", "running", False)  # not finished: not searched
+    assert evidence.main(["run", "--runs", str(runs), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "6 searches to run" in printed and "uniform-e4-s2" not in printed.replace(
+        "nonuniform", ""
+    )
+    full = usnet.macs(usnet.load(ckpt), 1.0)
+    assert f"--max-macs {int(0.25 * full)} --method greedy" in printed
+
+    entry = {"width": 0.5, "macs": 10, "metrics": {"top1": 0.9}, "test_metrics": {"top1": 0.88}}
+    doc = {
+        "budget": {"max_macs": 11},
+        "method": "greedy",
+        "chosen": {**entry, "width": {"stem": 0.5}, "test_metrics": {"top1": 0.885}},
+        "best_uniform": entry,
+        "candidates": 40,
+        "seconds": 12.3,
+        "validation": {"split": "validation"},
+    }
+    (ckpt / "search_greedy_25.json").write_text(json.dumps(doc))
+    out = tmp_path / "search.csv"
+    assert evidence.main(["gather", "--runs", str(runs), "--out", str(out)]) == 0
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["training"] == "nonuniform" and row["seed"] == "2" and row["budget"] == "0.25"
+    assert float(row["test_gain_points"]) == pytest.approx(0.5) and row["val_gain_points"] == "0.0"
