@@ -36,7 +36,7 @@ def probe(method: str, budget: int | None, images: int, width: float) -> dict:
     batches = [torch.randn(32, 3, 224, 224, generator=gen) for _ in range(images // 32)]
     before = _rss_mb()
     start = time.process_time()
-    calibrate(model, batches, [width], images, method, progress=False, cache_bytes=budget)
+    calibrate(model, batches, [width], images, method, cache_bytes=budget)
     cpu = time.process_time() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {"growth_mb": round(peak - before), "cpu_s": round(cpu, 1)}

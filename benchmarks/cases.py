@@ -187,7 +187,7 @@ def bench_calibration(
         for method in ("exact", "single_pass"):
 
             def cal(method: str = method, batches: list = batches, w: float = w) -> None:
-                calibrate(model, batches, [w], num, method, progress=False)
+                calibrate(model, batches, [w], num, method)
 
             def forward(batches: list = batches, w: float = w) -> None:
                 with torch.inference_mode(), usnet.width(model, w):

@@ -144,7 +144,7 @@ def measure(name: str, side: int, seed: int = 0) -> dict:
     w = round(random.Random(seed).uniform(0.25, 1.0), 3)
     record["width"] = w
     batches = [torch.randn(4, 3, s, s, generator=g) for _ in range(2)]
-    usnet.calibrate(model, batches, widths=[w], method="single_pass", progress=False)
+    usnet.calibrate(model, batches, widths=[w], method="single_pass")
     model.eval()
     dense = extract(model, w)
     with torch.no_grad(), usnet.width(model, w):

@@ -78,7 +78,7 @@ def run(name: str, side: int, rounds: int, number: int) -> list[dict]:
     seconds, model = convert_time(net, torch.randn(2, 3, 224, 224), 3)
     model.input_size = (3, side, side)  # type: ignore[assignment]
     batches = [torch.randn(8, 3, side, side) for _ in range(2)]
-    usnet.calibrate(model, batches, widths=[0.5, 0.75], method="single_pass", progress=False)
+    usnet.calibrate(model, batches, widths=[0.5, 0.75], method="single_pass")
     model.eval()
     rows = []
     for w in (0.5, 0.75):

@@ -64,7 +64,7 @@ def build(name: str) -> nn.Module:
 
 def calibrate_on_noise(model: nn.Module, widths: list) -> None:
     """Calibrated statistics for ``widths`` from random inputs: their values do not matter for speed."""
-    calibrate(model, [inputs(model, 2)], widths, 2, "single_pass", progress=False)
+    calibrate(model, [inputs(model, 2)], widths, 2, "single_pass")
 
 
 def inputs(model: nn.Module, batch: int) -> torch.Tensor:

@@ -1,14 +1,16 @@
 """Rebuild the CartPole results of docs/rl.md from the run folders (see the commands there).
 
-python docs/rl_results.py   ->  prints the tables, writes docs/rl_cartpole.png and
-docs/rl_cartpole_curve.png from runs/rl_cartpole{,_nodistill,_individual}/seed*/.
+python docs/rl_results.py [ROOT]   ->  prints the tables, writes docs/rl_cartpole.png and
+docs/rl_cartpole_curve.png from ROOT/rl_cartpole{,_nodistill,_individual}/seed*/ (ROOT: runs,
+or benchmarks/results/rl, where the records the page quotes are committed).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import csv
 import statistics as st
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -20,10 +22,11 @@ from usnet.spectrum import Metric, Spectrum, format_table, load_spectrum  # noqa
 from usnet.spectrum.plot import plot_spectrum  # noqa: E402
 
 DOCS = Path(__file__).parent
+ROOT = Path(sys.argv[1] if len(sys.argv) > 1 else "runs")
 RUNS = {
-    "US, sandwich + distillation": "runs/rl_cartpole",
-    "US, sandwich, no distillation": "runs/rl_cartpole_nodistill",
-    "individual (fixed width 1.0)": "runs/rl_cartpole_individual",
+    "US, sandwich + distillation": str(ROOT / "rl_cartpole"),
+    "US, sandwich, no distillation": str(ROOT / "rl_cartpole_nodistill"),
+    "individual (fixed width 1.0)": str(ROOT / "rl_cartpole_individual"),
 }
 
 
@@ -61,11 +64,11 @@ def curves() -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, root in RUNS.items():
         logs = [
-            [json.loads(line) for line in p.read_text().splitlines()]
-            for p in sorted(Path(root).glob("seed*/log.jsonl"))
+            list(csv.DictReader(p.open(newline="")))
+            for p in sorted(Path(root).glob("seed*/metrics.csv"))
         ]
-        steps = [d["step"] for d in logs[0]]
-        mean = [st.fmean(log[i]["return"] for log in logs) for i in range(len(steps))]
+        steps = [int(d["step"]) for d in logs[0]]
+        mean = [st.fmean(float(log[i]["return"]) for log in logs) for i in range(len(steps))]
         ax.plot(steps, mean, label=label)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("training return (last 20 episodes, full width)")
@@ -89,3 +92,4 @@ if __name__ == "__main__":
     ind.kind, ind.rows = "individual", [r for r in ind.rows if r.width == 1.0]
     main.baselines = [*others, sliced, ind]
     plot_spectrum(main, DOCS / "rl_cartpole.png")
+    curves()

@@ -12,6 +12,7 @@ from fake_stats import fake_calibrate
 from safetensors.torch import load_file, save_file
 
 import usnet
+import usnet.io
 from usnet import checkpoint
 from usnet.checkpoint import load, read_info, read_meta, save, update_meta
 from usnet.nn import width_space
@@ -79,11 +80,11 @@ def test_save_over_existing_keeps_other_files(model, ckpt) -> None:
 def test_interrupted_save_leaves_old_checkpoint(model, ckpt, monkeypatch, tmp_path) -> None:
     before = (ckpt / "model.safetensors").read_bytes(), (ckpt / "usnet.json").read_text()
 
-    def crash(*args, **kwargs):
-        Path(args[1]).write_bytes(b"half a file")
+    def crash(path, data):
+        Path(path).write_bytes(data[: len(data) // 2])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoint, "save_file", crash)
+    monkeypatch.setattr(usnet.io, "write_bytes", crash)
     with pytest.raises(KeyboardInterrupt):
         save(model, ckpt, meta={"epoch": 99})
     with pytest.raises(KeyboardInterrupt):
@@ -109,6 +110,7 @@ def _edit_weights(ckpt: Path, edit) -> None:
     tensors = load_file(file)
     edit(tensors)
     save_file(tensors, file, metadata={"usnet_save_id": save_id})
+    _edit_json(ckpt, weights_sha256=checkpoint.format.file_checksum(file))  # damaged on purpose
 
 
 def test_missing_files(ckpt, tmp_path) -> None:

@@ -36,10 +36,10 @@ def test_a_save_cut_off_between_its_renames_leaves_the_previous_checkpoint_loada
             raise KeyboardInterrupt("killed between the renames")
         return real(src, dst)
 
-    monkeypatch.setattr(checkpoint.os, "replace", cut_off)
+    monkeypatch.setattr(os, "replace", cut_off)
     with pytest.raises(KeyboardInterrupt):
         checkpoint.save(second, path)
-    monkeypatch.setattr(checkpoint.os, "replace", real)
+    monkeypatch.setattr(os, "replace", real)
     assert not path.exists()
     loaded = checkpoint.load(path)  # falls back to the previous checkpoint set aside
     for a, b in zip(loaded.parameters(), first.parameters(), strict=True):
@@ -190,5 +190,5 @@ def test_a_read_only_folder_still_loads_the_checkpoint_aside(model, ckpt, monkey
     def refuse(*args, **kwargs):
         raise PermissionError("read-only file system")
 
-    monkeypatch.setattr(checkpoint, "recover", refuse)
+    monkeypatch.setattr(checkpoint.folder, "recover", refuse)
     assert width_space(load(ckpt)).calibrated == width_space(model).calibrated

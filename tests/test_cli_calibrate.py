@@ -62,11 +62,11 @@ def test_a_device_this_machine_lacks_is_one_line(capsys, ckpt, device, needle) -
 @pytest.mark.parametrize(
     ("calibrate", "needle"),
     [
-        ({"num_samples": 0}, "meta.config.calibrate.num_samples 0 must be an integer >= 1"),
-        ({"num_samples": "many"}, "num_samples 'many'"),
-        ({"batch_size": 2.5}, "meta.config.calibrate.batch_size 2.5"),
-        ({"method": "magic"}, "meta.config.calibrate.method 'magic' is unknown"),
-        ("fast", "meta.config.calibrate must be a mapping"),
+        ({"num_samples": 0}, "meta.config: calibrate.num_samples: must be >= 1, got 0"),
+        ({"num_samples": "many"}, "calibrate.num_samples: expected an integer, got 'many'"),
+        ({"batch_size": 2.5}, "meta.config: calibrate.batch_size: expected an integer, got 2.5"),
+        ({"method": "magic"}, "calibrate.method: expected one of 'exact', 'single_pass', got 'magic'"),
+        ("fast", "meta.config: calibrate: expected"),
     ],
 )
 def test_wrong_values_in_the_checkpoint_config_are_named(capsys, ckpt, calibrate, needle) -> None:
@@ -83,7 +83,7 @@ def test_bad_checkpoints_and_widths(capsys, ckpt, tmp_path) -> None:
     (tmp_path / "file").write_text("x")
     fails(capsys, _calibrate(tmp_path / "file"), "not a checkpoint folder")
     checkpoint.update_meta(ckpt, config=None)
-    fails(capsys, _calibrate(ckpt), "names no training data set (meta.config.data.name)")
+    fails(capsys, _calibrate(ckpt), "has no training config (meta key 'config')")
     info = json.loads((ckpt / "usnet.json").read_text())
     info["arch_kwargs"] = {"num_classes": 10**12}
     (ckpt / "usnet.json").write_text(json.dumps(info))

@@ -89,7 +89,7 @@ def test_an_absurd_input_size_is_refused_before_it_allocates(capsys, ckpt, tmp_p
     allocation traceback."""
     model = checkpoint.load(ckpt)
     net = usnet.create_model("us_mobilenet_v1_small")
-    usnet.calibrate(net, [torch.randn(4, 1, 28, 28)], widths=[0.5], progress=False)
+    usnet.calibrate(net, [torch.randn(4, 1, 28, 28)], widths=[0.5])
     conv = checkpoint.save(net, tmp_path / "conv")
     big = "--input-size", "100000"
     fails(capsys, _export(conv, *big, "--no-calibrate"), "input size 1x100000x100000", "GiB")

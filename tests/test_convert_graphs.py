@@ -233,7 +233,7 @@ def test_calibration_and_batch_norm_over_a_linear() -> None:
     torch.manual_seed(0)
     model = convert(VGGLike(), torch.randn(2, 3, 12, 12))
     batches = [torch.randn(8, 3, 12, 12) for _ in range(2)]
-    usnet.calibrate(model, batches, widths=[0.4], progress=False)
+    usnet.calibrate(model, batches, widths=[0.4])
     assert usnet.is_calibrated(model, 0.4) and usnet.is_calibrated(model, 1.0)
     model.eval()
     fake_calibrate(model, [0.6])
@@ -266,7 +266,7 @@ def test_training_only_branches_are_converted_and_need_no_calibration() -> None:
     model = convert(AuxNet(), x)
     assert [g.name for g in width_space(model).groups] == ["stem.0", "aux.0"]
     assert not isinstance(model.aux[1], usnet.nn.USBatchNorm2d)  # eval never reaches it
-    usnet.calibrate(model, [x], widths=[0.5], method="single_pass", progress=False)
+    usnet.calibrate(model, [x], widths=[0.5], method="single_pass")
     assert usnet.is_calibrated(model, 0.5)
     model.train()
     with usnet.width(model, 0.25):

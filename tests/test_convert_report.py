@@ -180,8 +180,8 @@ def test_messages_name_the_real_cause() -> None:
 
 def test_keep_is_checked() -> None:
     x = torch.randn(2, 3, 4, 4)
-    with pytest.raises(ValueError, match="keep must be module names or 'auto', got None"):
-        convert(Plain(), x, keep=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="keep must be module names or 'auto', got 3"):
+        convert(Plain(), x, keep=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="keep: 3 is not a module name"):
         convert(Plain(), x, keep=[3])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="keep: 'autoo' is not a module of Plain"):

@@ -13,7 +13,7 @@ from usnet.calibration import attach_calibration_data, calibrate, is_calibrated
 
 def test_a_deep_copy_does_not_reuse_the_originals_cached_tensors():
     model, x = tiny_model(), tiny_inputs(16)
-    calibrate(model, [x], [0.5], progress=False)
+    calibrate(model, [x], [0.5])
     eval_at(model, x)  # fills the caches
     twin = copy.deepcopy(model)
     with torch.no_grad():
@@ -28,7 +28,7 @@ def test_a_deep_copy_does_not_reuse_the_originals_cached_tensors():
 
 def test_dtype_change_after_eval_uses_new_weights():
     model, x = tiny_model(), tiny_inputs(16)
-    calibrate(model, [x], [0.5], progress=False)
+    calibrate(model, [x], [0.5])
     eval_at(model, x)
     out = eval_at(model.double(), x.double())
     assert out.dtype == torch.float64
@@ -36,8 +36,8 @@ def test_dtype_change_after_eval_uses_new_weights():
 
 def test_loading_replaces_the_calibrated_set():
     a, b, x = tiny_model(), tiny_model(), tiny_inputs(16)
-    calibrate(a, [x], [0.75, 1.0], progress=False)
-    calibrate(b, [x * 2], [0.35], progress=False)  # 0.35 is another network than 0.75 or 1.0
+    calibrate(a, [x], [0.75, 1.0])
+    calibrate(b, [x * 2], [0.35])  # 0.35 is another network than 0.75 or 1.0
     b.load_state_dict(a.state_dict())  # strict: b's 0.35 statistics must not be "missing"
     assert is_calibrated(b, 0.75) and is_calibrated(b, 1.0) and not is_calibrated(b, 0.35)
     torch.testing.assert_close(eval_at(b, x, 0.75), eval_at(a, x, 0.75))
@@ -59,7 +59,7 @@ def _fresh(model: torch.nn.Module) -> torch.nn.Module:
 def test_in_place_writes_through_p_data_are_seen():
     """EMA, SWA and pruning write through ``p.data``, which does not bump ``p._version``."""
     model, x = tiny_model(), tiny_inputs(16)
-    calibrate(model, [x], [0.5], progress=False)
+    calibrate(model, [x], [0.5])
     before = eval_at(model, x)  # fills the caches
     g = torch.Generator().manual_seed(3)
     for p in model.parameters():
@@ -74,7 +74,7 @@ def test_in_place_writes_through_p_data_are_seen():
 
 def test_new_storage_through_p_data_is_seen():
     model, x = tiny_model(), tiny_inputs(16)
-    calibrate(model, [x], [0.5], progress=False)
+    calibrate(model, [x], [0.5])
     before = eval_at(model, x)
     for m in model.modules():
         if isinstance(m, (usnet.nn.USConv2d, usnet.nn.USBatchNorm2d)):
@@ -86,7 +86,7 @@ def test_new_storage_through_p_data_is_seen():
 
 def test_sliced_weights_of_a_channels_last_model_keep_their_layout():
     model, x = tiny_model(), tiny_inputs(16)
-    calibrate(model, [x], [0.5], progress=False)
+    calibrate(model, [x], [0.5])
     expected = eval_at(model, x)
     model = model.to(memory_format=torch.channels_last)
     out = eval_at(model, x.contiguous(memory_format=torch.channels_last))

@@ -183,7 +183,7 @@ def test_export_command_calibrates_from_the_checkpoint_data(tmp_path: Path, caps
         ]
     )
     text = capsys.readouterr().out
-    assert rc == 0 and "calibrating width stem=0.5" in text and "onnxruntime" in text
+    assert rc == 0 and "calibrated width stem=0.5" in text and "onnxruntime" in text
     reloaded = checkpoint.load(ckpt)
     assert usnet.is_calibrated(reloaded, {"stem": 0.5, "*": 0.75})  # --save-stats kept them
     import onnxruntime

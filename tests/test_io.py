@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from usnet import io
+from usnet import UsageError, io
 
 
 def test_atomic_write_replaces_or_leaves_the_old_file(tmp_path: Path) -> None:
@@ -48,7 +48,7 @@ def _hold(path: str, started, release, log: str) -> None:
             f.write("A out\n")
 
 
-def test_locked_excludes_other_processes_and_tells_the_waiter(tmp_path: Path, capfd) -> None:
+def test_locked_excludes_other_processes_and_tells_the_waiter(tmp_path: Path, caplog) -> None:
     target, log = tmp_path / "ckpt", tmp_path / "log"
     ctx = multiprocessing.get_context("fork")
     started, release = ctx.Event(), ctx.Event()
@@ -68,7 +68,7 @@ def test_locked_excludes_other_processes_and_tells_the_waiter(tmp_path: Path, ca
         holder.join(30)
     assert holder.exitcode == 0
     assert log.read_text().splitlines() == ["A in", "A out", "B in"]
-    assert "waiting for another usnet process writing" in capfd.readouterr().err
+    assert "waiting for another usnet process writing" in caplog.text
     assert not io.lock_file(target).exists()  # the lock file goes with the last holder
 
 
@@ -110,14 +110,19 @@ def _write(text: str):
 
 def test_replace_folder_keeps_other_files_and_cleans_up(tmp_path: Path) -> None:
     path = tmp_path / "run"
-    io.replace_folder(path, _write("one"), keep=lambda f: f.name != "data")
+    io.replace_folder(path, _write("one"), own=lambda f: f.name == "data")
     (path / "extra").write_text("mine")
-    io.replace_folder(path, _write("two"), keep=lambda f: f.name != "data")
+    (path / "exports" / "deep").mkdir(parents=True)  # a user's subfolders and links survive
+    (path / "exports" / "deep" / "model.onnx").write_text("onnx")
+    (path / "link").symlink_to("extra")
+    io.replace_folder(path, _write("two"), own=lambda f: f.name == "data")
     assert (path / "data").read_text() == "two" and (path / "extra").read_text() == "mine"
+    assert (path / "exports" / "deep" / "model.onnx").read_text() == "onnx"
+    assert os.readlink(path / "link") == "extra"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="exists and is not a folder"):
-        io.replace_folder(tmp_path / "file", _write("x"), keep=lambda f: True)
+        io.replace_folder(tmp_path / "file", _write("x"), own=lambda f: False)
 
 
 def test_recover_folder_restores_what_a_crash_left_aside(tmp_path: Path) -> None:
@@ -153,3 +158,47 @@ def test_recover_folder_restores_what_a_crash_left_aside(tmp_path: Path) -> None
     old.mkdir()
     assert not io.recover_folder(path, _complete)
     assert old.is_dir() and path.is_dir()
+
+
+def test_atomic_write_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    """Renaming over /dev/null or a FIFO would replace it with a regular file."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for special in (Path("/dev/null"), fifo, tmp_path):
+        with pytest.raises(UsageError, match="usnet writes only regular files"):
+            io.write_text(special, "x")
+    assert Path("/dev/null").is_char_device() and fifo.is_fifo()
+    assert io.write_text(tmp_path / "new", "x").read_text() == "x"  # a new path is fine
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "new"]
+
+
+def test_atomic_write_writes_through_a_symbolic_link(tmp_path: Path) -> None:
+    (tmp_path / "real.csv").write_text("old")
+    (tmp_path / "link.csv").symlink_to("real.csv")
+    io.write_text(tmp_path / "link.csv", "new")
+    assert (tmp_path / "link.csv").is_symlink() and (tmp_path / "real.csv").read_text() == "new"
+    (tmp_path / "to_null").symlink_to("/dev/null")
+    with pytest.raises(UsageError, match="not a regular file"):
+        io.write_text(tmp_path / "to_null", "x")
+
+
+def test_temporary_files_of_dead_writers_go_with_the_next_write(tmp_path: Path) -> None:
+    """A killed writer leaves .NAME.<pid>.*.tmp; the next write of NAME removes it, but not the
+    temporary file of a writer still running."""
+    ended = multiprocessing.get_context("fork").Process(target=int)
+    ended.start()
+    ended.join()
+    stale = tmp_path / f".metrics.csv.{ended.pid}.abcd.tmp"
+    live = tmp_path / f".metrics.csv.{os.getppid()}.abcd.tmp"
+    stale.write_text("half")
+    live.write_text("half")
+
+    def fail(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match=r"No space left on device: '.*metrics\.csv'"):
+        io.atomic_write(tmp_path / "metrics.csv", fail)  # the path is named, the temp removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]
+    io.write_text(tmp_path / "metrics.csv", "ok")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "metrics.csv"]

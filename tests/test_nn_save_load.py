@@ -26,7 +26,7 @@ def _stats_dtypes(model: torch.nn.Module) -> set[torch.dtype]:
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_a_model_in_another_dtype_calibrates_in_that_dtype(dtype):
     model, x = tiny_model().to(dtype), tiny_inputs(32).to(dtype)
-    calibrate(model, [x], [0.5, 1.0], progress=False)
+    calibrate(model, [x], [0.5, 1.0])
     assert _stats_dtypes(model) == {dtype}
     out = eval_at(model, x)
     assert out.dtype == dtype and torch.isfinite(out).all()
@@ -35,8 +35,8 @@ def test_a_model_in_another_dtype_calibrates_in_that_dtype(dtype):
 def test_float64_statistics_match_float32_ones():
     x = tiny_inputs(32)
     m32, m64 = tiny_model(), tiny_model().double()
-    calibrate(m32, [x], [0.5], progress=False)
-    calibrate(m64, [x.double()], [0.5], progress=False)
+    calibrate(m32, [x], [0.5])
+    calibrate(m64, [x.double()], [0.5])
     torch.testing.assert_close(
         eval_at(m64, x.double()).float(), eval_at(m32, x), rtol=1e-4, atol=1e-5
     )
@@ -44,7 +44,7 @@ def test_float64_statistics_match_float32_ones():
 
 def test_dtype_changes_after_calibration_and_loading_into_another_dtype():
     model, x = tiny_model(), tiny_inputs(32)
-    calibrate(model, [x], [0.5], progress=False)
+    calibrate(model, [x], [0.5])
     expected = eval_at(model, x)
     assert eval_at(copy.deepcopy(model).double(), x.double()).dtype == torch.float64
     low = copy.deepcopy(model).to(torch.bfloat16)
@@ -57,7 +57,7 @@ def test_dtype_changes_after_calibration_and_loading_into_another_dtype():
 
 def test_save_and_load_a_float64_model(tmp_path):
     model, x = tiny_model().double(), tiny_inputs(32).double()
-    calibrate(model, [x], [0.5], progress=False)
+    calibrate(model, [x], [0.5])
     expected = eval_at(model, x)
     usnet.save(model, tmp_path / "ckpt")
     loaded = usnet.load(tmp_path / "ckpt")  # rebuilt by the registry: float32
@@ -70,7 +70,7 @@ def test_save_and_load_a_float64_model(tmp_path):
 def test_save_a_compiled_model(tmp_path):
     """``usnet.save(torch.compile(model))`` used to write ``_orig_mod.*`` keys that load rejected."""
     model, x = tiny_model(), tiny_inputs(32)
-    calibrate(model, [x], [0.5], progress=False)
+    calibrate(model, [x], [0.5])
     compiled = torch.compile(model)  # never called: nothing is compiled
     usnet.save(compiled, tmp_path / "ckpt")
     loaded = usnet.load(tmp_path / "ckpt")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,9 @@ from usnet.spectrum import load_spectrum
 from usnet.tasks.rl.config import RLConfig
 from usnet.tasks.rl.envs import make_vector_env, model_kwargs
 from usnet.tasks.rl.evaluate import evaluate
-from usnet.tasks.rl.ppo import Collector, PPOLoss, Rollout, update, width_losses
+from usnet.tasks.rl.ppo import Collector, PPOLoss, Rollout, minibatches, width_losses
 from usnet.tasks.rl.task import TASK
-from usnet.tasks.rl.train import train
+from usnet.training import train
 from usnet.training.step import sandwich_step
 
 TINY = {
@@ -169,14 +170,54 @@ def test_sandwich_accumulates_every_width_into_one_optimizer_step() -> None:
     for e, p in zip(expected, model.parameters(), strict=True):
         assert torch.allclose(e, p.grad, atol=1e-6)
 
-    # update(): one optimizer step per minibatch, whatever the number of widths
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    steps = []
-    optimizer.register_step_post_hook(lambda *_: steps.append(1))
-    before = [p.detach().clone() for p in model.parameters()]
-    update(model, optimizer, rollout(model), cfg.ppo, cfg.train, torch.Generator().manual_seed(0))
-    assert len(steps) == 1
-    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+
+
+def test_the_trainer_takes_one_optimizer_step_per_minibatch(tmp_path) -> None:
+    """PPO trains through the one trainer: per update, ppo.epochs x ppo.minibatches steps (each
+    every sampled width's forward and backward, then one step), the minibatches splitting the
+    rollout's samples."""
+    cfg = build_config(RLConfig, {**TINY, "output": {"dir": str(tmp_path / "run")}})
+    from usnet.training import trainer
+
+    calls, steps = [], []
+    real_step, real_sandwich = torch.optim.Adam.step, trainer.sandwich_step
+
+    def counting(self, *args, **kwargs):
+        steps.append(len(calls))
+        return real_step(self, *args, **kwargs)
+
+    def recording(model, inputs, target, widths, *args, **kwargs):
+        calls.append((len(inputs), len(widths)))
+        return real_sandwich(model, inputs, target, widths, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.Adam, "step", counting)
+        mp.setattr(trainer, "sandwich_step", recording)
+        train(TASK, cfg)
+    per_update = cfg.ppo.epochs * cfg.ppo.minibatches
+    assert steps == list(range(1, cfg.num_updates * per_update + 1)) and len(steps) == 8
+    assert calls == [(cfg.batch_size // cfg.ppo.minibatches, cfg.train.num_widths)] * 8
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,lr,") and "step" in rows[0] and "kl_smallest" in rows[0]
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]  # log_every 1: every update
+
+
+def test_minibatches_cover_the_rollout_once_per_pass_with_normalised_advantages() -> None:
+    cfg = build_config(RLConfig, TINY).ppo
+    r = rollout(mlp(), steps=16)
+    g = torch.Generator().manual_seed(0)
+    got = list(minibatches(r, cfg, g, torch.device("cpu")))
+    assert len(got) == cfg.epochs * cfg.minibatches
+    flat = r.flat()
+    for p in range(cfg.epochs):
+        part = got[p * cfg.minibatches : (p + 1) * cfg.minibatches]
+        actions = torch.cat([b["actions"] for _, b in part])
+        obs = torch.cat([x for x, _ in part])
+        assert sorted(obs[:, 0].tolist()) == sorted(flat["obs"][:, 0].tolist())
+        assert len(actions) == len(flat["actions"])
+    for x, b in got:
+        assert x is b["obs"]
+        assert b["advantages"].mean().abs() < 1e-5 and (b["advantages"].std() - 1).abs() < 1e-4
 
 
 def test_distillation_switch_changes_only_the_narrow_widths_loss() -> None:
@@ -228,34 +269,24 @@ def test_config_errors_name_the_field() -> None:
         model_kwargs("NoSuchEnv-v0")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
-            train(build_config(RLConfig, tiny(device="cuda")))
+            train(TASK, build_config(RLConfig, tiny(device="cuda")))
 
 
 def test_training_is_seeded_and_reproducible(tmp_path) -> None:
     cfg = {**TINY, "eval": {"episodes": 1, "widths": "1.0"}}
-    a = train(
-        build_config(RLConfig, {**cfg, "output": {"dir": str(tmp_path / "a")}}),
-        progress=False,
-        log=lambda s: None,
-    )
-    b = train(
-        build_config(RLConfig, {**cfg, "output": {"dir": str(tmp_path / "b")}}),
-        progress=False,
-        log=lambda s: None,
-    )
+    runs = [build_config(RLConfig, {**cfg, "output": {"dir": str(tmp_path / n)}}) for n in "ab"]
+    a, b = (load(train(TASK, run).checkpoint) for run in runs)
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
 
 
-def run(raw: dict, overrides: list[str], resume: bool = False) -> int:
-    TASK.train(build_config(RLConfig, raw, overrides), resume=resume, progress=False)
-    return 0
+def run(raw: dict, overrides: list[str], resume: bool = False) -> str:
+    return train(TASK, build_config(RLConfig, raw, overrides), resume=resume).text
 
 
-def test_run_end_to_end_checkpoint_and_resume(tmp_path, capsys) -> None:
+def test_run_end_to_end_checkpoint_and_resume(tmp_path, caplog) -> None:
     out = tmp_path / "run"
-    assert run(TINY, [f"output.dir={out}"]) == 0
-    printed = capsys.readouterr().out
+    printed = run(TINY, [f"output.dir={out}"])
     assert "mean episodic return" in printed and "\n0.25 " in printed and "\n1 " in printed
     spec = load_spectrum(out)  # the format `usnet spectrum` writes, through the same package
     assert [r.width for r in spec.rows] == [0.25, 1.0] and spec.has_latency
@@ -263,12 +294,16 @@ def test_run_end_to_end_checkpoint_and_resume(tmp_path, capsys) -> None:
     assert spec.source["checkpoint"] == str(out / "checkpoint")
     assert (out / "spectrum.png").stat().st_size > 0
     agent = load(out / "checkpoint")
-    assert agent.env_id == "CartPole-v1" and read_meta(out / "checkpoint")["update"] == 2
+    meta = read_meta(out / "checkpoint")
+    assert agent.env_id == "CartPole-v1" and meta["epoch"] == 2  # an epoch is one update
+    returns = {r["width"]: r["return_mean"] for r in meta["results"]}
+    assert returns == {r.width: r.metrics["return_mean"] for r in spec.rows}
     assert evaluate(agent, 0.5, episodes=1)["episodes"] == 1
     # resume: a longer budget continues from update 2
-    assert run(TINY, [f"output.dir={out}", "train.total_steps=96"], resume=True) == 0
-    assert "resumed" in capsys.readouterr().out
-    assert read_meta(out / "checkpoint")["update"] == 3
+    with caplog.at_level(logging.INFO, logger="usnet"):
+        run(TINY, [f"output.dir={out}", "train.total_steps=96"], resume=True)
+    assert "resumed" in caplog.text and "epoch=3 " in caplog.text
+    assert read_meta(out / "checkpoint")["epoch"] == 3
 
 
 @pytest.mark.skipif(

@@ -128,7 +128,7 @@ def test_budget_parsing():
         parse_latency_ms("fast")
     assert parse_target("top1=0.9") == ("top1", 0.9)
     assert parse_target("top1=90%", SPEC.metrics) == ("top1", pytest.approx(0.9))
-    with pytest.raises(ValueError, match="fraction in \\[0, 1\\], got 90; did you mean 0.9"):
+    with pytest.raises(ValueError, match="fraction in \\[0, 1\\] \\(or 0% to 100%\\), got 90; did you mean 0.9"):
         parse_target("top1=90", SPEC.metrics)
     with pytest.raises(ValueError, match="NAME=VALUE"):
         parse_target("top1")

@@ -26,11 +26,10 @@ from usnet.spectrum import (
     compute_spectrum,
     format_table,
     load_spectrum,
-    metric_provider,
     save_spectrum,
 )
 from usnet.spectrum.plot import plot_spectrum
-from usnet.tasks import register_task
+from usnet.tasks import metric_provider, register_task
 from usnet.tasks.classification.evaluate import evaluate
 from usnet.tasks.classification.provider import CLASSIFICATION_METRICS
 
@@ -74,7 +73,6 @@ def measured():
         batch_size_throughput=4,
         repeats=2,
         warmup=1,
-        progress=False,
     )
     return model, spec
 
@@ -116,11 +114,11 @@ def test_uncalibrated_widths_are_calibrated_first(measured):
 def test_without_calibration_data_widths_are_timed_but_not_scored():
     model = _model()
     loader = _loader()
-    calibrate(model, loader, [1.0], 48, progress=False)
+    calibrate(model, loader, [1.0], 48)
     provider = _provider(loader)
     provider.calibration = None  # no data to calibrate with
     spec = compute_spectrum(
-        model, [0.35, 1.0], provider, batch_size_throughput=2, repeats=1, warmup=0, progress=False
+        model, [0.35, 1.0], provider, batch_size_throughput=2, repeats=1, warmup=0
     )
     narrow, full = spec.rows
     assert narrow.metrics == {} and narrow.latency_ms > 0  # timed with placeholder statistics
@@ -131,9 +129,9 @@ def test_without_calibration_data_widths_are_timed_but_not_scored():
 
 def test_bad_grid_is_rejected_before_any_work():
     with pytest.raises(ValueError, match="outside the model's width range"):
-        compute_spectrum(_model(), [0.2, 0.5], latency=False, progress=False)
+        compute_spectrum(_model(), [0.2, 0.5], latency=False)
     with pytest.raises(ValueError, match="widths is empty"):
-        compute_spectrum(_model(), [], latency=False, progress=False)
+        compute_spectrum(_model(), [], latency=False)
 
 
 def test_files_round_trip(measured, tmp_path):
@@ -209,9 +207,9 @@ def test_metric_provider_dispatches_on_the_task(monkeypatch):
     assert seen["config"] == _ToyConfig(a=1) and seen["options"].max_eval_samples == 5
     with pytest.raises(ValueError, match="no training config"):
         metric_provider(model, {})
-    with pytest.raises(ValueError, match="checkpoint config: task: expected one of .*toy.*'nothing'"):
+    with pytest.raises(ValueError, match="checkpoint meta.config: task: expected one of .*toy.*'nothing'"):
         metric_provider(model, {"config": {"task": "nothing"}})
-    with pytest.raises(ValueError, match="checkpoint config: unknown key 'b'"):
+    with pytest.raises(ValueError, match="checkpoint meta.config: unknown key 'b'"):
         metric_provider(model, {"config": {"task": "toy", "b": 1}})
     with pytest.raises(ValueError, match="declares no ranked metric"):
         MetricProvider("x", (Metric("std", "std", None),), lambda m, w: {})
@@ -241,7 +239,6 @@ def test_switches_are_separate_rows_even_with_equal_channels():
         [0.35, 0.5, 1.0],
         _provider(_loader()),
         latency=False,
-        progress=False,
         kind="switches",
     )
     assert [r.widths for r in spec.rows] == [[0.35], [0.5], [1.0]]
@@ -264,7 +261,7 @@ def test_latency_is_interleaved_robust_and_flags_noisy_rows(tmp_path):
 
     clock = ScheduledClock(model, cost)
     spec = compute_spectrum(
-        model, GRID, batch_size_throughput=2, repeats=12, warmup=1, timer=clock, progress=False
+        model, GRID, batch_size_throughput=2, repeats=12, warmup=1, timer=clock
     )
     first_rounds = [clock.calls[i : i + n] for i in range(0, 13 * n, n)]
     assert all(sorted(r) == [0.55, 0.7, 1.0] for r in first_rounds)

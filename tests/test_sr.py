@@ -21,6 +21,7 @@ from usnet.nn import USConv2d
 from usnet.tasks.sr import TASK, L1Loss, SRConfig
 from usnet.tasks.sr.evaluate import bicubic_metrics, evaluate
 from usnet.tasks.sr.metrics import psnr_y, rgb_to_y, ssim_y
+from usnet.training import train
 from usnet.training.step import sandwich_step
 
 TINY = {"n_resblocks": 1, "n_feats": 16}
@@ -234,15 +235,13 @@ def _raw(train, test, out, epochs=2):
     }
 
 
-def _run(raw: dict, resume: bool = False) -> int:
-    TASK.train(build_config(SRConfig, raw), resume=resume, progress=False)
-    return 0
+def _run(raw: dict, resume: bool = False) -> str:
+    return train(TASK, build_config(SRConfig, raw), resume=resume).text
 
 
 def test_run_end_to_end_resumes_and_upscales(image_dirs, tmp_path, capsys, monkeypatch):
     train_dir, test_dir = image_dirs
-    assert _run(_raw(train_dir, test_dir, tmp_path / "full")) == 0
-    assert "| 0.25 |" in capsys.readouterr().out
+    assert "| 0.25 |" in _run(_raw(train_dir, test_dir, tmp_path / "full"))
     results = json.loads((tmp_path / "full" / "results.json").read_text())
     assert [r["width"] for r in results["widths"]] == [0.25, 0.5, 1.0]
     macs = [r["macs"] for r in results["widths"]]

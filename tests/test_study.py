@@ -297,7 +297,12 @@ def test_state_resumes_a_cut_off_run_and_restarts_one_whose_resume_failed(
     (ckpt / "usnet.json").write_text(json.dumps({"meta": {"epoch": 2, "results": [{}]}}))
     assert runner.state(run) == "trained"
     (folder / "study.json").write_text(json.dumps({"spec": {"other": 1}, "status": "running"}))
-    assert runner.state(run) == "fresh"  # settings changed: start over
+    assert runner.state(run) == "changed"  # trained with other settings: refused, not wiped
+    (ckpt / "usnet.json").write_text(json.dumps({"meta": {"epoch": 1}}))
+    assert runner.state(run) == "fresh"  # other settings, not trained: start over
+    (ckpt / "usnet.json").write_text(json.dumps({"meta": {"epoch": 2, "results": [{}]}}))
+    (folder / "study.json").unlink()
+    assert runner.state(run) == "orphan"  # trained, nothing says what it is: never wiped
 
 
 def test_a_finished_run_whose_settings_changed_is_refused_not_overwritten(

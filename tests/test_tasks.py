@@ -7,18 +7,26 @@ from pathlib import Path
 
 import pytest
 
+import usnet.tasks
 from usnet.config import ConfigError, to_dict
 from usnet.tasks import TASKS, get_task, load_config, task_config, task_of
+from usnet.training import TrainTask
 
 RECIPES = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+#: What the one trainer calls on a task: the methods of its protocol.
+TRAINER_NEEDS = sorted(n for n, v in vars(TrainTask).items() if callable(v) and n[0] != "_")
 
 
-def test_registry_names_every_task_once() -> None:
-    assert TASKS == ("classification", "sr", "rl")
+def test_every_task_package_is_registered_under_its_schemas_name() -> None:
+    """The registry holds exactly the task packages of usnet.tasks; each task's name is the
+    ``task:`` its schema accepts, and it gives the trainer everything it asks for."""
+    packages = {p.parent.name for p in Path(usnet.tasks.__file__).parent.glob("*/task.py")}
+    assert set(TASKS) == packages and len(TASKS) == len(packages)
     for name in TASKS:
         task = get_task(name)
-        assert task.name == name and task.config.__name__.endswith("Config")
-    with pytest.raises(ValueError, match="unknown task 'seg'; allowed: classification, sr, rl"):
+        assert task.name == name and task.config().task == name
+        assert all(callable(getattr(task, m)) for m in TRAINER_NEEDS), name
+    with pytest.raises(ValueError, match=f"unknown task 'seg'; allowed: {', '.join(TASKS)}$"):
         get_task("seg")
 
 

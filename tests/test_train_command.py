@@ -71,18 +71,22 @@ def test_a_bad_device_is_refused_in_one_line(tmp_path, capsys, make):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("make", [_sr, lambda p: RL], ids=["sr", "rl"])
-def test_device_and_no_progress_reach_every_task(tmp_path, capsys, make):
-    """Defect 5: ``--device`` raised a TypeError for RL; ``--no-progress`` was ignored for SR
-    and RL (SR printed a line per logged step)."""
+@pytest.mark.parametrize("make", [_classification, _sr, lambda p: RL], ids=["cls", "sr", "rl"])
+def test_device_and_the_log_flags_reach_every_task(tmp_path, capsys, make):
+    """Every task trains through one trainer, so one set of flags governs its output: the epoch
+    lines and the bar by default, the lines without the bar under ``--no-progress`` (scripts
+    parse them), neither under ``--quiet``; the results and the checkpoint are printed always."""
     recipe = _recipe(tmp_path, make(tmp_path))
     assert main(["train", recipe, "--device", "cpu", "--no-progress"]) == 0
     out, err = capsys.readouterr()
-    assert "it/s" not in err and "%|" not in err  # no progress bar
-    assert " step 1/" not in out  # no per-step progress lines either
-    assert "checkpoint: " in out
+    assert "%|" not in err and "epoch=1 lr=" in err  # the line, no bar
+    assert "checkpoint: " in out and "|" in out  # the results table
+    assert main(["train", recipe, "--device", "cpu", "--overwrite", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and "checkpoint: " in out
     assert main(["train", recipe, "--device", "cpu", "--overwrite"]) == 0
-    assert "%|" in capsys.readouterr().err  # without the flag there is a bar
+    err = capsys.readouterr().err
+    assert "%|" in err and "epoch=1 lr=" in err
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,11 @@
-"""The training loop end to end on a generated Fashion-MNIST folder: CLI, resume, DDP."""
+"""The one trainer end to end on a generated Fashion-MNIST folder: CLI, resume, DDP, and the
+one calibration subset of a run (the trainer's and the commands')."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 from pathlib import Path
@@ -19,6 +21,7 @@ from usnet.config import build_config, dump_yaml
 from usnet.tasks import load_config, task_config
 from usnet.tasks.classification import TASK, TrainConfig
 from usnet.tasks.classification.data import build_model
+from usnet.training import train
 from usnet.training.resume import CHECKPOINT, RESUME, config_changes
 
 TINY = {"input_size": 28, "blocks": [[1, 8, 1, 1], [6, 16, 1, 2]], "last_channels": 32}
@@ -80,7 +83,7 @@ def _resume_state(run: Path) -> dict:
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path, data, monkeypatch):
-    full = TASK.train(_cfg(tmp_path / "a", data), progress=False)
+    full = train(TASK, _cfg(tmp_path / "a", data)).checkpoint
     expected = _resume_state(full.parent)["model"]
 
     # Crash right after the first epoch's resume state is written.
@@ -93,10 +96,10 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, data, monkeypatch):
 
     monkeypatch.setattr(checkpoint, "save_state", crash_after)
     with pytest.raises(KeyboardInterrupt):
-        TASK.train(cfg, progress=False)
+        train(TASK, cfg)
     monkeypatch.setattr(checkpoint, "save_state", real)
     assert _resume_state(tmp_path / "b" / "run")["counters"]["epoch"] == 1
-    TASK.train(cfg, resume=True, progress=False)
+    train(TASK, cfg, resume=True)
     got = _resume_state(tmp_path / "b" / "run")["model"]
     assert got.keys() == expected.keys()
     for k in expected:
@@ -104,11 +107,11 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, data, monkeypatch):
 
 
 def test_crash_between_checkpoint_and_resume_state_resumes_consistently(
-    tmp_path, data, monkeypatch, capsys
+    tmp_path, data, monkeypatch, caplog
 ):
     """Defect 6: the epoch-2 checkpoint is written, then the run dies before resume.pt; the
     resumed run must not pair epoch-2 weights with epoch-1 optimizer state."""
-    full = TASK.train(_cfg(tmp_path / "a", data), progress=False)
+    full = train(TASK, _cfg(tmp_path / "a", data)).checkpoint
     expected = _resume_state(full.parent)["model"]
     cfg = _cfg(tmp_path / "b", data)
     real, calls = checkpoint.save_state, []
@@ -121,14 +124,14 @@ def test_crash_between_checkpoint_and_resume_state_resumes_consistently(
 
     monkeypatch.setattr(checkpoint, "save_state", die_before_second)
     with pytest.raises(KeyboardInterrupt):
-        TASK.train(cfg, progress=False)
+        train(TASK, cfg)
     monkeypatch.setattr(checkpoint, "save_state", real)
     run = tmp_path / "b" / "run"
     assert checkpoint.read_meta(run / CHECKPOINT)["epoch"] == 2
     assert _resume_state(run)["counters"]["epoch"] == 1
-    capsys.readouterr()
-    TASK.train(cfg, resume=True, progress=False)
-    assert "is not the checkpoint saved with" in capsys.readouterr().out
+    with caplog.at_level(logging.WARNING, logger="usnet"):
+        train(TASK, cfg, resume=True)
+    assert "is not the checkpoint saved with" in caplog.text
     got = _resume_state(run)["model"]
     for k in expected:
         torch.testing.assert_close(got[k], expected[k], rtol=0, atol=0)
@@ -137,17 +140,17 @@ def test_crash_between_checkpoint_and_resume_state_resumes_consistently(
 def test_resume_with_another_model_or_optimizer_names_the_fields(tmp_path, data, capsys):
     """Defect 11: one line naming what differs, not a state-dict traceback."""
     cfg = _cfg(tmp_path, data, "train.epochs=1")
-    TASK.train(cfg, progress=False)
+    train(TASK, cfg)
     changed = _cfg(
         tmp_path, data, "train.epochs=2", "optim.name=adamw", "model.kwargs.last_channels=64"
     )
     with pytest.raises(ValueError) as info:
-        TASK.train(changed, resume=True, progress=False)
+        train(TASK, changed, resume=True)
     msg = str(info.value)
     assert "\n" not in msg and "cannot resume" in msg
     assert "model.kwargs.last_channels (32 -> 64)" in msg and "optim.name ('sgd' -> 'adamw')" in msg
     assert "train.epochs" not in msg  # a longer run may continue
-    TASK.train(_cfg(tmp_path, data, "train.epochs=2"), resume=True, progress=False)
+    train(TASK, _cfg(tmp_path, data, "train.epochs=2"), resume=True)
     assert _resume_state(tmp_path / "run")["counters"]["epoch"] == 2
 
 
@@ -156,10 +159,10 @@ def test_a_run_cut_off_in_its_final_evaluation_resumes_to_evaluate_only(
 ):
     """All epochs trained, the final evaluation killed: --resume evaluates (no refusal, no
     retraining); once it has results, resuming again is refused."""
-    from usnet.training import loop
+    from usnet.training import trainer
 
     cfg = _cfg(tmp_path, data, "train.epochs=1")
-    real, calls = loop.evaluate_widths, []
+    real, calls = trainer.evaluate_widths, []
 
     def killed_in_the_final_one(*args, **kwargs):
         calls.append(1)
@@ -167,29 +170,29 @@ def test_a_run_cut_off_in_its_final_evaluation_resumes_to_evaluate_only(
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "evaluate_widths", killed_in_the_final_one)
+    monkeypatch.setattr(trainer, "evaluate_widths", killed_in_the_final_one)
     with pytest.raises(KeyboardInterrupt):
-        TASK.train(cfg, progress=False)
+        train(TASK, cfg)
     ckpt = tmp_path / "run" / "checkpoint"
     assert "results" not in checkpoint.read_meta(ckpt)
     weights = {k: v.clone() for k, v in checkpoint.load(ckpt).state_dict().items()}
-    monkeypatch.setattr(loop, "evaluate_widths", real)
-    TASK.train(cfg, resume=True, progress=False)
+    monkeypatch.setattr(trainer, "evaluate_widths", real)
+    train(TASK, cfg, resume=True)
     meta = checkpoint.read_meta(ckpt)
     assert meta["results"] and meta["epoch"] == 1 and len(meta["history"]) == 1
     for k, v in checkpoint.load(ckpt).state_dict().items():
         if "stats_" not in k:  # calibrated statistics are added; the weights are not retrained
             torch.testing.assert_close(v, weights[k], rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"already finished 1 epochs \(train.epochs 1\)"):
-        TASK.train(cfg, resume=True, progress=False)
+        train(TASK, cfg, resume=True)
 
 
 def test_resuming_with_fewer_epochs_than_trained_is_refused(tmp_path, data):
-    """Review: a run with 2 epochs done, resumed with train.epochs=1, must not 'evaluate only'
-    and record itself as a 1-epoch run with a 2-epoch history."""
-    TASK.train(_cfg(tmp_path, data, "train.epochs=2"), progress=False)
+    """A run with 2 epochs done, resumed with train.epochs=1, must not 'evaluate only' and
+    record itself as a 1-epoch run with a 2-epoch history."""
+    train(TASK, _cfg(tmp_path, data, "train.epochs=2"))
     with pytest.raises(ValueError, match=r"already finished 2 epochs \(train.epochs 1\)"):
-        TASK.train(_cfg(tmp_path, data, "train.epochs=1"), resume=True, progress=False)
+        train(TASK, _cfg(tmp_path, data, "train.epochs=1"), resume=True)
 
 
 def test_config_changes_name_only_the_changed_leaves():
@@ -200,11 +203,13 @@ def test_config_changes_name_only_the_changed_leaves():
     assert config_changes(current, current) == []
 
 
-def test_resume_state_is_read_on_the_cpu(tmp_path, data, monkeypatch):
-    """Defect 4: RNG states must reach torch.set_rng_state as CPU byte tensors, so resume.pt is
-    read onto the CPU whatever the training device (on CUDA, map_location=cuda broke it)."""
+def test_resume_reads_its_state_on_the_cpu_and_restores_the_saved_rng(tmp_path, data, monkeypatch):
+    """resume.pt is read onto the CPU whatever the training device (RNG states must reach
+    torch.set_rng_state as CPU byte tensors; map_location=cuda broke it), and the RNG state it
+    holds is the one restored."""
     cfg = _cfg(tmp_path, data, "train.epochs=2")
-    TASK.train(_cfg(tmp_path, data, "train.epochs=1"), progress=False)
+    train(TASK, _cfg(tmp_path, data, "train.epochs=1"))
+    saved = _resume_state(tmp_path / "run")["rng"]["torch"]
     seen, real = [], checkpoint.load_state
 
     def spy(path, map_location="cpu"):
@@ -213,10 +218,18 @@ def test_resume_state_is_read_on_the_cpu(tmp_path, data, monkeypatch):
 
     monkeypatch.setattr(checkpoint, "load_state", spy)
     set_rng, states = torch.set_rng_state, []
-    monkeypatch.setattr(torch, "set_rng_state", lambda s: (states.append(s), set_rng(s)))
-    TASK.train(cfg, resume=True, progress=False)
+    monkeypatch.setattr(torch, "set_rng_state", lambda s: (states.append(s.clone()), set_rng(s)))
+    train(TASK, cfg, resume=True)
     assert seen == ["cpu"]
-    assert states and all(s.device.type == "cpu" and s.dtype == torch.uint8 for s in states)
+    assert len(states) == 1 and torch.equal(states[0], saved)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_run_resumes_on_cuda(tmp_path, data):
+    """The CUDA case itself: a run trained on the GPU resumes there."""
+    train(TASK, _cfg(tmp_path, data, "train.epochs=1"), device="cuda")
+    result = train(TASK, _cfg(tmp_path, data, "train.epochs=2"), resume=True, device="cuda")
+    assert checkpoint.read_meta(result.checkpoint)["epoch"] == 2
 
 
 def test_a_finished_run_is_not_overwritten(tmp_path, data, capsys):
@@ -260,23 +273,24 @@ def _ddp_worker(
 ) -> None:
     """Train each config on 2 gloo ranks (a fresh rendezvous port for each run), recording the
     widths each rank evaluates."""
-    from usnet.tasks.classification.task import ClassificationTask
+    from usnet.spectrum import MetricProvider
 
     os.environ.update(
         MASTER_ADDR="127.0.0.1", RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(1)
-    real = ClassificationTask.evaluate
+    real, log = MetricProvider.measure, {}
 
-    def recording(self, model, cfg, widths, device, max_samples=None):
-        with open(logs / f"{Path(cfg.output.dir).parent.name}.rank{rank}", "a") as f:
+    def recording(self, model, widths):
+        with open(log["file"], "a") as f:
             f.write(" ".join(f"{w:g}" for w in widths) + "\n")
-        return real(self, model, cfg, widths, device, max_samples)
+        return real(self, model, widths)
 
-    ClassificationTask.evaluate = recording
+    MetricProvider.measure = recording  # type: ignore[method-assign]
     for cfg, port in zip(cfgs, ports, strict=True):
         os.environ["MASTER_PORT"] = str(port)
-        TASK.train(cfg, device="cpu", progress=False)
+        log["file"] = logs / f"{Path(cfg.output.dir).parent.name}.rank{rank}"
+        train(TASK, cfg, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +309,7 @@ def ddp_runs(tmp_path_factory, data) -> Path:
 
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, data, ddp_runs):
     """No BN (us_mlp): 2 ranks x 16 images must give the weights of 1 rank x 32 images."""
-    single = TASK.train(_cfg(tmp_path / "one", data, *_COMMON), device="cpu", progress=False)
+    single = train(TASK, _cfg(tmp_path / "one", data, *_COMMON), device="cpu").checkpoint
     a = checkpoint.load_state(single.parent / RESUME)["model"]
     b = checkpoint.load_state(ddp_runs / "two" / "run" / RESUME)["model"]
     moved = 0.0
@@ -310,7 +324,7 @@ def test_ddp_ranks_share_the_width_grid(ddp_runs, data):
     """Defect 7: each rank calibrates and evaluates its share of the widths; rank 0's
     checkpoint holds every width's results and statistics, equal to one process's."""
     from usnet.calibration import calibrate, clear_calibration, is_calibrated
-    from usnet.tasks.classification.data import calibration_data
+    from usnet.data import calibration_loader
 
     logs = [(ddp_runs / f"grid.rank{r}").read_text().splitlines() for r in (0, 1)]
     assert logs[0] == ["0.35", "0.35 0.75"] and logs[1] == ["1", "0.5 1"]  # epoch end, final
@@ -321,7 +335,8 @@ def test_ddp_ranks_share_the_width_grid(ddp_runs, data):
     alone = checkpoint.load(ckpt)
     clear_calibration(alone)
     cfg = _cfg(ddp_runs / "grid", data, "train.epochs=1", f"eval.widths={_GRID}")
-    calibrate(alone, calibration_data(cfg), _GRID, cfg.calibrate.num_samples, progress=False)
+    images = calibration_loader("fashion_mnist", data, 64, 32, seed=cfg.train.seed)
+    calibrate(alone, images, _GRID, cfg.calibrate.num_samples)
     a, b = shared.state_dict(), alone.state_dict()
     assert a.keys() == b.keys() and any("stats_" in k for k in a)
     for k in a:  # the ranks calibrated a channels-last model: float32 sums in another order

@@ -32,7 +32,7 @@ def _inputs(n: int) -> torch.Tensor:
 
 def test_four_threads_at_four_widths_get_their_sequential_results():
     model, x = _model(), _inputs(8)
-    calibrate(model, [x], WIDTHS, progress=False)
+    calibrate(model, [x], WIDTHS)
     expected = {w: eval_at(model, x, w) for w in WIDTHS}
     space = usnet.nn.width_space(model)
     assert len({space.resolve(w)[1] for w in WIDTHS}) == len(WIDTHS)  # four networks
@@ -74,7 +74,7 @@ def test_a_block_width_is_not_seen_by_other_threads_and_the_default_is():
 
 def test_asyncio_tasks_keep_their_own_width():
     model, x = _model(), _inputs(4)
-    calibrate(model, [x], WIDTHS, progress=False)
+    calibrate(model, [x], WIDTHS)
     expected = {w: eval_at(model, x, w) for w in WIDTHS}
 
     async def serve(w: float) -> torch.Tensor:
@@ -108,7 +108,7 @@ def fresh_dynamo():
 def test_compiled_model_runs_twelve_widths_in_eval_one_graph_per_network(fresh_dynamo):
     widths = TWELVE
     model, x = _model(), _inputs(4)
-    calibrate(model, [x], widths, progress=False)
+    calibrate(model, [x], widths)
     space = usnet.nn.width_space(model)
     networks = {space.resolve(w)[1] for w in widths}
     expected = {w: eval_at(model, x, w) for w in widths}

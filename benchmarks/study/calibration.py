@@ -86,7 +86,7 @@ def measure(
     clear_calibration(model)
     loader = calibration_loader(data["name"], data["root"], num_samples, batch_size, seed=seed)
     t0 = time.perf_counter()
-    calibrate(model, loader, widths, num_samples, method, progress=False)
+    calibrate(model, loader, widths, num_samples, method)
     seconds = time.perf_counter() - t0
     test = create_dataset(data["name"], data["root"], "test")
     val = create_loader(test, data["val_batch_size"], shuffle=False, num_workers=0)

@@ -7,6 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from usnet.commands._args import positive_int
+
 from .plan import PlanError, load_plan
 
 ROOT = Path.cwd()
@@ -41,15 +43,15 @@ def _parser() -> argparse.ArgumentParser:
         return c
 
     r = plan_command("run", "train the plan's runs that are not finished, then gather")
-    r.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1; <= cores)")
-    r.add_argument("--threads", type=int, help="OMP_NUM_THREADS per run (default: the plan's)")
+    r.add_argument("--jobs", type=positive_int, default=1, help="runs at a time (default 1; <= cores)")
+    r.add_argument("--threads", type=positive_int, help="OMP_NUM_THREADS per run (default: the plan's)")
     r.add_argument("--dry-run", action="store_true", help="list the runs and estimated CPU time")
     r.add_argument("--only", nargs="+", metavar="RUN", help="only these runs (names)")
     plan_command("gather", "write the CSV, per-run JSON and plots of the finished runs")
     t = plan_command("time", "measure the CPU time of one epoch of each method")
     t.add_argument("--methods", nargs="+", help="only these methods")
-    t.add_argument("--steps", type=int, default=40, help="steps per timed epoch (default 40)")
-    t.add_argument("--steps-per-epoch", type=int, default=468, help="a full epoch (default 468)")
+    t.add_argument("--steps", type=positive_int, default=40, help="steps per timed epoch (default 40)")
+    t.add_argument("--steps-per-epoch", type=positive_int, default=468, help="a full epoch (default 468)")
     t.add_argument(
         "--set",
         dest="extra",

@@ -77,7 +77,8 @@ class Runner:
 
     # -- state ------------------------------------------------------------------------------
     def state(self, run: Run) -> str:
-        """finished | changed (finished with another spec) | trained | resume | fresh."""
+        """finished | changed (finished with another spec) | orphan (a trained checkpoint that
+        no record of this spec vouches for: never deleted) | trained | resume | fresh."""
         record = read_json(self.folder(run) / RECORD)
         done = [
             d
@@ -86,10 +87,13 @@ class Runner:
         ]
         if done:
             return "finished" if all(d.get("spec") == self.spec(run) for d in done) else "changed"
-        if not record or record.get("spec") != self.spec(run):
-            return "fresh"
         ckpt = self.folder(run) / "checkpoint" / "usnet.json"
-        if (read_json(ckpt) or {}).get("meta", {}).get("results"):
+        trained = bool((read_json(ckpt) or {}).get("meta", {}).get("results"))
+        if not record:
+            return "orphan" if trained else "fresh"
+        if record.get("spec") != self.spec(run):
+            return "changed" if trained else "fresh"
+        if trained:
             # usnet train writes results last: whatever its exit code (killed after that
             # save), only the spectrum or reading the results is left
             return "trained"
@@ -173,6 +177,14 @@ class Runner:
                     f"runs {', '.join(changed)} finished with other settings than the plan now "
                     f"gives them; rename them in the plan, or move their folders under {self.dir} "
                     f"and their results under {self.results / self.plan.name} away"
+                )
+            orphans = [r.name for r in runs if self.state(r) == "orphan"]
+            if orphans:
+                raise PlanError(
+                    f"runs {', '.join(orphans)} hold a trained checkpoint but no {RECORD} or "
+                    f"committed result of this plan's settings, so the runner cannot tell what "
+                    f"they are and does not delete them; move their folders under {self.dir} "
+                    "away to train them again"
                 )
             todo = deque(r for r in runs if self.state(r) != "finished")
             print(f"plan {self.plan.name}: {len(runs) - len(todo)} finished, {len(todo)} to run")

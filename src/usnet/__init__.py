@@ -15,6 +15,7 @@ from . import checkpoint, export, profile
 from .calibration import attach_calibration_data, calibrate, is_calibrated
 from .checkpoint import load, save
 from .convert import ConvertError, convert
+from .errors import UsageError
 from .models import create_model, is_known_model, list_models, model_source, register_model
 from .nn import channel_groups, compile, get_width, set_width, width
 from .profile import macs, params
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConvertError",
+    "UsageError",
     "__version__",
     "attach_calibration_data",
     "calibrate",

@@ -1,7 +1,9 @@
 """Files that survive crashes and concurrent writers: atomic writes, locks, output folders.
 
 - :func:`atomic_write` writes a file under a temporary sibling name and renames it into place,
-  so a reader sees the old file or the new one, never half of one.
+  so a reader sees the old file or the new one, never half of one; it writes only regular
+  files (never over a device or FIFO), through symbolic links, and leaves no temporary file
+  behind (those of a killed writer go with the next write).
 - :func:`locked` holds an exclusive lock on a path (a ``.NAME.lock`` file beside it, with
   ``fcntl.flock``) so read-modify-write cycles of different processes do not interleave. The
   lock is released when the holder exits or dies, and the lock file is removed again.
@@ -14,14 +16,19 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
-import sys
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from .errors import UsageError
+
+logger = logging.getLogger("usnet")
 
 try:
     import fcntl
@@ -36,6 +43,9 @@ __all__ = [
     "make_parent",
     "recover_folder",
     "replace_folder",
+    "writable_target",
+    "write_bytes",
+    "write_text",
 ]
 
 
@@ -43,10 +53,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place.
 
     A crash before the rename leaves the old file untouched; the temporary file is removed when
-    ``write`` fails.
+    ``write`` fails, and the temporary files of writers that died (``.NAME.<pid>.*.tmp`` of a pid
+    that no longer runs) are removed by the next write of ``path``. A symbolic link is written
+    through (its target is replaced, the link kept); anything but a regular file or a new path
+    is refused (renaming over ``/dev/null`` or a FIFO would replace it). Returns the path as
+    given.
     """
-    path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    given = Path(path)
+    target = writable_target(given)
+    _remove_stale_temps(target)
+    fd, name = tempfile.mkstemp(
+        prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent
+    )
     os.close(fd)
     tmp = Path(name)
     try:
@@ -54,11 +72,74 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
         os.chmod(tmp, 0o666 & ~umask())  # mkstemp's private 0600 is not what a user expects
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename is None and e.errno is not None:  # e.g. a full disk: say which file
+            raise OSError(e.errno, e.strerror, str(given)) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return path
+    return given
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_write`). Serialisers that write
+    through C++ (safetensors, ``torch.save``, ``torch.export``) serialise into memory first, so
+    a full disk is Python's ``OSError`` naming the file, not an abort or a foreign error."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_write`)."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def writable_target(path: str | os.PathLike) -> Path:
+    """Where writing ``path`` lands: through symbolic links; ``UsageError`` unless that is a
+    regular file or a new path (a device, FIFO, socket or folder must never be replaced)."""
+    target = Path(os.path.realpath(path))
+    try:
+        mode = os.stat(target).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # a new path (make_parent says the rest)
+        return target
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, FIFO or socket)"
+        raise UsageError(
+            f"{path}: exists and is {kind}; usnet writes only regular files, so give a new path "
+            "or a regular file"
+        )
+    return target
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Remove ``.NAME.<pid>.*.tmp`` beside ``target`` left by processes that no longer run."""
+    prefix = f".{target.name}."
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return  # a missing folder: the write itself reports it
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid = name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process (or not a pid)
+        return True
+    return True
 
 
 def umask() -> int:
@@ -82,7 +163,7 @@ def check_folder(folder: str | os.PathLike, what: str, shown: Path | None = None
     folder = Path(folder)
     for part in (folder, *folder.parents):
         if part.exists() and not part.is_dir():
-            raise ValueError(
+            raise UsageError(
                 f"{what} {str(shown or folder)!r}: {str(part)!r} is a file, not a folder"
             )
 
@@ -110,16 +191,20 @@ _held = _Held()
 
 
 @contextlib.contextmanager
-def locked(path: str | os.PathLike, wait_message: str | None = None) -> Iterator[Path]:
+def locked(
+    path: str | os.PathLike, wait_message: str | None = None, busy: str | None = None
+) -> Iterator[Path]:
     """Hold an exclusive inter-process lock on ``path`` (which need not exist) for the block.
 
     Another process (or thread) locking the same path waits until this one is done; when it
-    has to wait it first prints ``wait_message`` (default: which path it waits for) to stderr.
-    Re-entrant within a thread. Works across processes on one machine (``flock``); on a
-    platform without ``fcntl`` (Windows) it does not lock.
+    has to wait it first logs ``wait_message`` (default: which path it waits for). With
+    ``busy``, it does not wait but raises ``UsageError(busy + " (pid N)")``: for work that must
+    not run twice at once, such as two trainings into one folder. Re-entrant within a thread;
+    the lock of a path is the lock of the file or folder it resolves to (symbolic links
+    followed). Works across processes on one machine (``flock``); on a platform without
+    ``fcntl`` (Windows) it does not lock.
     """
-    absolute = Path(path).absolute()  # one lock file however the path is spelled
-    lock = lock_file(absolute.parent.resolve() / absolute.name)
+    lock = lock_file(os.path.realpath(path))  # one lock file however the path is spelled
     pid, depth = _held.paths.get(lock, (0, 0))
     if pid == os.getpid():
         _held.paths[lock] = (pid, depth + 1)
@@ -132,7 +217,7 @@ def locked(path: str | os.PathLike, wait_message: str | None = None) -> Iterator
         yield Path(path)
         return
     make_parent(lock, "lock file")
-    fd = _acquire(lock, wait_message or f"waiting for another usnet process writing {path} ...")
+    fd = _acquire(lock, wait_message or f"waiting for another usnet process writing {path} ...", busy)
     _held.paths[lock] = (os.getpid(), 1)
     try:
         yield Path(path)
@@ -144,8 +229,8 @@ def locked(path: str | os.PathLike, wait_message: str | None = None) -> Iterator
         os.close(fd)  # releases the flock
 
 
-def _acquire(lock: Path, wait_message: str) -> int:
-    """Lock ``lock`` (creating it) and return its open descriptor."""
+def _acquire(lock: Path, wait_message: str, busy: str | None) -> int:
+    """Lock ``lock`` (creating it; it then holds our pid) and return its open descriptor."""
     assert fcntl is not None
     told = False
     while True:
@@ -154,8 +239,11 @@ def _acquire(lock: Path, wait_message: str) -> int:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                if busy is not None:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                    raise UsageError(f"{busy} (pid {holder or '?'})") from None
                 if not told:
-                    print(wait_message, file=sys.stderr, flush=True)
+                    logger.warning(wait_message)
                     told = True
                 fcntl.flock(fd, fcntl.LOCK_EX)
             try:
@@ -166,6 +254,8 @@ def _acquire(lock: Path, wait_message: str) -> int:
             os.close(fd)
             raise
         if same:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
             return fd
         os.close(fd)  # the holder removed that file as it released it: lock the current one
 
@@ -178,28 +268,31 @@ def aside(path: str | os.PathLike) -> Path:
 
 
 def replace_folder(
-    path: str | os.PathLike, write: Callable[[Path], object], keep: Callable[[Path], bool]
+    path: str | os.PathLike, write: Callable[[Path], object], own: Callable[[Path], bool]
 ) -> Path:
     """Build folder ``path`` under a temporary name and rename it into place.
 
-    The temporary folder gets the files of the existing folder for which ``keep(file)`` is true,
-    then ``write(tmp)`` adds the rest. An existing folder is renamed aside to ``.NAME.old``
-    (see :func:`aside`), the new one renamed in, and the old one removed: a crash leaves the old
-    folder, the new one, or (between the two renames) the old one aside, which
-    :func:`recover_folder` restores. Hold :func:`locked` on ``path`` around it.
+    The temporary folder gets every entry of the existing folder that ``own(entry)`` does not
+    claim (a user's files, subfolders and links: hard-linked where the file system allows, so
+    keeping a large export costs nothing), then ``write(tmp)`` adds the rest. An existing
+    folder is renamed aside to ``.NAME.old`` (see :func:`aside`), the new one renamed in, and
+    the old one removed: a crash leaves the old folder, the new one, or (between the two
+    renames) the old one aside, which :func:`recover_folder` restores. A symbolic link to a
+    folder is written through: its target is replaced and the link kept. Hold :func:`locked`
+    on ``path`` around it.
     """
-    path = Path(path)
+    path = Path(os.path.realpath(path))
     if path.exists() and not path.is_dir():
-        raise ValueError(f"{path}: exists and is not a folder")
+        raise UsageError(f"{path}: exists and is not a folder")
     make_parent(path, "folder")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     old = aside(path)
     try:
         os.chmod(tmp, 0o777 & ~umask())
         if path.is_dir():  # keep what else the folder holds (spectrum files, exports...)
-            for f in path.iterdir():
-                if f.is_file() and keep(f):
-                    shutil.copy2(f, tmp / f.name)
+            for entry in path.iterdir():
+                if not own(entry):
+                    _keep(entry, tmp / entry.name)
         write(tmp)
         if path.is_dir():
             if old.exists():
@@ -211,6 +304,23 @@ def replace_folder(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _keep(entry: Path, to: Path) -> None:
+    """``entry`` again at ``to``: links stay links, folders are rebuilt, files hard-linked."""
+    if entry.is_symlink():
+        os.symlink(os.readlink(entry), to)
+    elif entry.is_dir():
+        shutil.copytree(entry, to, symlinks=True, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(str(entry), str(to))
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or one without hard links
+        shutil.copy2(src, dst)
 
 
 _TMP_FILE = re.compile(r"\..+\.[^.]+\.tmp")  # atomic_write's temporary names: .NAME.XXXXXXXX.tmp
@@ -225,7 +335,7 @@ def recover_folder(path: str | os.PathLike, complete: Callable[[Path], bool]) ->
     taking in what was written into ``path`` since (newer files win); if ``path`` is complete, a
     leftover ``.NAME.old`` is removed. Hold :func:`locked` on ``path`` around it.
     """
-    path = Path(path)
+    path = Path(os.path.realpath(path))
     if path.parent.is_dir():
         pattern = re.compile(rf"\.{re.escape(path.name)}\.[^.]+\.tmp")
         for f in path.parent.iterdir():

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-from tqdm.auto import tqdm
 
+from .errors import UsageError
 from .export import extract
+from .logs import progress_bar
 from .nn import (
     USBatchNorm2d,
     WidthConfig,
@@ -141,7 +142,7 @@ class Timing:
     @classmethod
     def of(cls, times_ms: Sequence[float]) -> Timing:
         if not times_ms:
-            raise ValueError("no timed runs to summarise")
+            raise UsageError("no timed runs to summarise")
         t = sorted(times_ms)
         q1, _, q3 = statistics.quantiles(t, n=4, method="inclusive") if len(t) > 1 else t * 3
         return cls(
@@ -172,7 +173,6 @@ def interleaved_latency(
     input_size: int | tuple[int, ...] | None = None,
     seed: int = 0,
     timer: Callable[[], float] = time.perf_counter,
-    progress: bool = False,
 ) -> list[Timing]:
     """Inference time of one batch at each of ``widths``, measured in interleaved rounds.
 
@@ -195,7 +195,6 @@ def interleaved_latency(
         input_size=input_size,
         seed=seed,
         timer=timer,
-        progress=progress,
     )
 
 
@@ -209,22 +208,21 @@ def interleaved_latency_of(
     input_size: int | tuple[int, ...] | None = None,
     seed: int = 0,
     timer: Callable[[], float] = time.perf_counter,
-    progress: bool = False,
 ) -> list[Timing]:
     """:func:`interleaved_latency` over ``(model, width)`` pairs of one or more models: a
     US-Net and its baselines timed in the same rounds meet the same machine load, so their
     latencies can be compared. A model with width ``None`` must appear only once."""
     if batch_size < 1 or rounds < 1 or warmup < 0:
-        raise ValueError(
+        raise UsageError(
             f"batch_size ({batch_size}) and repeats ({rounds}) must be >= 1, warmup ({warmup}) >= 0"
         )
     if not targets:
-        raise ValueError("give one (model, width) pair or more")
+        raise UsageError("give one (model, width) pair or more")
     models: dict[int, tuple[nn.Module, list[WidthConfig | None]]] = {}
     for m, w in targets:
         models.setdefault(id(m), (m, []))[1].append(w)
     if any(None in ws and len(ws) > 1 for _, ws in models.values()):
-        raise ValueError("give one width or more; None (the model as it is) only on its own")
+        raise UsageError("give one width or more; None (the model as it is) only on its own")
     inputs: dict[int, torch.Tensor] = {}
     homes: dict[int, torch.device] = {}
     for key, (m, _) in models.items():
@@ -250,7 +248,7 @@ def interleaved_latency_of(
             for m, _ in models.values():
                 stack.enter_context(_at(m, None))  # modes restored afterwards
                 m.eval()
-            for r in tqdm(range(warmup + rounds), desc="latency", disable=not progress):
+            for r in progress_bar(range(warmup + rounds), desc="latency"):
                 rng.shuffle(order)
                 for i in order:
                     m, w = targets[i]

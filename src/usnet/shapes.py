@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import UsageError
+
 
 def input_shape(model: nn.Module, input_size: int | tuple[int, ...] | None = None) -> tuple:
     """The shape of one input (no batch axis): ``input_size`` or the model's own ``input_size``.
@@ -17,20 +19,26 @@ def input_shape(model: nn.Module, input_size: int | tuple[int, ...] | None = Non
     own = getattr(model, "input_size", None)
     if input_size is None:
         if own is None:
-            raise ValueError(
+            raise UsageError(
                 f"{type(model).__name__} has no input_size attribute; pass input_size=(C, H, W)"
             )
-        return tuple(own)
+        own = tuple(own)
+        if not own or not all(isinstance(s, int) and s >= 1 for s in own):
+            raise UsageError(
+                f"{type(model).__name__}'s input_size {own} must be positive sizes (a bad "
+                "input_size in its usnet.json?); pass the input size explicitly"
+            )
+        return own
     if isinstance(input_size, int):
         if input_size < 1 or own is None or len(own) < 3:
-            raise ValueError(
+            raise UsageError(
                 f"input_size {input_size!r} must be a positive image side for a model with a "
                 f"(C, H, W) input_size, or a full shape tuple"
             )
         return (*tuple(own)[:-2], input_size, input_size)
     shape = tuple(int(s) for s in input_size)
     if not shape or min(shape) < 1:
-        raise ValueError(f"input_size {input_size!r} must be positive sizes, e.g. (3, 224, 224)")
+        raise UsageError(f"input_size {input_size!r} must be positive sizes, e.g. (3, 224, 224)")
     return shape
 
 

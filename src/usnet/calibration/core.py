@@ -23,6 +23,7 @@ statistics), and a BN normalises its input in place where nothing else reads it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -30,8 +31,9 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from ..errors import UsageError
+from ..logs import progress_bar
 from ..nn import (
     USBatchNorm2d,
     Width,
@@ -46,13 +48,14 @@ from . import graph
 from .moments import Moments, batch_moments, pooled
 
 METHODS = ("exact", "single_pass")
+logger = logging.getLogger("usnet")
 
 
 def collect_batches(loader: Iterable, num_samples: int) -> list[Tensor]:
     """The first ``num_samples`` inputs of ``loader`` (batches of ``x`` or ``(x, y, ...)``), on the
     CPU: calibration moves one batch at a time to the model's device."""
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+        raise UsageError(f"num_samples must be an int >= 1, got {num_samples!r}")
     batches, n = [], 0
     for batch in loader:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
@@ -62,7 +65,7 @@ def collect_batches(loader: Iterable, num_samples: int) -> list[Tensor]:
         if n >= num_samples:
             break
     if n == 0:
-        raise ValueError("the calibration loader yielded no samples")
+        raise UsageError("the calibration loader yielded no samples")
     return batches
 
 
@@ -86,7 +89,7 @@ def is_calibrated(model: nn.Module, width: WidthConfig) -> bool:
 def _width_list(widths: WidthConfig | Iterable[WidthConfig]) -> list[WidthConfig]:
     """``widths`` as a list: one number or mapping is one width; a string is refused."""
     if isinstance(widths, (str, bytes)):
-        raise ValueError(
+        raise UsageError(
             f"widths must be a width (a number or a {{group: number}} mapping) or a list of "
             f"them, got the string {widths!r}; parse text with usnet.nn.parse_widths({widths!r})"
         )
@@ -142,7 +145,7 @@ class _Run:
     def store(self, bn: USBatchNorm2d, moments: Moments) -> None:
         mean, var = moments.result()
         if not (torch.isfinite(mean).all() and torch.isfinite(var).all()):
-            raise ValueError(
+            raise UsageError(
                 f"calibration at width {self.width}: batch norm '{self.names.get(bn, '?')}' got "
                 f"non-finite statistics (NaN or inf) from the calibration data; check the inputs "
                 f"and the weights for NaN/inf. Nothing was stored for width {self.width}."
@@ -157,21 +160,22 @@ def calibrate(
     widths: WidthConfig | Iterable[WidthConfig],
     num_samples: int = 2000,
     method: str = "exact",
-    progress: bool = True,
     cache_bytes: int | None = None,
-) -> None:
-    """Compute and store BN statistics of ``model`` at each of ``widths`` from ``num_samples`` inputs.
+) -> int:
+    """Compute and store BN statistics of ``model`` at each of ``widths`` from ``num_samples``
+    inputs; returns how many inputs there were (fewer where ``loader`` holds fewer).
 
     ``widths`` is a list of widths (numbers or ``{group: number}`` mappings), or one of them.
     Works for any width at any time after training; existing statistics of those widths are
     replaced, or kept if the calibration fails. Widths that select the same network are computed
-    once. ``cache_bytes`` bounds the activations ``exact`` keeps on the model's device (default:
+    once; a width whose network already has the statistics of another calibrated width not named
+    here keeps them, with a warning (never silently changing what that width computes). ``cache_bytes`` bounds the activations ``exact`` keeps on the model's device (default:
     half the free memory). The model's width, train/eval modes and weights are left as they were.
     """
     if method not in METHODS:
-        raise ValueError(f"calibration method {method!r} is unknown; allowed: {list(METHODS)}")
+        raise UsageError(f"calibration method {method!r} is unknown; allowed: {list(METHODS)}")
     if cache_bytes is not None and (not isinstance(cache_bytes, int) or cache_bytes < 0):
-        raise ValueError(f"cache_bytes must be an int >= 0 or None (auto), got {cache_bytes!r}")
+        raise UsageError(f"cache_bytes must be an int >= 0 or None (auto), got {cache_bytes!r}")
     core = unwrap_model(model)  # run the module itself, not a DDP / torch.compile wrapper
     space = width_space(core)
     configs = [space.canonical(w) for w in _width_list(widths)]
@@ -185,8 +189,10 @@ def calibrate(
     done: set[str] = set()
     try:
         with modes_kept(core):
-            for config in tqdm(configs, desc="calibrate", unit="width", disable=not progress):
+            for config in progress_bar(configs, desc="calibrate", unit="width"):
                 with space.at(config) as plan:
+                    if _kept_for_others(space.calibrated, config, plan.key, configs):
+                        done.add(plan.key)
                     if bns and plan.key not in done:
                         run = _Run(core, plan.key, format_width(config), names, budget, space.programs)
                         with _kept_on_error(bns, plan.key):
@@ -195,6 +201,26 @@ def calibrate(
                     space.calibrated[config] = plan.key
     finally:
         core.__dict__["_usnet_calibrating"] = guard
+    return sum(len(x) for x in batches)
+
+
+def _kept_for_others(
+    calibrated: Mapping[Width, str], config: Width, key: str, asked: list[Width]
+) -> bool:
+    """Whether ``config`` selects a network whose statistics belong to other calibrated widths
+    the caller did not name (a converted model's narrow width that slims nothing shares the
+    full width's pretrained statistics): those are kept, and said so, because recomputing them
+    would silently change what those widths compute."""
+    others = [c for c, k in calibrated.items() if k == key and c != config and c not in asked]
+    if others:
+        names = ", ".join(format_width(c) for c in others)
+        logger.warning(
+            "width %s selects the same network as calibrated width(s) %s, so it keeps their "
+            "statistics (recomputing them would change what %s computes); calibrate %s as well "
+            "to recompute them",
+            format_width(config), names, names, names,
+        )  # fmt: skip
+    return bool(others)
 
 
 @contextlib.contextmanager
@@ -357,6 +383,6 @@ def attach_calibration_data(
         space = width_space(core)
         if any(bn.get_stats(space.key) is None for bn in bns):
             config: Width = space.config
-            calibrate(core, batches, [config], num_samples, method, progress=False)
+            calibrate(core, batches, [config], num_samples, method)
 
     model.__dict__["_usnet_calibration_hook"] = model.register_forward_pre_hook(pre_hook)

@@ -7,11 +7,15 @@ options for which widths, where and on what data; defined once here so the two c
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from ..devices import resolve_device
+from ..devices import MAX_THREADS, physical_memory, resolve_device
+from ..errors import UsageError
+from ..shapes import input_shape
 
 
 def add_checkpoint_command(
@@ -36,7 +40,10 @@ def add_measure_options(p: argparse.ArgumentParser) -> None:
         help="where to measure (default: %(default)s)",
     )
     p.add_argument(
-        "--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's)"
+        "--threads",
+        type=int,
+        metavar="N",
+        help=f"CPU threads for torch, 1 to {MAX_THREADS} (default: torch's)",
     )
     p.add_argument(
         "--num-samples",
@@ -60,7 +67,18 @@ def add_measure_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--repeats", type=int, default=30, metavar="N", help="timed runs per width at batch 1"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="warnings only: no progress bars")
+
+
+def check_batch_size(model: nn.Module, batch_size: int) -> None:
+    """Refuse a throughput batch whose input alone exceeds this machine's memory, before any
+    measuring (it would end in an allocation failure after minutes of work)."""
+    need = batch_size * math.prod(input_shape(model)) * 4
+    if need > physical_memory():
+        raise UsageError(
+            f"--batch-size {batch_size}: one batch of inputs alone takes {need / 2**30:.3g} GiB, "
+            f"more than this machine's {physical_memory() / 2**30:.3g} GiB; give a smaller one"
+        )
 
 
 def setup(args: argparse.Namespace) -> torch.device:
@@ -68,7 +86,9 @@ def setup(args: argparse.Namespace) -> torch.device:
     for name in ("num_samples", "max_eval_samples", "threads", "batch_size", "repeats"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.threads is not None and args.threads > MAX_THREADS:  # more aborts inside OpenMP
+        raise UsageError(f"--threads must be at most {MAX_THREADS}, got {args.threads}")
     device = resolve_device(args.device, "--device")
     if args.threads is not None:
         torch.set_num_threads(args.threads)

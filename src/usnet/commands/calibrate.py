@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..errors import UsageError
 from ._args import positive_int
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from ..spectrum import MetricProvider
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -52,94 +54,44 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-@dataclass
-class CalibrationData:
-    """What calibrates a checkpoint: its training data's loader, sample count and estimator."""
-
-    loader: Any
-    name: str
-    num_samples: int
-    method: str
-
-
-def calibration_data(
+def calibration_provider(
     checkpoint: object, meta: Mapping[str, Any], model: nn.Module, args: argparse.Namespace
-) -> CalibrationData:
-    """The calibration data of ``model`` from checkpoint ``checkpoint``: its training config
-    (``meta.config``), overridden by the options (``--num-samples`` ...).
+) -> MetricProvider:
+    """How the checkpoint's task calibrates it (:func:`usnet.tasks.metric_provider`: the run's
+    recorded config and seed), with the options (``--num-samples``...) applied. ``ValueError``
+    naming the field when the metadata has a bad value or names no calibration data."""
+    from ..spectrum import ProviderOptions
+    from ..tasks import metric_provider
 
-    ``ValueError`` naming the field when the metadata lacks the data set or has a bad value.
-    """
-    from ..calibration import METHODS
-    from ..data import calibration_loader
-
-    cfg = _section(meta, "config")
-    data = _section(cfg, "data", "config.")
-    name = data.get("name")
-    if not isinstance(name, str):
-        raise ValueError(
-            f"{checkpoint}: its metadata names no training data set (meta.config.data.name); "
-            "calibrate it from Python with usnet.calibrate(model, loader, widths)"
-        )
-    cal = _section(cfg, "calibrate", "config.")
-    num = _option(args.num_samples, cal, "num_samples", 2000, checkpoint, "--num-samples")
-    batch = _option(
-        getattr(args, "batch_size", None), cal, "batch_size", 200, checkpoint, "--batch-size"
+    options = ProviderOptions(
+        data_root=args.data_root,
+        num_samples=args.num_samples,
+        method=args.method,
+        calibration_batch_size=getattr(args, "batch_size", None),
     )
-    seed = _section(cfg, "train", "config.").get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"{checkpoint}: meta.config.train.seed {seed!r} must be an integer")
-    method = args.method or cal.get("method", "exact")
-    if method not in METHODS:
-        raise ValueError(
-            f"{checkpoint}: meta.config.calibrate.method {method!r} is unknown; allowed: "
-            f"{list(METHODS)} (or pass --method)"
+    try:
+        provider = metric_provider(model, meta, options)
+    except UsageError as e:
+        raise UsageError(f"{checkpoint}: {e}") from None
+    if provider.calibration is None:
+        raise UsageError(
+            f"{checkpoint}: its {provider.task} task has no calibration data; calibrate it "
+            "from Python with usnet.calibrate(model, loader, widths)"
         )
-    root = args.data_root or data.get("root")
-    if root is not None and not isinstance(root, str):
-        raise ValueError(f"{checkpoint}: meta.config.data.root {root!r} must be a folder name")
-    kw: dict[str, Any] = {}
-    if name in ("imagefolder", "imagenet"):  # images cropped to the model's input size
-        kw["input_size"] = int(tuple(getattr(model, "input_size", (224,)))[-1])
-    loader = calibration_loader(name, root, num, batch, seed=seed, **kw)
-    return CalibrationData(loader, name, num, method)
-
-
-def _section(doc: Mapping[str, Any], key: str, prefix: str = "") -> Mapping[str, Any]:
-    value = doc.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ValueError(f"checkpoint meta.{prefix}{key} must be a mapping, got {value!r}")
-    return value
-
-
-def _option(
-    given: int | None, cal: Mapping[str, Any], key: str, default: int, ckpt: object, flag: str
-) -> int:
-    """A positive count: the option if given, else the config's, else ``default``."""
-    if given is not None:
-        return given
-    value = cal.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"{ckpt}: meta.config.calibrate.{key} {value!r} must be an integer >= 1 "
-            f"(or pass {flag} N)"
-        )
-    return value
+    return provider
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import checkpoint
-    from ..calibration import calibrate, needs_calibration
+    from ..calibration import needs_calibration
     from ..devices import resolve_device
     from ..nn import format_width, parse_widths, width_space
 
     device = resolve_device(args.device, "--device")
     widths = parse_widths(args.widths)
     if not widths:
-        raise ValueError(f"--widths {args.widths!r} selects no width")
-    model = checkpoint.load(args.checkpoint, map_location=device)
+        raise UsageError(f"--widths {args.widths!r} selects no width")
+    model = checkpoint.load(args.checkpoint, map_location=device, trust_code=args.trust_code)
     for w in widths:
         width_space(model).canonical(w)  # every width in range before any work
     if not needs_calibration(model):
@@ -149,11 +101,21 @@ def run(args: argparse.Namespace) -> int:
             "it is"
         )
         return 0
-    data = calibration_data(args.checkpoint, checkpoint.read_meta(args.checkpoint), model, args)
-    calibrate(model, data.loader, widths, data.num_samples, data.method)
+    meta = checkpoint.read_meta(args.checkpoint)
+    provider = calibration_provider(args.checkpoint, meta, model, args)
+    provider.calibrate(model, widths, replace=True)
     checkpoint.save_statistics(model.cpu(), args.checkpoint)
     print(
         f"calibrated {len(widths)} width(s) ({', '.join(format_width(w) for w in widths)}) "
-        f"from {data.num_samples} samples ({data.method}); saved into {args.checkpoint}"
+        f"from {samples_used(provider)} samples ({provider.calibration_method}); saved into "
+        f"{args.checkpoint}"
     )
     return 0
+
+
+def samples_used(provider: MetricProvider) -> str:
+    """How many samples calibrated: the training set may hold fewer than were asked for."""
+    used = provider.samples_used
+    if used is None or used >= provider.num_samples:
+        return str(provider.num_samples)
+    return f"{used} (all the training set holds; {provider.num_samples} asked)"

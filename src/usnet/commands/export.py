@@ -11,11 +11,12 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import UsageError
 from ..export import FORMATS, SUFFIXES, format_of
 from ..io import directly_in
 from ..nn import WidthConfig, format_width, width_space
 from ._args import positive_int
-from .calibrate import add_data_options, calibration_data
+from .calibrate import add_data_options, calibration_provider, samples_used
 
 _FORMAT_HELP = (
     "pt: a torch.export ExportedProgram (.pt2; load with torch.export.load(f).module()). It is "
@@ -87,7 +88,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def parse_width(text: str | None, json_file: Path | None = None) -> WidthConfig:
     """The width of ``--width`` / ``--width-json``: a float or a ``{group: width}`` mapping."""
     if (text is None) == (json_file is None):
-        raise ValueError("give the width: --width W or --width-json FILE (one of them)")
+        raise UsageError("give the width: --width W or --width-json FILE (one of them)")
     if json_file is None and text is not None and text.startswith("@"):
         json_file = Path(text[1:])
     if json_file is not None:
@@ -95,17 +96,23 @@ def parse_width(text: str | None, json_file: Path | None = None) -> WidthConfig:
             raise FileNotFoundError(f"{json_file}: no such width JSON file")
         try:
             return _width_value(json.loads(json_file.read_text()), str(json_file))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{json_file}: not valid JSON ({e})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise UsageError(f"{json_file}: not a width in JSON ({type(e).__name__})") from None
     assert text is not None
     text = text.strip()
     if text.startswith("{"):
         try:
             return _width_value(json.loads(text), "--width")
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--width {text!r}: not valid JSON ({e})") from None
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise UsageError(f"--width {text[:80]!r}: not a width in JSON ({e})") from None
     if "=" in text:
         pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
+        for pair in pairs:
+            if len(pair) != 2 or not pair[0].strip():
+                raise UsageError(
+                    f"--width {text!r}: {'='.join(pair)!r} is not GROUP=WIDTH; give every group "
+                    "a width, e.g. 'stem=0.5,stage1=0.75,*=1'"
+                )
         return _width_value({k.strip(): v.strip() for k, v in pairs}, "--width")
     return _width_value(text, "--width")
 
@@ -118,7 +125,7 @@ def _width_value(value: Any, where: str) -> WidthConfig:
         for k, v in value.items():
             out[str(k)] = _number(v, f"{where}: group {k!r}")
         if not out:
-            raise ValueError(f"{where}: an empty width config; give {{group: width}} or a number")
+            raise UsageError(f"{where}: an empty width config; give {{group: width}} or a number")
         return out
     return _number(value, where)
 
@@ -129,7 +136,7 @@ def _number(v: Any, where: str) -> float:
     try:
         return float(v)
     except (TypeError, ValueError):
-        raise ValueError(
+        raise UsageError(
             f"{where}: width {v!r} must be a number (e.g. 0.5) or a {{group: width}} mapping"
         ) from None
 
@@ -142,7 +149,7 @@ def ensure_calibrated(
     Returns whether it calibrated. Without data (or with ``--no-calibrate``) it raises a
     ``ValueError`` saying how to calibrate.
     """
-    from ..calibration import calibrate, is_calibrated
+    from ..calibration import is_calibrated
 
     if is_calibrated(model, width):
         return False
@@ -153,19 +160,19 @@ def ensure_calibrated(
         else "calibrate it with usnet.calibrate(model, loader, widths=[config]) and save"
     )
     if not args.calibrate:
-        raise ValueError(
+        raise UsageError(
             f"width {label} of {args.checkpoint} has no batch-norm statistics; {how}, or drop "
             "--no-calibrate to calibrate it here"
         )
     try:
-        data = calibration_data(args.checkpoint, meta, model, args)
-    except ValueError as e:
-        raise ValueError(f"width {label} has no batch-norm statistics to export: {e}") from None
+        provider = calibration_provider(args.checkpoint, meta, model, args)
+    except UsageError as e:
+        raise UsageError(f"width {label} has no batch-norm statistics to export: {e}") from None
+    provider.calibrate(model, [width], replace=True)
     print(
-        f"calibrating width {label} from {data.num_samples} {data.name} training images "
-        f"({data.method})"
+        f"calibrated width {label} from {samples_used(provider)} {provider.dataset} training "
+        f"images ({provider.calibration_method})"
     )
-    calibrate(model, data.loader, [width], data.num_samples, data.method)
     return True
 
 
@@ -173,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import checkpoint, export
 
     width = parse_width(args.width, args.width_json)
-    model = checkpoint.load(args.checkpoint)
+    model = checkpoint.load(args.checkpoint, trust_code=args.trust_code)
     meta = checkpoint.read_meta(args.checkpoint)
     space = width_space(model)
     config = space.canonical(width)  # a clear error for a bad group name or range
@@ -191,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             path = export.save(model, width, out, args.format, args.input_size)
         except ModuleNotFoundError as e:
-            raise ValueError(str(e)) from None
+            raise UsageError(str(e)) from None
     channels = space.channels(width)
     print(
         f"exported width {label} of {args.checkpoint} ({getattr(model, 'arch', '?')}, "

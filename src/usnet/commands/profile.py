@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from torch import nn
 
+from ..errors import UsageError
 from ..io import atomic_write, make_parent
 from ..models import list_models
 from ..models.registry import model_name_error
@@ -53,38 +54,39 @@ def _model_kwargs(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set {pair!r} must be KEY=VALUE, e.g. --set num_classes=10")
+            raise UsageError(f"--set {pair!r} must be KEY=VALUE, e.g. --set num_classes=10")
         try:
             kwargs[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as e:
-            raise ValueError(f"--set {pair!r}: the value is not YAML ({e})") from None
+            raise UsageError(f"--set {pair!r}: the value is not YAML ({e})") from None
     return kwargs
 
 
-def _build(name: str, kwargs: dict[str, Any]) -> nn.Module:
+def _build(name: str, kwargs: dict[str, Any], trust_code: bool = False) -> nn.Module:
     from ..checkpoint import load
-    from ..models.checked import build_model, physical_memory
+    from ..devices import physical_memory
+    from ..models.checked import build_model
 
     if Path(name).is_dir():
         if kwargs:
-            raise ValueError("--set changes a model built by name, not a checkpoint")
-        return load(name)
+            raise UsageError("--set changes a model built by name, not a checkpoint")
+        return load(name, trust_code=trust_code)
     error = model_name_error(name)
     if error is not None:
         what = f"MODEL {name!r} is a file; " if Path(name).exists() else ""
-        raise ValueError(f"{what}{error} (or give a checkpoint folder)")
+        raise UsageError(f"{what}{error} (or give a checkpoint folder)")
     # the arguments of --set may ask for anything: refuse what would not fit in memory
     where = "--set " + " ".join(f"{k}={v}" for k, v in kwargs.items()) if kwargs else name
     return build_model(name, kwargs, physical_memory(), where, "this machine's memory holds")
 
 
 def run(args: argparse.Namespace) -> int:
-    model = _build(args.model, _model_kwargs(args.set))
+    model = _build(args.model, _model_kwargs(args.set), args.trust_code)
     space = width_space(model)
     text = args.widths or f"{space.width_min}:{space.width_max}:0.025"
     widths = parse_widths(text)
     if not widths:
-        raise ValueError(f"--widths {text!r} selects no width")
+        raise UsageError(f"--widths {text!r} selects no width")
     for w in widths:
         space.canonical(w)  # every width in range before any work
     shape = input_shape(model, args.input_size)

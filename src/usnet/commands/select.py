@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint
-from ..calibration import calibrate, is_calibrated
+from ..calibration import is_calibrated
+from ..errors import UsageError
 from ..export import FORMATS, SUFFIXES, format_of
 from ..export import save as export_save
 from ..io import directly_in
@@ -23,7 +24,12 @@ from ..spectrum import (
     select,
 )
 from ..spectrum.tables import format_count
-from ._spectrum_args import add_checkpoint_command, add_measure_options, setup
+from ._spectrum_args import (
+    add_checkpoint_command,
+    add_measure_options,
+    check_batch_size,
+    setup,
+)
 from .spectrum import grid, load, measure, provider
 
 
@@ -75,6 +81,8 @@ def _reuse(
     env = spec.env
     if spec.source.get("save_id") != checkpoint.read_info(path)["save_id"]:
         return None, "the saved spectrum belongs to other weights"
+    if not spec.rows:
+        return None, "the saved spectrum has no widths"
     saved = {w for w in spec.widths() if not isinstance(w, dict)}
     if widths is not None and not {round(w, 6) for w in widths} <= saved:
         return None, "the saved spectrum lacks some of --widths"
@@ -96,22 +104,24 @@ def run(args: argparse.Namespace) -> int:
     max_macs = parse_count(args.max_macs, "--max-macs") if args.max_macs is not None else None
     max_ms = parse_latency_ms(args.max_latency_ms) if args.max_latency_ms is not None else None
     if args.min_top1 is not None and args.target is not None:
-        raise ValueError("give one metric floor: --min-top1 or --target, not both")
+        raise UsageError("give one metric floor: --min-top1 or --target, not both")
     target_text = f"top1={args.min_top1}" if args.min_top1 is not None else args.target
     target = parse_target(target_text) if target_text is not None else None
     if max_macs is None and max_ms is None and target is None:
-        raise ValueError("give a budget: --max-macs, --max-latency-ms, --min-top1 or --target")
+        raise UsageError("give a budget: --max-macs, --max-latency-ms, --min-top1 or --target")
     device = setup(args)
     path = args.checkpoint
-    model, meta, _ = load(path, device)
+    model, meta, _ = load(path, device, args.trust_code)
     widths = grid(model, args.widths) if args.widths is not None else None
 
     spec, why = _reuse(path, device, widths, max_ms is not None, target[0] if target else None)
     if spec is None:
+        if max_ms is not None:
+            check_batch_size(model, args.batch_size)
         print(f"measuring the spectrum here ({why})")
         metrics = provider(model, meta, args)
         if target is not None and metrics is None:
-            raise ValueError(
+            raise UsageError(
                 "a metric target needs evaluation data, which this checkpoint lacks "
                 "or --no-metric turned off"
             )
@@ -148,17 +158,10 @@ def run(args: argparse.Namespace) -> int:
     if args.export is not None:
         if not is_calibrated(model, row.width):  # e.g. a spectrum saved with --no-save-stats
             metrics = provider(model, meta, args)
-            if metrics is not None and metrics.calibration is not None:
-                calibrate(
-                    model,
-                    metrics.calibration(),
-                    [row.width],
-                    metrics.num_samples,
-                    metrics.calibration_method,
-                    progress=not args.quiet,
-                )
+            if metrics is not None:
+                metrics.calibrate(model, [row.width])
         if not is_calibrated(model, row.width):
-            raise ValueError(
+            raise UsageError(
                 f"width {row.label} has no batch-norm statistics to export (no calibration data "
                 f"was found); calibrate it first: usnet calibrate {path} --widths {row.label}"
             )

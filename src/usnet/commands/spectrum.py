@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint
+from ..errors import UsageError
 from ..nn import parse_widths, width_space
 from ..spectrum import (
     MetricProvider,
@@ -22,11 +23,11 @@ from ..spectrum import (
     describe,
     format_table,
     measure_latency,
-    metric_provider,
     save_spectrum,
 )
 from ..spectrum.result import Kind
-from ._spectrum_args import add_checkpoint_command, add_measure_options, setup
+from ..tasks import metric_provider
+from ._spectrum_args import add_checkpoint_command, add_measure_options, check_batch_size, setup
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -59,10 +60,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def load(path: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+def load(
+    path: Path, device: torch.device, trust_code: bool = False
+) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """Model, metadata and the whole ``usnet.json`` of a checkpoint."""
     info = checkpoint.read_info(path)
-    model = checkpoint.load(path, map_location=device)
+    model = checkpoint.load(path, map_location=device, trust_code=trust_code)
     return model, info["meta"], info
 
 
@@ -79,7 +82,7 @@ def grid(model: nn.Module, text: str | None) -> list[float]:
     else:
         widths = parse_widths(text)
         if not widths:
-            raise ValueError(f"--widths {text!r} selects no width")
+            raise UsageError(f"--widths {text!r} selects no width")
     for w in widths:
         space.canonical(w)
     return widths
@@ -131,7 +134,6 @@ def measure(
         latency=latency,
         batch_size_throughput=args.batch_size,
         repeats=args.repeats,
-        progress=not args.quiet,
         label=label,
         kind=kind,
     )
@@ -149,22 +151,23 @@ def _check_baseline(
     grid_: list[float],
     metrics: MetricProvider | None,
     device: torch.device,
+    trust_code: bool = False,
 ) -> tuple[nn.Module, dict[str, Any], tuple[Kind, str, list[float]]]:
     """A baseline's model, metadata and ``(kind, label, widths)``; refused when the checkpoint's
     metric cannot judge it: another task (its data and loss do not fit the model) or data set."""
-    model, meta, _ = load(path, device)
+    model, meta, _ = load(path, device, trust_code)
     if metrics is not None:
         task = getattr(model, "task", "classification")
         ours_task = getattr(main, "task", "classification")
         if task != ours_task:
-            raise ValueError(
+            raise UsageError(
                 f"baseline {path} is a {task!r} model, the checkpoint a {ours_task!r} one: give "
                 "baselines of its task, or --no-metric to compare costs only"
             )
         data = ((meta.get("config") or {}).get("data") or {}).get("name")
         ours = ((main_meta.get("config") or {}).get("data") or {}).get("name")
         if data and ours and data != ours:
-            raise ValueError(f"baseline {path} was trained on {data!r}, the model on {ours!r}")
+            raise UsageError(f"baseline {path} was trained on {data!r}, the model on {ours!r}")
     kind, label, widths = baseline_points(model, meta, grid_)
     if kind == "us":  # name it after its run folder (runs/NAME/checkpoint)
         label = path.parent.name if path.name == "checkpoint" else path.name
@@ -177,25 +180,27 @@ def run(args: argparse.Namespace) -> int:
     args.checkpoint = checkpoint.folder_of(args.checkpoint)  # CKPT/usnet.json means CKPT
     out = Path(args.out or args.checkpoint)
     if out.exists() and not out.is_dir():  # before minutes of measuring, not after
-        raise ValueError(f"--out {out}: is a file; the spectrum files go into a folder")
+        raise UsageError(f"--out {out}: is a file; the spectrum files go into a folder")
     device = setup(args)
-    model, meta, _ = load(args.checkpoint, device)
+    model, meta, _ = load(args.checkpoint, device, args.trust_code)
     widths = grid(model, args.widths)
+    if not args.no_latency:
+        check_batch_size(model, args.batch_size)
     metrics = provider(model, meta, args)
     for b in args.baseline:  # a baseline that cannot be compared fails before minutes of work
-        _check_baseline(b, model, meta, widths, metrics, device)
+        _check_baseline(b, model, meta, widths, metrics, device, args.trust_code)
     spec = measure(args.checkpoint, model, meta, widths, metrics, args, not args.no_save_stats)
     parts = [(model, spec)]
     for b in args.baseline:  # loaded again: it may be the checkpoint, whose statistics just grew
         b_model, b_meta, (kind, label, b_widths) = _check_baseline(
-            b, model, meta, widths, metrics, device
+            b, model, meta, widths, metrics, device, args.trust_code
         )
         save = not args.no_save_stats
         b_spec = measure(b, b_model, b_meta, b_widths, metrics, args, save, label, kind)
         parts.append((b_model, b_spec))
         spec.baselines.append(b_spec)
     if not args.no_latency:
-        measure_latency(parts, args.batch_size, repeats=args.repeats, progress=not args.quiet)
+        measure_latency(parts, args.batch_size, repeats=args.repeats)
     print(describe(spec))
     print(format_table(spec))
     for b in spec.baselines:

@@ -33,22 +33,23 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="cpu, cuda, cuda:1... (default: the recipe's train.device, else cuda when available)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (the epoch lines stay)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_yaml
     from ..tasks import get_task, task_config
+    from ..training import train
 
     cfg = task_config(load_yaml(args.config), args.overrides, source=args.config)
-    path = get_task(cfg.task).train(
-        cfg,
-        resume=args.resume,
-        device=args.device,
-        progress=not args.no_progress,
-        overwrite=args.overwrite,
+    result = train(
+        get_task(cfg.task), cfg, resume=args.resume, device=args.device, overwrite=args.overwrite
     )
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the run
-        print(f"checkpoint: {path}")
+        print(result.text)
+        print(f"checkpoint: {result.checkpoint}")
     return 0

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ..data.sr import ALPHA_FORMATS, MAX_PIXELS, image_format, read_image, write_image
+from ..errors import UsageError
 from ..models import edsr as _edsr  # noqa: F401  (registers us_edsr for checkpoint loading)
 from ..models import wdsr as _wdsr  # noqa: F401  (registers us_wdsr)
 from ..nn import format_width, width_space
@@ -60,10 +61,10 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device, "--device")
     image_format(args.output)  # a bad OUT suffix is an error before any work
     if args.output.exists() and args.input.exists() and args.output.samefile(args.input):
-        raise ValueError(f"OUT {str(args.output)!r} is the input image; give another file")
-    model = load(args.checkpoint, map_location=device)
+        raise UsageError(f"OUT {str(args.output)!r} is the input image; give another file")
+    model = load(args.checkpoint, map_location=device, trust_code=args.trust_code)
     if getattr(model, "task", None) != "sr":
-        raise ValueError(
+        raise UsageError(
             f"{args.checkpoint} holds a {getattr(model, 'arch', type(model).__name__)!r} model "
             f"(task {getattr(model, 'task', '?')!r}); upscale needs a super-resolution checkpoint"
         )

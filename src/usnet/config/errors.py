@@ -8,8 +8,10 @@ import difflib
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import UsageError
 
-class ConfigError(ValueError):
+
+class ConfigError(UsageError):
     """A bad config value: ``path`` is the dotted field ('' for the whole config), ``detail`` says
     what is wrong and what is allowed, ``source`` names where the data came from (a file or a
     ``--set`` item)."""

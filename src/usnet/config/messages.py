@@ -191,7 +191,7 @@ def _explain(schema: type, data: Any, err: Mapping[str, Any]) -> ConfigError:
         numeric = {_unwrap(a)[0] for a in get_args(place.tp)} | {_unwrap(place.tp)[0]}
         if float in numeric and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        rule = " and ".join(f"{op} {b:g}" for op, b in bounds)
+        rule = " and ".join(f"{op} {b if isinstance(b, int) else f'{b:g}'}" for op, b in bounds)
         return ConfigError(place.path, f"must be {rule}, got {show(value)}")
     if kind == "finite_number" or (isinstance(value, float) and not math.isfinite(value)):
         return ConfigError(place.path, f"must be a finite number, got {show(value)}")

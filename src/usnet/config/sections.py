@@ -9,9 +9,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from ..devices import MAX_THREADS
 from .errors import ConfigError
 from .errors import suggest as _suggest
-from .typed import Pair, Positive, Section
+from .typed import Pair, Positive, Section, Seed
 from .widths import WidthGrid, check_width_sampling
 
 
@@ -56,9 +57,11 @@ class WidthTraining(Section):
     smallest_weight: float = Field(
         1.0, gt=0, description="the narrowest width's loss weight in a multi-width step; 1 = paper"
     )
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
     device: str | None = Field(None, description="cpu, cuda, cuda:1...; null = cuda when available")
-    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
+    threads: int = Field(
+        0, ge=0, le=MAX_THREADS, description="torch CPU threads; 0 = torch's default"
+    )
     log_every: int = Field(50, ge=1)
     grad_clip: float | None = Field(None, gt=0, description="max gradient norm; null = no clipping")
 

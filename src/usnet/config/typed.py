@@ -62,6 +62,11 @@ class Section(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Any:
+        for name, value in self:
+            if isinstance(value, float) and abs(value) > FLOAT32_MAX:
+                raise ConfigError(
+                    name, f"{value:g} is beyond float32's range (at most {FLOAT32_MAX:.4g})"
+                )
         self.check()
         return self
 
@@ -76,6 +81,10 @@ Beta = Annotated[float, Field(ge=0, lt=1)]
 Pair = Annotated[tuple[Beta, Beta], BeforeValidator(_as_tuple)]
 #: A positive number (widths, milestones).
 Positive = Annotated[float, Field(gt=0)]
+#: A random seed: torch, numpy and the environments all take one in [0, 2**32).
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+#: The largest float32: a config number beyond it cannot reach a tensor (optimizers cast it).
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:

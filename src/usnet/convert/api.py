@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..errors import UsageError
 from ..nn import WidthSpace
 from .analysis import Analysis
 from .errors import ConvertError
@@ -32,7 +33,7 @@ def convert(
     example_input: Tensor,
     width_range: tuple[float, float] = (0.25, 1.0),
     divisor: int = 8,
-    keep: Iterable[str] | str = (),
+    keep: Iterable[str] | str | None = (),
     check: bool = True,
 ) -> nn.Module:
     """A universally slimmable copy of ``model`` that starts from its weights.
@@ -59,23 +60,23 @@ def convert(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(getattr(model, "width_space", None), WidthSpace):
-        raise ValueError(f"{type(model).__name__} is already a US model (it has a width_space)")
-    if not isinstance(example_input, Tensor) or example_input.dim() < 2:
-        raise ValueError(
-            "example_input must be a tensor with a batch dimension, e.g. torch.randn(2, 3, 224, "
-            f"224), got {getattr(example_input, 'shape', example_input)!r}"
+        raise UsageError(f"{type(model).__name__} is already a US model (it has a width_space)")
+    if not isinstance(example_input, Tensor) or example_input.dim() < 2 or not len(example_input):
+        raise UsageError(
+            "example_input must be a tensor with a batch dimension holding at least one example, "
+            f"e.g. torch.randn(2, 3, 224, 224), got {getattr(example_input, 'shape', example_input)!r}"
         )
     try:
         width_min, width_max = (float(w) for w in width_range)
     except (TypeError, ValueError):
-        raise ValueError(f"width_range must be (min, 1.0), got {width_range!r}") from None
+        raise UsageError(f"width_range must be (min, 1.0), got {width_range!r}") from None
     if width_max != 1.0 or not 0 < width_min <= 1.0:
-        raise ValueError(
+        raise UsageError(
             f"width_range must be (min, 1.0) with 0 < min <= 1 (width 1.0 is the original "
             f"network), got {width_range!r}"
         )
     if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
-        raise ValueError(f"divisor must be a positive int, got {divisor!r}")
+        raise UsageError(f"divisor must be a positive int, got {divisor!r}")
     auto, kept = _check_keep(model, keep)
     name = type(model).__name__
     model, folded = folded_copy(model)  # the caller's model stays as it is
@@ -87,7 +88,8 @@ def convert(
             stacklevel=2,
         )
     opaque = {p for p in kept if not is_leaf(model.get_submodule(p))}
-    traced = trace_model(model, example_input, lambda m, _: is_leaf(m), opaque)
+    # copies: a forward may change its input in place; the caller's tensor stays as it is
+    traced = trace_model(model, example_input.detach().clone(), lambda m, _: is_leaf(m), opaque)
     analysis = Analysis(model, frozenset(kept | traced.untraceable.keys()))
     for trace in traced.traces:
         analysis.run(trace)
@@ -112,7 +114,7 @@ def convert(
     result = _build(model, plan, (width_min, width_max), divisor, example_input.shape[1:])
     result.conversion = conversion
     if check:
-        verify(result, example_input, traced.traces[0].output, result.width_space)
+        verify(result, example_input.detach().clone(), traced.traces[0].output, result.width_space)
     return result
 
 
@@ -196,10 +198,14 @@ def _hooked(model: nn.Module, analysis: Analysis) -> list[ConvertError]:
     return found
 
 
-def _check_keep(model: nn.Module, keep: Iterable[str] | str) -> tuple[bool, frozenset[str]]:
-    """Whether ``keep`` says ``"auto"``, and the module names it holds."""
-    if keep is None or isinstance(keep, (bytes, int, float)):
-        raise ValueError(f"keep must be module names or 'auto', got {keep!r}")
+def _check_keep(
+    model: nn.Module, keep: Iterable[str] | str | None
+) -> tuple[bool, frozenset[str]]:
+    """Whether ``keep`` says ``"auto"``, and the module names it holds (``None``: none)."""
+    if keep is None:
+        return False, frozenset()
+    if isinstance(keep, (bytes, int, float)):
+        raise UsageError(f"keep must be module names or 'auto', got {keep!r}")
     if isinstance(keep, str):
         keep = [keep]
     names = {n for n, _ in model.named_modules() if n}
@@ -208,9 +214,9 @@ def _check_keep(model: nn.Module, keep: Iterable[str] | str) -> tuple[bool, froz
     kept = frozenset(k for k in given if not (auto and k == "auto"))
     for name in sorted(kept, key=str):
         if not isinstance(name, str):
-            raise ValueError(f"keep: {name!r} is not a module name (a string) or 'auto'")
+            raise UsageError(f"keep: {name!r} is not a module name (a string) or 'auto'")
         if name not in names:
             close = difflib.get_close_matches(name, sorted(names), n=3)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise ValueError(f"keep: {name!r} is not a module of {type(model).__name__}{hint}")
+            raise UsageError(f"keep: {name!r} is not a module of {type(model).__name__}{hint}")
     return auto, kept

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..errors import UsageError
 
-class ConvertError(ValueError):
+
+class ConvertError(UsageError):
     """A network (or a part of it) that :func:`usnet.convert` cannot slim exactly.
 
     ``module`` is the path of the module where the problem is (``""``: the model itself), ``op``

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..errors import UsageError
 from ..nn import TrainOnlyBatchNorm, USBatchNorm, WidthConfig, modes_kept, width_space
 from ..nn import width as at_width
 from .plan import Plan, SpanPlan
@@ -42,7 +43,7 @@ def masked_original(original: nn.Module, plan: Plan, channels: Mapping[str, int]
     """A copy of ``original`` whose channels inactive at ``channels`` (group -> active count,
     as ``width_space(model).channels(w)`` gives) are zero, in train mode with dropout off."""
     if plan.over_channels:
-        raise ValueError(
+        raise UsageError(
             f"the masked original does not hold for this network: {plan.over_channels[0]!r} "
             "computes over the channels (zeros would count there)"
         )

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from .analysis import Analysis, Use
 from .errors import ConvertError
 from .groups import GroupSpec, Layout
@@ -63,7 +64,7 @@ class Plan:
         """The plan of ``doc``; a :class:`ConvertError` if it is not one this usnet wrote."""
         try:
             if doc["version"] != VERSION:
-                raise ValueError(f"version {doc['version']!r}, not {VERSION}")
+                raise UsageError(f"version {doc['version']!r}, not {VERSION}")
             groups = tuple(GroupSpec(str(n), int(f), int(r)) for n, f, r in doc["groups"])
             layers = {
                 str(p): LayerPlan(str(k), _span(i), _span(o), bool(e))

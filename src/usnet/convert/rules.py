@@ -26,6 +26,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from ..errors import UsageError
+
 
 @dataclass(frozen=True)
 class Channelwise:
@@ -60,17 +62,17 @@ def register_rule(target: T, rule: str | Rule = "channelwise") -> T:
     """
     found = _NAMES.get(rule) if isinstance(rule, str) else rule
     if not isinstance(found, (Channelwise, Fixed)):
-        raise ValueError(
+        raise UsageError(
             f"register_rule: rule must be 'channelwise', 'fixed', Channelwise(...) or Fixed(), "
             f"got {rule!r}"
         )
     is_module = isinstance(target, type) and issubclass(target, nn.Module)
     if not is_module and not callable(target):
-        raise ValueError(
+        raise UsageError(
             f"register_rule: target must be an nn.Module subclass or a function, got {target!r}"
         )
     if isinstance(found, Channelwise) and found.params and not is_module:
-        raise ValueError(
+        raise UsageError(
             f"register_rule: params={found.params!r} names parameters of a module, but "
             f"{getattr(target, '__name__', target)!r} is a function"
         )

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import UsageError
 from .memory import InMemoryImageDataset
 
 DEFAULT_ROOT = "data"
@@ -89,7 +90,7 @@ def read_cifar_bin(path: str | Path, label_bytes: int) -> tuple[np.ndarray, np.n
     raw = np.fromfile(path, dtype=np.uint8)
     record = label_bytes + IMAGE_BYTES
     if raw.size == 0 or raw.size % record:
-        raise ValueError(
+        raise UsageError(
             f"{path}: {raw.size} bytes is not a whole number of {record}-byte records "
             f"({label_bytes} label byte(s) + 3072 pixels); the file is truncated or not CIFAR binary"
         )
@@ -102,13 +103,13 @@ def load_cifar(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images ``(N, 3, 32, 32)`` and int64 labels of ``cifar10``/``cifar100``."""
     if name not in SPECS:
-        raise ValueError(f"CIFAR variant {name!r} is unknown; allowed: {list(SPECS)}")
+        raise UsageError(f"CIFAR variant {name!r} is unknown; allowed: {list(SPECS)}")
     if split not in ("train", "test"):
-        raise ValueError(f"CIFAR split {split!r} is unknown; allowed: ['train', 'test']")
+        raise UsageError(f"CIFAR split {split!r} is unknown; allowed: ['train', 'test']")
     if label_mode not in LABEL_MODES:
-        raise ValueError(f"label_mode {label_mode!r} is unknown; allowed: {list(LABEL_MODES)}")
+        raise UsageError(f"label_mode {label_mode!r} is unknown; allowed: {list(LABEL_MODES)}")
     if name == "cifar10" and label_mode != "fine":
-        raise ValueError("label_mode 'coarse' applies to cifar100 only")
+        raise UsageError("label_mode 'coarse' applies to cifar100 only")
     spec = SPECS[name]
     folder = _folder(name, root)
     images, labels = [], []
@@ -118,7 +119,7 @@ def load_cifar(
         x, y = read_cifar_bin(folder / f, spec.label_bytes)
         y = y[:, column]
         if y.max() >= limit:
-            raise ValueError(f"{folder / f}: label {y.max()} >= {limit} classes; not {name} binary")
+            raise UsageError(f"{folder / f}: label {y.max()} >= {limit} classes; not {name} binary")
         images.append(x)
         labels.append(y)
     return (
@@ -156,7 +157,7 @@ def download_cifar(name: str, root: str | Path | None = None) -> Path:
     (Not exercised by the tests: they never use the network.)
     """
     if name not in SPECS:
-        raise ValueError(f"CIFAR variant {name!r} is unknown; allowed: {list(SPECS)}")
+        raise UsageError(f"CIFAR variant {name!r} is unknown; allowed: {list(SPECS)}")
     spec = SPECS[name]
     root = Path(root if root is not None else DEFAULT_ROOT)
     try:
@@ -173,7 +174,7 @@ def download_cifar(name: str, root: str | Path | None = None) -> Path:
         tmp.rename(archive)
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
     if md5 != spec.md5:
-        raise ValueError(f"{archive}: MD5 {md5} != published {spec.md5}; delete it and retry")
+        raise UsageError(f"{archive}: MD5 {md5} != published {spec.md5}; delete it and retry")
     with tarfile.open(archive) as tar:
         members = [m for m in tar.getmembers() if m.isfile() and _safe(m.name, spec.folder)]
         if hasattr(tarfile, "data_filter"):

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
+from ..errors import UsageError
 from . import cifar as _cifar
 from . import fashion_mnist as _fmnist
 from .imagefolder import ImageFolder, find_classes
@@ -25,7 +26,7 @@ _SPLITS = {  # accepted split name -> the split each data set has under that mea
 
 def _imagefolder(root: str | Path | None = None, **kw: Any) -> ImageFolder:
     if root is None:
-        raise ValueError("dataset 'imagefolder' needs root= (the folder holding train/ and val/)")
+        raise UsageError("dataset 'imagefolder' needs root= (the folder holding train/ and val/)")
     return ImageFolder(root, **kw)
 
 
@@ -45,7 +46,7 @@ def list_datasets() -> list[str]:
 def _canonical(name: str) -> str:
     key = _ALIASES.get(name, name)
     if key not in _BUILDERS:
-        raise ValueError(f"unknown dataset {name!r}; available: {list_datasets()}")
+        raise UsageError(f"unknown dataset {name!r}; available: {list_datasets()}")
     return key
 
 
@@ -68,13 +69,13 @@ def create_dataset(
     """
     key = _canonical(name)
     if split not in _SPLITS[key]:
-        raise ValueError(f"split {split!r} is unknown for {name!r}; allowed: {list(_SPLITS[key])}")
+        raise UsageError(f"split {split!r} is unknown for {name!r}; allowed: {list(_SPLITS[key])}")
     try:
         return _BUILDERS[key](
             root=root, split=_SPLITS[key][split], augment=augment, seed=seed, **kw
         )
     except TypeError as e:
-        raise ValueError(f"bad arguments for dataset {name!r}: {e}") from None
+        raise UsageError(f"bad arguments for dataset {name!r}: {e}") from None
 
 
 def dataset_info(name: str, root: str | Path | None = None, **kw: Any) -> dict[str, int]:
@@ -97,7 +98,7 @@ def dataset_info(name: str, root: str | Path | None = None, **kw: Any) -> dict[s
 def calibration_subset(dataset: Dataset, num_samples: int = 2000, seed: int = 0) -> Subset:
     """A fixed, seeded choice of ``num_samples`` samples (all of them if there are fewer)."""
     if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        raise UsageError(f"num_samples must be >= 1, got {num_samples}")
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(dataset), generator=g)[:num_samples]  # type: ignore[arg-type]
     return Subset(dataset, order.tolist())

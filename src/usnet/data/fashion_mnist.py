@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import UsageError
 from .memory import InMemoryImageDataset
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -38,19 +39,19 @@ def read_idx(path: str | Path) -> np.ndarray:
     except (EOFError, OSError, zlib.error) as e:
         if isinstance(e, FileNotFoundError):
             raise
-        raise ValueError(f"{path}: not a readable (gzip) IDX file ({e}); {HOW_TO_GET}") from None
+        raise UsageError(f"{path}: not a readable (gzip) IDX file ({e}); {HOW_TO_GET}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise ValueError(f"{path}: bad IDX magic number; expected 0x0000 0x08 <ndim>")
+        raise UsageError(f"{path}: bad IDX magic number; expected 0x0000 0x08 <ndim>")
     if raw[2] != 0x08:
-        raise ValueError(f"{path}: IDX element type 0x{raw[2]:02x}, expected 0x08 (unsigned byte)")
+        raise UsageError(f"{path}: IDX element type 0x{raw[2]:02x}, expected 0x08 (unsigned byte)")
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise ValueError(f"{path}: truncated IDX header ({len(raw)} bytes, need {header})")
+        raise UsageError(f"{path}: truncated IDX header ({len(raw)} bytes, need {header})")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     expected = int(np.prod(shape, dtype=np.int64))
     if len(raw) - header != expected:
-        raise ValueError(
+        raise UsageError(
             f"{path}: IDX file of shape {shape} needs {expected} data bytes, has {len(raw) - header}"
             f" (truncated or corrupt); {HOW_TO_GET}"
         )
@@ -70,20 +71,20 @@ def _find(root: Path, stem: str) -> Path:
 def load_fashion_mnist(root: str | Path | None, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images ``(N, 1, 28, 28)`` and int64 labels ``(N,)`` of split ``train`` or ``test``."""
     if split not in FILES:
-        raise ValueError(f"Fashion-MNIST split {split!r} is unknown; allowed: {list(FILES)}")
+        raise UsageError(f"Fashion-MNIST split {split!r} is unknown; allowed: {list(FILES)}")
     root = Path(root if root is not None else DEFAULT_ROOT)
     if not root.is_dir():
         raise FileNotFoundError(f"Fashion-MNIST folder {root} does not exist; {HOW_TO_GET}")
     img_path, lbl_path = (_find(root, stem) for stem in FILES[split])
     images, labels = read_idx(img_path), read_idx(lbl_path)
     if images.ndim != 3:
-        raise ValueError(f"{img_path}: expected images (N, H, W), got shape {images.shape}")
+        raise UsageError(f"{img_path}: expected images (N, H, W), got shape {images.shape}")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise ValueError(
+        raise UsageError(
             f"{lbl_path}: {labels.shape} labels for {images.shape[0]} images in {img_path}"
         )
     if labels.size and labels.max() >= len(CLASSES):
-        raise ValueError(f"{lbl_path}: label {labels.max()} >= {len(CLASSES)} classes")
+        raise UsageError(f"{lbl_path}: label {labels.max()} >= {len(CLASSES)} classes")
     x = torch.from_numpy(images.copy()).unsqueeze(1)  # copy: frombuffer views are read-only
     return x, torch.from_numpy(labels.astype(np.int64))
 

@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..errors import UsageError
+from .images import open_image
 from .seeding import sample_generator
 from .transforms import ImageNetEval, ImageNetTrain
 
@@ -29,7 +31,7 @@ SPLIT_DIRS = {"train": ("train",), "val": ("val", "test"), "test": ("test", "val
 def split_dir(root: str | Path, split: str) -> Path:
     """The folder of ``split``: ``train``, or ``val``/``test`` (either name on disk)."""
     if split not in SPLIT_DIRS:
-        raise ValueError(f"image folder split {split!r} is unknown; allowed: {list(SPLIT_DIRS)}")
+        raise UsageError(f"image folder split {split!r} is unknown; allowed: {list(SPLIT_DIRS)}")
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder root {root} does not exist; expected {LAYOUT}")
@@ -77,7 +79,7 @@ class ImageFolder(Dataset):
             if not entry.is_dir():
                 continue
             if entry.name not in self.class_to_idx:
-                raise ValueError(
+                raise UsageError(
                     f"{entry.path}: class {entry.name!r} is not among the {len(self.classes)} "
                     f"training classes of {self.root / 'train'}"
                 )
@@ -106,12 +108,6 @@ class ImageFolder(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        try:
-            with Image.open(path) as img:
-                img.load()
-                x = self.transform(img, sample_generator(self.seed, self.epoch, index))
-        except FileNotFoundError:
-            raise
-        except (OSError, SyntaxError) as e:  # PIL raises these for truncated/corrupt files
-            raise ValueError(f"{path}: cannot decode image ({e})") from None
+        img = open_image(path)  # bombs, truncated and corrupt files: one line naming the file
+        x = self.transform(img, sample_generator(self.seed, self.epoch, index))
         return x, label

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from ..errors import UsageError
 from .memory import InMemoryImageDataset
 
 
@@ -38,7 +39,7 @@ class ResumableSampler(DistributedSampler):
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         super().set_epoch(epoch)
         if not 0 <= start <= self.num_samples:
-            raise ValueError(f"start index {start} outside [0, {self.num_samples}]")
+            raise UsageError(f"start index {start} outside [0, {self.num_samples}]")
         self.start = start
 
     def __iter__(self) -> Iterator[int]:
@@ -70,7 +71,7 @@ class EpochLoader(DataLoader):
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Fix this epoch's order, augmentation and worker seeds; skip ``start_batch`` batches."""
         if epoch < 0 or start_batch < 0:
-            raise ValueError(f"epoch and start_batch must be >= 0, got {epoch}, {start_batch}")
+            raise UsageError(f"epoch and start_batch must be >= 0, got {epoch}, {start_batch}")
         sampler = self.sampler
         assert isinstance(sampler, ResumableSampler) and self.batch_size is not None
         sampler.set_epoch(epoch, start_batch * self.batch_size)
@@ -100,13 +101,13 @@ def create_loader(
     them.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
     if num_workers < 0:
-        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        raise UsageError(f"num_workers must be >= 0, got {num_workers}")
     if distributed:
         if num_replicas is None or rank is None:
             if not (dist.is_available() and dist.is_initialized()):
-                raise ValueError(
+                raise UsageError(
                     "distributed=True needs an initialised process group or num_replicas and rank"
                 )
             num_replicas = dist.get_world_size() if num_replicas is None else num_replicas

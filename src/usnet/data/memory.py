@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UsageError
 from .seeding import sample_keys, uniforms
 from .transforms import normalize_uint8, random_crop_flip
 
@@ -35,15 +36,15 @@ class InMemoryImageDataset(Dataset):
         classes: Sequence[str] | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(
+            raise UsageError(
                 f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}"
             )
         if labels.shape != (images.shape[0],):
-            raise ValueError(f"{images.shape[0]} images but labels of shape {tuple(labels.shape)}")
+            raise UsageError(f"{images.shape[0]} images but labels of shape {tuple(labels.shape)}")
         if len(mean) != images.shape[1] or len(std) != images.shape[1]:
-            raise ValueError(f"mean/std need {images.shape[1]} values, got {mean} / {std}")
+            raise UsageError(f"mean/std need {images.shape[1]} values, got {mean} / {std}")
         if padding < 0:
-            raise ValueError(f"padding must be >= 0, got {padding}")
+            raise UsageError(f"padding must be >= 0, got {padding}")
         self.images = images.contiguous()
         self.labels = labels.to(torch.int64)
         self.mean, self.std = tuple(mean), tuple(std)

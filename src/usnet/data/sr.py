@@ -21,6 +21,9 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..errors import UsageError
+from .images import SIXTEEN_BIT, check_png_rows
+
 #: Embedded photos (``skimage.data`` functions, all RGB, in the wheel): fixed train/test split.
 EMBEDDED_TRAIN = ("astronaut", "rocket", "motorcycle", "immunohistochemistry", "hubble_deep_field")
 EMBEDDED_TEST = ("coffee", "chelsea")
@@ -43,7 +46,7 @@ def embedded_images(names: Sequence[str]) -> list[tuple[str, Image.Image]]:
         elif name in EMBEDDED_TRAIN + EMBEDDED_TEST:
             array = getattr(data, name)()
         else:
-            raise ValueError(
+            raise UsageError(
                 f"embedded SR image {name!r} is unknown; allowed: "
                 f"{list(EMBEDDED_TRAIN + EMBEDDED_TEST)}"
             )
@@ -86,8 +89,6 @@ def to_image(x: Tensor) -> Image.Image:
 MAX_PIXELS = 2048 * 2048
 #: Output formats that keep an input's alpha band.
 ALPHA_FORMATS = ("PNG", "WEBP", "TIFF")
-#: Modes read as 16-bit greyscale (0..65535): Pillow's modes for 16-bit PNG and TIFF files.
-_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[Tensor, Image.Image | None]:
@@ -106,25 +107,28 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[Tensor, 
         with _own_size_check():
             im = Image.open(path)
     except Image.UnidentifiedImageError:
-        raise ValueError(
+        raise UsageError(
             f"input image {str(path)!r} is not an image file Pillow can read (empty, or another "
             f"kind of file); use one of {', '.join(IMAGE_SUFFIXES)}"
         ) from None
     with im:
         if im.width * im.height > max_pixels:
-            raise ValueError(
+            raise UsageError(
                 f"input image {str(path)!r} is {im.width}x{im.height} = {im.width * im.height} "
                 f"pixels, more than the limit of {max_pixels} (raise it with --max-pixels)"
             )
         try:
             im.load()
-            return _to_rgb(im)
         except (OSError, SyntaxError, EOFError, struct.error, zlib.error) as e:
-            raise ValueError(
+            raise UsageError(
                 f"input image {str(path)!r} is truncated or corrupt ({type(e).__name__}: {e})"
             ) from None
+        if im.format == "PNG":
+            check_png_rows(path)  # Pillow fills missing rows with black without a word
+        try:
+            return _to_rgb(im)
         except ValueError as e:  # a mode with no RGB meaning
-            raise ValueError(f"input image {str(path)!r} (mode {im.mode}): {e}") from None
+            raise UsageError(f"input image {str(path)!r} (mode {im.mode}): {e}") from None
 
 
 @contextlib.contextmanager
@@ -145,12 +149,12 @@ def _to_rgb(im: Image.Image) -> tuple[Tensor, Image.Image | None]:
     if im.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
         im = im.convert("RGBA")  # un-premultiplies La/RGBa
         alpha = im.getchannel("A")
-    if im.mode in _SIXTEEN_BIT:
+    if im.mode in SIXTEEN_BIT:
         grey = np.asarray(im).astype(np.float32).clip(0, 65535) / 65535
         x = torch.from_numpy(grey).unsqueeze(0).expand(3, -1, -1).contiguous()
         return x, alpha
     if im.mode == "F":
-        raise ValueError("32-bit float pixels have no defined range; save it as 8- or 16-bit")
+        raise UsageError("32-bit float pixels have no defined range; save it as 8- or 16-bit")
     return to_tensor(im.convert("RGB")).float() / 255, alpha
 
 
@@ -177,7 +181,7 @@ def image_format(path: Path) -> str:
     known = Image.registered_extensions()
     fmt = known.get(path.suffix.lower())
     if fmt is None or fmt not in Image.SAVE:
-        raise ValueError(
+        raise UsageError(
             f"output image {str(path)!r}: unknown image suffix {path.suffix!r}; use one of "
             f"{', '.join(IMAGE_SUFFIXES)}"
         )
@@ -188,7 +192,7 @@ def bicubic_pair(hr: Image.Image, scale: int) -> tuple[Image.Image, Image.Image]
     """Crop ``hr`` to a multiple of ``scale`` and downscale it bicubically: ``(lr, hr)``."""
     w, h = (hr.width // scale) * scale, (hr.height // scale) * scale
     if w == 0 or h == 0:
-        raise ValueError(f"image of {hr.width}x{hr.height} px is smaller than the scale {scale}")
+        raise UsageError(f"image of {hr.width}x{hr.height} px is smaller than the scale {scale}")
     hr = hr.crop((0, 0, w, h))
     return hr.resize((w // scale, h // scale), Image.Resampling.BICUBIC), hr
 
@@ -205,7 +209,7 @@ class SRPairs:
 
     def __init__(self, images: Sequence[tuple[str, Image.Image]], scale: int) -> None:
         if scale < 1:
-            raise ValueError(f"scale must be a positive integer, got {scale!r}")
+            raise UsageError(f"scale must be a positive integer, got {scale!r}")
         self.scale = scale
         self.names = [n for n, _ in images]
         self.lr: list[Tensor] = []
@@ -243,7 +247,7 @@ class SRPatches(Dataset):
     ) -> None:
         for name, lr in zip(pairs.names, pairs.lr, strict=True):
             if min(lr.shape[1:]) < patch_size:
-                raise ValueError(
+                raise UsageError(
                     f"data.patch_size {patch_size} is larger than the LR image {name!r} "
                     f"({lr.shape[2]}x{lr.shape[1]} px at scale {pairs.scale})"
                 )

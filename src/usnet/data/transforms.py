@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import v2
 
+from ..errors import UsageError
+from .images import rgb_pixels
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # AlexNet's PCA of ImageNet RGB pixels in [0, 1] (eigenvalues; eigenvectors as columns),
@@ -49,9 +52,9 @@ def random_crop_flip(images: torch.Tensor, padding: int, u: torch.Tensor) -> tor
     """
     n, c, h, w = images.shape
     if u.shape != (n, 3):
-        raise ValueError(f"random_crop_flip needs uniforms of shape ({n}, 3), got {tuple(u.shape)}")
+        raise UsageError(f"random_crop_flip needs uniforms of shape ({n}, 3), got {tuple(u.shape)}")
     if padding < 0:
-        raise ValueError(f"padding must be >= 0, got {padding}")
+        raise UsageError(f"padding must be >= 0, got {padding}")
     padded = F.pad(images, (padding, padding, padding, padding)) if padding else images
     hp, wp = h + 2 * padding, w + 2 * padding
     span = 2 * padding + 1
@@ -107,14 +110,14 @@ class _PerSample:
     pipeline: v2.Compose
 
     def __call__(self, img: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
-        img = img.convert("RGB")
+        pixels = rgb_pixels(img)  # 16-bit greyscale keeps its values
         if generator is None:
-            return self.pipeline(img).as_subclass(torch.Tensor)
+            return self.pipeline(pixels).as_subclass(torch.Tensor)
         rng = torch.default_generator  # CPU only (torch.manual_seed would also queue CUDA)
         state = rng.get_state()
         rng.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
         try:
-            return self.pipeline(img).as_subclass(torch.Tensor)
+            return self.pipeline(pixels).as_subclass(torch.Tensor)
         finally:
             rng.set_state(state)
 
@@ -136,7 +139,7 @@ class ImageNetTrain(_PerSample):
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         if not 0 < scale[0] <= scale[1] <= 1:
-            raise ValueError(f"crop scale must satisfy 0 < lo <= hi <= 1, got {scale}")
+            raise UsageError(f"crop scale must satisfy 0 < lo <= hi <= 1, got {scale}")
         self.size, self.scale, self.jitter, self.lighting = size, tuple(scale), jitter, lighting
         self.pipeline = v2.Compose(
             [
@@ -164,7 +167,7 @@ class ImageNetEval(_PerSample):
         self.size = size
         self.resize = resize if resize is not None else int(round(size / 0.875))
         if self.resize < size:
-            raise ValueError(f"resize ({self.resize}) must be >= the crop size ({size})")
+            raise UsageError(f"resize ({self.resize}) must be >= the crop size ({size})")
         self.pipeline = v2.Compose(
             [
                 v2.Resize(self.resize, antialias=True),

@@ -18,6 +18,7 @@ input size, versions) and is checked after writing against the network it stands
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import warnings
@@ -28,7 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..io import atomic_write, make_parent
+from ..errors import UsageError
+from ..io import make_parent, writable_target, write_bytes
 from ..nn import WidthConfig, format_width, modes_kept, width_space
 from ..nn import width as at_width
 from .dense import extract
@@ -66,12 +68,13 @@ def save(
     dense network at batch sizes 1 and 3 within :data:`TOLERANCE`, else ``ValueError``.
     """
     if format not in FORMATS:
-        raise ValueError(f"export format {format!r} is unknown; allowed: {list(FORMATS)}")
+        raise UsageError(f"export format {format!r} is unknown; allowed: {list(FORMATS)}")
     from ..shapes import input_shape
 
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path}: is a folder; give the file to write, e.g. {path / 'model'}")
+        raise UsageError(f"{path}: is a folder; give the file to write, e.g. {path / 'model'}")
+    writable_target(path)  # not /dev/null or a FIFO: refused before the work, not after
     shape = input_shape(model, input_size)
     _check_fits(model, width, shape)  # before calibrating runs a forward at that size
     _calibrate_attached(model, width, shape)
@@ -81,11 +84,13 @@ def save(
         outputs = _flat(dense(x))
     info = _info(model, width, shape, format, len(outputs))
     make_parent(path, "export file")
-    atomic_write(path, lambda tmp: _WRITERS[format](dense, x, tmp, info))
+    # serialised in memory, then written by Python: a full disk is an OSError naming the
+    # file (torch's C++ writers abort the process or raise without the path)
+    write_bytes(path, _WRITERS[format](dense, x, info))
     if verify:
         err = check(path, dense, shape, format)
         if err > TOLERANCE[format]:
-            raise ValueError(
+            raise UsageError(
                 f"{path}: the exported {format} network differs from the model by {err:.3g} "
                 f"(allowed {TOLERANCE[format]:g}); the model's forward may not trace faithfully"
             )
@@ -97,7 +102,7 @@ def _check_fits(model: nn.Module, width: WidthConfig | None, shape: tuple) -> No
     the check's batch of 3 would not fit in memory, before anything is allocated. Measured on
     the slimmable model at ``width`` in training mode (batch statistics: no calibration
     needed), whose activations are the dense network's."""
-    from ..models.checked import physical_memory
+    from ..devices import physical_memory
     from ..shapes import activation_bytes
 
     with at_width(model, _config(model, width)), modes_kept(model):
@@ -105,7 +110,7 @@ def _check_fits(model: nn.Module, width: WidthConfig | None, shape: tuple) -> No
         need = activation_bytes(model, shape, 3)
     have = physical_memory()
     if need > have // 2:
-        raise ValueError(
+        raise UsageError(
             f"input size {'x'.join(map(str, shape))}: exporting and checking it needs about "
             f"{need / 2**30:.3g} GiB of activations, more than half of this machine's "
             f"{have / 2**30:.3g} GiB; give a smaller --input-size"
@@ -123,7 +128,7 @@ def load_file(path: str | os.PathLike, format: str | None = None) -> Callable[[T
         raise FileNotFoundError(f"{path}: no such exported file")
     format = format or format_of(path)
     if format is None:
-        raise ValueError(
+        raise UsageError(
             f"{path}: cannot tell the format from suffix {path.suffix!r}; pass format= one of "
             f"{list(FORMATS)}"
         )
@@ -143,7 +148,7 @@ def load_file(path: str | os.PathLike, format: str | None = None) -> Callable[[T
             return outs[0] if len(outs) == 1 else tuple(outs)
 
         return run
-    raise ValueError(f"export format {format!r} is unknown; allowed: {list(FORMATS)}")
+    raise UsageError(f"export format {format!r} is unknown; allowed: {list(FORMATS)}")
 
 
 def read_info(path: str | os.PathLike, format: str | None = None) -> dict[str, Any]:
@@ -166,9 +171,9 @@ def read_info(path: str | os.PathLike, format: str | None = None) -> dict[str, A
                 torch.jit.load(str(path), _extra_files=extra, map_location="cpu")
         text = extra[META_FILE] or None
     else:
-        raise ValueError(f"{path}: pass format= one of {list(FORMATS)}")
+        raise UsageError(f"{path}: pass format= one of {list(FORMATS)}")
     if not text:
-        raise ValueError(f"{path}: carries no usnet record (not written by usnet.export.save?)")
+        raise UsageError(f"{path}: carries no usnet record (not written by usnet.export.save?)")
     return json.loads(text)
 
 
@@ -210,7 +215,7 @@ def _flat(out: Any) -> list[Tensor]:
         return [out]
     if isinstance(out, (tuple, list)) and all(isinstance(t, Tensor) for t in out):
         return list(out)
-    raise ValueError(
+    raise UsageError(
         f"exporting needs a forward that returns a tensor or a tuple of tensors, got "
         f"{type(out).__name__}"
     )
@@ -268,11 +273,12 @@ def _json(info: dict[str, Any]) -> str:
         return json.dumps({**info, "arch_kwargs": repr(info["arch_kwargs"])})
 
 
-def _write_pt(dense: nn.Module, x: Tensor, path: Path, info: dict[str, Any]) -> None:
+def _write_pt(dense: nn.Module, x: Tensor, info: dict[str, Any]) -> bytes:
     batch = torch.export.Dim("batch")
     program = torch.export.export(dense, (x,), dynamic_shapes=({0: batch},))
-    with open(path, "wb") as f:  # a file object: torch.export insists on a .pt2 path name
-        torch.export.save(program, f, extra_files={META_FILE: _json(info)})
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer, extra_files={META_FILE: _json(info)})
+    return buffer.getvalue()
 
 
 @contextlib.contextmanager
@@ -285,38 +291,41 @@ def _quiet_jit() -> Iterator[None]:
         yield
 
 
-def _write_torchscript(dense: nn.Module, x: Tensor, path: Path, info: dict[str, Any]) -> None:
+def _write_torchscript(dense: nn.Module, x: Tensor, info: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
     with _quiet_jit():
         traced = torch.jit.trace(dense, (x,), check_trace=False)  # save() verifies the file
-        torch.jit.save(traced, str(path), _extra_files={META_FILE: _json(info)})
+        torch.jit.save(traced, buffer, _extra_files={META_FILE: _json(info)})
+    return buffer.getvalue()
 
 
-def _write_onnx(dense: nn.Module, x: Tensor, path: Path, info: dict[str, Any]) -> None:
+def _write_onnx(dense: nn.Module, x: Tensor, info: dict[str, Any]) -> bytes:
     onnx = _require("onnx")
     n = info["outputs"]
     outputs = ["output"] if n == 1 else [f"output{i}" for i in range(n)]
     axes = {name: {0: "batch"} for name in ("input", *outputs)}
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export")
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             dense,
             (x,),
-            str(path),
+            buffer,  # type: ignore[arg-type]  # the TorchScript-based exporter takes a file object
             dynamo=False,  # the torch.export-based exporter needs onnxscript; this one does not
             input_names=["input"],
             output_names=outputs,
             dynamic_axes=axes,
             opset_version=ONNX_OPSET,
         )
-    proto = onnx.load(str(path))
+    proto = onnx.load_from_string(buffer.getvalue())
     entry = proto.metadata_props.add()
     entry.key, entry.value = "usnet", _json(info)
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    return proto.SerializeToString()
 
 
-_WRITERS: dict[str, Callable[[nn.Module, Tensor, Path, dict[str, Any]], None]] = {
+_WRITERS: dict[str, Callable[[nn.Module, Tensor, dict[str, Any]], bytes]] = {
     "pt": _write_pt,
     "torchscript": _write_torchscript,
     "onnx": _write_onnx,

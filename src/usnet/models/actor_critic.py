@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import UsageError
 from ..nn import GroupRef, USConv2d, USLinear, make_divisible
 from .base import USModel
 from .registry import register_model
@@ -59,7 +60,7 @@ class USActorCritic(USModel):
         env_id: str | None,
     ) -> None:
         if not isinstance(num_actions, int) or num_actions < 1:
-            raise ValueError(f"num_actions must be a positive int, got {num_actions!r}")
+            raise UsageError(f"num_actions must be a positive int, got {num_actions!r}")
         super().__init__(width_min, width_max, input_size)
         self.num_actions = num_actions
         self.env_id = env_id
@@ -87,9 +88,9 @@ class USActorCriticMLP(USActorCritic):
         env_id: str | None = None,
     ) -> None:
         if not isinstance(obs_dim, int) or obs_dim < 1:
-            raise ValueError(f"obs_dim must be a positive int, got {obs_dim!r}")
+            raise UsageError(f"obs_dim must be a positive int, got {obs_dim!r}")
         if not hidden or any(not isinstance(h, int) or h < 1 for h in hidden):
-            raise ValueError(f"hidden must be a non-empty list of positive ints, got {hidden!r}")
+            raise UsageError(f"hidden must be a non-empty list of positive ints, got {hidden!r}")
         super().__init__((obs_dim, 1, 1), num_actions, width_min, width_max, env_id)
         self.shared = bool(shared)
         self.actor, feat_actor = self._mlp("actor" if not shared else "trunk", obs_dim, hidden)
@@ -160,7 +161,7 @@ class USActorCriticCNN(USActorCritic):
         with torch.no_grad():
             spatial = int(self.trunk(torch.zeros(1, *self.input_size))[0, 0].numel())
         if spatial < 1:
-            raise ValueError(f"input_size {input_size} is too small for the Nature-DQN trunk")
+            raise UsageError(f"input_size {input_size} is too small for the Nature-DQN trunk")
         self._conv3, self.spatial = c3, spatial
         self._flat = space.group("flat", c3.full * spatial, ratio=spatial)
         hid = space.group("fc", make_divisible(512 * width_max))
@@ -172,7 +173,7 @@ class USActorCriticCNN(USActorCritic):
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         if self._flat.active != self._conv3.active * self.spatial:
-            raise ValueError(
+            raise UsageError(
                 "width config gives channel groups 'flat' and 'conv3' different widths; "
                 "they are one dimension (the flattened conv3 features): give them the same value"
             )

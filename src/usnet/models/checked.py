@@ -8,7 +8,6 @@ refused before it allocates, not end in an allocation failure or the system's OO
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +15,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..devices import physical_memory
+from ..errors import UsageError
 from .registry import create_model, model_name_error
 
 
@@ -30,29 +31,21 @@ def build_model(
     """
     error = model_name_error(arch)
     if error is not None:
-        raise ValueError(f"{where}: {error}")
+        raise UsageError(f"{where}: {error}")
     try:
         with _MemoryBudget(max_bytes):
             return create_model(arch, **kwargs)
     except _TooBig as e:
-        raise ValueError(
+        raise UsageError(
             f"{where}: model {arch!r} with arguments {dict(kwargs)} needs a tensor of shape "
             f"{e.shape} ({e.need / 2**30:.3g} GiB), more than the {max_bytes / 2**30:.3g} GiB "
             f"{limit}"
         ) from None
     except (ValueError, TypeError, RuntimeError, OverflowError) as e:  # wrong values or kinds
         what = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
-        raise ValueError(
+        raise UsageError(
             f"{where}: arguments {dict(kwargs)} do not build model {arch!r} ({what})"
         ) from None
-
-
-def physical_memory() -> int:
-    """Physical memory in bytes (a generous 1 TiB where the system does not say)."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 2**40
 
 
 def build_from_config(arch: str, kwargs: Mapping[str, Any]) -> nn.Module:
@@ -72,7 +65,7 @@ class _MemoryBudget(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN202
         kwargs = kwargs or {}
-        if func in self._FACTORIES:
+        if func in self._FACTORIES and str(kwargs.get("device")) != "meta":  # meta: no memory
             size = kwargs.get("size", args[0] if args and not isinstance(args[0], int) else args)
             try:
                 dtype = kwargs.get("dtype") or torch.get_default_dtype()

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UsageError
 from ..nn import GroupRef, USConv2d, make_divisible
 from .base import USModel
 from .registry import register_model
@@ -59,7 +60,7 @@ class ResBlock(nn.Module):
 
 def check_scale(scale: int) -> int:
     if scale not in SCALES:
-        raise ValueError(f"scale must be one of {list(SCALES)}, got {scale!r}")
+        raise UsageError(f"scale must be one of {list(SCALES)}, got {scale!r}")
     return int(scale)
 
 

@@ -12,13 +12,15 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import UsageError
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     """Register a model constructor under its function name."""
     if fn.__name__ in _MODELS:
-        raise ValueError(f"model {fn.__name__!r} is registered twice")
+        raise UsageError(f"model {fn.__name__!r} is registered twice")
     _MODELS[fn.__name__] = fn
     return fn
 
@@ -58,7 +60,7 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
 
     error = model_name_error(name)
     if error is not None:
-        raise ValueError(error)
+        raise UsageError(error)
     model: Any  # a module that gets plain attributes
     try:
         if name in _MODELS:
@@ -66,7 +68,7 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
         else:
             model = build_source(name, dict(kwargs))
     except TypeError as e:
-        raise ValueError(f"bad arguments for model {name!r}: {e}") from None
+        raise UsageError(f"bad arguments for model {name!r}: {e}") from None
     model.arch = name
     model.arch_kwargs = {k: v for k, v in kwargs.items() if name in _MODELS or k != "weights"}
     return model

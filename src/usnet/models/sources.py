@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..errors import UsageError
+
 SOURCES = ("torchvision", "timm")
 #: Arguments usnet consumes; everything else goes to the network's constructor.
 USNET_KWARGS = ("width_min", "width_max", "divisor", "keep", "input_size", "weights")
@@ -57,15 +59,15 @@ def check_source_name(name: str) -> None:
     if source == "torchvision":
         known = _torchvision_models()
         if model not in known:
-            raise ValueError(
+            raise UsageError(
                 f"unknown torchvision classification model {model!r}{_close(model, known)}"
             )
     elif source == "timm":
         timm = _import("timm", name)
         if not timm.is_model(model):
-            raise ValueError(f"unknown timm model {model!r}{_close(model, timm.list_models())}")
+            raise UsageError(f"unknown timm model {model!r}{_close(model, timm.list_models())}")
     elif not _IMPORT_PATH.match(name):
-        raise ValueError(
+        raise UsageError(
             f"model {name!r} is neither a registered name nor a source: use torchvision:NAME, "
             "timm:NAME or package.module:factory"
         )
@@ -75,7 +77,7 @@ def check_source_name(name: str) -> None:
         except ImportError:  # a parent package is missing
             found = False
         if not found:
-            raise ValueError(
+            raise UsageError(
                 f"model {name!r}: module {source!r} cannot be imported (not installed?)"
             )
 
@@ -95,6 +97,7 @@ def build_source(name: str, kwargs: dict[str, Any]) -> nn.Module:
         model = rebuild(net, recorded_conversion(), widths, divisor, shape)  # no tracing
     if model is None:
         net, shape = _plain(name, kwargs, own)
+        _check_example_memory(name, net, shape)
         example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
         model = convert(net, example, widths, divisor, own.get("keep", ()))
     model.task = "classification"
@@ -115,6 +118,8 @@ def _plain(name: str, kwargs: dict[str, Any], own: dict[str, Any]) -> tuple[nn.M
         load_weights(net, own["weights"])
     size = own.get("input_size", side)
     shape = (in_chans, size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    if not shape or min(shape) < 1:
+        raise UsageError(f"input_size {size!r} must be positive sizes, e.g. 224 or [3, 224, 224]")
     return net, shape
 
 
@@ -138,6 +143,30 @@ class _NoRandomInit(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+#: The most memory the conversion's example forward may keep (it keeps every intermediate
+#: tensor): far more than any network needs at its usual input size (a ResNet-50 at 224 px
+#: keeps about 0.2 GiB), far less than a machine, so an absurd input size is refused at once.
+EXAMPLE_MEMORY = 4 * 2**30
+
+
+def _check_example_memory(name: str, net: nn.Module, shape: tuple[int, ...]) -> None:
+    """Refuse an ``input_size`` whose example forward would keep more than
+    :data:`EXAMPLE_MEMORY` (or half this machine's memory), before it runs: measured on meta
+    tensors, which take no memory."""
+    from ..devices import physical_memory
+    from ..shapes import activation_bytes
+
+    need = activation_bytes(net, shape, 2)
+    limit = min(EXAMPLE_MEMORY, physical_memory() // 2)
+    if need > limit:
+        raise UsageError(
+            f"model {name!r} at input_size {list(shape)}: converting it runs an example forward "
+            f"that keeps {need / 2**30:.3g} GiB, more than the {limit / 2**30:.3g} GiB usnet "
+            "allows; convert at a smaller input_size (the channel groups do not depend on it; "
+            "usnet profile --input-size N counts MACs at any size)"
+        )
+
+
 def _torchvision(name: str, kwargs: dict[str, Any]) -> tuple[nn.Module, int]:
     import torchvision
 
@@ -148,7 +177,7 @@ def _torchvision(name: str, kwargs: dict[str, Any]) -> tuple[nn.Module, int]:
     if in_chans != 3:
         first = next(((n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d)), None)
         if first is None or first[1].in_channels != 3:
-            raise ValueError(f"torchvision:{name}: cannot find its RGB input conv for in_chans")
+            raise UsageError(f"torchvision:{name}: cannot find its RGB input conv for in_chans")
         path, conv = first
         new = nn.Conv2d(
             in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,  # type: ignore[arg-type]
@@ -171,13 +200,13 @@ def _factory(name: str, kwargs: dict[str, Any]) -> nn.Module:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ValueError(f"model {name!r}: cannot import {module_name!r} ({e})") from None
+        raise UsageError(f"model {name!r}: cannot import {module_name!r} ({e})") from None
     fn = getattr(module, attr, None)
     if fn is None:
-        raise ValueError(f"model {name!r}: module {module_name!r} has no {attr!r}")
+        raise UsageError(f"model {name!r}: module {module_name!r} has no {attr!r}")
     is_class = isinstance(fn, type) and issubclass(fn, nn.Module)
     if not is_class and not getattr(fn, "__usnet_source__", False):
-        raise ValueError(
+        raise UsageError(
             f"model {name!r}: {attr!r} is neither an nn.Module class nor a function marked with "
             "@usnet.model_source, so usnet does not call it"
         )
@@ -187,13 +216,13 @@ def _factory(name: str, kwargs: dict[str, Any]) -> nn.Module:
         if key in kwargs and not (takes_any or key in params):
             value = kwargs.pop(key)
             if key == "num_classes" or value != 3:
-                raise ValueError(
+                raise UsageError(
                     f"model {name!r} takes no {key!r} argument, so it cannot be built with "
                     f"{key}={value}"
                 )
     net = fn(**kwargs)
     if not isinstance(net, nn.Module):
-        raise ValueError(f"model {name!r} returned a {type(net).__name__}, not an nn.Module")
+        raise UsageError(f"model {name!r} returned a {type(net).__name__}, not an nn.Module")
     return net
 
 
@@ -207,7 +236,7 @@ def load_weights(net: nn.Module, path: str | Path) -> None:
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"weights {str(path)!r}: no such file")
+        raise UsageError(f"weights {str(path)!r}: no such file")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -216,12 +245,12 @@ def load_weights(net: nn.Module, path: str | Path) -> None:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"weights {str(path)!r}: not a readable state dict ({e})") from None
+        raise UsageError(f"weights {str(path)!r}: not a readable state dict ({e})") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):
-        raise ValueError(
+        raise UsageError(
             f"weights {str(path)!r}: expected a state dict, got {type(state).__name__}"
         )
     state = {k.removeprefix("module."): v for k, v in state.items()}
@@ -245,7 +274,7 @@ def load_weights(net: nn.Module, path: str | Path) -> None:
     result = net.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if k not in skipped]
     if missing or result.unexpected_keys:
-        raise ValueError(
+        raise UsageError(
             f"weights {str(path)!r} do not match the network: missing {missing[:5]}, "
             f"unexpected {result.unexpected_keys[:5]}"
         )
@@ -261,7 +290,7 @@ def _import(module: str, name: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ValueError(f"model {name!r} needs {module!r}, which is not installed") from None
+        raise UsageError(f"model {name!r} needs {module!r}, which is not installed") from None
 
 
 def _close(name: str, known: list[str]) -> str:

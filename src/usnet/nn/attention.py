@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UsageError
 from .groups import GroupRef, Span, as_span
 from .linear import USLinear
 from .sliced import dense_param
@@ -40,7 +41,7 @@ class _HeadsCore(nn.Module):
 
     def _setup(self, embed: Span, heads: GroupRef, head_dim: int, scale: float | None) -> None:
         if not isinstance(heads.space, WidthSpace):
-            raise ValueError("the heads of a slimmable attention must be a slimmable group")
+            raise UsageError("the heads of a slimmable attention must be a slimmable group")
         self.embed_in, self.heads, self.head_dim = embed, heads, int(head_dim)
         self.space = heads.space
         self.num_heads = heads.full
@@ -117,9 +118,9 @@ class USAttention(_HeadsCore):
     ) -> USAttention:
         """The slimmable form of a timm ``Attention`` (parameters and norms kept)."""
         if getattr(attn, "gate", None) is not None:
-            raise ValueError("a gated timm Attention is not supported (its gate slims the heads)")
+            raise UsageError("a gated timm Attention is not supported (its gate slims the heads)")
         if not isinstance(getattr(attn, "norm", nn.Identity()), nn.Identity):
-            raise ValueError("a timm Attention with scale_norm is not supported (its norm slims)")
+            raise UsageError("a timm Attention with scale_norm is not supported (its norm slims)")
         layer = cls(
             embed_in if embed_in is not None else attn.qkv.in_features,
             embed_out if embed_out is not None else attn.proj.out_features,
@@ -172,7 +173,7 @@ class USMultiheadAttention(_HeadsCore):
     def __init__(self, mha: nn.MultiheadAttention, embed: Span | None, heads: GroupRef) -> None:
         super().__init__()
         if not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn:
-            raise ValueError(
+            raise UsageError(
                 "nn.MultiheadAttention with kdim/vdim != embed_dim, add_bias_kv or "
                 "add_zero_attn is not supported"
             )
@@ -201,7 +202,7 @@ class USMultiheadAttention(_HeadsCore):
         is_causal: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         if key is not query or value is not query:
-            raise ValueError("a slimmable nn.MultiheadAttention runs self-attention only")
+            raise UsageError("a slimmable nn.MultiheadAttention runs self-attention only")
         x = query if self.batch_first else query.transpose(0, 1)
         q, k, v = self._qkv(x)
         p = self.dropout if self.training else 0.0

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UsageError
 from .groups import Counts, Span, as_span
 from .rounding import active_channels
 from .shared_grad import narrow
@@ -270,7 +271,7 @@ class TrainOnlyBatchNorm(Sliced):
     def __init__(self, bn: Any, span: Span) -> None:
         super().__init__()
         if not isinstance(span.space, WidthSpace):
-            raise ValueError("TrainOnlyBatchNorm needs a span with a slimmable channel group")
+            raise UsageError("TrainOnlyBatchNorm needs a span with a slimmable channel group")
         self.span, self.space, self.eps = span, span.space, bn.eps
         self.num_features = bn.num_features
         self.weight, self.bias = bn.weight, bn.bias
@@ -326,7 +327,7 @@ class SwitchableBatchNorm2d(nn.Module):
         self.space = space
         self.switches = tuple(round(float(w), 6) for w in switches)
         if not self.span.prefix:
-            raise ValueError("switchable batch norm needs one channel group")
+            raise UsageError("switchable batch norm needs one channel group")
         index, full, _ = self.span.segments[0]
         group = space.groups[index] if index >= 0 else None
         self.bn = nn.ModuleList(
@@ -341,7 +342,7 @@ class SwitchableBatchNorm2d(nn.Module):
     def _switch(self) -> nn.BatchNorm2d:
         config = self.space.config
         if config not in self.switches:
-            raise ValueError(
+            raise UsageError(
                 f"width {format_width(config)} is not a switch of this switchable-BN model; "
                 f"allowed: {list(self.switches)}"
             )

@@ -23,6 +23,8 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import UsageError
+
 #: Graphs a compiled US model keeps before dynamo runs it eagerly (see the module docstring).
 MAX_NETWORKS = 64
 
@@ -36,7 +38,7 @@ def compile(model: nn.Module, *, max_networks: int = MAX_NETWORKS, **options: An
     ``torch._dynamo.config.patch(recompile_limit=max_networks)``.
     """
     if isinstance(max_networks, bool) or not isinstance(max_networks, int) or max_networks < 1:
-        raise ValueError(f"max_networks must be an int >= 1, got {max_networks!r}")
+        raise UsageError(f"max_networks must be an int >= 1, got {max_networks!r}")
     import torch._dynamo  # torch.compile imports it too; not at import time of usnet (slow)
 
     config: Any = torch._dynamo.config

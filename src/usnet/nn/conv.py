@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.utils import _ntuple
 
+from ..errors import UsageError
 from .groups import Counts, Span, as_span
 from .shared_grad import narrow
 from .sliced import Sliced, current, dense_param, space_of
@@ -66,7 +67,7 @@ class USConv(Sliced, _ConvNd):
         in_span, out_span = as_span(in_channels), as_span(out_channels)
         if depthwise:
             if in_span.segments != out_span.segments or in_span.space is not out_span.space:
-                raise ValueError(
+                raise UsageError(
                     f"a depthwise USConv needs one channel group for in and out, got "
                     f"{in_span!r} and {out_span!r}"
                 )

@@ -21,6 +21,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from ..errors import UsageError
+
 #: Active channel counts of every group of a width space, in declaration order (ints, or
 #: symbolic sizes while torch.compile traces).
 Counts = Sequence[int]
@@ -74,10 +76,10 @@ class Span:
                 segments.append((-1, _positive(part), int(factor)))
                 continue
             if len(part.segments) != 1 or part.segments[0][2] != 1:
-                raise ValueError(f"a span's part must be one channel group, got {part!r}")
+                raise UsageError(f"a span's part must be one channel group, got {part!r}")
             if part.space is not None:
                 if space is not None and part.space is not space:
-                    raise ValueError("a span's channel groups must belong to one width space")
+                    raise UsageError("a span's channel groups must belong to one width space")
                 space = part.space
             index, full, _ = part.segments[0]
             segments.append((index, full, int(factor)))
@@ -174,5 +176,5 @@ def as_span(channels: int | Span) -> Span:
 
 def _positive(n: object) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"channels must be a positive int or a channel group, got {n!r}")
+        raise UsageError(f"channels must be a positive int or a channel group, got {n!r}")
     return n

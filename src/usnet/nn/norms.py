@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UsageError
 from .groups import Counts, Span, as_span
 from .sliced import Sliced, dense_param
 from .space import WidthSpace
@@ -28,7 +29,7 @@ class _AffineNorm(Sliced):
     def _adopt(self, norm: nn.Module, span: Span | None, channels: int) -> None:
         self.span = as_span(span if span is not None else channels)
         if not isinstance(self.span.space, WidthSpace):
-            raise ValueError("a slimmable norm needs a span with a slimmable channel group")
+            raise UsageError("a slimmable norm needs a span with a slimmable channel group")
         self.space = self.span.space
         self.weight = getattr(norm, "weight", None)
         self.bias = getattr(norm, "bias", None)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from ..errors import UsageError
 from .groups import Span
 from .sliced import dense_param
 
@@ -23,7 +24,7 @@ class SliceChannels(nn.Module):
     def __init__(self, span: Span, dim: int) -> None:
         super().__init__()
         if span.space is None:
-            raise ValueError("SliceChannels needs a span with a slimmable channel group")
+            raise UsageError("SliceChannels needs a span with a slimmable channel group")
         self.span, self.dim = span, dim
 
     def forward(self, x: Tensor) -> Tensor:

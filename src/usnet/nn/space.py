@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..errors import UsageError
 from .groups import ChannelGroup, Counts, GroupRef
 from .rounding import active_channels
 
@@ -66,7 +67,7 @@ class WidthSpace:
 
     def __init__(self, width_min: float, width_max: float = 1.0) -> None:
         if not 0 < width_min <= width_max:
-            raise ValueError(
+            raise UsageError(
                 f"width range must satisfy 0 < width_min <= width_max, got [{width_min}, {width_max}]"
             )
         self.width_min, self.width_max = float(width_min), float(width_max)
@@ -90,7 +91,7 @@ class WidthSpace:
     ) -> GroupRef:
         """Declare a channel group of ``full`` channels (at ``width_max``) and return its handle."""
         if any(g.name == name for g in self.groups):
-            raise ValueError(f"channel group {name!r} is declared twice")
+            raise UsageError(f"channel group {name!r} is declared twice")
         self.groups.append(ChannelGroup(name, int(full), int(ratio), slimmable, int(divisor)))
         self._plans.clear()
         self._default = self._plan(self._default.config, self._default.active + (int(full),))
@@ -146,13 +147,13 @@ class WidthSpace:
             names = {g.name for g in self.groups if g.slimmable}
             unknown = sorted(set(width) - names - {"*"})
             if unknown:
-                raise ValueError(
+                raise UsageError(
                     f"unknown channel group(s) {unknown} in width config; allowed: "
                     f"{sorted(names)} and '*' for the rest"
                 )
             missing = sorted(names - set(width))
             if missing and "*" not in width:
-                raise ValueError(
+                raise UsageError(
                     f"width config misses channel group(s) {missing}; name them or give '*'"
                 )
             rest = width.get("*")
@@ -170,7 +171,7 @@ class WidthSpace:
         if not is_real(w):
             what = "width" if field == "width" else f"width of channel group {field!r}"
             alternative = " or a {channel group: number} mapping" if field == "width" else ""
-            raise ValueError(
+            raise UsageError(
                 f"{what} must be a real number (int or float, not bool or str){alternative}, "
                 f"got {w!r} ({type(w).__name__})"
             )
@@ -178,13 +179,13 @@ class WidthSpace:
         if not math.isfinite(value) or not (
             self.width_min - 1e-9 <= value <= self.width_max + 1e-9
         ):
-            raise ValueError(
+            raise UsageError(
                 f"{field} {w!r} is outside the model's width range "
                 f"[{self.width_min}, {self.width_max}]"
             )
         value = round(value, DIGITS)
         if self.allowed is not None and value not in self.allowed:
-            raise ValueError(
+            raise UsageError(
                 f"{field} {w!r} is not one of this model's switches {list(self.allowed)}"
             )
         return value

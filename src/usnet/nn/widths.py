@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from ..errors import UsageError
 from .space import DIGITS, Width
 
 #: The most widths :func:`parse_widths` builds (a typo such as step 1e-9 must not hang or OOM).
@@ -25,15 +26,15 @@ def parse_widths(text: str) -> list[float]:
             if step <= 0 or stop < start:
                 raise ValueError
     except ValueError:
-        raise ValueError(
+        raise UsageError(
             f"widths {text!r} must be 'start:stop:step' with step > 0 and stop >= start (e.g. "
             f"0.35:1.0:0.025) or a comma list (e.g. 0.25,0.5,1.0)"
         ) from None
     if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"widths {text!r}: every number must be finite (no inf or nan)")
+        raise UsageError(f"widths {text!r}: every number must be finite (no inf or nan)")
     span = (stop - start) / step if grid else len(values) - 1  # may overflow to inf
     if not span + 1 <= MAX_WIDTHS:
-        raise ValueError(
+        raise UsageError(
             f"widths {text!r} make {f'{span + 1:,.0f}' if span < math.inf else 'too many'} "
             f"widths; at most {MAX_WIDTHS:,} are allowed"
             + (" (use a larger step)" if grid else "")

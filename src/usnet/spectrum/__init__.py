@@ -18,7 +18,7 @@ from .compute import (
     measure_latency,
 )
 from .files import load_spectrum, save_spectrum
-from .providers import Metric, MetricProvider, ProviderOptions, metric_provider
+from .providers import Metric, MetricProvider, ProviderOptions
 from .result import Spectrum, SpectrumRow
 from .selection import Selection, parse_count, parse_latency_ms, parse_target, select
 from .tables import describe, format_table
@@ -38,7 +38,6 @@ __all__ = [
     "format_table",
     "load_spectrum",
     "measure_latency",
-    "metric_provider",
     "parse_count",
     "parse_latency_ms",
     "parse_target",

@@ -24,10 +24,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .. import profile
 from ..calibration import calibrate, is_calibrated
+from ..errors import UsageError
+from ..logs import progress_bar
 from ..nn import USBatchNorm2d, Width, WidthConfig, format_width, width_space
 from ..nn import width as at_width
 from .providers import MetricProvider
@@ -89,7 +90,6 @@ def compute_spectrum(
     warmup: int = 5,
     noisy_spread: float = NOISY_SPREAD,
     timer: Callable[[], float] = time.perf_counter,
-    progress: bool = True,
     label: str = "US-Net",
     kind: Kind = "us",
 ) -> Spectrum:
@@ -104,7 +104,7 @@ def compute_spectrum(
     is for tests. The model's width is unchanged.
     """
     if not widths:
-        raise ValueError("widths is empty: give at least one width")
+        raise UsageError("widths is empty: give at least one width")
     _check_timing(batch_size_throughput, noisy_spread)
     space = width_space(model)
     configs = [space.canonical(w) for w in widths]  # every width valid before any work
@@ -129,7 +129,6 @@ def compute_spectrum(
             [_config(c) for c in todo],
             num_samples or (metric_fn.num_samples if metric_fn else 2000),
             metric_fn.calibration_method if metric_fn else "exact",
-            progress=progress,
         )
         calibrated_here = [format_width(c) for c in todo]
 
@@ -154,9 +153,7 @@ def compute_spectrum(
             )
         )
     if metric_fn is not None:
-        for r, w in tqdm(
-            list(zip(rows, chosen, strict=True)), desc="spectrum", unit="net", disable=not progress
-        ):
+        for r, w in progress_bar(list(zip(rows, chosen, strict=True)), desc="spectrum", unit="net"):
             if is_calibrated(model, w):
                 r.metrics = metric_fn(model, w)
     rows.sort(key=lambda r: (r.macs, r.channels))
@@ -182,7 +179,6 @@ def compute_spectrum(
             warmup=warmup,
             noisy_spread=noisy_spread,
             timer=timer,
-            progress=progress,
         )
     return spectrum
 
@@ -195,7 +191,6 @@ def measure_latency(
     warmup: int = 5,
     noisy_spread: float = NOISY_SPREAD,
     timer: Callable[[], float] = time.perf_counter,
-    progress: bool = True,
 ) -> None:
     """Fill the latency and throughput of every row of every ``(model, spectrum)`` part, all
     timed in the same interleaved rounds: a US-Net and its baselines then meet the same machine
@@ -207,7 +202,6 @@ def measure_latency(
         repeats,
         warmup,
         timer,
-        progress,
     )
     for _, spec in parts:
         for r in spec.rows:
@@ -230,9 +224,9 @@ def measure_latency(
 def _check_timing(batch_size_throughput: int, noisy_spread: float) -> None:
     """Timing options checked before any work (compute_spectrum checks before calibrating)."""
     if batch_size_throughput < 1:
-        raise ValueError(f"batch_size_throughput must be >= 1, got {batch_size_throughput}")
+        raise UsageError(f"batch_size_throughput must be >= 1, got {batch_size_throughput}")
     if not noisy_spread > 0:
-        raise ValueError(f"noisy_spread must be > 0, got {noisy_spread}")
+        raise UsageError(f"noisy_spread must be > 0, got {noisy_spread}")
 
 
 def _together(others: int) -> str:
@@ -245,7 +239,6 @@ def _time_rows(
     repeats: int,
     warmup: int,
     timer: Callable[[], float],
-    progress: bool,
 ) -> None:
     """Fill the rows' latency and throughput, every row timed in the same interleaved rounds;
     uncalibrated widths run on placeholder statistics meanwhile."""
@@ -255,7 +248,7 @@ def _time_rows(
             if not is_calibrated(m, w):
                 stack.enter_context(placeholder_stats(m, w))
         one = profile.interleaved_latency_of(
-            targets, 1, repeats, warmup, timer=timer, progress=progress
+            targets, 1, repeats, warmup, timer=timer
         )
         many = profile.interleaved_latency_of(
             targets,
@@ -263,7 +256,6 @@ def _time_rows(
             max(3, repeats // 3),
             max(1, warmup // 2),
             timer=timer,
-            progress=progress,
         )
     per_s = batch_size * 1000.0
     for (_, r), a, b in zip(rows, one, many, strict=True):
@@ -302,14 +294,14 @@ def baseline_points(
     if train.get("sampling") == "fixed":
         widths = train.get("widths") or []
         if len(widths) != 1:
-            raise ValueError(
+            raise UsageError(
                 f"a 'fixed' baseline needs exactly one width in train.widths, got {widths!r}"
             )
         return "individual", "individually trained", [float(widths[0])]
     space = width_space(model)
     inside = [w for w in grid if space.width_min - 1e-9 <= w <= space.width_max + 1e-9]
     if not inside:
-        raise ValueError(
+        raise UsageError(
             f"no width of the grid lies in the baseline's range [{space.width_min}, "
             f"{space.width_max}]"
         )

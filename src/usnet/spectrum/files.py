@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 
-from ..checkpoint import atomic_write
+from ..errors import UsageError
+from ..io import write_text
 from .result import Spectrum
 from .tables import format_table, to_markdown
 
@@ -24,13 +24,7 @@ def save_spectrum(spectrum: Spectrum, out: str | os.PathLike) -> list[Path]:
         json.dumps(spectrum.to_dict(), indent=2) + "\n",
         to_markdown(spectrum),
     )
-    return [
-        atomic_write(out / name, _writer(text)) for name, text in zip(FILES, texts, strict=True)
-    ]
-
-
-def _writer(text: str) -> Callable[[Path], object]:
-    return lambda tmp: tmp.write_text(text)
+    return [write_text(out / name, text) for name, text in zip(FILES, texts, strict=True)]
 
 
 def load_spectrum(path: str | os.PathLike) -> Spectrum:
@@ -43,8 +37,8 @@ def load_spectrum(path: str | os.PathLike) -> Spectrum:
         raise FileNotFoundError(f"{path}: no such spectrum file")
     try:
         doc = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: corrupt spectrum JSON ({e})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise UsageError(f"{path}: corrupt spectrum JSON ({e})") from None
     if not isinstance(doc, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise UsageError(f"{path}: expected a JSON object")
     return Spectrum.from_dict(doc, str(path))

@@ -10,6 +10,7 @@ state is touched, so plotting works headless and inside other programs.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..errors import UsageError
+from ..io import write_bytes
 from .providers import Metric
 from .result import Spectrum, SpectrumRow
 from .tables import threads
@@ -202,7 +205,7 @@ def plot_spectrum(
         chosen = None  # no width could be evaluated (e.g. no calibration data)
     if chosen is None:
         if not spectrum.has_latency:
-            raise ValueError("nothing to plot: the spectrum has neither a metric nor latency")
+            raise UsageError("nothing to plot: the spectrum has neither a metric nor latency")
         panels: Sequence[str] = ("macs",)
     else:
         panels = ("macs", "latency") if spectrum.has_latency else ("macs",)
@@ -227,5 +230,7 @@ def plot_spectrum(
     fig.text(0.5, -0.01, note, ha="center", va="top", fontsize=7.5, color="#555555")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
+    png = io.BytesIO()  # rendered first: a full disk must not leave a 0-byte or partial PNG
+    fig.savefig(png, format="png", bbox_inches="tight")
+    write_bytes(path, png.getvalue())
     return path

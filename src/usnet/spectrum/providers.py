@@ -1,10 +1,12 @@
-"""How a task's quality is measured for the spectrum: metrics and providers.
+"""How a task's quality is measured: metrics and providers.
 
 A :class:`MetricProvider` names its metrics (and whether higher is better), evaluates a model at
 a width and may offer BN calibration data, so the spectrum and width selection stay
-task-agnostic. :func:`metric_provider` builds one from a checkpoint's training config through
-the task it names (:mod:`usnet.tasks`: each task's ``provider`` module, beside the code that
-evaluates it).
+task-agnostic. Each task builds its provider from a run's config (its ``provider`` module,
+beside the code that evaluates it), and that provider is the one way a checkpoint of the task
+is calibrated and evaluated: by the trainer at the end of every evaluated epoch and by
+``usnet calibrate``, ``spectrum``, ``select`` and ``export`` alike
+(:func:`usnet.tasks.metric_provider` finds it from a checkpoint's metadata).
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from torch import nn
 
+from ..calibration import calibrate, is_calibrated, needs_calibration
+from ..errors import UsageError
 from ..nn import WidthConfig
 
 
@@ -62,7 +65,7 @@ def find_metric(metrics: Sequence[Metric], name: str, where: str = "this spectru
     for m in metrics:
         if m.name == name:
             return m
-    raise ValueError(f"metric {name!r} is not in {where}; measured: {[m.name for m in metrics]}")
+    raise UsageError(f"metric {name!r} is not in {where}; measured: {[m.name for m in metrics]}")
 
 
 @dataclass
@@ -83,50 +86,52 @@ class MetricProvider:
     calibration_method: str = "exact"
     dataset: str = ""
     references: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Inputs the last :meth:`calibrate` used (the data may hold fewer than ``num_samples``).
+    samples_used: int | None = None
 
     def __post_init__(self) -> None:
         if not any(m.higher_is_better is not None for m in self.metrics):
-            raise ValueError(f"metric provider for {self.task!r} declares no ranked metric")
+            raise UsageError(f"metric provider for {self.task!r} declares no ranked metric")
 
     def __call__(self, model: nn.Module, width: WidthConfig) -> dict[str, float]:
         got = dict(self.evaluate(model, width))
         missing = [m.name for m in self.metrics if m.name not in got]
         if missing:
-            raise ValueError(f"{self.task} metrics {missing} missing from evaluate's result {got}")
+            raise UsageError(f"{self.task} metrics {missing} missing from evaluate's result {got}")
         return {k: float(v) for k, v in got.items() if isinstance(v, (int, float))}
 
     @property
     def primary(self) -> Metric:
         return next(m for m in self.metrics if m.higher_is_better is not None)
 
+    def calibrate(
+        self, model: nn.Module, widths: Sequence[WidthConfig], replace: bool = False
+    ) -> list[WidthConfig]:
+        """Calibrate those of ``widths`` that have no statistics (all of them with ``replace``)
+        from this task's calibration data; returns the widths calibrated. A model without
+        per-width BN, or a provider without calibration data, calibrates none."""
+        if self.calibration is None or not needs_calibration(model):
+            return []
+        todo = list(widths) if replace else [w for w in widths if not is_calibrated(model, w)]
+        if todo:
+            self.samples_used = calibrate(
+                model, self.calibration(), todo, self.num_samples, self.calibration_method
+            )
+        return todo
+
+    def measure(self, model: nn.Module, widths: Sequence[float]) -> dict[float, dict[str, float]]:
+        """Metrics per width, calibrating first the widths without statistics."""
+        self.calibrate(model, widths)
+        return {w: self(model, w) for w in widths}
+
 
 @dataclass(frozen=True)
 class ProviderOptions:
-    """What a user may change about a checkpoint's evaluation data."""
+    """What a user may change about a checkpoint's evaluation and calibration data (None: as
+    the run's config says)."""
 
     data_root: str | None = None
     max_eval_samples: int | None = None
-    num_samples: int | None = None  # calibration images; None: the training config's
-
-
-def metric_provider(
-    model: nn.Module, meta: Mapping[str, Any], options: ProviderOptions | None = None
-) -> MetricProvider:
-    """The metric provider for ``model`` from its checkpoint metadata: the training config
-    (``meta["config"]``) is validated by its task's schema and the task (:mod:`usnet.tasks`,
-    the one registry) builds the provider."""
-    from ..tasks import get_task, task_config  # the tasks build on this module's types
-
-    config = meta.get("config")
-    if not isinstance(config, Mapping):
-        raise ValueError(
-            "the checkpoint's metadata has no training config (meta key 'config'), so its "
-            "evaluation data is unknown; measure costs only (--no-metric)"
-        )
-    options = options or ProviderOptions()
-    if options.max_eval_samples is not None and options.max_eval_samples < 1:
-        raise ValueError(f"max_eval_samples must be >= 1, got {options.max_eval_samples}")
-    if "task" not in config and isinstance(meta.get("task"), str):
-        config = {**config, "task": meta["task"]}
-    cfg = task_config(config, source="checkpoint config")
-    return get_task(cfg.task).metric_provider(model, cfg, options)
+    num_samples: int | None = None  # calibration images
+    method: str | None = None  # calibration estimator
+    calibration_batch_size: int | None = None

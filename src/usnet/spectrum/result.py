@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import NonNegativeInt, PositiveFloat, TypeAdapter, ValidationError
 
+from ..errors import UsageError
 from ..nn import format_width
 from .providers import Metric, find_metric
 
@@ -139,7 +140,7 @@ class Spectrum:
         if doc.get("format") != SPECTRUM_FORMAT or not (
             isinstance(version, int) and 1 <= version <= SPECTRUM_VERSION
         ):
-            raise ValueError(
+            raise UsageError(
                 f"{where}: not a usnet spectrum (format {doc.get('format')!r} version "
                 f"{version!r}; expected {SPECTRUM_FORMAT!r} version 1 to {SPECTRUM_VERSION})"
             )
@@ -148,7 +149,7 @@ class Spectrum:
             # Strict JSON validation: a string where a number belongs is an error, not coerced.
             spec = _adapter().validate_json(json.dumps(body), strict=True)
         except ValidationError as e:
-            raise ValueError(f"{where}: {_explain(e, body)}") from None
+            raise UsageError(f"{where}: {_explain(e, body)}") from None
         _check_fractions(spec, where)
         return spec
 
@@ -161,7 +162,7 @@ def _check_fractions(spec: Spectrum, where: str) -> None:
             for m in part.metrics:
                 v = row.metrics.get(m.name)
                 if m.fraction and v is not None and not math.isnan(v) and not 0 <= v <= 1:
-                    raise ValueError(
+                    raise UsageError(
                         f"{where}: row {i + 1} (width {row.label}), field metrics.{m.name}: "
                         f"a fraction must lie in [0, 1] (got {v!r})"
                     )

@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..errors import UsageError
 from .providers import Metric, find_metric
 from .result import Spectrum, SpectrumRow
 from .tables import format_count
@@ -24,13 +25,15 @@ def parse_count(text: str | float, what: str = "budget") -> float:
     else:
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([kKmMgGtT]?)\s*", text)
         if m is None:
-            raise ValueError(
+            raise UsageError(
                 f"{what} {text!r} must be a number with an optional suffix k, M, G or T "
                 f"(e.g. 150M, 1.2G, 5e8)"
             )
         value = float(m.group(1)) * _SUFFIX[m.group(2).lower()]
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{what} {text!r} must be positive")
+    if not math.isfinite(value):
+        raise UsageError(f"{what} {text!r} is too large to be a number (at most about 1.8e308)")
+    if not value > 0:
+        raise UsageError(f"{what} {text!r} must be positive")
     return value
 
 
@@ -41,10 +44,12 @@ def parse_latency_ms(text: str | float) -> float:
     else:
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|us|s)?\s*", text)
         if m is None:
-            raise ValueError(f"latency budget {text!r} must be milliseconds, e.g. 5 or 5ms")
+            raise UsageError(f"latency budget {text!r} must be milliseconds, e.g. 5 or 5ms")
         value = float(m.group(1)) * {None: 1.0, "ms": 1.0, "us": 1e-3, "s": 1e3}[m.group(2)]
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"latency budget {text!r} must be positive")
+    if not math.isfinite(value):
+        raise UsageError(f"latency budget {text!r} is too large to be a number")
+    if not value > 0:
+        raise UsageError(f"latency budget {text!r} must be positive")
     return value
 
 
@@ -57,23 +62,24 @@ def parse_target(
     name, sep, value = text.partition("=")
     name, value = name.strip(), value.strip()
     if not sep or not name or not value:
-        raise ValueError(f"metric target {text!r} must be NAME=VALUE, e.g. top1=0.9")
+        raise UsageError(f"metric target {text!r} must be NAME=VALUE, e.g. top1=0.9")
     percent = value.endswith("%")
     try:
         number = float(value.rstrip("%"))
     except ValueError:
-        raise ValueError(f"metric target {text!r}: {value!r} is not a number") from None
+        raise UsageError(f"metric target {text!r}: {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise UsageError(f"metric target {text!r}: {value!r} is not a finite number")
     if percent:
         number /= 100
     if metrics is not None:
         metric = find_metric(metrics, name, where)
         if metric.higher_is_better is None:
-            raise ValueError(f"metric {name!r} is descriptive and cannot be a target")
+            raise UsageError(f"metric {name!r} is descriptive and cannot be a target")
         if metric.fraction and not 0 <= number <= 1:
-            raise ValueError(
-                f"{name} is a fraction in [0, 1], got {value}; did you mean {number / 100:g} "
-                f"(or {number:g}%)?"
-            )
+            # a value in (1, 100] was likely meant as a percentage; anything else was not
+            hint = f"; did you mean {number / 100:g} (or {number:g}%)?" if 1 < number <= 100 else ""
+            raise UsageError(f"{name} is a fraction in [0, 1] (or 0% to 100%), got {value}{hint}")
     return name, number
 
 
@@ -100,11 +106,15 @@ def select(
     Budgets combine. No fit raises ``ValueError`` naming the cheapest (or best) available.
     """
     if max_macs is None and max_latency_ms is None and target is None:
-        raise ValueError("give a budget: max_macs, max_latency_ms or a metric target")
+        raise UsageError("give a budget: max_macs, max_latency_ms or a metric target")
     if max_latency_ms is not None and not spectrum.has_latency:
-        raise ValueError("this spectrum has no latency: measure it to select by latency")
+        raise UsageError("this spectrum has no latency: measure it to select by latency")
     metric = spectrum.metric(target[0]) if target is not None else spectrum.primary
     rows = [r for r in spectrum.rows if r.latency_ms is not None or max_latency_ms is None]
+    if not rows:
+        raise UsageError(
+            "the spectrum has no widths to choose from" + (" with a latency" if spectrum.rows else "")
+        )
 
     def cost(r: SpectrumRow) -> tuple:
         return (r.macs, r.latency_ms if r.latency_ms is not None else 0.0)
@@ -135,7 +145,7 @@ def select(
     if not fits:
         by_latency = max_latency_ms is not None and max_macs is None
         cheapest = min(rows, key=lambda r: (r.latency_ms or 0.0, r.macs) if by_latency else cost(r))
-        raise ValueError(f"no width fits {budget}: the cheapest available is {summary(cheapest)}")
+        raise UsageError(f"no width fits {budget}: the cheapest available is {summary(cheapest)}")
 
     def best(candidates: list[SpectrumRow]) -> SpectrumRow:
         """Best by ``metric``; equal values go to the cheaper network."""
@@ -153,12 +163,12 @@ def select(
         name, value = target
         scored = [r for r in fits if name in r.metrics]
         if not scored:
-            raise ValueError(f"no width{within} has a measured {name}")
+            raise UsageError(f"no width{within} has a measured {name}")
         sign = ">=" if metric.higher_is_better is not False else "<="
         goal = f"{name} {sign} {metric.show(value)}" + ("%" if metric.fraction else "")
         good = [r for r in scored if metric.reaches(r.metrics[name], value)]
         if not good:
-            raise ValueError(
+            raise UsageError(
                 f"no width reaches {goal}{within}: the best is {summary(best(scored))}"
             )
         choice = min(good, key=cost)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
+from ..errors import UsageError
 from .providers import Metric
 from .result import Spectrum, SpectrumRow, show_width
 
@@ -49,7 +50,7 @@ def render(columns: Sequence[Column[R]], rows: Sequence[R], style: Style = "text
             )
         return out.getvalue()
     if style not in STYLES:
-        raise ValueError(f"table style {style!r} is unknown; allowed: {list(STYLES)}")
+        raise UsageError(f"table style {style!r} is unknown; allowed: {list(STYLES)}")
     shown = [c for c in columns if c.heading is not None]
     cells = [[str(c.heading) for c in shown]] + [[c.cell(r) for c in shown] for r in rows]
     if style == "markdown":

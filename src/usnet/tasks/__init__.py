@@ -1,10 +1,12 @@
 """The tasks usnet trains, registered in one place.
 
 A task is a package ``usnet.tasks.<name>`` with its config schema (``config``), data, loss,
-evaluation, metric provider (``provider``) and a ``task`` module whose ``TASK`` object trains
-it and measures its checkpoints (:class:`Task`). The recipe's ``task:`` key (and a checkpoint's
-``meta.config.task``) picks it; packages are imported on first use, so a classifier needs no
-gymnasium. :func:`register_task` adds a task defined elsewhere.
+evaluation, metric provider (``provider``) and a ``task`` module whose ``TASK`` object (a
+:class:`Task`) gives the one trainer (:func:`usnet.training.train`) what it trains and measures.
+The recipe's ``task:`` key (and a checkpoint's ``meta.config.task``) picks it; packages are
+imported on first use, so a classifier needs no gymnasium. :func:`register_task` adds a task
+defined elsewhere. :func:`metric_provider` is how every command calibrates and evaluates a
+checkpoint: its task's provider, built from the config the run recorded.
 """
 
 from __future__ import annotations
@@ -14,8 +16,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from torch import nn
+
 from ..config import ConfigError, build_config, load_yaml
 from ..config.errors import show, suggest
+from ..errors import UsageError
+from ..spectrum.providers import MetricProvider, ProviderOptions
+from ..training import TrainTask
 
 #: The registry: task name -> the module holding its ``TASK`` (or the task object itself).
 _TASKS: dict[str, Any] = {
@@ -26,35 +33,25 @@ _TASKS: dict[str, Any] = {
 TASKS = tuple(_TASKS)
 
 
-class Task(Protocol):
-    """What ``usnet train`` needs of a task."""
+class Task(TrainTask[Any], Protocol):
+    """What ``usnet train`` and the commands that measure checkpoints need of a task."""
 
     name: str
     #: The validated config schema of the task's recipes.
     config: type
 
-    def metric_provider(self, model: Any, cfg: Any, options: Any) -> Any:
-        """How a checkpoint of this task is measured for the spectrum: a
-        :class:`usnet.spectrum.MetricProvider` from its validated config ``cfg`` and
-        :class:`usnet.spectrum.ProviderOptions`."""
-        ...
-
-    def train(
-        self,
-        cfg: Any,
-        resume: bool = False,
-        device: str | None = None,
-        progress: bool = True,
-        overwrite: bool = False,
-    ) -> Path:
-        """Train (under torchrun: on every rank) and evaluate; returns the checkpoint folder."""
+    def metric_provider(
+        self, model: nn.Module, cfg: Any, options: ProviderOptions | None = None
+    ) -> MetricProvider:
+        """The task's calibration data and evaluation from a run's validated config ``cfg``
+        (``options`` may move the data or change the calibration's sample count...)."""
         ...
 
 
 def get_task(name: str) -> Task:
     """The registered task ``name`` (``classification``, ``sr``, ``rl``...)."""
     if name not in _TASKS:
-        raise ValueError(f"unknown task {name!r}; allowed: {', '.join(_TASKS)}")
+        raise UsageError(f"unknown task {name!r}; allowed: {', '.join(_TASKS)}")
     task = _TASKS[name]
     return importlib.import_module(task).TASK if isinstance(task, str) else task
 
@@ -68,7 +65,7 @@ def register_task(task: Task) -> Task:
 def task_of(data: Mapping[str, Any]) -> str:
     """The ``task:`` of raw config data (default ``classification``), checked."""
     task = data.get("task", "classification")
-    if task not in _TASKS:
+    if not isinstance(task, str) or task not in _TASKS:
         names = list(_TASKS)
         hint = suggest(task, names) if isinstance(task, str) else ""
         raise ConfigError("task", f"expected one of {', '.join(names)}, got {show(task)}{hint}")
@@ -88,3 +85,25 @@ def task_config(data: Mapping[str, Any], overrides: Sequence[str] = (), source: 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Any:
     """A recipe file validated by the schema of its ``task:``."""
     return task_config(load_yaml(path), overrides, source=str(path))
+
+
+def metric_provider(
+    model: nn.Module, meta: Mapping[str, Any], options: ProviderOptions | None = None
+) -> MetricProvider:
+    """How the checkpoint with metadata ``meta`` is calibrated and evaluated: the training config
+    it recorded (``meta["config"]``, validated by its task's schema) given to its task's
+    provider, as the trainer gave it (so the calibration images are the run's: its seed)."""
+    config = meta.get("config")
+    if not isinstance(config, Mapping):
+        raise UsageError(
+            "the checkpoint's metadata has no training config (meta key 'config'), so its "
+            "calibration and evaluation data are unknown; calibrate it from Python with "
+            "usnet.calibrate(model, loader, widths), or measure costs only (--no-metric)"
+        )
+    options = options or ProviderOptions()
+    if options.max_eval_samples is not None and options.max_eval_samples < 1:
+        raise UsageError(f"max_eval_samples must be >= 1, got {options.max_eval_samples}")
+    if "task" not in config and isinstance(meta.get("task"), str):
+        config = {**config, "task": meta["task"]}
+    cfg = task_config(config, source="checkpoint meta.config")
+    return get_task(cfg.task).metric_provider(model, cfg, options)

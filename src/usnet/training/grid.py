@@ -19,10 +19,12 @@ from ..nn import USBatchNorm2d, width_space
 from .distributed import DistInfo
 
 
-class Evaluates(Protocol):
-    def evaluate(
-        self, model: nn.Module, cfg: Any, widths: Sequence[float], device: torch.device
-    ) -> dict[float, dict[str, float]]: ...
+class Evaluation(Protocol):
+    """A task's evaluation of a model (a :class:`usnet.spectrum.MetricProvider`)."""
+
+    def measure(self, model: nn.Module, widths: Sequence[float]) -> dict[float, dict[str, float]]:
+        """Metrics per width, calibrating first the widths that need it and have no statistics."""
+        ...
 
 
 def _stats_of(model: nn.Module, widths: Sequence[float]) -> dict[str, Any]:
@@ -53,22 +55,17 @@ def _add_stats(model: nn.Module, stats: dict[str, Any]) -> None:
 
 
 def evaluate_widths(
-    task: Evaluates,
-    model: nn.Module,
-    cfg: Any,
-    widths: Sequence[float],
-    info: DistInfo,
-    device: torch.device,
+    evaluation: Evaluation, model: nn.Module, widths: Sequence[float], info: DistInfo
 ) -> dict[float, dict[str, float]]:
-    """``task.evaluate`` over ``widths``, shared by the ranks; every rank must call it.
+    """``evaluation.measure`` over ``widths``, shared by the ranks; every rank must call it.
 
     Returns every width's metrics (in the order of ``widths``) on rank 0, and this rank's share
     on the others; rank 0's model holds every width's calibrated statistics afterwards.
     """
     if not info.enabled:
-        return task.evaluate(model, cfg, widths, device)
+        return evaluation.measure(model, widths)
     mine = list(widths[info.rank :: info.world_size])
-    results = task.evaluate(model, cfg, mine, device) if mine else {}
+    results = evaluation.measure(model, mine) if mine else {}
     part = (results, _stats_of(model, mine))
     parts: list[Any] | None = [None] * info.world_size if info.is_main else None
     dist.gather_object(part, parts, dst=0)

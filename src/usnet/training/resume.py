@@ -16,8 +16,9 @@ length (``train.epochs``, ``train.total_steps``): a longer run continues.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,37 @@ import torch
 from torch import nn
 
 from .. import checkpoint
-from ..io import check_folder
+from ..errors import UsageError
+from ..io import check_folder, locked
+from ..logs import LOG
 
 RESUME = "resume.pt"
 CHECKPOINT = "checkpoint"
 FORMAT = "usnet-resume"
 #: What a run writes into its folder (``--overwrite`` removes them before training).
-RUN_FILES = (CHECKPOINT, RESUME, "metrics.csv", "log.jsonl", "results.json", "config.yaml")
+RUN_FILES = (
+    CHECKPOINT,
+    RESUME,
+    "metrics.csv",
+    "results.json",
+    "config.yaml",
+    *(f"spectrum.{suffix}" for suffix in ("csv", "json", "md", "png")),
+)
 #: Config fields (dotted prefixes) a resumed run may change: they do not change what is trained.
+#: What every resume state holds (a file lacking one is damaged).
+_FIELDS = (
+    "format",
+    "checkpoint_id",
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "generators",
+    "rng",
+    "counters",
+    "history",
+    "config",
+)
 RESUMABLE = (
     "output",
     "eval",
@@ -77,21 +101,44 @@ def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list
 
 def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to start a new run over an existing one (its checkpoint would be lost) unless
-    ``overwrite``; ``resume`` needs the old run's state. Raises in one line."""
+    ``overwrite``; ``resume`` needs the old run's state. Raises in one line that offers only
+    what can work: a run without ``resume.pt`` cannot be continued."""
     check_folder(out, "output.dir")
+    can_resume = (out / RESUME).is_file()
     if resume:
         if overwrite:
-            raise ValueError("--resume continues the run in output.dir; --overwrite replaces it")
-        if not (out / RESUME).is_file():
-            raise FileNotFoundError(f"cannot resume: {out / RESUME} does not exist")
+            raise UsageError("--resume continues the run in output.dir; --overwrite replaces it")
+        if not can_resume and (out / CHECKPOINT).exists():
+            raise UsageError(
+                f"cannot resume {out}: it holds a {CHECKPOINT}/ but no {RESUME} (the run stopped "
+                f"between writing the two, or the file was removed), and only {RESUME} holds the "
+                "optimizer and schedule a run continues from; keep the checkpoint and train into "
+                "another folder with --set output.dir=DIR, or start afresh with --overwrite"
+            )
+        if not can_resume:
+            raise FileNotFoundError(f"cannot resume: {out / RESUME} does not exist (no run there)")
         return
     found = [name for name in RUN_FILES[:2] if (out / name).exists()]
     if found and not overwrite:
-        raise ValueError(
-            f"{out} already holds a training run ({', '.join(found)}); continue it with "
-            f"--resume, train into another folder with --set output.dir=DIR, or replace it "
-            f"with --overwrite"
+        options = "continue it with --resume, " if can_resume else ""
+        why = "" if can_resume else f" (without {RESUME} it cannot be continued)"
+        raise UsageError(
+            f"{out} already holds a training run ({', '.join(found)}){why}; {options}train into "
+            "another folder with --set output.dir=DIR, or replace it with --overwrite"
         )
+
+
+@contextlib.contextmanager
+def hold_run_folder(out: Path) -> Iterator[None]:
+    """Be the only process training into ``out`` for the block: a second ``usnet train`` into
+    the same folder is refused in one line instead of silently replacing the first one's run
+    (the lock is released when this process ends, however it ends)."""
+    busy = (
+        f"output.dir {out}: another usnet process is training into this folder; wait for it to "
+        "finish, or train into another folder with --set output.dir=DIR"
+    )
+    with locked(out, busy=busy):
+        yield
 
 
 def clear_run_folder(out: Path) -> None:
@@ -162,7 +209,7 @@ class ResumeState:
         }
         return checkpoint.save_state(state, self.path)
 
-    def load(self, log: Callable[[str], None] = print) -> tuple[dict[str, Any], list]:
+    def load(self) -> tuple[dict[str, Any], list]:
         """Restore every object from ``resume.pt``; returns its counters and history.
 
         Raises ``ValueError`` in one line when the file is not a resume state or the config
@@ -170,36 +217,49 @@ class ResumeState:
         """
         state = checkpoint.load_state(self.path, map_location="cpu")
         if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise ValueError(
+            raise UsageError(
                 f"cannot resume: {self.path} is not a usnet resume state (written by another "
                 "version?); start afresh with --overwrite"
             )
+        missing = sorted(set(_FIELDS) - set(state))
+        if missing:
+            raise UsageError(
+                f"cannot resume: {self.path} is damaged (it lacks {', '.join(missing)}); start "
+                "afresh with --overwrite"
+            )
         changes = config_changes(state["config"], self.config)
         if changes:
-            raise ValueError(
+            raise UsageError(
                 f"cannot resume {self.folder}: the config differs from the run's in "
                 f"{'; '.join(changes)}; restore those values, or start a new run (another "
                 "output.dir, or --overwrite)"
             )
-        self._check_pair(state, log)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])  # moves its state to the weights
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        for name, g in self.generators.items():
-            g.set_state(state["generators"][name].cpu())
-        _set_rng_state(state["rng"])
-        return dict(state["counters"]), list(state["history"])
+        self._check_pair(state)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])  # moves its state to the weights
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+            if self.scaler is not None:
+                self.scaler.load_state_dict(state["scaler"])
+            for name, g in self.generators.items():
+                g.set_state(state["generators"][name].cpu())
+            _set_rng_state(state["rng"])
+            return dict(state["counters"]), list(state["history"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+            # what a damaged or hand-edited file raises: its entries do not fit this run
+            raise UsageError(
+                f"cannot resume: {self.path} does not fit this run ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200] if str(e) else ''}); start afresh with --overwrite"
+            ) from None
 
-    def _check_pair(self, state: Mapping[str, Any], log: Callable[[str], None]) -> None:
+    def _check_pair(self, state: Mapping[str, Any]) -> None:
         """Whether the checkpoint beside ``resume.pt`` is the one saved with it: if not (a
         crash came between the two writes), the run resumes from ``resume.pt``'s own weights."""
         ckpt = self.folder / CHECKPOINT
         found = checkpoint.read_info(ckpt)["save_id"] if ckpt.is_dir() else None
         if found != state["checkpoint_id"]:
-            log(
+            LOG.warning(
                 f"{ckpt} is not the checkpoint saved with {self.path} (a run stopped between "
                 f"the two writes); resuming from {self.path} at {dict(state['counters'])}"
             )

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ..errors import UsageError
+
 STRATEGIES = ("sandwich", "random", "switches", "fixed")
 
 
@@ -28,19 +30,19 @@ def sample_widths(
     train the same widths in the same order.
     """
     if strategy not in STRATEGIES:
-        raise ValueError(f"width sampling {strategy!r} is unknown; allowed: {list(STRATEGIES)}")
+        raise UsageError(f"width sampling {strategy!r} is unknown; allowed: {list(STRATEGIES)}")
     if strategy in ("sandwich", "random"):
         least = 2 if strategy == "sandwich" else 1
         if n < least:
-            raise ValueError(f"num_widths must be >= {least} for {strategy!r} sampling, got {n}")
+            raise UsageError(f"num_widths must be >= {least} for {strategy!r} sampling, got {n}")
         k = n - 2 if strategy == "sandwich" else n
         u = torch.rand(k, generator=generator, dtype=torch.float64).tolist()
         rand = [width_min + (width_max - width_min) * x for x in u]
         return [width_max, width_min, *rand] if strategy == "sandwich" else rand
     if not widths:
-        raise ValueError(f"width sampling {strategy!r} needs a list of widths")
+        raise UsageError(f"width sampling {strategy!r} needs a list of widths")
     if strategy == "fixed":
         if len(widths) != 1:
-            raise ValueError(f"width sampling 'fixed' takes exactly one width, got {list(widths)}")
+            raise UsageError(f"width sampling 'fixed' takes exactly one width, got {list(widths)}")
         return [float(widths[0])]
     return sorted((float(w) for w in widths), reverse=True)

@@ -19,6 +19,7 @@ from typing import Any, Protocol, cast
 
 from torch import Tensor, nn
 
+from ..errors import UsageError
 from ..nn import width_space
 from ..nn.shared_grad import shared_gradients
 
@@ -53,7 +54,7 @@ def _parts(value: LossParts) -> Mapping[str, Tensor]:
     if isinstance(value, Tensor):
         return {"loss": value}
     if "loss" not in value:
-        raise ValueError(f"a loss given as parts needs a 'loss' entry, got {sorted(value)}")
+        raise UsageError(f"a loss given as parts needs a 'loss' entry, got {sorted(value)}")
     return value
 
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import UsageError
 from ...nn import WidthConfig, width
 
 
@@ -41,5 +42,5 @@ def evaluate(
     finally:
         model.train(was_training)
     if n == 0:
-        raise ValueError("the evaluation loader yielded no samples")
+        raise UsageError("the evaluation loader yielded no samples")
     return {"top1": correct1 / n, "top5": correct5 / n, "loss": loss / n}

@@ -19,7 +19,7 @@ from ...config.sections import (
     WidthTraining,
     check_schedule,
 )
-from ...config.typed import Section
+from ...config.typed import Section, Seed
 from ...config.widths import WidthGrid
 
 
@@ -93,7 +93,7 @@ class RLEvalConfig(WidthGrid):
 
     widths: str | float | list[float] = "0.25:1.0:0.125"
     episodes: int = Field(10, ge=1)
-    seed: int = Field(10_000, ge=0)
+    seed: Seed = 10_000
     greedy: bool = False
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from ...errors import UsageError
+
 
 def is_atari(env_id: str) -> bool:
     return env_id.startswith("ALE/") or "NoFrameskip" in env_id
@@ -23,7 +25,7 @@ def _register_ale() -> None:
     try:
         import ale_py
     except ImportError:
-        raise ValueError(
+        raise UsageError(
             "Atari environments need ale-py (it ships the ROMs): pip install 'usnet[rl]' "
             "or pip install ale-py opencv-python-headless"
         ) from None
@@ -33,7 +35,7 @@ def _register_ale() -> None:
 def make_env(env_id: str) -> gym.Env:
     """One environment, wrapped for training and evaluation alike."""
     if not isinstance(env_id, str) or not env_id:
-        raise ValueError(f"env id must be a gymnasium id such as 'CartPole-v1', got {env_id!r}")
+        raise UsageError(f"env id must be a gymnasium id such as 'CartPole-v1', got {env_id!r}")
     if is_atari(env_id):
         _register_ale()
         kwargs = {"frameskip": 1} if env_id.startswith("ALE/") else {}
@@ -41,7 +43,7 @@ def make_env(env_id: str) -> gym.Env:
         try:
             env = gym.wrappers.AtariPreprocessing(env, frame_skip=4, screen_size=84)
         except gym.error.DependencyNotInstalled as e:
-            raise ValueError(f"{e} (Atari preprocessing resizes frames with OpenCV)") from None
+            raise UsageError(f"{e} (Atari preprocessing resizes frames with OpenCV)") from None
         return gym.wrappers.FrameStackObservation(env, 4)
     return _make(env_id)
 
@@ -50,7 +52,7 @@ def _make(env_id: str, **kwargs: Any) -> gym.Env:
     try:
         return gym.make(env_id, **kwargs)
     except gym.error.Error as e:
-        raise ValueError(f"cannot make environment {env_id!r}: {e}") from None
+        raise UsageError(f"cannot make environment {env_id!r}: {e}") from None
 
 
 def make_vector_env(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
@@ -61,14 +63,14 @@ def make_vector_env(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
     Seed with ``envs.reset(seed=s)`` (copy ``i`` gets ``s + i``).
     """
     if not isinstance(num_envs, int) or num_envs < 1:
-        raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        raise UsageError(f"num_envs must be a positive int, got {num_envs!r}")
     if not hasattr(gym.vector, "AutoresetMode"):
-        raise ValueError(f"gymnasium >= 1.1 is needed, found {gym.__version__}")
+        raise UsageError(f"gymnasium >= 1.1 is needed, found {gym.__version__}")
     fns: list[Callable[[], gym.Env]] = [lambda: make_env(env_id) for _ in range(num_envs)]
     envs = gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     if not isinstance(envs.single_action_space, gym.spaces.Discrete):
         envs.close()
-        raise ValueError(
+        raise UsageError(
             f"environment {env_id!r} has action space {envs.single_action_space}; "
             "only discrete action spaces are supported"
         )
@@ -83,7 +85,7 @@ def model_kwargs(env_id: str) -> tuple[str, dict]:
     finally:
         env.close()
     if not isinstance(act, gym.spaces.Discrete):
-        raise ValueError(
+        raise UsageError(
             f"environment {env_id!r} has action space {act}; only discrete actions are supported"
         )
     shape = tuple(obs.shape or ())
@@ -95,7 +97,7 @@ def model_kwargs(env_id: str) -> tuple[str, dict]:
             "input_size": int(shape[1]),
             "num_actions": int(act.n),
         }
-    raise ValueError(
+    raise UsageError(
         f"environment {env_id!r} has observations of shape {shape}; supported: vectors (MLP) "
         "or square stacked frames (C, H, W) (CNN)"
     )

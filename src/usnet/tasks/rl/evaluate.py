@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import UsageError
 from ...nn import WidthConfig
 from ...nn import width as at_width
 from ...spectrum.providers import Metric, MetricProvider, ProviderOptions
@@ -33,9 +34,9 @@ def evaluate(
     """
     env_id = env_id or getattr(model, "env_id", None)
     if not env_id:
-        raise ValueError("env_id is needed: the model does not record its environment")
+        raise UsageError("env_id is needed: the model does not record its environment")
     if not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"episodes must be a positive int, got {episodes!r}")
+        raise UsageError(f"episodes must be a positive int, got {episodes!r}")
     envs = make_vector_env(env_id, episodes)
     generator = torch.Generator().manual_seed(seed)
     returns = np.zeros(episodes)
@@ -74,9 +75,12 @@ RL_METRICS = (
 )
 
 
-def metric_provider(model: nn.Module, cfg: RLConfig, options: ProviderOptions) -> MetricProvider:
-    """Mean return over the checkpoint's evaluation episodes (``options.max_eval_samples``:
-    fewer episodes)."""
+def metric_provider(
+    model: nn.Module, cfg: RLConfig, options: ProviderOptions | None = None
+) -> MetricProvider:
+    """Mean return over the run's evaluation episodes (``options.max_eval_samples``: fewer
+    episodes); no BN, so no calibration data."""
+    options = options or ProviderOptions()
     episodes = options.max_eval_samples or cfg.eval.episodes
     return MetricProvider(
         task="rl",

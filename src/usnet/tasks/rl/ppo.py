@@ -1,9 +1,9 @@
-"""PPO with the sandwich rule: one rollout, every sampled width learns from it, one optimizer step.
+"""PPO with the sandwich rule: rollouts, their minibatches and PPO's loss per width.
 
 Rollouts are collected at one width (by default the largest: the teacher, and the best policy
 the agent has; docs/rl.md says why). Every minibatch then trains the widths the sampling rule
 picks (``[w_max, w_min]`` + ``n - 2`` random widths), largest first; the gradients of all widths
-accumulate and one optimizer step follows. Each width's PPO loss uses the behaviour policy's
+accumulate and one optimizer step follows (the one trainer's step, :mod:`usnet.training`). Each width's PPO loss uses the behaviour policy's
 log-probabilities as the trust-region anchor, so for narrow widths the ratio is the true
 importance weight of the collected actions. With inplace distillation the narrow widths also learn the
 largest width's detached action distribution (KL) and value (MSE), the RL form of inplace
@@ -12,6 +12,7 @@ distillation.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -20,10 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...errors import UsageError
 from ...nn import width as at_width
-from ...nn import width_space
-from ...training import sample_widths
-from ...training.step import sandwich_step
 from .config import PPOConfig, RLTraining
 
 
@@ -190,7 +189,7 @@ def width_losses(
     out = {"policy": policy, "value": value_loss, "entropy": entropy}
     if teacher is not None:
         if train is None:
-            raise ValueError("distillation needs the train config (its coefficients)")
+            raise UsageError("distillation needs the train config (its coefficients)")
         t_logps, t_value = teacher
         kl = (t_logps.exp() * (t_logps - logps)).sum(-1).mean()
         value_distill = 0.5 * (value.float() - t_value).pow(2).mean()
@@ -221,30 +220,20 @@ class PPOLoss:
         return width_losses(*outputs, batch, self.cfg, target, self.train)
 
 
-def update(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    rollout: Rollout,
-    cfg: PPOConfig,
-    train: RLTraining,
-    generator: torch.Generator,
-) -> dict[str, float]:
-    """``epochs`` passes over the rollout in ``minibatches`` shuffled minibatches.
+def minibatches(
+    rollout: Rollout, cfg: PPOConfig, generator: torch.Generator, device: torch.device
+) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
+    """The minibatches PPO learns from one rollout: ``epochs`` passes over it, each shuffled
+    into ``minibatches`` parts, as ``(observations, batch)`` pairs for the sandwich step.
 
-    Per minibatch: sample widths, accumulate their gradients (the shared
-    :func:`~usnet.training.step.sandwich_step`), clip the total, one step. Returns the mean loss
-    parts of the largest and the smallest trained width.
+    Each minibatch's advantages are normalised (zero mean, unit deviation). The shuffle draws
+    from ``generator`` lazily, one pass at a time, so a caller that draws each step's widths
+    from the same generator keeps one reproducible sequence.
     """
     rollout.compute_gae(cfg.gamma, cfg.gae_lambda)
-    device = _device(model)
     data = {key: v.to(device) for key, v in rollout.flat().items()}
     n = data["actions"].shape[0]
     size = n // cfg.minibatches
-    space = width_space(model)
-    loss_fn = PPOLoss(cfg, train)
-    model.train()
-    sums: dict[str, float] = {}
-    count = 0
     for _ in range(cfg.epochs):
         perm = torch.randperm(n, generator=generator)
         for k in range(cfg.minibatches):
@@ -252,34 +241,4 @@ def update(
             batch = {key: v[idx] for key, v in data.items()}
             adv = batch["advantages"]
             batch["advantages"] = (adv - adv.mean()) / (adv.std() + 1e-8)
-            widths = sample_widths(
-                train.sampling,
-                space.width_min,
-                space.width_max,
-                train.num_widths,
-                train.widths,
-                generator,
-            )
-            optimizer.zero_grad(set_to_none=True)
-            parts = sandwich_step(
-                model,
-                batch["obs"],
-                batch,
-                widths,
-                loss_fn,
-                train.inplace_distillation,
-                smallest_weight=train.smallest_weight,
-            )
-            if train.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-            optimizer.step()
-            stats = {
-                w: {k: float(v) for k, v in p.items()} for w, p in zip(widths, parts, strict=True)
-            }
-            hi, lo = stats[max(stats)], stats[min(stats)]
-            for key, v in hi.items():
-                sums[f"max/{key}"] = sums.get(f"max/{key}", 0.0) + v
-            for key, v in lo.items():
-                sums[f"min/{key}"] = sums.get(f"min/{key}", 0.0) + v
-            count += 1
-    return {k: v / count for k, v in sums.items()}
+            yield batch["obs"], batch

@@ -10,6 +10,7 @@ from torch import nn
 from ...data.loader import EpochLoader, create_loader
 from ...data.sr import EMBEDDED_TEST, EMBEDDED_TRAIN, SRPairs, SRPatches, SRTestSet, load_pairs
 from ...models.checked import build_from_config
+from ...training.batches import per_rank
 from .config import SRConfig
 
 
@@ -24,7 +25,7 @@ def train_loader(cfg: SRConfig, world_size: int, distributed: bool) -> EpochLoad
     patches = SRPatches(pairs, cfg.data.patch_size, length, cfg.train.seed, cfg.data.augment)
     return create_loader(
         patches,
-        cfg.data.batch_size // world_size,
+        per_rank(cfg.data.batch_size, world_size),
         shuffle=False,
         num_workers=cfg.data.num_workers,
         seed=cfg.train.seed,

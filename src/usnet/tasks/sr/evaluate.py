@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ...data.sr import bicubic_upscale
+from ...errors import UsageError
 from ...nn import width as at_width
 from .metrics import psnr_y, ssim_y
 
@@ -49,7 +50,7 @@ def evaluate(
     finally:
         model.train(was_training)
     if not psnrs:
-        raise ValueError("evaluate: the SR test data is empty")
+        raise UsageError("evaluate: the SR test data is empty")
     return {"psnr": sum(psnrs) / len(psnrs), "ssim": sum(ssims) / len(ssims)}
 
 
@@ -63,7 +64,7 @@ def bicubic_metrics(
         or getattr(getattr(data, "dataset", None), "scale", None)
     )
     if not scale:
-        raise ValueError("bicubic_metrics: pass scale= (the data has no 'scale' attribute)")
+        raise UsageError("bicubic_metrics: pass scale= (the data has no 'scale' attribute)")
     psnrs, ssims = [], []
     for lr, hr in _pairs(data):
         for low, h in zip(lr, hr, strict=True):

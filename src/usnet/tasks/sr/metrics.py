@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ...errors import UsageError
+
 #: BT.601 luma from RGB in [0, 1], giving Y in [16, 235] / 255.
 _Y_WEIGHTS = (65.481, 128.553, 24.966)
 
@@ -19,14 +21,14 @@ _Y_WEIGHTS = (65.481, 128.553, 24.966)
 def rgb_to_y(img: Tensor) -> Tensor:
     """Luma (BT.601, in [16, 235] / 255) of ``(..., 3, H, W)`` RGB images in [0, 1]."""
     if img.shape[-3] != 3:
-        raise ValueError(f"rgb_to_y needs 3 channels at dim -3, got shape {tuple(img.shape)}")
+        raise UsageError(f"rgb_to_y needs 3 channels at dim -3, got shape {tuple(img.shape)}")
     w = torch.tensor(_Y_WEIGHTS, dtype=img.dtype, device=img.device).view(3, 1, 1)
     return (img * w).sum(dim=-3) / 255.0 + 16.0 / 255.0
 
 
 def _prepare(sr: Tensor, hr: Tensor, border: int) -> tuple[Tensor, Tensor]:
     if sr.shape != hr.shape:
-        raise ValueError(f"SR and HR shapes differ: {tuple(sr.shape)} vs {tuple(hr.shape)}")
+        raise UsageError(f"SR and HR shapes differ: {tuple(sr.shape)} vs {tuple(hr.shape)}")
     sr = sr.detach().float().clamp(0, 1).mul(255).round().div(255)  # an 8-bit image, as saved
     y_sr, y_hr = rgb_to_y(sr), rgb_to_y(hr.detach().float())
     if border > 0:

@@ -19,8 +19,12 @@ SR_METRICS = (
 )
 
 
-def metric_provider(model: nn.Module, cfg: SRConfig, options: ProviderOptions) -> MetricProvider:
-    """The test images of the checkpoint's config (``options.data_root``: another folder)."""
+def metric_provider(
+    model: nn.Module, cfg: SRConfig, options: ProviderOptions | None = None
+) -> MetricProvider:
+    """The test images of the run's config (``options.data_root``: another folder; no BN, so
+    no calibration data)."""
+    options = options or ProviderOptions()
     test: Any = test_set(cfg, options.data_root)
     if options.max_eval_samples is not None and options.max_eval_samples < len(test):
         test = Subset(test, range(options.max_eval_samples))

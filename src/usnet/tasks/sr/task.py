@@ -1,4 +1,4 @@
-"""Super-resolution as a task of the training loop: the sandwich rule without BN. The largest
+"""Super-resolution as a task of the one trainer: the sandwich rule without BN. The largest
 width learns L1 to the HR image; the others L1 to its detached output (inplace distillation) or,
 with ``inplace_distillation: false``, to the HR image too. No BN, so nothing to calibrate: every
 width is ready to evaluate."""
@@ -6,51 +6,50 @@ width is ready to evaluate."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-import torch
 from torch import nn
 
-from ...data.loader import EpochLoader
 from ...data.sr import SRTestSet
 from ...spectrum.providers import MetricProvider, ProviderOptions
 from ...spectrum.tables import format_table
-from ...training.loop import CHECKPOINT, TrainedByLoop
+from ...training import Plan, Run, TrainTask
+from ...training.batches import LoaderBatches
+from ...training.resume import CHECKPOINT
 from .config import SRConfig
 from .data import build_model, test_set, train_loader
-from .evaluate import bicubic_metrics, evaluate
+from .evaluate import bicubic_metrics
 from .loss import L1Loss
 from .provider import SR_METRICS, metric_provider
 
 
-class SRTask(TrainedByLoop):
-    """What :func:`usnet.training.loop.train` needs to train a super-resolution network."""
+class SRTask(TrainTask[SRConfig]):
+    """What :func:`usnet.training.train` needs to train a super-resolution network."""
 
     name = "sr"
     config = SRConfig
     primary = "psnr"
 
+    def plan(self, cfg: SRConfig) -> Plan:
+        tc = cfg.train
+        return Plan(
+            epochs=tc.epochs,
+            length=f"train.epochs {tc.epochs}",
+            eval_every=cfg.eval.every,
+            amp=tc.amp,
+            channels_last=tc.channels_last,
+        )
+
     def build_model(self, cfg: SRConfig) -> nn.Module:
         return build_model(cfg)
 
-    def train_loader(
-        self, cfg: SRConfig, world_size: int, distributed: bool, device: torch.device
-    ) -> EpochLoader:
-        return train_loader(cfg, world_size, distributed)
-
-    def steps_per_epoch(self, cfg: SRConfig, loader: EpochLoader) -> int:
-        return len(loader)
+    def batches(self, cfg: SRConfig, model: nn.Module, run: Run) -> LoaderBatches:
+        return LoaderBatches(train_loader(cfg, run.world_size, run.world_size > 1))
 
     def loss(self, cfg: SRConfig) -> L1Loss:
         return L1Loss()
-
-    def evaluate(
-        self, model: nn.Module, cfg: SRConfig, widths: Sequence[float], device: torch.device
-    ) -> dict[float, dict[str, float]]:
-        test = test_set(cfg)
-        return {w: evaluate(model, w, test) for w in widths}
 
     def report(
         self,
@@ -58,7 +57,7 @@ class SRTask(TrainedByLoop):
         cfg: SRConfig,
         results: dict[float, dict[str, float]],
         out: Path,
-        history: list[dict[str, Any]],
+        history: Sequence[Mapping[str, Any]],
     ) -> tuple[Any, str]:
         """PSNR, SSIM and MACs per width with the bicubic reference; also ``results.json``."""
         summary = final_results(model, test_set(cfg), results)
@@ -69,7 +68,7 @@ class SRTask(TrainedByLoop):
         return summary, text
 
     def metric_provider(
-        self, model: nn.Module, cfg: SRConfig, options: ProviderOptions
+        self, model: nn.Module, cfg: SRConfig, options: ProviderOptions | None = None
     ) -> MetricProvider:
         return metric_provider(model, cfg, options)
 
