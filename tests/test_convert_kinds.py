@@ -323,3 +323,49 @@ def test_a_conv_over_the_channels_as_a_sequence_is_refused() -> None:
     model = convert(original, x, keep=["stem.0"])
     assert width_space(model).channels(0.25) == {"conv": 1}  # a 1-channel Conv1d never slims
     check_converted(original, model, x)
+
+
+class SizedSE(nn.Module):
+    """Squeeze-and-excitation written with sizes read from the tensor (kuangliu-style)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.fc1, self.fc2 = cbr(3, 32), nn.Linear(32, 8), nn.Linear(8, 32)
+        self.head = nn.Linear(32, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x)
+        b, c, h, w = x.shape
+        y = F.adaptive_avg_pool2d(x, 1).view(b, c)
+        y = torch.sigmoid(self.fc2(F.relu(self.fc1(y)))).view(b, c, 1, 1)
+        x = x * y + x.new_zeros(b, c, h, w)
+        return self.head(x.mean((2, 3)) + y.new_zeros((b, c)))
+
+
+class SizedWrongly(nn.Module):
+    """A tensor that does not slim reshaped with the size of channels that do (MaxViT)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.other, self.head = cbr(3, 32), nn.Conv2d(3, 64, 1), nn.Linear(32, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.stem(x)
+        b, c, h, w = y.shape
+        z = self.other(x).view(b, c, -1).mean(-1)  # a narrower c would regroup other's channels
+        return self.head(y.mean((2, 3)) + z)
+
+
+def test_sizes_read_from_slimmable_channels_follow_them_or_are_refused() -> None:
+    torch.manual_seed(0)
+    original = SizedSE().eval()
+    randomize_norms(original)
+    x = torch.randn(2, 3, 6, 6)
+    model = convert(original, x)  # the views, new_zeros and zeros all follow the stem's group
+    assert [g.name for g in width_space(model).groups] == ["stem.0", "fc1"]
+    check_converted(original, model, x)
+    with pytest.raises(ConvertError, match="it shapes a tensor with the size of slimmable chan"):
+        convert(SizedWrongly(), x, keep=["other"])  # would run at a narrow width, silently wrong
+    model = convert(SizedWrongly(), x, keep="auto")  # keeps both whole: runs at every width
+    with usnet.width(model, 0.25), torch.no_grad():
+        model(x)

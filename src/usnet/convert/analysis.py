@@ -61,6 +61,7 @@ class Analysis:
         #: nodes whose channels are fixed only because an operation before them was refused
         self._tainted: dict[fx.Node, MakeError] = {}
         self._refused: dict[fx.Node, MakeError] = {}
+        self._refused_vars: dict[fx.Node, set[int]] = {}
         self.training = False  # the mode of the graph being walked
 
     # -- helpers used by the rules --------------------------------------------------------
@@ -84,6 +85,17 @@ class Analysis:
             error = self.error(node, op, problem, hint)
             self.solver.forbid(vars, error)
             self._refused.setdefault(node, error)
+            self._refused_vars.setdefault(node, set()).update(vars)
+
+    def refused_vars(self, node: fx.Node) -> set[int]:
+        """The channel variables a rule refused at ``node``."""
+        return self._refused_vars.get(node, set())
+
+    def refusal(self, node: Any) -> MakeError | None:
+        """The error of a refusal at ``node``, or of one its channels are whole because of."""
+        if not isinstance(node, fx.Node):
+            return None
+        return self._refused.get(node) or self._tainted.get(node)
 
     def meets_fixed(self, layout: Layout, operand: Any, reason: str) -> None:
         """``layout``'s channels meet ``operand``'s, which do not slim: they are fixed, unless
@@ -131,7 +143,7 @@ class Analysis:
     # -- the walk -------------------------------------------------------------------------
     def run(self, trace: Trace) -> None:
         self.values, self._flow, self.training = trace.values, {}, trace.training
-        self._tainted, self._refused = {}, {}
+        self._tainted, self._refused, self._refused_vars = {}, {}, {}
         for node in trace.graph.nodes:
             self._flow[node] = self._visit(node)
             if not _layouts(self._flow[node]):

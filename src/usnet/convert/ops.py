@@ -38,6 +38,7 @@ from .shapes import (
     sizes,
     split,
 )
+from .sizes import consume, size_flow, used_sizes
 from .trace import module_path
 
 _BINARY_FUNCS = {
@@ -60,6 +61,7 @@ _LIKE = {torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like, t
 _SAME = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
          F.feature_alpha_dropout, torch.dropout}  # fmt: skip
 _SAME_NAMES = {"torchvision.ops.stochastic_depth.stochastic_depth"}
+_NEW = {"new_zeros", "new_ones", "new_empty", "new_full", "new_tensor"}
 _SAME_METHODS = {"contiguous", "clone", "detach", "float", "to", "type", "half", "bfloat16",
                  "double", "requires_grad_"}  # fmt: skip
 _LAYER_FUNCS = {F.linear, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose2d, F.batch_norm,
@@ -96,7 +98,7 @@ def op_name(node: fx.Node) -> str:
 
 def visit(an: Analysis, node: fx.Node) -> Any:
     out: Any = an.values.get(node)
-    target, name = node.target, bare_name(node)
+    target = node.target
     if node.op == "call_function" and target is operator.getitem:
         src = an.value(node.args[0])
         if not isinstance(src, Tensor):
@@ -105,14 +107,25 @@ def visit(an: Analysis, node: fx.Node) -> Any:
             if isinstance(flows, (tuple, list)) and isinstance(idx, int):
                 return flows[idx]
             return None
+    sized = size_flow(an, node)
+    if sized is not NotImplemented:
+        return sized
     if not _has_tensor(out):
         return None  # sizes, asserts, Python numbers
+    result = _dispatch(an, node, out)
+    return consume(an, node, out, op_name(node), result) if used_sizes(an, node) else result
+
+
+def _dispatch(an: Analysis, node: fx.Node, out: Any) -> Any:
+    target, name = node.target, bare_name(node)
     if isinstance(target, type) and issubclass(target, tuple):  # a named tuple of outputs
         fields = getattr(target, "_fields", ())
         named = [node.kwargs[k] for k in fields if k in node.kwargs]
         return tuple(an.flow(a) for a in [*node.args, *named])
     tensor_args_ = tensor_args(an, (node.args, node.kwargs))
-    if not any(isinstance(an.flow(a), Layout) for a in tensor_args_):
+    if not any(isinstance(an.flow(a), Layout) for a in tensor_args_) or (
+        node.op == "call_method" and target in _NEW  # only its dtype and device count
+    ):
         return none_like(out)
     op = op_name(node)
     rule = function_rule(target) if node.op == "call_function" else None

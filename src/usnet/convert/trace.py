@@ -192,6 +192,10 @@ def _user_line(e: BaseException) -> str:
     return ""
 
 
+#: Modules whose no-grad inference runs a fused kernel that ``FlopCounterMode`` cannot count.
+_FUSED = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+
+
 class _Counting(fx.Interpreter):
     """Runs a graph and records each node's MACs (FLOPs / 2, as :mod:`usnet.profile` counts)."""
 
@@ -204,7 +208,13 @@ class _Counting(fx.Interpreter):
         if self.counter is None:
             return super().run_node(n)
         before = self.counter.get_total_flops()
-        result = super().run_node(n)
+        if n.op == "call_module" and isinstance(self.module.get_submodule(str(n.target)), _FUSED):
+            with torch.enable_grad():  # not the fused inference kernel, which is not counted
+                result = fx.node.map_aggregate(
+                    super().run_node(n), lambda v: v.detach() if isinstance(v, Tensor) else v
+                )
+        else:
+            result = super().run_node(n)
         spent = self.counter.get_total_flops() - before
         if spent:
             self.macs[n] = spent // 2
