@@ -19,6 +19,9 @@ WIDTHS = [1.0, 0.35, 0.6, 0.8]
 class _Plain:
     last = False
 
+    def begin(self, last: bool) -> None:
+        self.last = last
+
 
 def _plain_step(model, x, y, monkeypatch) -> None:
     """The same step with ordinary autograd slicing (no shared buffers): the oracle."""
