@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import statistics
 import time
 from collections.abc import Callable
@@ -30,13 +32,23 @@ class Result:
     unit: str
     target: str  # e.g. "<= 1.05" on a / b
     extra: dict = field(default_factory=dict)
-    paired: float | None = None  # median of per-pair ratios, when the runs were paired
+    pairs: list[float] | None = None  # the per-pair ratios a/b, when the runs were paired
 
     @property
     def ratio(self) -> float:
-        if self.paired is not None:
-            return self.paired
+        """The median of the per-pair ratios where the runs were paired, else ``a / b``."""
+        if self.pairs:
+            return statistics.median(self.pairs)
         return self.a / self.b if self.b > 0 else float("inf")
+
+    @property
+    def spread(self) -> str:
+        """The per-pair ratios' quartiles ("" unpaired or under 4 pairs): how far one pair's
+        ratio strays on this machine, so how much one run's median can be trusted."""
+        if not self.pairs or len(self.pairs) < 4:
+            return ""
+        q1, _, q3 = statistics.quantiles(self.pairs, n=4)
+        return f"{q1:.3f}-{q3:.3f}"
 
     @property
     def met(self) -> bool:
@@ -48,6 +60,7 @@ class Result:
             f"{self.bench:<11} {self.case:<24} {self.a_label} {self.a:9.3f} {self.unit:<5} "
             f"{self.b_label} {self.b:9.3f} {self.unit:<5} ratio {self.ratio:6.3f} "
             f"(target {self.target}: {'met' if self.met else 'MISSED'})"
+            + (f" pairs {self.spread}" if self.spread else "")
         )
 
 
@@ -82,9 +95,9 @@ def interleaved(
     warmup: int,
     repeats: int,
     clock: Callable[[], float] = time.process_time,
-) -> tuple[float, float, float]:
+) -> tuple[float, float, list[float]]:
     """Median seconds of ``a`` and ``b`` over ``repeats`` back-to-back pairs after ``warmup``,
-    and the median of the pairs' ratios ``a/b``.
+    and the pairs' ratios ``a/b`` (their median is the result's ratio).
 
     The order within a pair alternates, and a pair's two runs see the same machine load, so the
     paired ratio stays stable on a busy machine where the medians of each side drift.
@@ -98,5 +111,21 @@ def interleaved(
             elapsed = clock() - start
             if i >= warmup:
                 times.append(elapsed)
-    ratio = statistics.median(x / y for x, y in zip(ta, tb, strict=True))
-    return statistics.median(ta), statistics.median(tb), ratio
+    ratios = [x / y for x, y in zip(ta, tb, strict=True)]
+    return statistics.median(ta), statistics.median(tb), ratios
+
+
+#: glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def keep_freed_memory() -> None:
+    """Make glibc keep freed memory in the process: every block from the heap (no ``mmap``) and
+    no trimming, as jemalloc and tcmalloc do. By default glibc returns large freed blocks (every
+    224 px activation) to the system, and the next allocation page-faults them in again: a
+    quarter of a training step's CPU time here, varying by +-10 % between identical steps."""
+    path = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(path) if path else None
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None or not (mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)):
+        raise ValueError(f"--malloc keep needs glibc's mallopt; not available here (libc: {path})")

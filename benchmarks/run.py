@@ -1,13 +1,15 @@
-"""usnet performance benchmarks (issue 4): is a switched US-Net as cheap as the network it stands for?
+"""usnet performance benchmarks: is a switched US-Net as cheap as the network it stands for?
 
-    python benchmarks/run.py                 # all five, US-MobileNet v2 at 224 px (~7 min, 1 thread)
+    python benchmarks/run.py                 # all five, US-MobileNet v2 at 224 px (~9 min, 1 thread)
     python benchmarks/run.py --quick         # a faster smoke run (fewer widths, repeats, images)
     python benchmarks/run.py --model tiny --quick --out /tmp/b.md   # seconds; what the test runs
 
 Each benchmark times two contenders side by side, interleaved, so that load from other jobs hits
 both alike, and reports the medians after warm-up and their ratio. Times are the process's CPU
 time by default (``--clock cpu``): on a shared machine, elapsed time mostly measures the other
-jobs (with 1 thread CPU time is the work done; ``--clock wall`` for elapsed time).
+jobs (with 1 thread CPU time is the work done; ``--clock wall`` for elapsed time). Paired cases
+also show the quartiles of their per-pair ratios. ``--malloc keep`` keeps freed memory in the
+process, so that page faults of memory the C library gave back to the system do not count.
 
 1. inference: the US model switched to width w (eval, calibrated) vs its exported dense model.
 2. switch: ``usnet.set_width`` (a cached width config, and a first-time one).
@@ -46,12 +48,16 @@ from cases import (  # noqa: E402
     bench_training,
     memory_probe,
 )
-from measure import CLOCKS, Result, build  # noqa: E402
+from measure import CLOCKS, Result, build, keep_freed_memory  # noqa: E402
 
 import usnet  # noqa: E402
 
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 CLOCK_WORDS = {"cpu": "CPU time of the process", "wall": "elapsed (wall) time"}
+MALLOC_WORDS = {
+    "default": "the C library's default (glibc: large freed blocks go back to the system)",
+    "keep": "freed memory kept in the process (`--malloc keep`)",
+}
 __all__ = ["END", "START", "Result", "main"]
 
 
@@ -75,16 +81,17 @@ def markdown(results: list[Result], env: dict, command: str, seconds: float) -> 
         "",
         f"- machine: {env['cpu']}, {env['cores']} cores; torch threads {env['threads']}; "
         f"clock: {CLOCK_WORDS[env['clock']]}",
+        f"- allocator: {MALLOC_WORDS[env['malloc']]}",
         f"- torch {env['torch']}, Python {env['python']}, usnet {env['usnet']}",
         f"- load average (1/5/15 min) before: {env['load']}, after: {env['load_after']}",
         "",
-        "| benchmark | case | US-Net | reference | unit | ratio | target | met |",
-        "|---|---|---:|---:|---|---:|---|---|",
+        "| benchmark | case | US-Net | reference | unit | ratio | target | met | pairs (IQR) |",
+        "|---|---|---:|---:|---|---:|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r.bench} | {r.case} | {r.a_label} {r.a:.3f} | {r.b_label} {r.b:.3f} | {r.unit} "
-            f"| {r.ratio:.3f} | {r.target} | {'yes' if r.met else '**no**'} |"
+            f"| {r.ratio:.3f} | {r.target} | {'yes' if r.met else '**no**'} | {r.spread} |"
         )
     met = sum(r.met for r in results)
     lines += ["", f"{met} of {len(results)} measurements meet their target.", END]
@@ -127,6 +134,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=("inference", "switch", "training", "calibration", "memory"),
         help="run only these benchmarks",
     )
+    p.add_argument(
+        "--malloc",
+        choices=tuple(MALLOC_WORDS),
+        default="default",
+        help="keep: glibc keeps freed memory in the process (no mmap, no trimming), so neither "
+        "side pays page faults for memory it allocated before (default: the C library's own)",
+    )
     default_out = Path(__file__).parent.parent / "docs/benchmarks.md"
     p.add_argument("--out", type=Path, default=default_out)
     p.add_argument("--no-write", action="store_true", help="print only")
@@ -134,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory-batch", type=int, default=8, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.memory_probe:
+    if args.memory_probe:  # a fresh process with the default allocator: RSS as users see it
         print(json.dumps(memory_probe(args.model, args.memory_probe, args.memory_batch)))
         return 0
 
@@ -145,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         "inference": [(1, 5 if quick else 20), (big, 2 if quick else 5)],
         "switch_n": 200 if quick else 2000,
         "train_batch": 4 if quick or tiny else 8,
-        "train_repeats": 2 if quick else 4,
-        "calib": (16, 32, 2) if quick else (32, 64, 3),  # batch, images, repeats
+        "train_repeats": 2 if quick else 12,  # one pair's ratio strays +-5 % here
+        "calib": (16, 32, 2) if quick else (32, 64, 4),  # batch, images, repeats
         "calib_cases": [(0.5, "NCHW"), (0.5, "channels-last")]
         if quick
         else [(0.35, "NCHW"), (0.5, "NCHW"), (1.0, "NCHW"), (0.5, "channels-last")],
@@ -156,12 +170,14 @@ def main(argv: list[str] | None = None) -> int:
         plan["inference"] = [(1, 20), (big, 10)]
     selected = args.only or ["inference", "switch", "training", "calibration", "memory"]
     env = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), **machine()}
-    env["clock"] = args.clock
+    env["clock"], env["malloc"] = args.clock, args.malloc
+    if args.malloc == "keep":
+        keep_freed_memory()
     clock = CLOCKS[args.clock]
     print(
         f"usnet benchmarks: model {args.model}{' (quick)' if quick else ''}; {env['cpu']}, "
         f"{env['cores']} cores, {env['threads']} torch threads, torch {env['torch']}, "
-        f"{args.clock} clock, load {env['load']}",
+        f"{args.clock} clock, {args.malloc} malloc, load {env['load']}",
         flush=True,
     )
     start = time.perf_counter()

@@ -52,6 +52,15 @@ def test_result_targets(bench) -> None:
     assert not bench.Result("x", "c", "a", 0.8, "b", 1.0, "img/s", ">= 0.9").met
 
 
+def test_paired_results_give_the_median_pair_and_its_quartiles(bench) -> None:
+    pairs = [1.10, 0.90, 1.00, 1.30, 1.02]  # a/b per pair; a and b are the sides' medians
+    r = bench.Result("x", "c", "us", 2.0, "dense", 1.0, "ms", "<= 1.05", pairs=pairs)
+    assert r.ratio == 1.02 and r.met  # not a / b = 2.0
+    assert r.spread == "0.950-1.200"  # statistics.quantiles, exclusive method
+    assert "pairs 0.950-1.200" in r.line()
+    assert bench.Result("x", "c", "a", 1.0, "b", 1.0, "ms", "<= 1.05", pairs=pairs[:3]).spread == ""
+
+
 def test_no_monkeypatch_copy_of_library_code(bench) -> None:
     """The proposed fixes are in the library now: no ``--with-patches``, no ``patches.py``."""
     assert not (ROOT / "benchmarks/patches.py").exists()

@@ -19,6 +19,9 @@ WIDTHS = [1.0, 0.35, 0.6, 0.8]
 class _Plain:
     last = False
 
+    def begin(self, last: bool) -> None:
+        self.last = last
+
 
 def _plain_step(model, x, y, monkeypatch) -> None:
     """The same step with ordinary autograd slicing (no shared buffers): the oracle."""
@@ -76,3 +79,24 @@ def test_a_parameter_the_last_width_skips_still_gets_its_gradient():
     expected = torch.zeros(6, 4)
     expected[:3, :2] = 1
     torch.testing.assert_close(p.grad, expected)
+
+
+def test_a_parameter_used_twice_per_width_gets_both_uses_gradients():
+    """Two slices of one parameter in one forward (shared weights): both reach the buffer, at
+    earlier widths (two leaves) and at the last (the buffer and the second use added by
+    autograd), whatever the order of their backward passes."""
+    p = torch.nn.Parameter(torch.randn(6, 4))
+    plan = [((6, 4), (3, 2)), ((2, 4), (6, 1)), ((3, 3), (5, 4))]  # per width: two slices
+
+    def loss(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
+        return (a * (k + 1)).square().sum() + (b * (k + 2)).sum()
+
+    with shared_grad.shared_gradients() as buffers:
+        for k, (s1, s2) in enumerate(plan):
+            buffers.last = k == len(plan) - 1
+            loss(shared_grad.narrow(p, *s1), shared_grad.narrow(p, *s2), k).backward()
+    q = torch.nn.Parameter(p.detach().clone())
+    for k, (s1, s2) in enumerate(plan):
+        loss(q[: s1[0], : s1[1]], q[: s2[0], : s2[1]], k).backward()
+    assert p.grad is not None
+    torch.testing.assert_close(p.grad, q.grad)

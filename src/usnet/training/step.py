@@ -90,7 +90,7 @@ def sandwich_step(
     with shared_gradients() as shared:
         for i, w in enumerate(widths):
             last = i == len(widths) - 1
-            shared.last = last
+            shared.begin(last)
             sync = (
                 contextlib.nullcontext()
                 if last or not hasattr(model, "no_sync")
