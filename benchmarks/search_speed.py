@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 import usnet
+from usnet import logs
 from usnet.config import to_dict
 from usnet.models.mobilenet_v1 import SMALL_BLOCKS
 from usnet.search import Budget, SearchData, SearchSettings, search_checkpoint
@@ -43,11 +44,11 @@ def random_checkpoint(folder: Path, blocks: tuple = SMALL_BLOCKS) -> Path:
     return usnet.save(model, folder / "ckpt", meta={"config": config})
 
 
-def timed_search(ckpt: Path, data: SearchData, progress: bool) -> tuple[float, float, dict]:
+def timed_search(ckpt: Path, data: SearchData) -> tuple[float, float, dict]:
     """Wall seconds, CPU seconds (this process, all threads) and the search.json document."""
     start, cpu = time.perf_counter(), time.process_time()
     settings = SearchSettings("greedy", Budget(max_macs=1e6))
-    doc = search_checkpoint(ckpt, settings, data, progress=progress)
+    doc = search_checkpoint(ckpt, settings, data)
     return time.perf_counter() - start, time.process_time() - cpu, doc
 
 
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    logs.configure(quiet=args.quiet)
     data = SearchData()
     with tempfile.TemporaryDirectory() as tmp:
         runs: list[tuple[str, Path]] = []
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 stages = tuple((c, 1, s) for c, _, s in flat)
                 runs.append((f"{2 * n} groups", random_checkpoint(Path(tmp) / f"g{2 * n}", stages)))
         for label, ckpt in runs:
-            seconds, cpu, doc = timed_search(ckpt, data, not args.quiet)
+            seconds, cpu, doc = timed_search(ckpt, data)
             load = os.getloadavg()[0]
             status = "met" if seconds < TARGET_S else "MISSED"
             print(

@@ -57,7 +57,7 @@ def test_layer_keys_name_the_computation_whatever_width_or_model_it_came_from():
 
 def test_the_fit_recovers_a_known_law_and_predicts_widths_it_never_saw(tmp_path):
     model = tiny()
-    lm = build(model, LawBackend(), fit=10, validate=5, rounds=1, warmup=0, progress=False)
+    lm = build(model, LawBackend(), fit=10, validate=5, rounds=1, warmup=0)
     assert lm.fit["form"] == "per-kind"
     assert lm.intercept == pytest.approx(0.3, abs=1e-6)
     assert lm.coefficients == pytest.approx(LawBackend.truth, rel=1e-5)
@@ -80,7 +80,7 @@ def test_the_fit_recovers_a_known_law_and_predicts_widths_it_never_saw(tmp_path)
 
 def test_eager_pytorch_on_this_cpu_builds_and_validates():
     lm = build(
-        tiny(), backend("eager"), fit=6, validate=3, rounds=3, warmup=1, repeats=3, progress=False
+        tiny(), backend("eager"), fit=6, validate=3, rounds=3, warmup=1, repeats=3
     )
     v = lm.validation
     assert v["widths"] == 3 and all(r["measured_ms"] > 0 and r["predicted_ms"] for r in v["rows"])

@@ -75,7 +75,7 @@ def search(model, settings, path=None, on_new=None, counter=None):
     measurer = Measurer(
         model, provider(), store, CAL, 64, "single_pass", on_new=on_new, counter=counter
     )
-    return run_search(model, measurer, METRICS, settings, progress=False), measurer
+    return run_search(model, measurer, METRICS, settings), measurer
 
 
 @pytest.fixture(scope="module")

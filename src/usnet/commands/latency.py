@@ -51,7 +51,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--threads", type=positive_int, metavar="N", help="CPU threads (default torch's)"
     )
     p.add_argument("--out", type=Path, metavar="FILE", help="default: CKPT/latency_<backend>.json")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (the log lines stay)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     return p
 
 
@@ -69,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
         args.validate,
         args.rounds,
         seed=args.seed,
-        progress=not args.quiet,
         statistic=args.statistic,
     )
     out = args.out or default_path(path, args.backend)

@@ -92,7 +92,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="store_true",
         help="replace a search file written by another method or budget",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (the log lines stay)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     return p
 
 
@@ -105,7 +108,7 @@ def _latency(args: argparse.Namespace, path: Path) -> LatencyModel | None:
     if file.is_file():
         return load_for(file)
     print(f"building a latency model of this machine ({file}; `usnet latency` rebuilds it)")
-    lm = build(checkpoint.load(path), backend("eager"), progress=not args.quiet)
+    lm = build(checkpoint.load(path), backend("eager"))
     print(summary(lm.validation))
     with checkpoint.locked(path):
         lm.save(file)
@@ -149,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
                 f"(seed {old.get('seed')}); give --out FILE or --overwrite to replace it"
             )
     latency = _latency(args, path)
-    doc = search_checkpoint(path, settings, data, latency, out, progress=not args.quiet)
+    doc = search_checkpoint(path, settings, data, latency, out)
     if isinstance(latency, LatencyModel) and latency.added:
         file = args.latency_model or default_path(path, "eager")
         with checkpoint.locked(path):

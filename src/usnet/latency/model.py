@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..errors import UsageError
 from ..io import atomic_write, make_parent
+from ..logs import progress_bar
 from ..nn import WidthConfig, channel_groups, width_space
 from .backends import STATISTICS, Backend, backend
 from .layers import Layer, layers
@@ -181,7 +181,6 @@ def build(
     warmup: int = 5,
     seed: int = 0,
     repeats: int = 20,
-    progress: bool = True,
     statistic: str = "median",
 ) -> LatencyModel:
     """Build a latency model of ``model`` on ``runner`` and validate it.
@@ -207,7 +206,7 @@ def build(
     lm = LatencyModel(runner.environment(), batch_size, repeats=repeats, statistic=statistic)
     lm.attach(runner)
     widths = fitted + checked
-    sums = [lm.sums(model, w) for w in tqdm(widths, desc="layer table", disable=not progress)]
+    sums = [lm.sums(model, w) for w in progress_bar(widths, desc="layer table", unit="net")]
     measured = np.array(runner.end_to_end(model, widths, batch_size, rounds, warmup, statistic))
     y = measured[:fit]
     errors = {form: _loo_error(_design(sums[:fit], form), y) for form in FORMS}

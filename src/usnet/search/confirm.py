@@ -13,11 +13,11 @@ import contextlib
 from collections.abc import Sequence
 
 from torch import nn
-from tqdm.auto import tqdm
 
 from .. import profile
 from ..calibration import calibrate, collect_batches, needs_calibration
 from ..errors import UsageError
+from ..logs import progress_bar
 from ..spectrum.compute import placeholder_stats
 from ..spectrum.providers import MetricProvider
 from .front import Candidate
@@ -36,7 +36,6 @@ def test_metrics(
     model: nn.Module,
     candidates: Sequence[Candidate],
     provider: MetricProvider,
-    progress: bool = True,
 ) -> dict[str, dict[str, float]]:
     """Test metrics per network key (calibrated with ``provider``'s calibration settings)."""
     if not candidates:
@@ -47,7 +46,7 @@ def test_metrics(
             raise UsageError("the test metrics need calibration data, which the checkpoint lacks")
         batches = collect_batches(provider.calibration(), provider.num_samples)
     out = {}
-    for c in tqdm(candidates, desc="test set", unit="net", disable=not progress):
+    for c in progress_bar(candidates, desc="test set", unit="net"):
         if batches is not None:
             calibrate(
                 model,
@@ -65,7 +64,6 @@ def measured_latency(
     candidates: Sequence[Candidate],
     rounds: int = 30,
     warmup: int = 5,
-    progress: bool = True,
 ) -> dict[str, tuple[float, float, float]]:
     """Batch-1 latency per network key: (median, first quartile, third quartile) in ms."""
     if not candidates:

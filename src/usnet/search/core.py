@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..errors import UsageError
+from ..logs import progress_bar
 from ..spectrum.providers import Metric
 from .evolution import EvolutionSettings, evolution
 from .front import Budget, Candidate, CostName, best_within, choose, goodness, pareto_front, ranking
@@ -92,7 +92,6 @@ def run_search(
     measurer: Measurer,
     metrics: Sequence[Metric],
     settings: SearchSettings,
-    progress: bool = True,
     samples: int | None = None,
 ) -> SearchResult:
     """Search ``model``'s per-group widths (see the module docstring); ``samples``: how many
@@ -103,10 +102,10 @@ def run_search(
     grid = uniform_grid(model, settings.uniform_step)
     uniform = [
         measurer.measure(w, "uniform")
-        for w in tqdm(grid, desc="uniform widths", unit="net", disable=not progress)
+        for w in progress_bar(grid, desc="uniform widths", unit="net")
     ]
     if settings.method == "greedy":
-        bar = tqdm(total=steps(space), desc="greedy", unit="step", disable=not progress)
+        bar = progress_bar(total=steps(space), desc="greedy", unit="step")
 
         def on_step(step: int, kept: Candidate) -> None:
             bar.update(1)
@@ -118,7 +117,7 @@ def run_search(
             bar.close()
     else:
         gens = settings.evolution.generations
-        bar = tqdm(total=gens + 1, desc="evolution", unit="gen", disable=not progress)
+        bar = progress_bar(total=gens + 1, desc="evolution", unit="gen")
         inside = sorted(
             (c for c in uniform if budget.admits(c)),
             key=lambda c: goodness(c, metrics),

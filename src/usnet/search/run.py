@@ -78,7 +78,6 @@ def search_checkpoint(
     data: SearchData | None = None,
     latency: PredictsLatency | None = None,
     out: str | Path | None = None,
-    progress: bool = True,
     on_new: Callable[[Candidate], None] | None = None,
 ) -> dict[str, Any]:
     """Search the checkpoint at ``path`` and write ``out`` (default ``CKPT/search.json``), with
@@ -123,8 +122,8 @@ def search_checkpoint(
         on_new,
         counter,
     )
-    result = run_search(model, measurer, val.metrics, settings, progress, val.samples)
-    doc = _document(path, info, model, meta, settings, data, val, result, progress)
+    result = run_search(model, measurer, val.metrics, settings, val.samples)
+    doc = _document(path, info, model, meta, settings, data, val, result)
     out = Path(out) if out is not None else path / "search.json"
     metric = ranking(val.metrics)[0]
     groups = list(result.space.groups)
@@ -166,19 +165,18 @@ def _document(
     data: SearchData,
     val: MetricProvider,
     result: SearchResult,
-    progress: bool,
 ) -> dict[str, Any]:
     reported = unique([*result.front, result.chosen, result.best, result.best_uniform])
     tests: dict[str, dict[str, float]] = {}
     test_note = "not measured (--no-test)"
     if data.test:
         test = metric_provider(model, meta, ProviderOptions(data.data_root))
-        tests = test_metrics(model, reported, test, progress)
+        tests = test_metrics(model, reported, test)
         test_note = (
             f"{test.data_note}, each network calibrated from {test.num_samples} training images "
             f"({test.calibration_method})"
         )
-    timed = measured_latency(model, reported, data.latency_rounds, progress=progress)
+    timed = measured_latency(model, reported, data.latency_rounds)
 
     def e(c: Candidate | None) -> dict[str, Any] | None:
         return None if c is None else entry(c, tests, timed)
