@@ -1,6 +1,7 @@
 """The searches of docs/search.md's evidence, on the finished runs of the search_v1 plans.
 
-    python benchmarks/search_evidence.py run  --runs runs/study [--dry-run]
+    python benchmarks/search_evidence.py run  --runs runs/study [--only RUN ...] [--methods greedy]
+        [--budgets 0.25 0.5] [--generations N] [--population N] [--dry-run]
     python benchmarks/search_evidence.py gather --runs runs/study --out benchmarks/results/search_v1.csv
 
 The training runs come first, from the study runner::
@@ -13,9 +14,14 @@ trained, every seed): greedy once (one pass; each budget's chosen network is rea
 measurements, so the second and third budgets cost only their test-set checks) and evolution
 once per budget, at 25 %, 50 % and 75 % of the network's full MACs. Each search is resumable
 (``usnet search`` keeps its measurements), and one whose output exists is skipped, so ``run``
-can be stopped and started again. ``gather`` writes one CSV row per run, network, seed, budget
-and method: the chosen network against the best uniform width within the budget, on the
-validation split and the test set.
+can be stopped and started again. ``--only``, ``--methods``, ``--budgets``, ``--generations``
+and ``--population`` run part of that when CPU time is short; every search.json records what
+ran (method, step, validation images, evolution's population and generations), and ``run``
+writes each command's wall and CPU time and load average beside it (``time_METHOD_BUDGET.json``).
+``gather`` writes one CSV row per run, network, seed, budget and method: the chosen network
+(and the validation-best one) against the best uniform width within the budget, on the
+validation split and the test set; and a copy of every search.json, less its per-step trace,
+under ``RESULTS/search_v1/RUN/`` (the runs folder is not committed).
 """
 
 from __future__ import annotations
@@ -23,8 +29,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,44 +52,78 @@ FIELDS = (
     "chosen_width", "chosen_macs", "chosen_val_top1", "chosen_test_top1",
     "uniform_width", "uniform_macs", "uniform_val_top1", "uniform_test_top1",
     "best_width", "best_macs", "best_val_top1", "best_test_top1", "min_gain_points",
-    "test_gain_points", "val_gain_points", "candidates", "search_seconds", "validation",
+    "test_gain_points", "val_gain_points", "best_test_gain_points", "best_val_gain_points",
+    "step", "val_samples", "population", "generations", "candidates", "measured", "resumed",
+    "search_seconds", "command_wall_seconds", "command_cpu_seconds", "load_average",
+    "validation",
 )  # fmt: skip
 
 
-def checkpoints(runs: Path) -> list[tuple[str, Path]]:
-    """Every finished checkpoint of the plans: ``(plan, RUNS/PLAN/RUN/checkpoint)``."""
+def checkpoints(runs: list[Path], only: list[str] | None = None) -> list[tuple[str, Path]]:
+    """Every finished checkpoint of the plans in the runs folders: ``(plan,
+    RUNS/PLAN/RUN/checkpoint)``; ``only``: those runs (names)."""
     found = []
-    for plan in PLANS:
-        for record in sorted((runs / plan).glob("*/study.json")):
-            if json.loads(record.read_text()).get("status") == "finished":
-                found.append((plan, record.parent / "checkpoint"))
+    for folder in runs:
+        for plan in PLANS:
+            for record in sorted((folder / plan).glob("*/study.json")):
+                if only and record.parent.name not in only:
+                    continue
+                if json.loads(record.read_text()).get("status") == "finished":
+                    found.append((plan, record.parent / "checkpoint"))
     return found
 
 
-def commands(plan: str, ckpt: Path) -> list[tuple[Path, list[str]]]:
-    """The searches of one checkpoint: ``(output file, usnet arguments)``."""
+def commands(
+    plan: str,
+    ckpt: Path,
+    methods: tuple[str, ...] = METHODS,
+    budgets: tuple[float, ...] = BUDGETS,
+    extra: tuple[str, ...] = (),
+) -> list[tuple[Path, list[str]]]:
+    """The searches of one checkpoint: ``(output file, usnet arguments)``; ``extra``: more
+    ``usnet search`` options (evolution's alone go to evolution)."""
     full = usnet.macs(usnet.load(ckpt), 1.0)
     out = []
-    for method in METHODS:
-        for budget in BUDGETS:
+    for method in methods:
+        for budget in budgets:
             file = ckpt / f"search_{method}_{round(100 * budget)}.json"
             args = ["search", str(ckpt), "--max-macs", str(int(budget * full)), "--method", method]
-            out.append((file, [*args, *OPTIONS[plan], "--out", str(file), "--quiet"]))
+            more = list(extra) if method == "evolution" else []
+            out.append((file, [*args, *OPTIONS[plan], *more, "--out", str(file), "--quiet"]))
     return out
 
 
-def run(runs: Path, dry: bool, usnet_cmd: list[str]) -> int:
+def timed(command: list[str]) -> dict[str, Any]:
+    """Run ``command``; its wall and CPU seconds and the load average around it."""
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    load = os.getloadavg()[0]
+    subprocess.run(command, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return {
+        "command": command,
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "cpu_seconds": round(cpu, 1),
+        "load_average": [round(load, 2), round(os.getloadavg()[0], 2)],
+        "threads": os.environ.get("OMP_NUM_THREADS"),
+    }
+
+
+def run(runs: list[Path], dry: bool, usnet_cmd: list[str], **which: Any) -> int:
+    only, extra = which.pop("only", None), which.pop("extra", ())
     todo = [
-        args
-        for plan, ckpt in checkpoints(runs)
-        for file, args in commands(plan, ckpt)
+        (file, args)
+        for plan, ckpt in checkpoints(runs, only)
+        for file, args in commands(plan, ckpt, extra=extra, **which)
         if not file.is_file()
     ]
     print(f"{len(todo)} searches to run")
-    for args in todo:
+    for file, args in todo:
         print(" ".join([*usnet_cmd, *args]), flush=True)
         if not dry:
-            subprocess.run([*usnet_cmd, *args], check=True)
+            record = timed([*usnet_cmd, *args])
+            _, method, budget = file.stem.split("_")
+            (file.parent / f"time_{method}_{budget}.json").write_text(json.dumps(record, indent=1))
     return 0
 
 
@@ -91,12 +134,21 @@ def _top1(entry: dict[str, Any] | None, key: str) -> float | None:
     return None if v is None else round(100 * v, 3)
 
 
-def rows(runs: Path) -> list[dict[str, Any]]:
+def searches(ckpt: Path) -> list[Path]:
+    """The search files ``run`` wrote in a checkpoint folder."""
+    return sorted(f for f in ckpt.glob("search_*_*.json") if f.stem.split("_")[-1].isdigit())
+
+
+def rows(runs: list[Path]) -> list[dict[str, Any]]:
     out = []
     for plan, ckpt in checkpoints(runs):
         config = usnet.checkpoint.read_meta(ckpt)["config"]
-        for file in sorted(ckpt.glob("search_*_*.json")):
+        for file in searches(ckpt):
             doc = json.loads(file.read_text())
+            _, method, budget = file.stem.split("_")
+            timing = ckpt / f"time_{method}_{budget}.json"
+            took = json.loads(timing.read_text()) if timing.is_file() else {}
+            evo = doc.get("evolution") or {}
             c, u, b = doc.get("chosen"), doc.get("best_uniform"), doc.get("best")
             row = {
                 "plan": plan,
@@ -120,37 +172,89 @@ def rows(runs: Path) -> list[dict[str, Any]]:
                 "best_val_top1": _top1(b, "metrics"),
                 "best_test_top1": _top1(b, "test_metrics"),
                 "min_gain_points": round(100 * doc.get("min_gain", 0.0), 3),
+                "step": doc.get("step"),
+                "val_samples": doc["validation"].get("samples"),
+                "population": evo.get("population"),
+                "generations": evo.get("generations"),
                 "candidates": doc["candidates"],
+                "measured": doc.get("measured"),
+                "resumed": doc.get("resumed"),
                 "search_seconds": round(doc["seconds"]),
+                "command_wall_seconds": took.get("wall_seconds"),
+                "command_cpu_seconds": took.get("cpu_seconds"),
+                "load_average": json.dumps(took.get("load_average")),
                 "validation": doc["validation"]["split"],
             }
             for split in ("test", "val"):
-                a, b = row[f"chosen_{split}_top1"], row[f"uniform_{split}_top1"]
-                row[f"{split}_gain_points"] = None if a is None or b is None else round(a - b, 3)
+                u = row[f"uniform_{split}_top1"]
+                for who, name in (
+                    ("chosen", f"{split}_gain_points"),
+                    ("best", f"best_{split}_gain_points"),
+                ):
+                    a = row[f"{who}_{split}_top1"]
+                    row[name] = None if a is None or u is None else round(a - u, 3)
             out.append(row)
     return out
 
 
-def gather(runs: Path, out: Path) -> int:
+def copy_records(runs: list[Path], results: Path) -> int:
+    """Copy every search.json (less the per-step trace) with its timing to RESULTS/RUN/."""
+    n = 0
+    for _, ckpt in checkpoints(runs):
+        for file in searches(ckpt):
+            doc = json.loads(file.read_text())
+            doc.pop("trace", None)
+            _, method, budget = file.stem.split("_")
+            timing = ckpt / f"time_{method}_{budget}.json"
+            doc["command_time"] = json.loads(timing.read_text()) if timing.is_file() else None
+            target = results / ckpt.parent.name / file.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(doc, indent=1) + "\n")
+            n += 1
+    return n
+
+
+def gather(runs: list[Path], out: Path) -> int:
     found = rows(runs)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(found)
-    print(f"wrote {len(found)} rows to {out}")
+    copied = copy_records(runs, out.with_suffix(""))
+    print(f"wrote {len(found)} rows to {out}, {copied} search records to {out.with_suffix('')}/")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("action", choices=("run", "gather"))
-    p.add_argument("--runs", type=Path, default=Path("runs/study"), help="the study's runs folder")
+    p.add_argument(
+        "--runs", type=Path, nargs="+", default=[Path("runs/study")],
+        help="the study's runs folders (--runs-dir of its runners)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/search_v1.csv"))
+    p.add_argument("--only", nargs="+", metavar="RUN", help="only these runs (names)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--budgets", nargs="+", type=float, default=list(BUDGETS), metavar="FRACTION")
+    p.add_argument("--population", type=int, help="evolution's population (usnet's default: 24)")
+    p.add_argument("--generations", type=int, help="evolution's generations (default: 10)")
     p.add_argument("--dry-run", action="store_true", help="print the searches, run none")
     args = p.parse_args(argv)
     if args.action == "run":
-        return run(args.runs, args.dry_run, [sys.executable, "-m", "usnet"])
+        extra = [
+            *(["--population", str(args.population)] if args.population else []),
+            *(["--generations", str(args.generations)] if args.generations is not None else []),
+        ]
+        return run(
+            args.runs,
+            args.dry_run,
+            [sys.executable, "-m", "usnet"],
+            only=args.only,
+            methods=tuple(args.methods),
+            budgets=tuple(args.budgets),
+            extra=tuple(extra),
+        )
     return gather(args.runs, args.out)
 
 
