@@ -3,6 +3,7 @@
     python benchmarks/search_evidence.py run  --runs runs/study [--only RUN ...] [--methods greedy]
         [--budgets 0.25 0.5] [--generations N] [--population N] [--dry-run]
     python benchmarks/search_evidence.py gather --runs runs/study --out benchmarks/results/search_v1.csv
+    python benchmarks/search_evidence.py summary   # docs/search.md's tables, from the CSVs
 
 The training runs come first, from the study runner::
 
@@ -21,7 +22,10 @@ writes each command's wall and CPU time and load average beside it (``time_METHO
 ``gather`` writes one CSV row per run, network, seed, budget and method: the chosen network
 (and the validation-best one) against the best uniform width within the budget, on the
 validation split and the test set; and a copy of every search.json, less its per-step trace,
-under ``RESULTS/search_v1/RUN/`` (the runs folder is not committed).
+under ``RESULTS/search_v1/RUN/`` (the runs folder is not committed). ``summary`` prints the
+evidence tables from the committed CSVs alone: the training plan's (question 1: top-1 at the
+uniform widths, uniform against non-uniform training) and search_v1.csv (question 2: searched
+against the best uniform width, mean and spread over seeds).
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ import csv
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -226,9 +232,63 @@ def gather(runs: list[Path], out: Path) -> int:
     return 0
 
 
+def _spread(values: list[float]) -> str:
+    """``mean`` or ``mean ± sample standard deviation (n)``, in points."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:+.2f} (1)"
+    return f"{statistics.mean(values):+.2f} ± {statistics.stdev(values):.2f} ({len(values)})"
+
+
+def summary(training_csv: Path, search_csv: Path) -> int:
+    """Print question 1's and question 2's tables (markdown) from the committed CSVs."""
+    top1: dict[tuple[str, float], dict[int, float]] = defaultdict(dict)
+    if training_csv.is_file():
+        for r in csv.DictReader(training_csv.open()):
+            if r["source"] == "train":
+                top1[(r["method"], float(r["width"]))][int(r["seed"])] = 100 * float(r["top1"])
+    print("| width | uniform training: top-1 % by seed | non-uniform | difference (points) |")
+    print("|---:|---|---|---:|")
+    for w in sorted({w for _, w in top1}, reverse=True):
+        u, n = top1.get(("uniform", w), {}), top1.get(("nonuniform", w), {})
+        both = sorted(set(u) & set(n))
+
+        def show(d: dict[int, float]) -> str:
+            return ", ".join(f"s{k}: {v:.2f}" for k, v in sorted(d.items())) or "-"
+
+        print(f"| {w:g} | {show(u)} | {show(n)} | {_spread([n[s] - u[s] for s in both])} |")
+    print()
+    groups: dict[tuple[str, str, str], list[dict[str, str]]] = defaultdict(list)
+    if search_csv.is_file():
+        for r in csv.DictReader(search_csv.open()):
+            groups[(r["training"], r["method"], r["budget"])].append(r)
+    print(
+        "| training | method | budget | seeds | best uniform: width, test top-1 % | chosen: "
+        "test gain (points) | validation-best: val gain | test gain |"
+    )
+    print("|---|---|---:|---|---|---:|---:|---:|")
+    for (training, method, budget), rs in sorted(groups.items()):
+        rs.sort(key=lambda r: int(r["seed"]))
+        uni = ", ".join(
+            f"s{r['seed']}: {json.loads(r['uniform_width'])} {float(r['uniform_test_top1']):.2f}"
+            for r in rs
+        )
+
+        def gains(key: str, rows: list[dict[str, str]] = rs) -> str:
+            return _spread([float(r[key]) for r in rows if r[key] not in ("", "None")])
+
+        print(
+            f"| {training} | {method} | {float(budget):.0%} | "
+            f"{', '.join(r['seed'] for r in rs)} | {uni} | {gains('test_gain_points')} | "
+            f"{gains('best_val_gain_points')} | {gains('best_test_gain_points')} |"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("action", choices=("run", "gather"))
+    p.add_argument("action", choices=("run", "gather", "summary"))
     p.add_argument(
         "--runs", type=Path, nargs="+", default=[Path("runs/study")],
         help="the study's runs folders (--runs-dir of its runners)",
@@ -255,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             budgets=tuple(args.budgets),
             extra=tuple(extra),
         )
+    if args.action == "summary":
+        return summary(args.out.parent / "search_v1_mobilenet.csv", args.out)
     return gather(args.runs, args.out)
 
 

@@ -94,3 +94,31 @@ def test_the_searches_of_finished_runs_and_their_rows(evidence, tmp_path, capsys
         (tmp_path / "search" / "nonuniform-e4-s2" / "search_greedy_25.json").read_text()
     )
     assert "trace" not in copied and copied["command_time"] == took and copied["seconds"] == 12.3
+
+
+def test_the_summary_tables_come_from_the_csvs(evidence, tmp_path, capsys):
+    training = tmp_path / "search_v1_mobilenet.csv"
+    lines = ["method,seed,width,top1,source"]
+    for seed, (u, n) in enumerate([(0.90, 0.91), (0.92, 0.92)]):
+        lines += [f"uniform,{seed},1.0,{u},train", f"nonuniform,{seed},1.0,{n},train"]
+    lines.append("uniform,0,0.3,0.5,spectrum")  # not one of the trained evaluation widths
+    training.write_text("\n".join(lines) + "\n")
+    search = tmp_path / "search_v1.csv"
+    with search.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=evidence.FIELDS)
+        writer.writeheader()
+        for seed, gain in enumerate([0.5, -0.5]):
+            writer.writerow({
+                "training": "nonuniform", "method": "greedy", "budget": 0.5, "seed": seed,
+                "uniform_width": "0.5", "uniform_test_top1": 90.0, "test_gain_points": gain,
+                "best_val_gain_points": 1.0, "best_test_gain_points": "",
+            })  # fmt: skip
+    assert evidence.main(["summary", "--out", str(search)]) == 0
+    out = capsys.readouterr().out
+    assert "| 1 | s0: 90.00, s1: 92.00 | s0: 91.00, s1: 92.00 | +0.50 ± 0.71 (2) |" in out
+    assert "| 0.3 |" not in out
+    assert (
+        "| nonuniform | greedy | 50% | 0, 1 | s0: 0.5 90.00, s1: 0.5 90.00 | +0.00 ± 0.71 (2) |"
+        in out
+    )
+    assert out.rstrip().endswith("| +1.00 ± 0.00 (2) | - |")
