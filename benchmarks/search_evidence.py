@@ -4,6 +4,7 @@
         [--budgets 0.25 0.5] [--generations N] [--population N] [--dry-run]
     python benchmarks/search_evidence.py gather --runs runs/study --out benchmarks/results/search_v1.csv
     python benchmarks/search_evidence.py summary   # docs/search.md's tables, from the CSVs
+    python benchmarks/search_evidence.py plot --run nonuniform-e4-s0   # docs/search_front_v1.png
 
 The training runs come first, from the study runner::
 
@@ -25,7 +26,9 @@ validation split and the test set; and a copy of every search.json, less its per
 under ``RESULTS/search_v1/RUN/`` (the runs folder is not committed). ``summary`` prints the
 evidence tables from the committed CSVs alone: the training plan's (question 1: top-1 at the
 uniform widths, uniform against non-uniform training) and search_v1.csv (question 2: searched
-against the best uniform width, mean and spread over seeds).
+against the best uniform width, mean and spread over seeds). ``plot`` draws one run's greedy
+front on the test set beside its uniform widths' test top-1 (the study's spectrum of it), from
+the committed records alone.
 """
 
 from __future__ import annotations
@@ -286,9 +289,51 @@ def summary(training_csv: Path, search_csv: Path) -> int:
     return 0
 
 
+def plot(results: Path, run: str, out: Path) -> int:
+    """One run's test top-1: uniform widths (its study record) and the searched networks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    record = json.loads((results.parent / "search_v1_mobilenet" / f"{run}.json").read_text())
+    uniform = sorted((w["macs"] / 1e6, 100 * w["top1"]) for w in record["widths"])
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    ax.plot(*zip(*uniform, strict=True), "o-", ms=3, label="uniform widths 0.25-1.0")
+    folder = results / run
+    greedy = json.loads((folder / "search_greedy_25.json").read_text())
+    front = sorted((e["macs"] / 1e6, 100 * e["test_metrics"]["top1"]) for e in greedy["front"])
+    ax.plot(*zip(*front, strict=True), "s--", ms=3, mfc="none", label="greedy front")
+    for file in sorted(folder.glob("search_*_*.json")):
+        doc = json.loads(file.read_text())
+        ax.axvline(doc["budget"]["max_macs"] / 1e6, color="0.8", lw=0.8, zorder=0)
+        for who, marker in (("best", "*"), ("chosen", "o")):
+            e = doc.get(who)
+            if e and e.get("test_metrics"):
+                label = f"{doc['method']}: {'validation-best' if who == 'best' else 'chosen'}"
+                color = "C2" if doc["method"] == "evolution" else "C3"
+                ax.plot(e["macs"] / 1e6, 100 * e["test_metrics"]["top1"], marker, color=color,
+                        ms=11 if who == "best" else 6, mfc="none" if who == "chosen" else color,
+                        label=label)  # fmt: skip
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="lower right")
+    ax.set(
+        xlabel="MACs (millions)",
+        ylabel="test top-1 (%)",
+        title=f"us_mobilenet_v1_small, {run}: test set",
+    )
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("action", choices=("run", "gather", "summary"))
+    p.add_argument("action", choices=("run", "gather", "summary", "plot"))
+    p.add_argument("--run", default="nonuniform-e4-s0", help="plot: the run drawn")
     p.add_argument(
         "--runs", type=Path, nargs="+", default=[Path("runs/study")],
         help="the study's runs folders (--runs-dir of its runners)",
@@ -315,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
             budgets=tuple(args.budgets),
             extra=tuple(extra),
         )
+    if args.action == "plot":
+        return plot(args.out.with_suffix(""), args.run, Path("docs/search_front_v1.png"))
     if args.action == "summary":
         return summary(args.out.parent / "search_v1_mobilenet.csv", args.out)
     return gather(args.runs, args.out)
