@@ -286,7 +286,36 @@ def summary(training_csv: Path, search_csv: Path) -> int:
             f"{', '.join(r['seed'] for r in rs)} | {uni} | {gains('test_gain_points')} | "
             f"{gains('best_val_gain_points')} | {gains('best_test_gain_points')} |"
         )
+    print()
+    front_against_uniform(search_csv.with_suffix(""))
     return 0
+
+
+def front_against_uniform(results: Path) -> None:
+    """Each run's greedy front (its per-group members) against its uniform widths on the test
+    set: test top-1 minus the uniform curve's at the same MACs (linear in MACs between the
+    study's spectrum widths), by range of MACs."""
+    import numpy as np
+
+    print("| run | MACs | per-group front members | above the uniform curve | difference: mean, min, max (points) |")  # fmt: skip
+    print("|---|---|---:|---:|---|")
+    for folder in sorted(p for p in results.glob("*") if (p / "search_greedy_25.json").is_file()):
+        record = json.loads(
+            (results.parent / "search_v1_mobilenet" / f"{folder.name}.json").read_text()
+        )
+        xs, ys = zip(*sorted((w["macs"], 100 * w["top1"]) for w in record["widths"]), strict=True)
+        front = json.loads((folder / "search_greedy_25.json").read_text())["front"]
+        diffs = [
+            (e["macs"], 100 * e["test_metrics"]["top1"] - float(np.interp(e["macs"], xs, ys)))
+            for e in front
+            if isinstance(e["width"], dict)
+        ]
+        for lo, hi in ((0, 1e6), (1e6, 2e6), (2e6, float("inf"))):
+            d = [v for m, v in diffs if lo <= m < hi]
+            span = f"{lo / 1e6:g}-{hi / 1e6:g} M" if hi < float("inf") else f">= {lo / 1e6:g} M"
+            if d:
+                print(f"| {folder.name} | {span} | {len(d)} | {sum(v > 0 for v in d)} | "
+                      f"{statistics.mean(d):+.2f}, {min(d):+.2f}, {max(d):+.2f} |")  # fmt: skip
 
 
 def plot(results: Path, run: str, out: Path) -> int:
