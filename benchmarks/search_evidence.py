@@ -247,8 +247,10 @@ def _spread(values: list[float]) -> str:
 def summary(training_csv: Path, search_csv: Path) -> int:
     """Print question 1's and question 2's tables (markdown) from the committed CSVs."""
     top1: dict[tuple[str, float], dict[int, float]] = defaultdict(dict)
+    every: dict[tuple[str, float], dict[int, float]] = defaultdict(dict)  # spectrum widths too
     if training_csv.is_file():
         for r in csv.DictReader(training_csv.open()):
+            every[(r["method"], float(r["width"]))][int(r["seed"])] = 100 * float(r["top1"])
             if r["source"] == "train":
                 top1[(r["method"], float(r["width"]))][int(r["seed"])] = 100 * float(r["top1"])
     print("| width | uniform training: top-1 % by seed | non-uniform | difference (points) |")
@@ -261,6 +263,18 @@ def summary(training_csv: Path, search_csv: Path) -> int:
             return ", ".join(f"s{k}: {v:.2f}" for k, v in sorted(d.items())) or "-"
 
         print(f"| {w:g} | {show(u)} | {show(n)} | {_spread([n[s] - u[s] for s in both])} |")
+    diffs = [
+        n[s] - u[s]
+        for w in sorted({w for _, w in every})
+        for u, n in [(every.get(("uniform", w), {}), every.get(("nonuniform", w), {}))]
+        for s in set(u) & set(n)
+    ]
+    if diffs:
+        print(
+            f"\nEvery width of the spectrum ({len(diffs)} width-seed pairs): non-uniform minus "
+            f"uniform {statistics.mean(diffs):+.2f} points on average, {min(diffs):+.2f} to "
+            f"{max(diffs):+.2f}, non-uniform ahead at {sum(d > 0 for d in diffs)}."
+        )
     print()
     groups: dict[tuple[str, str, str], list[dict[str, str]]] = defaultdict(list)
     if search_csv.is_file():
@@ -288,6 +302,14 @@ def summary(training_csv: Path, search_csv: Path) -> int:
         )
     print()
     front_against_uniform(search_csv.with_suffix(""))
+    print()
+    print("| run | method | budget | networks in the search | measured anew | search (s) | command wall (s) | command CPU (s) | load average |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for rs in groups.values():
+        for r in rs:
+            print(f"| {r['run']} | {r['method']} | {float(r['budget']):.0%} | {r['candidates']} | "
+                  f"{r['measured']} | {r['search_seconds']} | {r['command_wall_seconds']} | "
+                  f"{r['command_cpu_seconds']} | {r['load_average']} |")  # fmt: skip
     return 0
 
 
