@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ..errors import UsageError
 from ..nn import WidthSpace
+from .adapt import adapt
 from .analysis import Analysis
 from .errors import ConvertError
 from .plan import Plan, analysis_of, check, fingerprint, make_plan
@@ -80,6 +81,7 @@ def convert(
     auto, kept = _check_keep(model, keep)
     name = type(model).__name__
     model, folded = folded_copy(model)  # the caller's model stays as it is
+    adapt(model)
     if folded:
         warnings.warn(
             f"usnet.convert folded {', '.join(folded)} into plain weights of the converted "
@@ -147,6 +149,7 @@ def rebuild(
     if not isinstance(conversion, dict) or "plan" not in conversion:
         return None
     fold(model)
+    adapt(model)
     if conversion.get("fingerprint") != fingerprint(model):
         _log.info(
             "the recorded conversion is of other code: converting %s again", type(model).__name__
