@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ..errors import UsageError
@@ -113,7 +114,10 @@ def convert(
         warnings.warn(note, stacklevel=2)
     plan = make_plan(analysis, solution.groups)
     conversion = {"fingerprint": fingerprint(model), "plan": plan.to_json()}
+    if not example_input.is_floating_point():  # token ids: profiling and export feed ids too
+        conversion["input_dtype"] = str(example_input.dtype).removeprefix("torch.")
     result = _build(model, plan, (width_min, width_max), divisor, example_input.shape[1:])
+    result.input_dtype = _input_dtype(conversion)
     result.conversion = conversion
     if check:
         verify(result, example_input.detach().clone(), traced.traces[0].output, result.width_space)
@@ -167,7 +171,15 @@ def rebuild(
         return None
     result = _build(model, plan, width_range, divisor, input_size)
     result.conversion = conversion
+    result.input_dtype = _input_dtype(conversion)
     return result
+
+
+def _input_dtype(conversion: dict[str, Any]) -> torch.dtype | None:
+    """The integer dtype of the inputs a conversion was traced with (``None``: floats)."""
+    name = conversion.get("input_dtype")
+    dtype = getattr(torch, name, None) if isinstance(name, str) else None
+    return dtype if isinstance(dtype, torch.dtype) and not dtype.is_floating_point else None
 
 
 def _build(

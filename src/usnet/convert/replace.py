@@ -28,6 +28,7 @@ from ..nn import (
     WidthSpace,
     slice_parameter,
 )
+from ..shapes import two_samples
 from .analysis import Analysis, Use
 from .errors import ConvertError
 from .groups import GroupSpec, Layout
@@ -173,7 +174,7 @@ def verify(model: nn.Module, example: Tensor, expected: Any, space: WidthSpace) 
                     "full width (a usnet bug: please report it with the model)",
                 )
         model.train()
-        x = example if example.shape[0] > 1 else torch.cat([example, example.flip(0) + 0.5])
+        x = example if example.shape[0] > 1 else two_samples(example)
         try:
             with space.at(space.width_min):
                 model(x)

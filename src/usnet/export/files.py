@@ -33,6 +33,7 @@ from ..errors import UsageError
 from ..io import make_parent, writable_target, write_bytes
 from ..nn import WidthConfig, format_width, modes_kept, width_space
 from ..nn import width as at_width
+from ..shapes import example_input
 from .dense import extract
 
 #: Export formats, the file suffix each conventionally has, and how close a loaded file's output
@@ -79,7 +80,8 @@ def save(
     _check_fits(model, width, shape)  # before calibrating runs a forward at that size
     _calibrate_attached(model, width, shape)
     dense = extract(model, width).cpu().float().requires_grad_(False)
-    x = _example(shape, 2)  # batch 2: a batch of 1 would let tracers specialise the batch axis
+    # batch 2: a batch of 1 would let tracers specialise the batch axis
+    x = example_input(dense, 2, shape, "cpu", random=True)
     with torch.no_grad():
         outputs = _flat(dense(x))
     info = _info(model, width, shape, format, len(outputs))
@@ -192,7 +194,7 @@ def check(
     g = torch.Generator().manual_seed(0)
     err = 0.0
     for n in batch_sizes:
-        x = _example(shape, n, g)
+        x = example_input(reference, n, shape, "cpu", g, random=True)
         with torch.no_grad():
             want, got = _flat(reference(x)), _flat(run(x))
         if len(got) != len(want):
@@ -203,10 +205,6 @@ def check(
             scale = max(1.0, b.abs().max().item())
             err = max(err, (a.float() - b.float()).abs().max().item() / scale)
     return err
-
-
-def _example(shape: tuple[int, ...], batch: int, g: torch.Generator | None = None) -> Tensor:
-    return torch.randn(batch, *shape, generator=g)
 
 
 def _flat(out: Any) -> list[Tensor]:
@@ -230,10 +228,9 @@ def _calibrate_attached(model: nn.Module, width: WidthConfig | None, shape: tupl
     config = _config(model, width)
     if is_calibrated(model, config):
         return
-    p = next(model.parameters())
     with at_width(model, config), modes_kept(model), torch.no_grad():
         model.eval()
-        model(torch.zeros(2, *shape, dtype=p.dtype, device=p.device))
+        model(example_input(model, 2, shape))
 
 
 def _config(model: nn.Module, width: WidthConfig | None) -> WidthConfig:

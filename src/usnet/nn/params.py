@@ -30,7 +30,10 @@ class SliceChannels(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         space = self.span.space
         assert space is not None  # checked at construction
-        return self.span.take(x, self.dim, space.counts())
+        out = self.span.take(x, self.dim, space.counts())
+        # detached under no_grad: a parameter's view made there still says requires_grad but
+        # has no gradient function, on which torch's module tracker (FlopCounterMode) fails
+        return out if torch.is_grad_enabled() else out.detach()
 
 
 def slice_parameter(module: nn.Module, name: str, span: Span, dim: int) -> None:
