@@ -88,7 +88,8 @@ def save(
     make_parent(path, "export file")
     # serialised in memory, then written by Python: a full disk is an OSError naming the
     # file (torch's C++ writers abort the process or raise without the path)
-    write_bytes(path, _WRITERS[format](dense, x, info))
+    with _unfused_attention():
+        write_bytes(path, _WRITERS[format](dense, x, info))
     if verify:
         err = check(path, dense, shape, format)
         if err > TOLERANCE[format]:
@@ -327,6 +328,21 @@ _WRITERS: dict[str, Callable[[nn.Module, Tensor, dict[str, Any]], bytes]] = {
     "torchscript": _write_torchscript,
     "onnx": _write_onnx,
 }
+
+
+@contextlib.contextmanager
+def _unfused_attention() -> Iterator[None]:
+    """torch's attention modules without their fused inference kernels while a file is written:
+    in eval mode without gradients ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer``
+    run ``_native_multi_head_attention`` / ``_transformer_encoder_layer_fwd``, which ONNX has no
+    form for; their other path computes the same with exportable operations. (The switch is
+    torch's process-wide one: it is set back at once.)"""
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
 
 
 def _require(name: str) -> Any:
