@@ -78,22 +78,19 @@ class _HeadsCore(nn.Module):
     def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """q, k, v of the kept heads, each ``(B, k, N, head_dim)``; ``x`` is ``(B, N, e)``.
 
-        At full width one ``F.linear`` of the fused weight, as the original runs; narrower, one
-        batched product of the three ``(e, k * head_dim)`` views (no copy of the weight)."""
+        One ``F.linear`` of the fused weight, as the original runs: narrower, of the kept heads'
+        rows of q, k and v gathered into one ``(3 * k * head_dim, e)`` weight. The gather costs
+        a copy of the weight per call, which is less than what running three strided products
+        instead costs (measured: benchmarks/run.py --model vit)."""
         counts = self.space.counts()
         a = self.heads.count(counts) * self.head_dim
         e = self.embed_in.count(counts)
         full = self.num_heads * self.head_dim
-        fused_weight, fused_bias = self._fused()
-        lead = x.shape[:-1]
-        if a == full and e == fused_weight.shape[1]:
-            out = F.linear(x, fused_weight, fused_bias).view(*lead, 3, a).movedim(-2, 0)
-        else:
-            weight = fused_weight.view(3, full, -1)[:, :a, :e]
-            out = torch.matmul(x.reshape(1, -1, e), weight.transpose(-1, -2))  # (3, B*N, a)
-            if fused_bias is not None:
-                out = out + fused_bias.view(3, 1, full)[:, :, :a]
-            out = out.view(3, *lead, a)
+        weight, bias = self._fused()
+        if a != full or e != weight.shape[1]:
+            weight = weight.view(3, full, -1)[:, :a, :e].reshape(3 * a, e)
+            bias = None if bias is None else bias.view(3, full)[:, :a].reshape(3 * a)
+        out = F.linear(x, weight, bias).unflatten(-1, (3, a)).movedim(-2, 0)
         q, k, v = out.unflatten(-1, (-1, self.head_dim)).transpose(-2, -3).unbind(0)
         return q, k, v
 
