@@ -26,8 +26,9 @@ from torchvision.models.swin_transformer import SwinTransformer
 from torchvision.models.vision_transformer import VisionTransformer as TorchvisionViT
 
 import usnet
-from usnet.convert import ConvertError, convert
+from usnet.convert import ConvertError, convert, kind_widths
 from usnet.convert.plan import Plan
+from usnet.errors import UsageError
 from usnet.export import SUFFIXES, extract, read_info, save
 from usnet.nn import Sliced, width_space
 
@@ -182,9 +183,12 @@ def test_exact_at_full_width_and_equal_to_the_masked_original_at_narrow_widths(n
 def test_dense_export_equals_the_slimmed_network(name) -> None:
     original, x = _original(name)
     model = _convert(original, x)
-    kinds = _kinds(model)
-    per_kind = {"heads": 0.5, "mlp": 0.75, "embedding": 0.25}
-    for config in (0.25, 0.5, {g: per_kind.get(k, 1.0) for g, k in kinds.items()}):
+    per_kind = kind_widths(model, heads=0.5, mlp=0.75, embedding=0.25)
+    counts = width_space(model).channels(per_kind)
+    for g, k in _kinds(model).items():  # each kind at its own width
+        want = {"heads": 0.5, "mlp": 0.75, "embedding": 0.25}[k]
+        assert counts[g] == width_space(model).channels(want)[g], g
+    for config in (0.25, 0.5, per_kind):
         dense = extract(model, config)
         assert not any(isinstance(m, Sliced) for m in dense.modules())
         if not isinstance(config, dict):  # embedding == heads' width: the original classes
@@ -270,6 +274,14 @@ def test_what_cannot_slim_names_the_module_and_the_keep() -> None:
         model = convert(TextClassifier(max_norm=1.0), x, keep=["emb"])
     assert "embedding" not in _kinds(model).values()  # heads and MLP still slim
     assert "heads" in _kinds(model).values()
+
+
+def test_kind_widths_names_the_kinds_it_knows() -> None:
+    original, x = _original("sdpa")
+    model = _convert(original, x)
+    assert kind_widths(model, heads=0.5) == {"q": 0.5, "*": 1.0}
+    with pytest.raises(UsageError, match=r"unknown kind\(s\) \['head'\]; allowed"):
+        kind_widths(model, head=0.5)
 
 
 def test_a_fixed_number_of_heads_is_refused_with_the_way_out() -> None:

@@ -12,14 +12,15 @@ rounded to whole ones.
 - Attention written with tensor ops (``F.scaled_dot_product_attention`` or ``q @ k.T``) works
   when the channels are split into heads of a fixed size (``x.view(B, N, -1, head_dim)``, see
   :func:`~.shapes.reshape`): the heads then sit on a batch dimension of the products.
-- ``nn.Embedding`` makes new channels (its columns), like a linear.
+- ``nn.Embedding`` makes new channels (its columns), like a linear; a parameter or buffer added
+  to tokens elementwise (a position embedding) holds one entry per channel and joins their group.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor, fx
+from torch import Tensor, fx, nn
 
 from ..nn.attention import unsupported
 from .groups import Layout
@@ -115,3 +116,32 @@ def scaled_dot_product_attention(an: Analysis, node: fx.Node, out: Any, op: str)
         if d >= 0 and v.shape[d] > 1 and not isinstance(an.flow(t), Layout):
             an.meets_fixed(first, t, f"{op} meets a tensor of fixed heads")
     return first
+
+
+def per_channel_state(
+    an: Analysis, node: fx.Node, a: Any, d: int, channels: Layout, op: str
+) -> bool:
+    """A parameter or buffer of the model meeting channels on its dimension ``d`` elementwise
+    (a position embedding ``1 x N x C`` added to tokens) holds one entry per channel there: it
+    joins their group and is sliced with it. ``False`` for anything else (a constant)."""
+    if not isinstance(a, fx.Node) or a.op != "get_attr" or not _is_state(an.model, str(a.target)):
+        return False
+    target = str(a.target)
+    if target not in an.params:
+        an.params[target] = (an.solver.new(an.value(a).shape[d]), d)
+    var, dim = an.params[target]
+    if dim != d:
+        return False
+    problem = "a parameter of one entry per channel meets channels of several groups"
+    an.solver.tie(channels, Layout(d, ((var, 1),)), an.error(node, op, problem))
+    return True
+
+
+def _is_state(model: nn.Module, target: str) -> bool:
+    for get in (model.get_parameter, model.get_buffer):
+        try:
+            get(target)
+            return True
+        except AttributeError:
+            pass
+    return False

@@ -257,38 +257,9 @@ def _broadcast(an: Analysis, node: fx.Node, out: Any, args: list[fx.Node], op: s
         v, f = an.value(a), an.flow(a)
         d = dim - (rank - v.dim())
         if d >= 0 and v.shape[d] > 1 and not (isinstance(f, Layout) and f.dim == d):
-            if isinstance(f, Layout) or not _per_channel_state(an, node, a, d, first, op):
+            if isinstance(f, Layout) or not attention.per_channel_state(an, node, a, d, first, op):
                 an.meets_fixed(first, a, f"{op} meets a tensor of fixed size")
     return Layout(dim, first.segs)
-
-
-def _per_channel_state(
-    an: Analysis, node: fx.Node, a: Any, d: int, channels: Layout, op: str
-) -> bool:
-    """A parameter or buffer of the model meeting channels on its dimension ``d`` elementwise
-    (a position embedding ``1 x N x C`` added to tokens) holds one entry per channel there: it
-    joins their group and is sliced with it. ``False`` for anything else (a constant)."""
-    if not isinstance(a, fx.Node) or a.op != "get_attr" or not _is_state(an.model, str(a.target)):
-        return False
-    target = str(a.target)
-    if target not in an.params:
-        an.params[target] = (an.solver.new(an.value(a).shape[d]), d)
-    var, dim = an.params[target]
-    if dim != d:
-        return False
-    problem = "a parameter of one entry per channel meets channels of several groups"
-    an.solver.tie(channels, Layout(d, ((var, 1),)), an.error(node, op, problem))
-    return True
-
-
-def _is_state(model: nn.Module, target: str) -> bool:
-    for get in (model.get_parameter, model.get_buffer):
-        try:
-            get(target)
-            return True
-        except AttributeError:
-            pass
-    return False
 
 
 def _mismatch(an: Analysis, a: Layout, b: Layout) -> str:
