@@ -29,11 +29,13 @@ from .format import (
     FORMAT_VERSION,
     INFO,
     WEIGHTS,
+    WEIGHTS_ID,
     CheckpointError,
     check_json,
     checksum,
     parse_info,
     versions,
+    weights_id,
     write_info,
 )
 from .merge import merge_calibrated
@@ -123,6 +125,7 @@ def _save(model: nn.Module, path: Path, meta: Mapping[str, Any] | None, same_wei
                 f"{path}: was saved with other weights since this model was loaded from it, so "
                 "its batch-norm statistics would not fit them; load it and calibrate again"
             )
+        doc[WEIGHTS_ID] = weights_id(parse_info(folder)) if same else save_id
         data = serialise(tensors, metadata={"usnet_save_id": save_id})
         doc[CHECKSUM] = checksum(data)
 
