@@ -3,6 +3,7 @@
     python benchmarks/run.py                 # all five, US-MobileNet v2 at 224 px (~9 min, 1 thread)
     python benchmarks/run.py --quick         # a faster smoke run (fewer widths, repeats, images)
     python benchmarks/run.py --model tiny --quick --out /tmp/b.md   # seconds; what the test runs
+    python benchmarks/run.py --model vit --only inference --out docs/benchmarks_vit.md  # a ViT
 
 Each benchmark times two contenders side by side, interleaved, so that load from other jobs hits
 both alike, and reports the medians after warm-up and their ratio. Times are the process's CPU
@@ -115,7 +116,7 @@ def write(path: Path, block: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="mobilenet", choices=("mobilenet", "tiny"))
+    p.add_argument("--model", default="mobilenet", choices=("mobilenet", "tiny", "vit"))
     p.add_argument("--quick", action="store_true", help="fewer widths, repeats and images")
     p.add_argument(
         "--threads",

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from . import matmul
+from . import attention, matmul
 from .groups import Layout
 from .measure import commutes, evaluating, method_call
 from .rules import Channelwise, function_rule
@@ -67,7 +67,7 @@ _SAME_METHODS = {"contiguous", "clone", "detach", "float", "to", "type", "half",
 _LAYER_FUNCS = {F.linear, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose2d, F.batch_norm,
                 F.layer_norm, F.group_norm, F.instance_norm, F.embedding, F.prelu,
                 F.multi_head_attention_forward}  # fmt: skip
-_ATTENTION = {F.scaled_dot_product_attention, torch.einsum}
+_EINSUM = {torch.einsum}
 _MATMUL: dict[Any, str] = {torch.matmul: "matmul", operator.matmul: "matmul", torch.bmm: "bmm",
            torch.baddbmm: "baddbmm"}  # fmt: skip
 #: Normalisations over one dimension: over the channels they normalise the active ones (as
@@ -166,7 +166,9 @@ def _dispatch(an: Analysis, node: fx.Node, out: Any) -> Any:
         return pixel_shuffle(an, node, node.args[0], op, int(factor), bool(inverse))
     if target in _MATMUL or (node.op == "call_method" and target in matmul.FUNCTIONS):
         return matmul.matmul(an, node, out, op, _MATMUL.get(target, str(target)))
-    if target in _ATTENTION:
+    if target is F.scaled_dot_product_attention:
+        return attention.scaled_dot_product_attention(an, node, out, op)
+    if target in _EINSUM:
         an.refuse(node, [an.flow(a) for a in tensor_args_], op, matmul.ATTENTION)
         return none_like(out)
     if target is F.prelu and getattr(an.value(arg(node, 1, "weight")), "numel", lambda: 0)() == 1:
@@ -255,8 +257,38 @@ def _broadcast(an: Analysis, node: fx.Node, out: Any, args: list[fx.Node], op: s
         v, f = an.value(a), an.flow(a)
         d = dim - (rank - v.dim())
         if d >= 0 and v.shape[d] > 1 and not (isinstance(f, Layout) and f.dim == d):
-            an.meets_fixed(first, a, f"{op} meets a tensor of fixed size")
+            if isinstance(f, Layout) or not _per_channel_state(an, node, a, d, first, op):
+                an.meets_fixed(first, a, f"{op} meets a tensor of fixed size")
     return Layout(dim, first.segs)
+
+
+def _per_channel_state(
+    an: Analysis, node: fx.Node, a: Any, d: int, channels: Layout, op: str
+) -> bool:
+    """A parameter or buffer of the model meeting channels on its dimension ``d`` elementwise
+    (a position embedding ``1 x N x C`` added to tokens) holds one entry per channel there: it
+    joins their group and is sliced with it. ``False`` for anything else (a constant)."""
+    if not isinstance(a, fx.Node) or a.op != "get_attr" or not _is_state(an.model, str(a.target)):
+        return False
+    target = str(a.target)
+    if target not in an.params:
+        an.params[target] = (an.solver.new(an.value(a).shape[d]), d)
+    var, dim = an.params[target]
+    if dim != d:
+        return False
+    problem = "a parameter of one entry per channel meets channels of several groups"
+    an.solver.tie(channels, Layout(d, ((var, 1),)), an.error(node, op, problem))
+    return True
+
+
+def _is_state(model: nn.Module, target: str) -> bool:
+    for get in (model.get_parameter, model.get_buffer):
+        try:
+            get(target)
+            return True
+        except AttributeError:
+            pass
+    return False
 
 
 def _mismatch(an: Analysis, a: Layout, b: Layout) -> str:

@@ -14,16 +14,21 @@ from ..nn import (
     GroupRef,
     Span,
     TrainOnlyBatchNorm,
+    USAttention,
     USBatchNorm,
     USBatchNormAct,
     USConv,
+    USEmbedding,
     USGroupNorm,
     USInstanceNorm,
     USLayerNorm,
     USLinear,
+    USMultiheadAttention,
+    USWindowAttention,
     WidthSpace,
     slice_parameter,
 )
+from ..shapes import two_samples
 from .analysis import Analysis, Use
 from .errors import ConvertError
 from .groups import GroupSpec, Layout
@@ -53,7 +58,10 @@ class _Spans:
         self.an = an
         self.refs: dict[int, GroupRef] = {
             root: space.group(
-                spec.name, spec.full, spec.ratio, divisor=group_divisor(divisor, spec.ratio)
+                spec.name,
+                spec.full,
+                spec.ratio,
+                divisor=spec.divisor or group_divisor(divisor, spec.ratio),
             )
             for root, spec in groups.items()
         }
@@ -117,14 +125,22 @@ _CONVS = ("conv", "conv_same", "conv1d", "conv3d", "conv_transpose", "conv_cat")
 
 
 def _slim(m: Any, use: Use, spans: _Spans, space: WidthSpace) -> nn.Module | None:
-    inp, out = spans(use.inp), spans(use.out)
+    inp, out, mid = spans(use.inp), spans(use.out), spans(use.mid)
     if use.kind in ("bn", "bnact", "bn3d"):  # per-width statistics even where channels are whole
         if not use.in_eval:
             return TrainOnlyBatchNorm(m, inp) if inp is not None else None
         cls = USBatchNormAct if use.kind == "bnact" else USBatchNorm
         return cls.from_module(m, inp, space)
-    if inp is None and out is None:
+    if inp is None and out is None and mid is None:
         return None
+    if use.kind == "attn":
+        return USAttention.from_module(m, inp, out, mid)
+    if use.kind == "mha":
+        return USMultiheadAttention(m, inp, mid, out)
+    if use.kind == "swin":
+        return USWindowAttention(m, inp, out, mid)
+    if use.kind == "embedding" and out is not None:
+        return USEmbedding.from_module(m, out)
     if use.kind in _CONVS:
         return USConv.from_module(m, inp, out, same=use.kind == "conv_same")
     if use.kind == "linear":
@@ -159,7 +175,7 @@ def verify(model: nn.Module, example: Tensor, expected: Any, space: WidthSpace) 
                     f"({_whose_fault(model)})",
                 )
         model.train()
-        x = example if example.shape[0] > 1 else torch.cat([example, example.flip(0) + 0.5])
+        x = example if example.shape[0] > 1 else two_samples(example)
         try:
             with space.at(space.width_min):
                 model(x)
