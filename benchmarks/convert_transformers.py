@@ -111,7 +111,8 @@ def measure(name: str) -> dict:
         record["first"] = f"'{e.problems[0].module}' {e.problems[0].op}: {e.problems[0].problem}"
         try:
             auto = convert(net, x, keep="auto")
-            kinds = [g.kind for g in Plan.from_json(_plan(auto)).groups]
+            plan = auto.conversion["plan"]  # type: ignore[index]
+            kinds = [g.kind for g in Plan.from_json(plan).groups]
             record["auto"] = {k: kinds.count(k) for k in sorted(set(kinds))}
         except Exception as e2:  # noqa: BLE001
             record["auto_error"] = f"{type(e2).__name__}: {e2}"[:200]
@@ -120,7 +121,8 @@ def measure(name: str) -> dict:
         return {**record, "status": "error", "message": f"{type(e).__name__}: {e}"[:300]}
     record["convert_s"] = round(time.perf_counter() - start, 1)
     model.eval()
-    kinds = [g.kind for g in Plan.from_json(_plan(model)).groups]
+    plan = model.conversion["plan"]  # type: ignore[index]
+    kinds = [g.kind for g in Plan.from_json(plan).groups]
     record["kinds"] = {k: kinds.count(k) for k in sorted(set(kinds))}
     with torch.no_grad():
         record["rel_full"] = _rel(model(x), want)
@@ -149,10 +151,6 @@ def _onnx(dense, x, want) -> float | str:  # noqa: ANN001
     except Exception as e:  # noqa: BLE001
         return f"{type(e).__name__}: {str(e).splitlines()[0]}"[:150]
     return _rel(got, want)
-
-
-def _plan(model) -> dict:  # noqa: ANN001
-    return model.conversion["plan"]
 
 
 def _rel(a, b) -> float:  # noqa: ANN001

@@ -32,6 +32,7 @@ from ..shapes import two_samples
 from .analysis import Analysis, Use
 from .errors import ConvertError
 from .groups import GroupSpec, Layout
+from .rules import module_rule, registered_functions
 
 
 def group_divisor(divisor: int, ratio: int) -> int:
@@ -170,8 +171,8 @@ def verify(model: nn.Module, example: Tensor, expected: Any, space: WidthSpace) 
                 raise ConvertError(
                     "",
                     "self-check",
-                    "the converted network differs from the original at "
-                    "full width (a usnet bug: please report it with the model)",
+                    f"the converted network differs from the original at full width "
+                    f"({_whose_fault(model)})",
                 )
         model.train()
         x = example if example.shape[0] > 1 else two_samples(example)
@@ -183,13 +184,31 @@ def verify(model: nn.Module, example: Tensor, expected: Any, space: WidthSpace) 
                 "",
                 "self-check",
                 f"the converted network fails at width {space.width_min} "
-                f"({type(e).__name__}: {e}) (a usnet bug: please report it with the model)",
+                f"({type(e).__name__}: {e}) ({_whose_fault(model)})",
             ) from None
     finally:
         for m, mode in modes.items():
             m.training = mode
         for b, saved in buffers:
             b.copy_(saved)
+
+
+def _whose_fault(model: nn.Module) -> str:
+    """Who to suspect when the converted network fails its self-check: the rules the user
+    registered for modules or functions it uses (a channel-wise rule whose ``params`` miss a
+    per-channel tensor fails exactly so), else usnet."""
+    ruled = [name for name, m in model.named_modules() if module_rule(m) is not None]
+    functions = [f.__name__ for f in registered_functions()]
+    if not ruled and not functions:
+        return "a usnet bug: please report it with the model"
+    suspects = ", ".join(
+        [f"module {name!r}" for name in ruled[:5]] + [f"function {f!r}" for f in functions[:5]]
+    )
+    return (
+        f"check the rules registered with usnet.convert.register_rule ({suspects}): a "
+        "'channelwise' rule must hold and name every per-channel parameter and buffer in "
+        "params; if they do, it is a usnet bug: please report it with the model"
+    )
 
 
 def _tensors(v: Any) -> list[Tensor]:

@@ -34,6 +34,7 @@ from ..io import make_parent, writable_target, write_bytes
 from ..nn import WidthConfig, format_width, modes_kept, width_space
 from ..nn import width as at_width
 from ..shapes import example_input
+from ..version import __version__
 from .dense import extract
 
 #: Export formats, the file suffix each conventionally has, and how close a loaded file's output
@@ -243,7 +244,6 @@ def _config(model: nn.Module, width: WidthConfig | None) -> WidthConfig:
 def _info(
     model: nn.Module, width: WidthConfig | None, shape: tuple, format: str, outputs: int
 ) -> dict[str, Any]:
-    from .. import __version__
 
     space = width_space(model)
     config = space.config if width is None else space.canonical(width)
