@@ -258,6 +258,9 @@ def test_token_inputs_pass_through_calibration_macs_and_export_untouched() -> No
     assert seen and set(seen) == {torch.int64}
     assert usnet.is_calibrated(model, 0.5)
     assert 0 < usnet.macs(model, 0.5) <= 0.6 * usnet.macs(model, 1.0)
+    seen.clear()
+    assert usnet.profile.latency(model, 0.5, repeats=2, warmup=1)["median_ms"] > 0
+    assert seen and set(seen) == {torch.int64}  # timed on token ids too
     dense = extract(model, 0.5)
     x = torch.randint(0, V, (3, N))
     with torch.no_grad(), usnet.width(model, 0.5):
