@@ -90,6 +90,15 @@ def convert(
             "directly; the original model keeps its reparametrisations)",
             stacklevel=2,
         )
+    frozen = [n for n, m in model.named_modules() if "FrozenBatchNorm" in type(m).__name__]
+    if frozen:
+        warnings.warn(
+            f"usnet.convert makes {len(frozen)} FrozenBatchNorm layer(s) of {name} (first "
+            f"{frozen[0]!r}) batch norms with statistics per width: in train mode they normalise "
+            "with batch statistics and update their running ones, where the originals stay "
+            "frozen; keep those modules in eval mode while fine-tuning to match the original",
+            stacklevel=2,
+        )
     opaque = {p for p in kept if not is_leaf(model.get_submodule(p))}
     # copies: a forward may change its input in place; the caller's tensor stays as it is
     traced = trace_model(model, example_input.detach().clone(), lambda m, _: is_leaf(m), opaque)
