@@ -1,9 +1,10 @@
 """Calibration on first use: :func:`attach_calibration_data`, safe for a model that serves
 several threads at once.
 
-Calibrating runs the model's own modules in ways other calls must not see: it traces them with
-``torch.fx`` (which patches ``nn.Module.__call__`` for the whole process while it traces), hooks
-its batch norms and switches their modes. So a width is calibrated only while no other call of
+Calibrating runs the model's own modules in ways other calls must not see: it hooks its batch
+norms and switches their modes (and it calibrates with ``cache_bytes=0``, which traces nothing:
+``torch.fx`` patches ``nn.Module.__call__`` for the whole process while it traces, so another
+thread's call would reach the tracer before any gate of the model's). So a width is calibrated only while no other call of
 the model runs, and other calls wait for it: every eval forward of the model holds a shared
 turn of a :class:`_Gate`, and calibrating takes it alone. A call at an uncalibrated width that
 waited finds its width calibrated by the other thread, or calibrates it then. (A plain
@@ -95,7 +96,8 @@ def attach_calibration_data(
             try:
                 if missing():  # another thread may have calibrated it while this one waited
                     config: Width = width_space(core).config
-                    calibrate(core, batches, [config], num_samples, method)
+                    # no fx tracing: it would reach other threads' calls to the model
+                    calibrate(core, batches, [config], num_samples, method, cache_bytes=0)
             finally:
                 gate.leave_alone()
         gate.enter_call()

@@ -176,8 +176,12 @@ def calibrate(
     Works for any width at any time after training; existing statistics of those widths are
     replaced, or kept if the calibration fails. Widths that select the same network are computed
     once; a width whose network already has the statistics of another calibrated width not named
-    here keeps them, with a warning (never silently changing what that width computes). ``cache_bytes`` bounds the activations ``exact`` keeps on the model's device (default:
-    half the free memory). The model's width, train/eval modes and weights are left as they were.
+    here keeps them, with a warning (never silently changing what that width computes).
+    ``cache_bytes`` bounds the activations ``exact`` keeps on the model's device (default: half
+    the free memory); ``cache_bytes=0`` also traces nothing with ``torch.fx`` (whose tracing
+    patches ``nn.Module.__call__`` for the whole process): truncated passes for ``exact``, BN
+    training mode for ``single_pass``, the path for a model other threads may be calling. The
+    model's width, train/eval modes and weights are left as they were.
     """
     if method not in METHODS:
         raise UsageError(f"calibration method {method!r} is unknown; allowed: {list(METHODS)}")
@@ -277,7 +281,7 @@ def _exact(run: _Run, bns: list[USBatchNorm2d], batches: list[Tensor], device: t
         stage.eval()
         outputs = None
         if any(bn.get_stats(run.key) is None for bn in _bn_layers(stage)):
-            program = graph.Program.of(stage, run.key, run.programs)
+            program = graph.Program.of(stage, run.key, run.programs) if run.budget else None
             if program is not None:
                 outputs = program.run_layer_major(feed, run.budget, run.normalise_exact)
             if outputs is None:  # untraceable or over budget: the rest by truncated passes
@@ -336,7 +340,7 @@ def _single_pass(
     run: _Run, bns: list[USBatchNorm2d], batches: list[Tensor], device: torch.device
 ) -> None:
     run.model.eval()
-    program = graph.Program.of(run.model, run.key, run.programs)
+    program = graph.Program.of(run.model, run.key, run.programs) if run.budget else None
     if program is not None:  # each batch layer-major in chunks: its own statistics, in place
         for x in batches:
             feed = graph.Feed(_chunks([x], device), device)
