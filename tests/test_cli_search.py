@@ -188,3 +188,23 @@ def test_latency_command_and_a_latency_budget(unsplit, tmp_path, capsys):
         ]
     )
     assert rc == 2
+
+
+def test_a_rerun_with_another_budget_reads_the_front_test_metrics_it_has(ckpt, tmp_path, capsys):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    assert cli.main(["search", str(ckpt), "--max-macs", "150k", "--out", str(first), *FAST]) == 0
+    doc = read(first)
+    # the newest: other tests of the module search the same checkpoint with other threads
+    stored = max((ckpt / "search_cache").glob("test-*.json"), key=lambda f: f.stat().st_mtime_ns)
+    cache = json.loads(stored.read_text())
+    assert set(cache["metrics"]) >= {e["network"] for e in doc["front"]}
+    # a sentinel in the stored metrics shows the rerun read them instead of measuring again
+    key = doc["front"][0]["network"]
+    cache["metrics"][key]["top1"] = 0.123
+    stored.write_text(json.dumps(cache))
+    assert cli.main(["search", str(ckpt), "--max-macs", "250k", "--out", str(second), *FAST]) == 0
+    capsys.readouterr()
+    again = {e["network"]: e["test_metrics"] for e in read(second)["front"]}
+    assert again[key]["top1"] == 0.123
+    others = {e["network"]: e["test_metrics"] for e in doc["front"][1:]}
+    assert all(again[k] == m for k, m in others.items() if k in again)

@@ -3,14 +3,17 @@
 The search chose on validation images; the test set only reports. Each reported network is
 calibrated as every other command calibrates a checkpoint's widths (the training config's
 ``calibrate`` settings, e.g. 2000 images ``exact``), so its test metrics are comparable with the
-uniform spectrum's (``usnet spectrum``). Latency is measured, batch 1, every network in the
-same interleaved rounds (median), as the spectrum measures it.
+uniform spectrum's (``usnet spectrum``). Test metrics already measured with the same setup
+(``known``; the search keeps them beside its measurements) are not measured again: a rerun with
+another budget reports mostly the same front, and its test set would otherwise cost more than
+the replayed search. Latency is measured, batch 1, every network in the same interleaved rounds
+(median), as the spectrum measures it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from torch import nn
 
@@ -36,17 +39,22 @@ def test_metrics(
     model: nn.Module,
     candidates: Sequence[Candidate],
     provider: MetricProvider,
+    known: Mapping[str, dict[str, float]] | None = None,
+    on_new: Callable[[str, dict[str, float]], None] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Test metrics per network key (calibrated with ``provider``'s calibration settings)."""
-    if not candidates:
-        return {}
+    """Test metrics per network key (calibrated with ``provider``'s calibration settings);
+    those in ``known`` are taken from it, ``on_new(key, metrics)`` follows each new one."""
+    known = known or {}
+    out = {c.network: dict(known[c.network]) for c in candidates if c.network in known}
+    todo = [c for c in candidates if c.network not in out]
+    if not todo:
+        return out
     batches = None
     if needs_calibration(model):
         if provider.calibration is None:
             raise UsageError("the test metrics need calibration data, which the checkpoint lacks")
         batches = collect_batches(provider.calibration(), provider.num_samples)
-    out = {}
-    for c in progress_bar(candidates, desc="test set", unit="net"):
+    for c in progress_bar(todo, desc="test set", unit="net"):
         if batches is not None:
             calibrate(
                 model,
@@ -56,6 +64,8 @@ def test_metrics(
                 provider.calibration_method,
             )
         out[c.network] = provider(model, c.width)
+        if on_new is not None:
+            on_new(c.network, out[c.network])
     return out
 
 

@@ -3,7 +3,8 @@
 The validation images come from the checkpoint's training config (``data.val_size`` held out of
 training); a checkpoint trained without a split is searched on a seeded subset of its training
 images, and every output says so. Measurements are kept in ``CKPT/search_cache/`` (one file per
-measuring setup), so a killed search continues where it stopped.
+measuring setup), so a killed search continues where it stopped; the front's test metrics too
+(``test-*.json``), so a rerun with another budget measures only the networks new to its report.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .costs import CostModel
 from .front import Candidate, ranking
 from .measure import Measurer, PredictsLatency
 from .report import entry, markdown, write
-from .store import SearchStore, fingerprint
+from .store import MetricsStore, SearchStore, fingerprint
 
 log = logging.getLogger("usnet")
 CACHE = "search_cache"
@@ -171,7 +172,18 @@ def _document(
     test_note = "not measured (--no-test)"
     if data.test:
         test = metric_provider(model, meta, ProviderOptions(data.data_root))
-        tests = test_metrics(model, reported, test)
+        setup = {
+            "save_id": info["save_id"],
+            "test": [test.split, test.data_note],
+            "calibration": [test.num_samples, test.calibration_method],
+            "threads": torch.get_num_threads(),
+        }
+        known = MetricsStore(
+            path / CACHE / f"test-{fingerprint(setup)}.json",
+            setup,
+            lambda: checkpoint.locked(path),
+        )
+        tests = test_metrics(model, reported, test, known.metrics, known.add)
         test_note = (
             f"{test.data_note}, each network calibrated from {test.num_samples} training images "
             f"({test.calibration_method})"
@@ -187,6 +199,14 @@ def _document(
         "model": str(info.get("arch")),
         "method": settings.method,
         "seed": settings.seed,
+        "evolution": (
+            {
+                "population": settings.evolution.population,
+                "generations": settings.evolution.generations,
+            }
+            if settings.method == "evolution"
+            else None
+        ),
         "step": settings.step,
         "budget": settings.budget.to_dict(),
         "cost": result.cost,

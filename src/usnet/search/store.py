@@ -99,3 +99,45 @@ class SearchStore:
         text = json.dumps(doc, indent=1)
         with self.guard():
             atomic_write(make_parent(self.path, "search store"), lambda tmp: tmp.write_text(text))
+
+
+class MetricsStore:
+    """Metrics by network key for one measuring ``settings`` (the front's test metrics), kept
+    in ``path`` as :class:`SearchStore` keeps candidates: refused when written with other
+    settings, rewritten atomically after each new entry under ``guard``."""
+
+    FORMAT = "usnet-search-metrics"
+
+    def __init__(
+        self,
+        path: str | Path,
+        settings: Mapping[str, Any],
+        guard: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    ) -> None:
+        self.path, self.guard = Path(path), guard
+        self.settings = json.loads(json.dumps(dict(settings)))
+        self.metrics: dict[str, dict[str, float]] = {}
+        if self.path.is_file():
+            try:
+                doc = json.loads(self.path.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise UsageError(
+                    f"{self.path}: unreadable metrics store ({e}); remove it to start afresh"
+                ) from None
+            if doc.get("format") != self.FORMAT or doc.get("settings") != self.settings:
+                raise UsageError(
+                    f"{self.path}: not a metrics store of this search's settings; remove it to "
+                    "start afresh"
+                )
+            self.metrics = {
+                str(k): {str(m): float(v) for m, v in dict(ms).items()}
+                for k, ms in dict(doc.get("metrics") or {}).items()
+            }
+
+    def add(self, network: str, metrics: Mapping[str, float]) -> None:
+        """Keep ``network``'s metrics and write the file."""
+        self.metrics[network] = dict(metrics)
+        doc = {"format": self.FORMAT, "settings": self.settings, "metrics": self.metrics}
+        text = json.dumps(doc, indent=1)
+        with self.guard():
+            atomic_write(make_parent(self.path, "metrics store"), lambda tmp: tmp.write_text(text))
