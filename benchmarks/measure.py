@@ -66,13 +66,17 @@ class Result:
 
 # -- set-up -----------------------------------------------------------------------------------
 def build(name: str) -> nn.Module:
-    """US-MobileNet v2 (224 px, ImageNet) or a tiny one (16 px) with random weights."""
+    """US-MobileNet v2 (224 px, ImageNet), a tiny one (16 px), or timm's ViT-Tiny converted (64 px:
+    16 patches and a class token, 12 blocks of 3 heads; heads, MLP and embedding slim), with
+    random weights."""
     torch.manual_seed(0)
     if name == "mobilenet":
         return usnet.create_model("us_mobilenet_v2")
     if name == "tiny":
         return usnet.create_model("us_mobilenet_v2_small", **TINY)
-    raise ValueError(f"--model {name!r} is unknown; allowed: mobilenet, tiny")
+    if name == "vit":
+        return usnet.create_model("timm:vit_tiny_patch16_224", img_size=64, input_size=64)
+    raise ValueError(f"--model {name!r} is unknown; allowed: mobilenet, tiny, vit")
 
 
 def calibrate_on_noise(model: nn.Module, widths: list) -> None:

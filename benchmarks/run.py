@@ -3,6 +3,7 @@
     python benchmarks/run.py                 # all five, US-MobileNet v2 at 224 px (~9 min, 1 thread)
     python benchmarks/run.py --quick         # a faster smoke run (fewer widths, repeats, images)
     python benchmarks/run.py --model tiny --quick --out /tmp/b.md   # seconds; what the test runs
+    python benchmarks/run.py --model vit --only inference --out docs/benchmarks_vit.md  # a ViT
 
 Each benchmark times two contenders side by side, interleaved, so that load from other jobs hits
 both alike, and reports the medians after warm-up and their ratio. Times are the process's CPU
@@ -19,6 +20,8 @@ process, so that page faults of memory the C library gave back to the system do 
    forward of the same images at that width (the same batches and memory format).
 5. memory: peak RSS growth of a sandwich-rule step vs one full-width step of the dense model,
    each in a fresh process (CPU: torch allocations are invisible to tracemalloc).
+6. compiled (only with ``--only compiled``: compiling takes minutes): ``usnet.compile`` of the
+   US model at 3 widths vs ``torch.compile`` of the dense export of each width.
 
 The results replace the block between the markers in ``--out`` (default docs/benchmarks.md);
 text outside the markers (the analysis) is kept.
@@ -48,6 +51,7 @@ from cases import (  # noqa: E402
     bench_training,
     memory_probe,
 )
+from compiled import bench_compiled  # noqa: E402
 from measure import CLOCKS, Result, build, keep_freed_memory  # noqa: E402
 
 import usnet  # noqa: E402
@@ -112,7 +116,7 @@ def write(path: Path, block: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="mobilenet", choices=("mobilenet", "tiny"))
+    p.add_argument("--model", default="mobilenet", choices=("mobilenet", "tiny", "vit"))
     p.add_argument("--quick", action="store_true", help="fewer widths, repeats and images")
     p.add_argument(
         "--threads",
@@ -131,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--only",
         nargs="+",
-        choices=("inference", "switch", "training", "calibration", "memory"),
-        help="run only these benchmarks",
+        choices=("inference", "switch", "training", "calibration", "memory", "compiled"),
+        help="run only these benchmarks (compiled runs only when named)",
     )
     p.add_argument(
         "--malloc",
@@ -144,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     default_out = Path(__file__).parent.parent / "docs/benchmarks.md"
     p.add_argument("--out", type=Path, default=default_out)
     p.add_argument("--no-write", action="store_true", help="print only")
+    p.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend of the compiled benchmark (default inductor)",
+    )
     p.add_argument("--memory-probe", help=argparse.SUPPRESS)
     p.add_argument("--memory-batch", type=int, default=8, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -165,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         if quick
         else [(0.35, "NCHW"), (0.5, "NCHW"), (1.0, "NCHW"), (0.5, "channels-last")],
         "memory_batch": 4 if quick or tiny else 8,
+        "compiled_widths": [0.35, 1.0] if quick else [0.35, 0.5, 1.0],
+        "compiled": [(1, 5 if quick else 20), (big, 2 if quick else 5)],
     }
     if tiny:  # tiny inputs: repeat more, the runs are microseconds
         plan["inference"] = [(1, 20), (big, 10)]
@@ -194,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         results += bench_calibration(model, plan["calib_cases"], batch, num, repeats, clock)
     if "memory" in selected:
         results += bench_memory(args.model, plan["memory_batch"], args.threads)
+    if "compiled" in selected:
+        results += bench_compiled(
+            model, plan["compiled_widths"], plan["compiled"], clock, args.compile_backend
+        )
     seconds = time.perf_counter() - start
     env["load_after"] = [round(v, 2) for v in os.getloadavg()]
     command = "python benchmarks/run.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))

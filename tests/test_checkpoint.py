@@ -52,6 +52,23 @@ def test_a_loaded_model_calibrates_new_widths_and_saves_them(ckpt, tmp_path) -> 
     assert width_space(load(save(fresh, tmp_path / "fresh"))).calibrated == {}
 
 
+def test_a_loaded_checkpoint_saved_back_keeps_its_metadata(ckpt) -> None:
+    """Load, calibrate a width, save into the same folder: the training config stays (the
+    commands read it); other weights, or an explicit ``meta``, replace it."""
+    loaded = load(ckpt)
+    fake_calibrate(loaded, [0.45], seed=5)
+    save(loaded, ckpt)
+    assert read_meta(ckpt) == {"config": {"lr": 0.1}, "epoch": 3}
+    assert any(c["width"] == 0.45 for c in read_info(ckpt)["calibrated"])
+    save(loaded, ckpt, meta={})
+    assert read_meta(ckpt) == {}
+    update_meta(ckpt, epoch=3)
+    with torch.no_grad():
+        next(loaded.parameters()).add_(1.0)  # fine-tuned: the old config no longer describes it
+    save(loaded, ckpt)
+    assert read_meta(ckpt) == {}
+
+
 def test_meta_helpers(ckpt) -> None:
     assert update_meta(ckpt, metrics={"top1": 0.9}) == {
         "config": {"lr": 0.1},

@@ -288,7 +288,8 @@ def test_frozen_batch_norm_backbones_slim_their_body() -> None:
                 m.running_var.uniform_(0.5, 1.5)
                 m.weight.uniform_(0.8, 1.2)
     x = torch.randn(2, 3, 64, 64)
-    model = convert(copy.deepcopy(original), x)
+    with pytest.warns(UserWarning, match=r"FrozenBatchNorm layer\(s\).*'body.bn1'.*eval mode"):
+        model = convert(copy.deepcopy(original), x)
     names = {g.name for g in width_space(model).groups}
     assert {"body.conv1", "body.layer4.0.conv1"} <= names
     assert usnet.macs(model, 0.25) < 0.3 * usnet.macs(model, 1.0)  # 56 % when the body stayed whole

@@ -71,14 +71,14 @@ class HardView(nn.Module):
         return self.fc(self.a(x).view(x.size(0), 64))
 
 
-class Attention(nn.Module):
+class CrossAttention(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.a, self.attn = nn.Conv2d(3, 16, 1), nn.MultiheadAttention(16, 2, batch_first=True)
 
     def forward(self, x: Tensor) -> Tensor:
         t = self.a(x).flatten(2).transpose(1, 2)
-        return self.attn(t, t, t)[0].mean(1)
+        return self.attn(t, 2 * t, 2 * t)[0].mean(1)
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ class Attention(nn.Module):
         (Split, "", "Tensor.chunk", "splits the channel dimension", ["a"]),
         (Custom, "mine", "conv2d", "functional layer", ["a"]),
         (HardView, "", "Tensor.view", "hard-codes the size 64", ["a"]),
-        (Attention, "attn", "MultiheadAttention", "attention heads do not slim", ["a"]),
+        (CrossAttention, "attn", "MultiheadAttention", "cross-attention", ["a"]),
         (Branchy, "", "tracing", "data-dependent control flow", []),
     ],
 )

@@ -64,6 +64,29 @@ def test_a_registered_module_and_function_convert() -> None:
         assert model.slope.weight.shape == (width_space(model).channels()["stem.0"],)
 
 
+class ShiftedSlope(Slope):
+    """A slope and a per-channel shift: a channel-wise rule must name both."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__(c)
+        self.register_buffer("shift", torch.randn(c))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.prelu(x, self.weight) + self.shift[:, None, None]
+
+
+def test_a_rule_that_misses_a_per_channel_tensor_is_blamed_not_usnet() -> None:
+    register_rule(ShiftedSlope, Channelwise(params=("weight",)))  # forgets "shift"
+    net = nn.Sequential(cbr(3, 16), ShiftedSlope(16), cbr(16, 32), nn.AdaptiveAvgPool2d(1))
+    with pytest.raises(ConvertError, match="self-check") as info:
+        convert(net, torch.randn(2, 3, 8, 8))
+    message = str(info.value)
+    assert "register_rule (module '1')" in message and "every per-channel" in message
+    assert "usnet bug: please report it" in message  # still said, after the likelier cause
+    register_rule(ShiftedSlope, Channelwise(params=("weight", "shift")))
+    convert(net, torch.randn(2, 3, 8, 8))
+
+
 def test_a_fixed_rule_keeps_channels_whole_and_says_so() -> None:
     @register_rule
     class Gate(nn.Module):  # a decorator too; rules follow subclasses that keep the forward

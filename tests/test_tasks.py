@@ -51,3 +51,18 @@ def test_task_key_is_checked_with_a_suggestion() -> None:
         task_of({"task": "sr2"})
     with pytest.raises(ConfigError, match=r"x\.yaml: task: .*did you mean 'rl'"):
         task_config({"task": "rl2"}, source="x.yaml")
+
+
+def test_set_task_picks_the_schema_of_that_task() -> None:
+    """``--set task=NAME`` is the recipe's ``task:``: its schema validates the rest, and an
+    unknown name lists every task (not only the recipe's own)."""
+    recipe = {"task": "classification", "train": {"epochs": 2}}
+    cfg = task_config({"task": "classification"}, ["task=sr"], source="x.yaml")
+    assert cfg.task == "sr"
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.epochs'"):
+        task_config(recipe, ["task=rl"], source="x.yaml")
+    with pytest.raises(
+        ConfigError,
+        match=r"^--set task=seg: task: expected one of classification, sr, rl, got 'seg'",
+    ):
+        task_config(recipe, ["task=seg"], source="x.yaml")

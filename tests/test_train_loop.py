@@ -137,6 +137,24 @@ def test_crash_between_checkpoint_and_resume_state_resumes_consistently(
         torch.testing.assert_close(got[k], expected[k], rtol=0, atol=0)
 
 
+def test_a_checkpoint_calibrated_since_is_still_the_one_resume_pt_was_saved_with(
+    tmp_path, data, caplog
+):
+    """``usnet calibrate`` on a run's checkpoint adds statistics, not weights: a longer run
+    resumes from it without claiming a crash came between the two writes."""
+    train(TASK, _cfg(tmp_path, data, "train.epochs=1"))
+    ckpt = tmp_path / "run" / CHECKPOINT
+    before = checkpoint.read_info(ckpt)
+    assert main(["calibrate", str(ckpt), "--widths", "0.6"]) == 0
+    after = checkpoint.read_info(ckpt)
+    assert after["save_id"] != before["save_id"]  # a new save ...
+    assert checkpoint.weights_id(after) == checkpoint.weights_id(before)  # ... of the same weights
+    with caplog.at_level(logging.WARNING, logger="usnet"):
+        train(TASK, _cfg(tmp_path, data, "train.epochs=2"), resume=True)
+    assert "is not the checkpoint saved with" not in caplog.text
+    assert checkpoint.weights_id(checkpoint.read_info(ckpt)) != checkpoint.weights_id(after)
+
+
 def test_resume_with_another_model_or_optimizer_names_the_fields(tmp_path, data, capsys):
     """Defect 11: one line naming what differs, not a state-dict traceback."""
     cfg = _cfg(tmp_path, data, "train.epochs=1")

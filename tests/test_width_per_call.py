@@ -60,6 +60,38 @@ def test_four_threads_at_four_widths_get_their_sequential_results():
     assert usnet.get_width(model) == 1.0  # the default width is untouched
 
 
+def test_threads_calibrate_their_widths_on_first_use_from_attached_data():
+    """A server with attached calibration data: each thread's first call at its width calibrates
+    it while the others wait or serve, and every call gets the sequential result."""
+    x, data = _inputs(8), [_inputs(16)]
+    reference = _model()
+    calibrate(reference, data, WIDTHS, num_samples=16)
+    expected = {w: eval_at(reference, x, w) for w in WIDTHS}
+    model = _model().eval()
+    usnet.attach_calibration_data(model, data, num_samples=16)
+    wrong: list[tuple[float, str]] = []
+    start = threading.Barrier(len(WIDTHS))
+
+    def serve(w: float) -> None:
+        start.wait()
+        try:
+            for _ in range(10):
+                with usnet.width(model, w), torch.no_grad():
+                    y = model(x)
+                if not torch.equal(y, expected[w]):
+                    wrong.append((w, f"off by {(y - expected[w]).abs().max().item()}"))
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            wrong.append((w, repr(e)[:200]))
+
+    threads = [threading.Thread(target=serve, args=(w,)) for w in WIDTHS]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong, wrong
+    assert all(usnet.is_calibrated(model, w) for w in WIDTHS)
+
+
 def test_a_block_width_is_not_seen_by_other_threads_and_the_default_is():
     model = _model()
     seen: list[object] = []

@@ -19,8 +19,7 @@ from .errors import UsageError
 from .models import create_model, is_known_model, list_models, model_source, register_model
 from .nn import channel_groups, compile, get_width, set_width, width
 from .profile import macs, params
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "ConvertError",

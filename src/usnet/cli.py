@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import torch
 
 from . import logs
+from .version import __version__
 
 # Subcommand modules; each defines ``add_parser(subparsers)`` returning its parser, and ``run(args)``.
 COMMANDS = (
@@ -46,8 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="usnet", description="Universally slimmable networks: train, calibrate, profile, export."
     )
-    from . import __version__
-
     parser.add_argument("--version", action="version", version=f"usnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import UsageError
@@ -37,7 +38,7 @@ from .nn import (
     width_space,
 )
 from .nn import width as at_width
-from .shapes import input_shape
+from .shapes import example_input, input_shape
 
 __all__ = [
     "Timing",
@@ -102,10 +103,10 @@ def _count_macs(model: nn.Module, shape: tuple, meta: bool) -> int:
     for m in model.modules():
         if isinstance(m, USBatchNorm2d):
             m.train()
-    p = _first_param(model)
-    dtype = p.dtype if p.is_floating_point() else None
-    x = torch.zeros(2, *shape, dtype=dtype, device="meta" if meta else p.device)
-    with FlopCounterMode(display=False) as counter:
+    x = example_input(model, 2, shape, "meta" if meta else None)
+    # the math backend: CPU's fused attention kernel has no FLOP formula (it would count 0),
+    # the math one runs the two matrix products the meta tensors count
+    with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
         if meta:
             named = (*model.named_parameters(), *model.named_buffers())
             state = {k: t.to("meta") for k, t in named}
@@ -236,8 +237,7 @@ def interleaved_latency_of(
         homes[key] = p.device
         dev = torch.device(device) if device is not None else p.device
         shape = input_shape(m, input_size)
-        dtype = p.dtype if p.is_floating_point() else None
-        inputs[key] = torch.randn(batch_size, *shape, dtype=dtype).to(dev)
+        inputs[key] = example_input(m, batch_size, shape, dev, random=True)
     devices = {x.device for x in inputs.values()}
     syncs = [(lambda d=d: torch.cuda.synchronize(d)) for d in devices if d.type == "cuda"]
 

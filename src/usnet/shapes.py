@@ -42,6 +42,49 @@ def input_shape(model: nn.Module, input_size: int | tuple[int, ...] | None = Non
     return shape
 
 
+def input_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's inputs where they are not floats (token ids, recorded by
+    :func:`usnet.convert` as ``input_dtype``); ``None``: floats of the parameters' dtype."""
+    dtype = getattr(model, "input_dtype", None)
+    if isinstance(dtype, torch.dtype) and not dtype.is_floating_point:
+        return dtype
+    return None
+
+
+def example_input(
+    model: nn.Module,
+    batch: int,
+    shape: tuple,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+    random: bool = False,
+) -> torch.Tensor:
+    """A batch of inputs of ``shape`` for ``model``: zeros or (``random``) normal values of its
+    parameters' dtype, or for a model of integer inputs token ids (zeros, or uniform below the
+    smallest embedding's number of rows, so that every embedding can look them up)."""
+    p = next(iter(model.parameters()), torch.empty(0))
+    device = p.device if device is None else device
+    size = (batch, *shape)
+    tokens = input_dtype(model)
+    if tokens is not None:
+        if not random:
+            return torch.zeros(size, dtype=tokens, device=device)
+        rows = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)]
+        ids = torch.randint(0, min(rows, default=1), size, generator=generator, dtype=tokens)
+        return ids.to(device)
+    dtype = p.dtype if p.is_floating_point() else None
+    if not random:
+        return torch.zeros(size, dtype=dtype, device=device)
+    return torch.randn(size, generator=generator, dtype=dtype).to(device)
+
+
+def two_samples(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with a second, different sample after it (batch statistics need two): shifted by
+    0.5, or for token ids the same ids rolled by one position (ids stay valid ids)."""
+    other = x.flip(0) + 0.5 if x.is_floating_point() else x.flip(0).roll(1, -1)
+    return torch.cat([x, other])
+
+
 def activation_bytes(model: nn.Module, shape: tuple, batch: int) -> int:
     """Bytes of every module output of one forward of ``batch`` inputs of ``shape``: an upper
     bound of the memory a forward needs, computed on meta tensors (no memory, microseconds per
@@ -58,7 +101,7 @@ def activation_bytes(model: nn.Module, shape: tuple, batch: int) -> int:
     leaves = [m for m in model.modules() if not list(m.children())]
     hooks = [m.register_forward_hook(count) for m in leaves]
     try:
-        x = torch.zeros(batch, *shape, device="meta")
+        x = example_input(model, batch, shape, "meta")
         with torch.no_grad():
             torch.func.functional_call(model, state, (x,), strict=True)
     except (RuntimeError, NotImplementedError, TypeError, ValueError):

@@ -23,6 +23,7 @@ statistics), and a BN normalises its input in place where nothing else reads it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import math
 import os
@@ -49,6 +50,12 @@ from .moments import Moments, batch_moments, pooled
 
 METHODS = ("exact", "single_pass")
 logger = logging.getLogger("usnet")
+#: The ids of the models :func:`calibrate` is running in this thread or task: their forward
+#: passes inside it are calibration's own (attached calibration data must not start another).
+#: Per thread/task, so a forward of the same model in another thread is an ordinary call.
+CALIBRATING: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
+    "usnet_calibrating", default=frozenset()
+)
 
 
 def collect_batches(loader: Iterable, num_samples: int) -> list[Tensor]:
@@ -169,8 +176,12 @@ def calibrate(
     Works for any width at any time after training; existing statistics of those widths are
     replaced, or kept if the calibration fails. Widths that select the same network are computed
     once; a width whose network already has the statistics of another calibrated width not named
-    here keeps them, with a warning (never silently changing what that width computes). ``cache_bytes`` bounds the activations ``exact`` keeps on the model's device (default:
-    half the free memory). The model's width, train/eval modes and weights are left as they were.
+    here keeps them, with a warning (never silently changing what that width computes).
+    ``cache_bytes`` bounds the activations ``exact`` keeps on the model's device (default: half
+    the free memory); ``cache_bytes=0`` also traces nothing with ``torch.fx`` (whose tracing
+    patches ``nn.Module.__call__`` for the whole process): truncated passes for ``exact``, BN
+    training mode for ``single_pass``, the path for a model other threads may be calling. The
+    model's width, train/eval modes and weights are left as they were.
     """
     if method not in METHODS:
         raise UsageError(f"calibration method {method!r} is unknown; allowed: {list(METHODS)}")
@@ -184,8 +195,7 @@ def calibrate(
     device = next(core.parameters()).device
     budget = default_cache_bytes(device) if cache_bytes is None else cache_bytes
     names = {m: name for name, m in core.named_modules()}
-    guard = core.__dict__.get("_usnet_calibrating", False)
-    core.__dict__["_usnet_calibrating"] = True
+    token = CALIBRATING.set(CALIBRATING.get() | {id(core)})
     done: set[str] = set()
     try:
         with modes_kept(core):
@@ -200,7 +210,7 @@ def calibrate(
                         done.add(plan.key)
                     space.calibrated[config] = plan.key
     finally:
-        core.__dict__["_usnet_calibrating"] = guard
+        CALIBRATING.reset(token)
     return sum(len(x) for x in batches)
 
 
@@ -271,7 +281,7 @@ def _exact(run: _Run, bns: list[USBatchNorm2d], batches: list[Tensor], device: t
         stage.eval()
         outputs = None
         if any(bn.get_stats(run.key) is None for bn in _bn_layers(stage)):
-            program = graph.Program.of(stage, run.key, run.programs)
+            program = graph.Program.of(stage, run.key, run.programs) if run.budget else None
             if program is not None:
                 outputs = program.run_layer_major(feed, run.budget, run.normalise_exact)
             if outputs is None:  # untraceable or over budget: the rest by truncated passes
@@ -330,7 +340,7 @@ def _single_pass(
     run: _Run, bns: list[USBatchNorm2d], batches: list[Tensor], device: torch.device
 ) -> None:
     run.model.eval()
-    program = graph.Program.of(run.model, run.key, run.programs)
+    program = graph.Program.of(run.model, run.key, run.programs) if run.budget else None
     if program is not None:  # each batch layer-major in chunks: its own statistics, in place
         for x in batches:
             feed = graph.Feed(_chunks([x], device), device)
@@ -360,29 +370,3 @@ def clear_calibration(model: nn.Module) -> None:
         for key in bn.calibrated_keys():
             bn.remove_stats(key)
     width_space(model).calibrated.clear()
-
-
-def attach_calibration_data(
-    model: nn.Module, loader: Iterable, num_samples: int = 2000, method: str = "exact"
-) -> None:
-    """Calibrate any uncalibrated width on first use in eval mode, from ``loader``'s samples.
-
-    The samples are read once and kept on the CPU; the statistics are cached on the model like
-    those of :func:`calibrate`.
-    """
-    batches = collect_batches(loader, num_samples)
-    old = getattr(model, "_usnet_calibration_hook", None)
-    if old is not None:
-        old.remove()
-    core = unwrap_model(model)
-    bns = _bn_layers(core)  # found once: no module walk on every forward
-
-    def pre_hook(module: nn.Module, _args: tuple) -> None:
-        if module.training or core.__dict__.get("_usnet_calibrating", False):
-            return
-        space = width_space(core)
-        if any(bn.get_stats(space.key) is None for bn in bns):
-            config: Width = space.config
-            calibrate(core, batches, [config], num_samples, method)
-
-    model.__dict__["_usnet_calibration_hook"] = model.register_forward_pre_hook(pre_hook)

@@ -11,7 +11,7 @@
 """
 
 from .folder import folder_of, locked, recover
-from .format import INFO, WEIGHTS, CheckpointError
+from .format import INFO, WEIGHTS, CheckpointError, weights_id
 from .reading import load, read_info, read_meta
 from .state import load_state, save_state
 from .writing import save, save_statistics, update_meta
@@ -31,4 +31,5 @@ __all__ = [
     "save_state",
     "save_statistics",
     "update_meta",
+    "weights_id",
 ]

@@ -6,7 +6,8 @@ checksum it records.
 name and arguments), the width range, the calibrated width configs, the user's metadata
 (training config, metrics), versions, and the SHA-256 of ``model.safetensors``, so flipped or
 lost bytes are refused on loading instead of computing something else. The two files carry a
-shared save id, so a pair from different saves is detected.
+shared save id, so a pair from different saves is detected; the weights id names the save that
+wrote the weights (kept by saves that only add statistics).
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ INFO = "usnet.json"
 FORMAT = "usnet-checkpoint"
 FORMAT_VERSION = 1
 CHECKSUM = "weights_sha256"  # optional: checkpoints written before it was recorded lack it
+WEIGHTS_ID = "weights_id"  # optional: before it was recorded, every save had new weights
+
+
+def weights_id(doc: Mapping[str, Any]) -> str:
+    """Which weights a checkpoint holds (statistics aside): the save id of the save that wrote
+    them. A save of the same weights with other statistics (``usnet calibrate``) keeps it, so
+    ``resume.pt`` still recognises its checkpoint after the user calibrated more widths."""
+    found = doc.get(WEIGHTS_ID)
+    return found if isinstance(found, str) else doc["save_id"]
 _REQUIRED = {  # the fields of usnet.json and their types
     **{"format": str, "format_version": int, "save_id": str, "arch": str, "arch_kwargs": dict},
     **{"width_range": list, "calibrated": list, "meta": dict},

@@ -29,11 +29,13 @@ from .format import (
     FORMAT_VERSION,
     INFO,
     WEIGHTS,
+    WEIGHTS_ID,
     CheckpointError,
     check_json,
     checksum,
     parse_info,
     versions,
+    weights_id,
     write_info,
 )
 from .merge import merge_calibrated
@@ -45,8 +47,9 @@ def save(model: nn.Module, path: str | os.PathLike, meta: Mapping[str, Any] | No
     The folder appears complete or not at all, and keeps every entry it does not own (a
     spectrum, an ``exports/`` folder). Concurrent writers take turns (:func:`locked`). If the
     folder holds these very weights, the widths calibrated there that ``model`` lacks are kept:
-    two processes calibrating different widths of one checkpoint both keep their statistics.
-    Returns ``path`` as given.
+    two processes calibrating different widths of one checkpoint both keep their statistics,
+    and with ``meta=None`` its metadata too (the training config that ``usnet calibrate``,
+    ``spectrum`` and ``export`` read; pass ``meta={}`` to clear it). Returns ``path`` as given.
     """
     _save(model, Path(path), meta, same_weights=False)
     return Path(path)
@@ -123,6 +126,13 @@ def _save(model: nn.Module, path: Path, meta: Mapping[str, Any] | None, same_wei
                 f"{path}: was saved with other weights since this model was loaded from it, so "
                 "its batch-norm statistics would not fit them; load it and calibrate again"
             )
+        if same:
+            old = parse_info(folder)
+            doc[WEIGHTS_ID] = weights_id(old)
+            if meta is None:  # a loaded checkpoint saved back keeps its training config
+                doc["meta"] = old["meta"]
+        else:
+            doc[WEIGHTS_ID] = save_id
         data = serialise(tensors, metadata={"usnet_save_id": save_id})
         doc[CHECKSUM] = checksum(data)
 

@@ -31,6 +31,8 @@ class Use:
     out: Layout | None
     #: whether eval-mode forwards reach it (an auxiliary head's runs in training only)
     in_eval: bool = True
+    #: channels inside the module (an attention's heads), neither its input nor its output
+    mid: Layout | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class Analysis:
         self.costs: list[Cost] = []
         #: where a forward computes over the active channels (layer norm, a mean over channels)
         self.over_channels: list[tuple[str, tuple[int, ...]]] = []
+        #: channel variables an operation touches beyond its inputs and output (heads)
+        self.touches: dict[fx.Node, tuple[int, ...]] = {}
         self._vars: dict[str, int] = {}
         self.values: dict[fx.Node, Any] = {}
         self._flow: dict[fx.Node, Any] = {}
@@ -116,6 +120,13 @@ class Analysis:
             self._vars[path] = self.solver.new(full, path)
         return Layout(dim, ((self._vars[path], 1),))
 
+    def heads(self, path: str, full: int) -> Layout:
+        """The heads of attention module ``path``: a group of their own, named after it."""
+        key = f"{path}\0heads"
+        if key not in self._vars:
+            self._vars[key] = self.solver.new(full, path, heads=True)
+        return Layout(1, ((self._vars[key], 1),))
+
     def at(self, node: fx.Node, lin: Any, dim: int, op: str) -> Layout | None:
         """``lin`` if its channels are on ``dim`` (where the module reads channels)."""
         if not isinstance(lin, Layout) or lin.dim == dim:
@@ -129,16 +140,24 @@ class Analysis:
         )
         return None
 
-    def use(self, path: str, kind: str, inp: Layout | None, out: Layout | None) -> None:
+    def use(
+        self,
+        path: str,
+        kind: str,
+        inp: Layout | None,
+        out: Layout | None,
+        mid: Layout | None = None,
+    ) -> None:
         prev = self.uses.get(path)
         if prev is None:
-            self.uses[path] = Use(kind, inp, out, not self.training)
+            self.uses[path] = Use(kind, inp, out, not self.training, mid)
             return
         prev.in_eval = prev.in_eval or not self.training
         mismatch = ConvertError(path, kind, "it is called on tensors of different channel layouts")
         reason = f"'{path}' is also called on channels that never slim"
         self.solver.tie(prev.inp, inp, lambda names: mismatch, reason)
         self.solver.tie(prev.out, out, lambda names: mismatch, reason)
+        self.solver.tie(prev.mid, mid, lambda names: mismatch, reason)
 
     # -- the walk -------------------------------------------------------------------------
     def run(self, trace: Trace) -> None:
@@ -152,6 +171,7 @@ class Analysis:
             if macs:
                 touched = [self.flow(a) for a in node.all_input_nodes] + [self._flow[node]]
                 vars = tuple(v for lay in _layouts(touched) for v in lay.vars)
+                vars += self.touches.get(node, ())
                 self.costs.append(Cost(module_path(node), ops.op_name(node), macs, vars))
 
     def finish(self) -> None:
@@ -159,7 +179,7 @@ class Analysis:
         into the factors, as the spans of :mod:`.replace` read them)."""
         solver = self.solver
         for use in self.uses.values():
-            for name in ("inp", "out"):
+            for name in ("inp", "out", "mid"):
                 lay = getattr(use, name)
                 if lay is not None:
                     setattr(use, name, Layout(lay.dim, solver.segments(lay)))

@@ -10,10 +10,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ..errors import UsageError
 from ..nn import WidthSpace
+from .adapt import adapt
 from .analysis import Analysis
 from .errors import ConvertError
 from .plan import Plan, analysis_of, check, fingerprint, make_plan
@@ -80,11 +82,21 @@ def convert(
     auto, kept = _check_keep(model, keep)
     name = type(model).__name__
     model, folded = folded_copy(model)  # the caller's model stays as it is
+    adapt(model)
     if folded:
         warnings.warn(
             f"usnet.convert folded {', '.join(folded)} into plain weights of the converted "
             f"copy of {name} (it computes the same in eval mode and trains those weights "
             "directly; the original model keeps its reparametrisations)",
+            stacklevel=2,
+        )
+    frozen = [n for n, m in model.named_modules() if "FrozenBatchNorm" in type(m).__name__]
+    if frozen:
+        warnings.warn(
+            f"usnet.convert makes {len(frozen)} FrozenBatchNorm layer(s) of {name} (first "
+            f"{frozen[0]!r}) batch norms with statistics per width: in train mode they normalise "
+            "with batch statistics and update their running ones, where the originals stay "
+            "frozen; keep those modules in eval mode while fine-tuning to match the original",
             stacklevel=2,
         )
     opaque = {p for p in kept if not is_leaf(model.get_submodule(p))}
@@ -111,7 +123,10 @@ def convert(
         warnings.warn(note, stacklevel=2)
     plan = make_plan(analysis, solution.groups)
     conversion = {"fingerprint": fingerprint(model), "plan": plan.to_json()}
+    if not example_input.is_floating_point():  # token ids: profiling and export feed ids too
+        conversion["input_dtype"] = str(example_input.dtype).removeprefix("torch.")
     result = _build(model, plan, (width_min, width_max), divisor, example_input.shape[1:])
+    result.input_dtype = _input_dtype(conversion)
     result.conversion = conversion
     if check:
         verify(result, example_input.detach().clone(), traced.traces[0].output, result.width_space)
@@ -147,6 +162,7 @@ def rebuild(
     if not isinstance(conversion, dict) or "plan" not in conversion:
         return None
     fold(model)
+    adapt(model)
     if conversion.get("fingerprint") != fingerprint(model):
         _log.info(
             "the recorded conversion is of other code: converting %s again", type(model).__name__
@@ -164,7 +180,15 @@ def rebuild(
         return None
     result = _build(model, plan, width_range, divisor, input_size)
     result.conversion = conversion
+    result.input_dtype = _input_dtype(conversion)
     return result
+
+
+def _input_dtype(conversion: dict[str, Any]) -> torch.dtype | None:
+    """The integer dtype of the inputs a conversion was traced with (``None``: floats)."""
+    name = conversion.get("input_dtype")
+    dtype = getattr(torch, name, None) if isinstance(name, str) else None
+    return dtype if isinstance(dtype, torch.dtype) and not dtype.is_floating_point else None
 
 
 def _build(

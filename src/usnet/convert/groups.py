@@ -47,11 +47,19 @@ class Layout:
 
 @dataclass(frozen=True)
 class GroupSpec:
-    """A slimmable channel group as the width space declares it."""
+    """A slimmable channel group as the width space declares it.
+
+    ``divisor``: its own rounding unit (0: the model's, e.g. the authors' 8). Attention heads
+    round to whole heads (1): a ViT's 3 or 6 heads would never slim in multiples of 8.
+    ``kind``: what the group is in a transformer (``"heads"``, ``"embedding"``, ``"mlp"``) or
+    ``"channels"``; metadata for widths by kind, no effect on the layers.
+    """
 
     name: str
     full: int
     ratio: int
+    divisor: int = 0
+    kind: str = ""
 
 
 @dataclass
@@ -78,11 +86,21 @@ class Solver:
         self._fixed: list[bool] = []
         self._reason: list[str] = []
         self._multiple: list[int] = []
+        self._heads: list[bool] = []
         self._forbid: list[tuple[tuple[int, ...], MakeError]] = []
 
     # -- variables and constraints --------------------------------------------------------
-    def new(self, full: int, name: str | None = None, fixed: bool = False, reason: str = "") -> int:
-        """A new variable of ``full`` channels, produced by module ``name`` (if any)."""
+    def new(
+        self,
+        full: int,
+        name: str | None = None,
+        fixed: bool = False,
+        reason: str = "",
+        heads: bool = False,
+    ) -> int:
+        """A new variable of ``full`` channels, produced by module ``name`` (if any); ``heads``:
+        whole attention heads (or blocks a reshape splits the channels into), rounded to whole
+        ones."""
         self.full.append(int(full))
         self.name.append(name)
         self._parent.append(len(self._parent))
@@ -90,6 +108,7 @@ class Solver:
         self._fixed.append(fixed)
         self._reason.append(reason)
         self._multiple.append(1)
+        self._heads.append(heads)
         return len(self._parent) - 1
 
     def resolve(self, v: int) -> tuple[int, int]:
@@ -135,6 +154,7 @@ class Solver:
         self._parent[child], self._mult[child] = parent, k
         self._fixed[parent] = self._fixed[parent] or self._fixed[child]
         self._reason[parent] = self._reason[parent] or self._reason[child]
+        self._heads[parent] = self._heads[parent] or self._heads[child]
         m = self._multiple[child]
         self._multiple[parent] = math.lcm(self._multiple[parent], m // math.gcd(m, k))
         return True
@@ -181,17 +201,26 @@ class Solver:
         """The multiple ``v``'s group's active count must be (its root's channels)."""
         return self._multiple[self.find(v)]
 
+    def heads(self, v: int) -> bool:
+        """Whether ``v``'s group counts whole heads (rounded to whole ones, divisor 1)."""
+        return self._heads[self.find(v)]
+
+    def divisor(self, v: int) -> int:
+        """``v``'s group's own rounding unit (0: the model's divisor)."""
+        return 1 if self.heads(v) else 0
+
     def reason(self, v: int) -> str:
         """Why ``v``'s group is fixed (after :meth:`solve`; ``""`` when it is not)."""
         r = self.find(v)
         return self._reason[r] if self._fixed[r] else ""
 
-    def solve(self, never_slims: Callable[[int, int], bool] | None = None) -> Solution:
+    def solve(self, never_slims: Callable[[int, int, int], bool] | None = None) -> Solution:
         """Settle every constraint: the slimmable groups by root variable, in creation order.
 
         A group that no module produces (only parameters, fixed inputs) never slims. Every
         violated "must not slim" is returned, not raised, so that all are reported at once; a
-        group that ``never_slims(full, ratio)`` (no wider than the divisor, say) violates none.
+        group that ``never_slims(full, ratio, divisor)`` (no wider than its divisor, say)
+        violates none.
         """
         producer = self.producers()
         roots = sorted({self.find(v) for v in range(len(self._parent))})
@@ -205,14 +234,17 @@ class Solver:
                 r
                 for r in dict.fromkeys(self.find(v) for v in vars)
                 if not self._fixed[r]
-                and not (never_slims and never_slims(self.full[r], self._multiple[r]))
+                and not (
+                    never_slims
+                    and never_slims(self.full[r], self._multiple[r], self.divisor(r))
+                )
             ]
             if found:
                 error = make([producer[r] for r in found])
                 errors.setdefault(str(error), error)
                 bad.update(dict.fromkeys(found))
         groups = {
-            r: GroupSpec(producer[r], self.full[r], self._multiple[r])
+            r: GroupSpec(producer[r], self.full[r], self._multiple[r], self.divisor(r))
             for r in roots
             if not self._fixed[r]
         }

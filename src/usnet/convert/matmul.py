@@ -18,8 +18,9 @@ from .shapes import Analysis, arg, none_like
 
 FUNCTIONS = ("matmul", "bmm", "baddbmm", "__matmul__", "__rmatmul__")
 ATTENTION = (
-    "a matrix product that sums over the slimmable channels (attention's queries times keys): "
-    "usnet slims channels of CNNs"
+    "a matrix product that sums over the slimmable channels (attention's queries times keys "
+    "over the embedding); split the channels into heads of a fixed size, e.g. "
+    "x.view(B, N, -1, head_dim), so whole heads slim"
 )
 
 

@@ -14,13 +14,14 @@ from typing import Any
 
 from torch import Tensor, fx, nn
 
-from . import ops
+from . import attention, ops
 from .groups import Layout
-from .rules import Channelwise, Rule, kind_of, module_rule
+from .rules import ATTENTION_KINDS, Channelwise, Rule, kind_of, module_rule
 from .shapes import Analysis, none_like
 
 _UNKNOWN = {
-    "MultiheadAttention": "attention heads do not slim (usnet slims channels of CNNs)",
+    "TransformerDecoderLayer": "a decoder's cross-attention reads another tensor's keys and "
+    "values (usnet slims self-attention)",
 }
 _CONV_KINDS = ("conv", "conv_same", "conv1d", "conv3d", "conv_transpose")
 _BN_KINDS = ("bn", "bnact", "bn3d")
@@ -54,6 +55,8 @@ def visit(an: Analysis, node: fx.Node) -> Any:
         if kind == "prelu":
             return _prelu(an, node, m, lin)
         return ops.param_free_module(an, node, m, lin, xv, out_v)
+    if kind in ATTENTION_KINDS or kind == "embedding":
+        return attention.visit(an, node, m, kind, inputs)
     if not isinstance(xv, Tensor) or not isinstance(out_v, Tensor):
         an.refuse(node, [an.flow(a) for a in inputs], op, "it is called without a tensor input")
         return none_like(out_v)

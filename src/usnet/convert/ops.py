@@ -16,9 +16,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from . import matmul
+from . import attention, matmul
 from .groups import Layout
 from .measure import commutes, evaluating, method_call
+from .optable import (
+    BINARY_FUNCS,
+    BINARY_METHODS,
+    CAT,
+    CHANNELWISE_MODULES,
+    EINSUM,
+    LAYER_FUNCS,
+    LIKE,
+    MATMUL,
+    NEW,
+    NORMALIZE,
+    NORMALIZE_METHODS,
+    PIXEL,
+    PIXEL_METHODS,
+    SAME,
+    SAME_METHODS,
+    SAME_NAMES,
+)
 from .rules import Channelwise, function_rule
 from .shapes import (
     PERMUTE,
@@ -40,51 +58,6 @@ from .shapes import (
 )
 from .sizes import consume, size_flow, used_sizes
 from .trace import module_path
-
-_BINARY_FUNCS = {
-    operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv,
-    operator.pow, operator.iadd, operator.isub, operator.imul, operator.itruediv,
-    torch.add, torch.sub, torch.subtract, torch.mul, torch.multiply, torch.div, torch.divide,
-    torch.true_divide, torch.maximum, torch.minimum, torch.where, torch.pow, torch.addcmul,
-    torch.lerp, torch.masked_fill,
-}  # fmt: skip
-_BINARY_METHODS = {
-    "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "true_divide", "pow", "pow_",
-    "maximum", "minimum", "where", "addcmul", "addcmul_", "lerp", "lerp_", "masked_fill",
-    "masked_fill_", "__add__", "__radd__", "__iadd__", "__mul__", "__rmul__", "__imul__",
-    "__sub__", "__rsub__", "__truediv__", "__rtruediv__",
-}  # fmt: skip
-_CAT = {torch.cat, torch.concat, torch.concatenate}
-_LIKE = {torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like, torch.rand_like,
-         torch.randn_like}  # fmt: skip
-#: Random per-sample or per-channel masks: not measurable, channel-wise by definition.
-_SAME = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
-         F.feature_alpha_dropout, torch.dropout}  # fmt: skip
-_SAME_NAMES = {"torchvision.ops.stochastic_depth.stochastic_depth"}
-_NEW = {"new_zeros", "new_ones", "new_empty", "new_full", "new_tensor"}
-_SAME_METHODS = {"contiguous", "clone", "detach", "float", "to", "type", "half", "bfloat16",
-                 "double", "requires_grad_"}  # fmt: skip
-_LAYER_FUNCS = {F.linear, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose2d, F.batch_norm,
-                F.layer_norm, F.group_norm, F.instance_norm, F.embedding, F.prelu,
-                F.multi_head_attention_forward}  # fmt: skip
-_ATTENTION = {F.scaled_dot_product_attention, torch.einsum}
-_MATMUL: dict[Any, str] = {torch.matmul: "matmul", operator.matmul: "matmul", torch.bmm: "bmm",
-           torch.baddbmm: "baddbmm"}  # fmt: skip
-#: Normalisations over one dimension: over the channels they normalise the active ones (as
-#: layer norm does), so a softmax over a network's outputs or a channel attention is exact.
-_NORMALIZE = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, F.normalize}
-_NORMALIZE_METHODS = {"softmax", "log_softmax"}
-_PIXEL: dict[Any, bool] = {F.pixel_shuffle: False, torch.pixel_shuffle: False, F.pixel_unshuffle: True,
-          torch.pixel_unshuffle: True}  # fmt: skip
-_PIXEL_METHODS = {"pixel_shuffle", "pixel_unshuffle"}
-#: Leaf modules that are channel-wise by definition (random ones cannot be measured).
-_CHANNELWISE_MODULES = (
-    nn.modules.dropout._DropoutNd, nn.Identity, nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU,
-    nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.Mish,
-    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Softmax,
-    nn.LogSoftmax, nn.Softmax2d, nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d,
-    nn.AdaptiveMaxPool1d, nn.MaxPool3d, nn.AvgPool3d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool3d,
-)  # fmt: skip
 
 
 def op_name(node: fx.Node) -> str:
@@ -124,16 +97,16 @@ def _dispatch(an: Analysis, node: fx.Node, out: Any) -> Any:
         return tuple(an.flow(a) for a in [*node.args, *named])
     tensor_args_ = tensor_args(an, (node.args, node.kwargs))
     if not any(isinstance(an.flow(a), Layout) for a in tensor_args_) or (
-        node.op == "call_method" and target in _NEW  # only its dtype and device count
+        node.op == "call_method" and target in NEW  # only its dtype and device count
     ):
         return none_like(out)
     op = op_name(node)
     rule = function_rule(target) if node.op == "call_function" else None
     if rule is not None:
         return _registered(an, node, out, tensor_args_, op, rule)
-    if target in _BINARY_FUNCS or (node.op == "call_method" and target in _BINARY_METHODS):
+    if target in BINARY_FUNCS or (node.op == "call_method" and target in BINARY_METHODS):
         return _broadcast(an, node, out, tensor_args_, op)
-    if target in _CAT:
+    if target in CAT:
         return _cat(an, node, out, op)
     if target is torch.stack:
         return _stack(an, node, out, op)
@@ -152,26 +125,28 @@ def _dispatch(an: Analysis, node: fx.Node, out: Any) -> Any:
     if target is operator.getitem:
         return getitem(an, node, op)
     if (
-        target in _LIKE
-        or target in _SAME
-        or op in _SAME_NAMES
-        or (node.op == "call_method" and target in _SAME_METHODS)
+        target in LIKE
+        or target in SAME
+        or op in SAME_NAMES
+        or (node.op == "call_method" and target in SAME_METHODS)
     ):
         return an.flow(node.args[0])
-    if target in _NORMALIZE or (node.op == "call_method" and target in _NORMALIZE_METHODS):
+    if target in NORMALIZE or (node.op == "call_method" and target in NORMALIZE_METHODS):
         return _normalize(an, node, out)
-    if target in _PIXEL or (node.op == "call_method" and target in _PIXEL_METHODS):
+    if target in PIXEL or (node.op == "call_method" and target in PIXEL_METHODS):
         factor = arg(node, 1, "upscale_factor", arg(node, 1, "downscale_factor"))
-        inverse = _PIXEL.get(target, target == "pixel_unshuffle")
+        inverse = PIXEL.get(target, target == "pixel_unshuffle")
         return pixel_shuffle(an, node, node.args[0], op, int(factor), bool(inverse))
-    if target in _MATMUL or (node.op == "call_method" and target in matmul.FUNCTIONS):
-        return matmul.matmul(an, node, out, op, _MATMUL.get(target, str(target)))
-    if target in _ATTENTION:
+    if target in MATMUL or (node.op == "call_method" and target in matmul.FUNCTIONS):
+        return matmul.matmul(an, node, out, op, MATMUL.get(target, str(target)))
+    if target is F.scaled_dot_product_attention:
+        return attention.scaled_dot_product_attention(an, node, out, op)
+    if target in EINSUM:
         an.refuse(node, [an.flow(a) for a in tensor_args_], op, matmul.ATTENTION)
         return none_like(out)
     if target is F.prelu and getattr(an.value(arg(node, 1, "weight")), "numel", lambda: 0)() == 1:
         return an.flow(node.args[0])  # one slope for all channels
-    if target in _LAYER_FUNCS:
+    if target in LAYER_FUNCS:
         an.refuse(node, [an.flow(a) for a in tensor_args_], op, _functional(an, node))
         return none_like(out)
     return _measured(an, node, out, tensor_args_, op)
@@ -255,7 +230,8 @@ def _broadcast(an: Analysis, node: fx.Node, out: Any, args: list[fx.Node], op: s
         v, f = an.value(a), an.flow(a)
         d = dim - (rank - v.dim())
         if d >= 0 and v.shape[d] > 1 and not (isinstance(f, Layout) and f.dim == d):
-            an.meets_fixed(first, a, f"{op} meets a tensor of fixed size")
+            if isinstance(f, Layout) or not attention.per_channel_state(an, node, a, d, first, op):
+                an.meets_fixed(first, a, f"{op} meets a tensor of fixed size")
     return Layout(dim, first.segs)
 
 
@@ -344,7 +320,7 @@ def param_free_module(
         return pixel_shuffle(an, node, node.args[0], op, m.upscale_factor, False)
     if isinstance(m, nn.PixelUnshuffle):
         return pixel_shuffle(an, node, node.args[0], op, m.downscale_factor, True)
-    if isinstance(m, _CHANNELWISE_MODULES):
+    if isinstance(m, CHANNELWISE_MODULES):
         return lin
     why = "it is called with several arguments"
     if len(node.args) == 1 and not node.kwargs:

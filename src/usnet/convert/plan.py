@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -36,6 +36,8 @@ class LayerPlan:
     inp: SpanPlan | None
     out: SpanPlan | None
     in_eval: bool
+    #: channels inside the layer: an attention's heads
+    mid: SpanPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -46,18 +48,24 @@ class Plan:
     params: Mapping[str, tuple[SpanPlan, int]]
     #: modules whose forward computes over the active channels (layer norm, a channel mean)
     over_channels: tuple[str, ...] = ()
+    #: the groups those computations run over (``None``: not recorded, i.e. any group)
+    over_groups: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc = {
             "version": VERSION,
-            "groups": [[g.name, g.full, g.ratio] for g in self.groups],
+            "groups": [[g.name, g.full, g.ratio, g.divisor, g.kind] for g in self.groups],
             "layers": {
                 p: [u.kind, _span_json(u.inp), _span_json(u.out), u.in_eval]
+                + ([_span_json(u.mid)] if u.mid is not None else [])
                 for p, u in self.layers.items()
             },
             "params": {t: [_span_json(s), d] for t, (s, d) in self.params.items()},
             "over_channels": list(self.over_channels),
         }
+        if self.over_groups is not None:
+            doc["over_groups"] = list(self.over_groups)
+        return doc
 
     @classmethod
     def from_json(cls, doc: Any) -> Plan:
@@ -65,16 +73,35 @@ class Plan:
         try:
             if doc["version"] != VERSION:
                 raise UsageError(f"version {doc['version']!r}, not {VERSION}")
-            groups = tuple(GroupSpec(str(n), int(f), int(r)) for n, f, r in doc["groups"])
-            layers = {
-                str(p): LayerPlan(str(k), _span(i), _span(o), bool(e))
-                for p, (k, i, o, e) in doc["layers"].items()
-            }
+            groups = tuple(_group(g) for g in doc["groups"])
+            layers = {str(p): _layer(v) for p, v in doc["layers"].items()}
             params = {str(t): (_span(s) or (), int(d)) for t, (s, d) in doc["params"].items()}
             over = tuple(str(p) for p in doc["over_channels"])
+            over_groups = doc.get("over_groups")
+            if over_groups is not None:
+                over_groups = tuple(str(g) for g in over_groups)
         except (KeyError, TypeError, ValueError) as e:
             raise ConvertError("", "conversion plan", f"it is not a usnet plan ({e})") from None
-        return cls(groups, layers, params, over)
+        return cls(groups, layers, params, over, over_groups)
+
+
+def _group(data: Any) -> GroupSpec:
+    """``[name, full, ratio]``, with the group's own divisor and kind where recorded."""
+    name, full, ratio, *rest = data
+    if len(rest) > 2:
+        raise TypeError(f"a group of {len(data)} fields")
+    divisor = int(rest[0]) if rest else 0
+    kind = str(rest[1]) if len(rest) > 1 else ""
+    return GroupSpec(str(name), int(full), int(ratio), divisor, kind)
+
+
+def _layer(data: Any) -> LayerPlan:
+    """``[kind, inp, out, in_eval]``, with the span inside the layer (heads) where it has one."""
+    kind, inp, out, in_eval, *rest = data
+    if len(rest) > 1:
+        raise TypeError(f"a layer of {len(data)} fields")
+    mid = _span(rest[0]) if rest else None
+    return LayerPlan(str(kind), _span(inp), _span(out), bool(in_eval), mid)
 
 
 def _span_json(span: SpanPlan | None) -> list | None:
@@ -100,7 +127,7 @@ def make_plan(an: Analysis, groups: Mapping[int, GroupSpec]) -> Plan:
         return tuple((groups[r].name if r in groups else solver.full[r], f) for r, f in parts)
 
     layers = {
-        path: LayerPlan(use.kind, span(use.inp), span(use.out), use.in_eval)
+        path: LayerPlan(use.kind, span(use.inp), span(use.out), use.in_eval, span(use.mid))
         for path, use in an.uses.items()
     }
     params = {}
@@ -113,7 +140,44 @@ def make_plan(an: Analysis, groups: Mapping[int, GroupSpec]) -> Plan:
             p for p, vars in an.over_channels if any(solver.find(v) in groups for v in vars)
         )
     )
-    return Plan(tuple(groups.values()), layers, params, over)
+    over_groups = tuple(
+        dict.fromkeys(
+            groups[solver.find(v)].name
+            for _, vars in an.over_channels
+            for v in vars
+            if solver.find(v) in groups
+        )
+    )
+    kinds = group_kinds(an, groups)
+    specs = tuple(replace(spec, kind=kinds[root]) for root, spec in groups.items())
+    return Plan(specs, layers, params, over, over_groups)
+
+
+#: Layer kinds whose inputs and outputs are a transformer's embedding (residual stream).
+EMBEDDING_KINDS = ("attn", "mha", "swin", "embedding", "ln")
+
+
+def group_kinds(an: Analysis, groups: Mapping[int, GroupSpec]) -> dict[int, str]:
+    """What each group is: ``"heads"`` (whole attention heads), ``"embedding"`` (what attention
+    reads and writes, or a layer norm normalises: the residual stream), ``"mlp"`` (made by a
+    linear otherwise: hidden units) or ``"channels"`` (a conv's)."""
+    solver = an.solver
+    embedding: set[int] = set()
+    for use in an.uses.values():
+        if use.kind in EMBEDDING_KINDS:
+            for lay in (use.inp, use.out):
+                if lay is not None:
+                    embedding.update(solver.find(v) for v in lay.vars)
+    kinds = {}
+    for root, spec in groups.items():
+        if solver.heads(root):
+            kinds[root] = "heads"
+        elif root in embedding:
+            kinds[root] = "embedding"
+        else:
+            maker = an.model.get_submodule(spec.name) if spec.name else None
+            kinds[root] = "mlp" if isinstance(maker, nn.Linear) else "channels"
+    return kinds
 
 
 def analysis_of(model: nn.Module, plan: Plan) -> tuple[Analysis, dict[int, GroupSpec]]:
@@ -134,7 +198,7 @@ def analysis_of(model: nn.Module, plan: Plan) -> tuple[Analysis, dict[int, Group
         return Layout(dim, tuple(segs))
 
     for path, lp in plan.layers.items():
-        an.uses[path] = Use(lp.kind, layout(lp.inp), layout(lp.out), lp.in_eval)
+        an.uses[path] = Use(lp.kind, layout(lp.inp), layout(lp.out), lp.in_eval, layout(lp.mid))
     for target, (span, dim) in plan.params.items():
         lay = layout(span, dim)
         if lay is not None and len(lay.segs) == 1 and lay.segs[0][1] == 1:
@@ -183,10 +247,13 @@ def check(plan: Plan, model: nn.Module) -> None:
         kind = kind_of(m)
         if kind != layer.kind and not (layer.kind == "conv_cat" and kind == "conv"):
             raise ConvertError(path, "conversion plan", f"a {kind}, not a {layer.kind}")
-        inp, out = size(layer.inp), size(layer.out)
-        sizes = _channels(m)
-        if any(s is not None and s != want for s, want in zip((inp, out), sizes, strict=True)):
-            raise ConvertError(path, "conversion plan", f"spans of {inp, out}, not {sizes}")
+        inp, out, mid = size(layer.inp), size(layer.out), size(layer.mid)
+        sizes = (*_channels(m), getattr(m, "num_heads", None))
+        if any(
+            s is not None and s != want
+            for s, want in zip((inp, out, mid), sizes, strict=True)
+        ):
+            raise ConvertError(path, "conversion plan", f"spans of {inp, out, mid}, not {sizes}")
     for target, (span, dim) in plan.params.items():
         t: torch.Tensor
         try:
@@ -200,10 +267,16 @@ def check(plan: Plan, model: nn.Module) -> None:
             raise ConvertError(target, "conversion plan", f"no {size(span)} channels on {dim}")
 
 
-def _channels(m: Any) -> tuple[int, int]:
+def _channels(m: Any) -> tuple[int | None, int]:
     """A layer's input and output channel counts."""
     if isinstance(m, nn.Linear):
         return m.in_features, m.out_features
+    if isinstance(m, nn.MultiheadAttention):
+        return m.embed_dim, m.embed_dim
+    if isinstance(m, nn.Embedding):
+        return None, m.embedding_dim
+    if hasattr(m, "qkv") and hasattr(m, "proj"):  # timm's and torchvision's attention
+        return m.qkv.in_features, m.proj.out_features
     if hasattr(m, "in_channels"):
         return m.in_channels, m.out_channels
     if isinstance(m, nn.LayerNorm):

@@ -14,19 +14,25 @@ from ..nn import (
     GroupRef,
     Span,
     TrainOnlyBatchNorm,
+    USAttention,
     USBatchNorm,
     USBatchNormAct,
     USConv,
+    USEmbedding,
     USGroupNorm,
     USInstanceNorm,
     USLayerNorm,
     USLinear,
+    USMultiheadAttention,
+    USWindowAttention,
     WidthSpace,
     slice_parameter,
 )
+from ..shapes import two_samples
 from .analysis import Analysis, Use
 from .errors import ConvertError
 from .groups import GroupSpec, Layout
+from .rules import module_rule, registered_functions
 
 
 def group_divisor(divisor: int, ratio: int) -> int:
@@ -52,7 +58,10 @@ class _Spans:
         self.an = an
         self.refs: dict[int, GroupRef] = {
             root: space.group(
-                spec.name, spec.full, spec.ratio, divisor=group_divisor(divisor, spec.ratio)
+                spec.name,
+                spec.full,
+                spec.ratio,
+                divisor=spec.divisor or group_divisor(divisor, spec.ratio),
             )
             for root, spec in groups.items()
         }
@@ -116,14 +125,22 @@ _CONVS = ("conv", "conv_same", "conv1d", "conv3d", "conv_transpose", "conv_cat")
 
 
 def _slim(m: Any, use: Use, spans: _Spans, space: WidthSpace) -> nn.Module | None:
-    inp, out = spans(use.inp), spans(use.out)
+    inp, out, mid = spans(use.inp), spans(use.out), spans(use.mid)
     if use.kind in ("bn", "bnact", "bn3d"):  # per-width statistics even where channels are whole
         if not use.in_eval:
             return TrainOnlyBatchNorm(m, inp) if inp is not None else None
         cls = USBatchNormAct if use.kind == "bnact" else USBatchNorm
         return cls.from_module(m, inp, space)
-    if inp is None and out is None:
+    if inp is None and out is None and mid is None:
         return None
+    if use.kind == "attn":
+        return USAttention.from_module(m, inp, out, mid)
+    if use.kind == "mha":
+        return USMultiheadAttention(m, inp, mid, out)
+    if use.kind == "swin":
+        return USWindowAttention(m, inp, out, mid)
+    if use.kind == "embedding" and out is not None:
+        return USEmbedding.from_module(m, out)
     if use.kind in _CONVS:
         return USConv.from_module(m, inp, out, same=use.kind == "conv_same")
     if use.kind == "linear":
@@ -154,11 +171,11 @@ def verify(model: nn.Module, example: Tensor, expected: Any, space: WidthSpace) 
                 raise ConvertError(
                     "",
                     "self-check",
-                    "the converted network differs from the original at "
-                    "full width (a usnet bug: please report it with the model)",
+                    f"the converted network differs from the original at full width "
+                    f"({_whose_fault(model)})",
                 )
         model.train()
-        x = example if example.shape[0] > 1 else torch.cat([example, example.flip(0) + 0.5])
+        x = example if example.shape[0] > 1 else two_samples(example)
         try:
             with space.at(space.width_min):
                 model(x)
@@ -167,13 +184,31 @@ def verify(model: nn.Module, example: Tensor, expected: Any, space: WidthSpace) 
                 "",
                 "self-check",
                 f"the converted network fails at width {space.width_min} "
-                f"({type(e).__name__}: {e}) (a usnet bug: please report it with the model)",
+                f"({type(e).__name__}: {e}) ({_whose_fault(model)})",
             ) from None
     finally:
         for m, mode in modes.items():
             m.training = mode
         for b, saved in buffers:
             b.copy_(saved)
+
+
+def _whose_fault(model: nn.Module) -> str:
+    """Who to suspect when the converted network fails its self-check: the rules the user
+    registered for modules or functions it uses (a channel-wise rule whose ``params`` miss a
+    per-channel tensor fails exactly so), else usnet."""
+    ruled = [name for name, m in model.named_modules() if module_rule(m) is not None]
+    functions = [f.__name__ for f in registered_functions()]
+    if not ruled and not functions:
+        return "a usnet bug: please report it with the model"
+    suspects = ", ".join(
+        [f"module {name!r}" for name in ruled[:5]] + [f"function {f!r}" for f in functions[:5]]
+    )
+    return (
+        f"check the rules registered with usnet.convert.register_rule ({suspects}): a "
+        "'channelwise' rule must hold and name every per-channel parameter and buffer in "
+        "params; if they do, it is a usnet bug: please report it with the model"
+    )
 
 
 def _tensors(v: Any) -> list[Tensor]:

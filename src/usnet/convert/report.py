@@ -16,16 +16,17 @@ from dataclasses import dataclass, field
 from ..nn.rounding import active_channels
 from .analysis import OUTPUT, Analysis
 
-#: ``never_slims(full, ratio)``: a group that runs all its channels even at the narrowest width.
-NeverSlims = Callable[[int, int], bool]
+#: ``never_slims(full, ratio, divisor)``: a group that runs all its channels even at the
+#: narrowest width (``divisor``: the group's own rounding unit, 0 for the model's).
+NeverSlims = Callable[[int, int, int], bool]
 
 
 def never_slims(width_min: float, divisor: int) -> NeverSlims:
     """Whether a group of ``full`` channels (``ratio``: its multiple) keeps all of them at
     ``width_min`` under the rounding of a converted network (one no wider than the divisor)."""
 
-    def check(full: int, ratio: int) -> bool:
-        d = divisor // math.gcd(divisor, ratio)
+    def check(full: int, ratio: int, own: int = 0) -> bool:
+        d = own or divisor // math.gcd(divisor, ratio)
         return active_channels(full, width_min, ratio, 1.0, d) >= full
 
     return check
@@ -51,7 +52,9 @@ def coverage(an: Analysis, never: NeverSlims) -> Coverage:
 
     def slims(v: int) -> bool:
         r = solver.find(v)
-        return solver.slimmable(r) and not never(solver.full[r], solver.ratio(r))
+        return solver.slimmable(r) and not never(
+            solver.full[r], solver.ratio(r), solver.divisor(r)
+        )
 
     for cost in an.costs:
         result.total += cost.macs

@@ -110,6 +110,11 @@ _TIMM_GN = ("timm.layers.norm.GroupNorm", "timm.layers.norm.GroupNorm1")
 _TIMM_GN_ACT = ("timm.layers.norm_act.GroupNormAct", "timm.layers.norm_act.GroupNorm1Act")
 _LAYER_NORM = "timm.layers.norm.LayerNorm"
 _LAYER_NORM_2D = ("timm.layers.norm.LayerNorm2d", "torchvision.models.convnext.LayerNorm2d")
+_TIMM_ATTENTION = "timm.layers.attention.Attention"
+_SWIN = "torchvision.models.swin_transformer.ShiftedWindowAttention"
+_SWIN_V2 = "torchvision.models.swin_transformer.ShiftedWindowAttentionV2"
+#: Attention modules that become one slimmable layer (whole heads, head_dim kept).
+ATTENTION_KINDS = ("attn", "mha", "swin")
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
@@ -144,7 +149,23 @@ def kind_of(m: nn.Module) -> str | None:
         return "in"
     if isinstance(m, nn.PReLU) and cls.forward is nn.PReLU.forward:
         return "prelu"
+    if isinstance(m, nn.MultiheadAttention) and cls.forward is nn.MultiheadAttention.forward:
+        return "mha"
+    if isinstance(m, nn.Embedding) and cls.forward is nn.Embedding.forward:
+        return "embedding"
+    if _runs(cls, _TIMM_ATTENTION):
+        return "attn"
+    if name in (_SWIN, _SWIN_V2):
+        return "swin"
     return None
+
+
+def _runs(cls: type, qualified: str) -> bool:
+    """Whether ``cls`` is the class named ``qualified`` or a subclass running its forward."""
+    for base in cls.__mro__:
+        if f"{base.__module__}.{base.__qualname__}" == qualified:
+            return cls.forward is base.forward  # type: ignore[attr-defined]
+    return False
 
 
 def is_leaf(m: nn.Module) -> bool:

@@ -31,6 +31,8 @@ class Analysis(Protocol):
     params: dict[str, tuple[int, int]]
     #: where a forward computes over the active channels (layer norm, a mean over channels)
     over_channels: list[tuple[str, tuple[int, ...]]]
+    #: channel variables an operation touches beyond its inputs and output (heads)
+    touches: dict[fx.Node, tuple[int, ...]]
 
     def flow(self, a: Any) -> Any: ...
     def value(self, a: Any) -> Any: ...
@@ -41,7 +43,15 @@ class Analysis(Protocol):
     def refusal(self, node: Any) -> MakeError | None: ...
     def refused_vars(self, node: fx.Node) -> set[int]: ...
     def output(self, path: str, full: int, dim: int) -> Layout: ...
-    def use(self, path: str, kind: str, inp: Layout | None, out: Layout | None) -> None: ...
+    def heads(self, path: str, full: int) -> Layout: ...
+    def use(
+        self,
+        path: str,
+        kind: str,
+        inp: Layout | None,
+        out: Layout | None,
+        mid: Layout | None = None,
+    ) -> None: ...
     def at(self, node: fx.Node, lin: Any, dim: int, op: str) -> Layout | None: ...
 
 
@@ -133,31 +143,101 @@ def reshape(
     if not isinstance(f, Layout) or not isinstance(out, Tensor):
         return None
     mapped = map_dim(tuple(v.shape), tuple(out.shape), f.dim)
-    if mapped is None or any(fac * mapped[1] % mapped[2] for _, fac in f.segs):
+    literal: list = []
+    k = -1
+    if mapped is not None and sizes is not None:
+        start, literal = sizes
+        start = start % v.dim() if isinstance(start, int) else 0
+        k = mapped[0] - start
+    if mapped is not None and any(fac * mapped[1] % mapped[2] for _, fac in f.segs):
+        return _blocks(an, node, f, out, op, mapped, literal, k)
+    if mapped is None:
+        an.refuse(node, f, op, _SHUFFLE)
+        return None
+    dim, inner, trailing = mapped
+    if 0 <= k < len(literal) and isinstance(literal[k], int) and literal[k] != -1:
         an.refuse(
             node,
             f,
             op,
-            "the reshape splits the channel dimension or merges it behind "
-            "another one (e.g. a channel shuffle), so a width's channels are not a "
-            "prefix of the result",
+            f"it hard-codes the size {literal[k]} of a slimmable "
+            "dimension; write -1 or x.flatten(1) instead",
         )
         return None
-    dim, inner, trailing = mapped
-    if sizes is not None:
-        start, literal = sizes
-        start = start % out.dim() if isinstance(start, int) else 0
-        k = dim - start
-        if 0 <= k < len(literal) and isinstance(literal[k], int) and literal[k] != -1:
-            an.refuse(
-                node,
-                f,
-                op,
-                f"it hard-codes the size {literal[k]} of a slimmable "
-                "dimension; write -1 or x.flatten(1) instead",
-            )
-            return None
     return Layout(dim, tuple((var, fac * inner // trailing) for var, fac in f.segs))
+
+
+_SHUFFLE = (
+    "the reshape splits the channel dimension or merges it behind "
+    "another one (e.g. a channel shuffle), so a width's channels are not a "
+    "prefix of the result"
+)
+
+
+def _blocks(
+    an: Analysis,
+    node: fx.Node,
+    f: Layout,
+    out: Tensor,
+    op: str,
+    mapped: tuple[int, int, int],
+    literal: list,
+    k: int,
+) -> Layout | None:
+    """A reshape that splits the channels into blocks of a fixed size (attention heads:
+    ``x.view(B, N, -1, head_dim)``): the blocks are a group of their own, whole blocks slim, and
+    the channels are ``block`` times it (a derived group). The number of blocks must follow the
+    width (``-1`` or computed from a size) and the block size must not (a literal)."""
+    dim, inner, trailing = mapped
+    (var, fac), *more = f.segs
+    block = _trailing_literals(out, dim, trailing, literal, k)
+    if more or trailing % (fac * inner) or block is None:
+        an.refuse(node, f, op, _SHUFFLE)
+        return None
+    n = literal[k] if 0 <= k < len(literal) else None
+    if isinstance(n, int) and n != -1:
+        an.refuse(
+            node,
+            f,
+            op,
+            f"the reshape splits the channel dimension into a fixed number ({n}) of blocks of "
+            f"{trailing} (a channel shuffle, a fused q/k/v projection or a fixed number of "
+            "heads): a narrower width would shrink every block instead of dropping whole ones; "
+            "split them into blocks of a fixed size, e.g. x.view(B, N, -1, head_dim), or use "
+            "separate q, k and v projections",
+        )
+        return None
+    if not block:
+        an.refuse(
+            node,
+            f,
+            op,
+            "the reshape splits the channel dimension into a fixed number of blocks whose "
+            "size follows the width (a channel shuffle, or heads); split them into heads of a "
+            "fixed size, e.g. x.view(B, N, -1, head_dim)",
+        )
+        return None
+    heads = an.solver.new(out.shape[dim], heads=True)
+    if not an.solver.relate(var, fac * inner, heads, trailing):
+        an.refuse(node, f, op, _SHUFFLE)
+        return None
+    return Layout(dim, ((heads, 1),))
+
+
+def _trailing_literals(
+    out: Tensor, dim: int, trailing: int, literal: list, k: int
+) -> bool | None:
+    """Whether the sizes after the channels' new dimension that make ``trailing`` are literal
+    ints in the call (``False``: some follow the input's size; ``None``: no sizes given)."""
+    if k < 0:
+        return None
+    product, j = 1, dim + 1
+    while product < trailing and j < out.dim():
+        size = literal[k + j - dim] if k + j - dim < len(literal) else None
+        if not isinstance(size, int) or size == -1:
+            return False
+        product, j = product * out.shape[j], j + 1
+    return product == trailing
 
 
 def expand(an: Analysis, node: fx.Node, out: Any, op: str, sizes: Any) -> Any:

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, fx, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..shapes import two_samples
 from .errors import ConvertError
 from .rules import registered_functions
 
@@ -143,7 +144,7 @@ def trace_model(
                     untraceable[path] = error
             x = example
             if training and x.shape[0] < 2:  # batch statistics need two samples
-                x = torch.cat([x, x.flip(0) + 0.5])
+                x = two_samples(x)
             traces.append(_run(model, graph, x, training))
     finally:
         for m, mode in modes.items():

@@ -40,6 +40,10 @@ def extract(model: nn.Module, width: WidthConfig | None, *, stats: bool = True) 
     hook = dense.__dict__.pop("_usnet_calibration_hook", None)
     if hook is not None:  # attached calibration data belongs to the US model
         dense._forward_pre_hooks.pop(hook.id, None)
+    done = dense.__dict__.pop("_usnet_calibration_done_hook", None)
+    if done is not None:
+        dense._forward_hooks.pop(done.id, None)
+        dense._forward_hooks_always_called.pop(done.id, None)
     input_size = getattr(model, "input_size", None)
     if input_size is not None:
         dense.input_size = tuple(input_size)  # type: ignore[assignment]  # plain attribute

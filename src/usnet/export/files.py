@@ -33,6 +33,8 @@ from ..errors import UsageError
 from ..io import make_parent, writable_target, write_bytes
 from ..nn import WidthConfig, format_width, modes_kept, width_space
 from ..nn import width as at_width
+from ..shapes import example_input
+from ..version import __version__
 from .dense import extract
 
 #: Export formats, the file suffix each conventionally has, and how close a loaded file's output
@@ -79,14 +81,16 @@ def save(
     _check_fits(model, width, shape)  # before calibrating runs a forward at that size
     _calibrate_attached(model, width, shape)
     dense = extract(model, width).cpu().float().requires_grad_(False)
-    x = _example(shape, 2)  # batch 2: a batch of 1 would let tracers specialise the batch axis
+    # batch 2: a batch of 1 would let tracers specialise the batch axis
+    x = example_input(dense, 2, shape, "cpu", random=True)
     with torch.no_grad():
         outputs = _flat(dense(x))
     info = _info(model, width, shape, format, len(outputs))
     make_parent(path, "export file")
     # serialised in memory, then written by Python: a full disk is an OSError naming the
     # file (torch's C++ writers abort the process or raise without the path)
-    write_bytes(path, _WRITERS[format](dense, x, info))
+    with _unfused_attention():
+        write_bytes(path, _WRITERS[format](dense, x, info))
     if verify:
         err = check(path, dense, shape, format)
         if err > TOLERANCE[format]:
@@ -192,7 +196,7 @@ def check(
     g = torch.Generator().manual_seed(0)
     err = 0.0
     for n in batch_sizes:
-        x = _example(shape, n, g)
+        x = example_input(reference, n, shape, "cpu", g, random=True)
         with torch.no_grad():
             want, got = _flat(reference(x)), _flat(run(x))
         if len(got) != len(want):
@@ -203,10 +207,6 @@ def check(
             scale = max(1.0, b.abs().max().item())
             err = max(err, (a.float() - b.float()).abs().max().item() / scale)
     return err
-
-
-def _example(shape: tuple[int, ...], batch: int, g: torch.Generator | None = None) -> Tensor:
-    return torch.randn(batch, *shape, generator=g)
 
 
 def _flat(out: Any) -> list[Tensor]:
@@ -230,10 +230,9 @@ def _calibrate_attached(model: nn.Module, width: WidthConfig | None, shape: tupl
     config = _config(model, width)
     if is_calibrated(model, config):
         return
-    p = next(model.parameters())
     with at_width(model, config), modes_kept(model), torch.no_grad():
         model.eval()
-        model(torch.zeros(2, *shape, dtype=p.dtype, device=p.device))
+        model(example_input(model, 2, shape))
 
 
 def _config(model: nn.Module, width: WidthConfig | None) -> WidthConfig:
@@ -245,7 +244,6 @@ def _config(model: nn.Module, width: WidthConfig | None) -> WidthConfig:
 def _info(
     model: nn.Module, width: WidthConfig | None, shape: tuple, format: str, outputs: int
 ) -> dict[str, Any]:
-    from .. import __version__
 
     space = width_space(model)
     config = space.config if width is None else space.canonical(width)
@@ -330,6 +328,21 @@ _WRITERS: dict[str, Callable[[nn.Module, Tensor, dict[str, Any]], bytes]] = {
     "torchscript": _write_torchscript,
     "onnx": _write_onnx,
 }
+
+
+@contextlib.contextmanager
+def _unfused_attention() -> Iterator[None]:
+    """torch's attention modules without their fused inference kernels while a file is written:
+    in eval mode without gradients ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer``
+    run ``_native_multi_head_attention`` / ``_transformer_encoder_layer_fwd``, which ONNX has no
+    form for; their other path computes the same with exportable operations. (The switch is
+    torch's process-wide one: it is set back at once.)"""
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
 
 
 def _require(name: str) -> Any:

@@ -25,6 +25,7 @@ from .control import (
     width_space,
 )
 from .conv import USConv, USConv2d
+from .embedding import USEmbedding
 from .groups import ChannelGroup, GroupRef, Span, as_span
 from .init import Residual, init_weights
 from .linear import USLinear
@@ -34,6 +35,7 @@ from .rounding import active_channels, make_divisible
 from .sliced import Sliced, dense_param
 from .space import Plan, Width, WidthConfig, WidthSpace
 from .widths import format_width, parse_widths
+from .window_attention import USWindowAttention, WindowAttention
 
 __all__ = [
     "MultiheadSelfAttention",
@@ -54,10 +56,13 @@ __all__ = [
     "USBatchNormAct",
     "USConv",
     "USConv2d",
+    "USEmbedding",
     "USGroupNorm",
     "USInstanceNorm",
     "USLayerNorm",
     "USLinear",
+    "USWindowAttention",
+    "WindowAttention",
     "UncalibratedWidthError",
     "Width",
     "WidthConfig",

@@ -22,10 +22,33 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UsageError
-from .groups import GroupRef, Span, as_span
+from .groups import Span, as_span
 from .linear import USLinear
-from .sliced import dense_param
+from .sliced import dense_param, space_of
 from .space import WidthSpace
+
+
+def unsupported(attn: Any) -> str:
+    """Why a timm ``Attention`` or ``nn.MultiheadAttention`` has no slimmable form (``""``: it
+    has one): the parts whose channels are neither heads nor the embedding."""
+    if isinstance(attn, nn.MultiheadAttention):
+        if not attn._qkv_same_embed_dim:
+            return "its keys or values have their own width (kdim/vdim != embed_dim)"
+        if attn.bias_k is not None or attn.add_zero_attn:
+            return "add_bias_kv and add_zero_attn add a key of full width"
+        return ""
+    if getattr(attn, "gate", None) is not None:
+        return "a gated attention's gate is not supported"
+    if not isinstance(getattr(attn, "norm", nn.Identity()), nn.Identity):
+        return "scale_norm (a norm over all heads' outputs) is not supported"
+    return ""
+
+
+def _heads_span(heads: Span, head_dim: int) -> Span:
+    """The kept heads' ``head_dim`` channels each: what the output projection reads."""
+    if heads.fixed:
+        return as_span(heads.full * head_dim)
+    return Span([(heads, head_dim)])
 
 
 class _HeadsCore(nn.Module):
@@ -39,27 +62,36 @@ class _HeadsCore(nn.Module):
         """The fused ``(3 * H * head_dim, E)`` input projection's weight and bias."""
         raise NotImplementedError
 
-    def _setup(self, embed: Span, heads: GroupRef, head_dim: int, scale: float | None) -> None:
-        if not isinstance(heads.space, WidthSpace):
-            raise UsageError("the heads of a slimmable attention must be a slimmable group")
+    def _setup(
+        self, embed: Span, heads: Span, head_dim: int, scale: float | None, *more: Span | None
+    ) -> None:
+        if not heads.prefix or heads.segments[0][2] != 1:
+            raise UsageError(f"the heads of a slimmable attention must be one group, got {heads!r}")
+        space = space_of(heads, embed, *more)
+        if not isinstance(space, WidthSpace):
+            raise UsageError("a slimmable attention needs a slimmable group (heads or embedding)")
         self.embed_in, self.heads, self.head_dim = embed, heads, int(head_dim)
-        self.space = heads.space
+        self.space = space
         self.num_heads = heads.full
         self.scale = head_dim**-0.5 if scale is None else float(scale)
 
     def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """q, k, v of the kept heads, each ``(B, k, N, head_dim)``; ``x`` is ``(B, N, e)``."""
+        """q, k, v of the kept heads, each ``(B, k, N, head_dim)``; ``x`` is ``(B, N, e)``.
+
+        One ``F.linear`` of the fused weight, as the original runs: narrower, of the kept heads'
+        rows of q, k and v gathered into one ``(3 * k * head_dim, e)`` weight. The gather costs
+        a copy of the weight per call, which is less than what running three strided products
+        instead costs (measured: benchmarks/run.py --model vit)."""
         counts = self.space.counts()
         a = self.heads.count(counts) * self.head_dim
         e = self.embed_in.count(counts)
         full = self.num_heads * self.head_dim
-        fused_weight, fused_bias = self._fused()
-        weight = fused_weight.view(3, full, -1)[:, :a, :e]
-        out = torch.matmul(x.unsqueeze(1), weight.transpose(-1, -2))  # (B, 3, N, a)
-        if fused_bias is not None:
-            out = out + fused_bias.view(3, 1, full)[:, :, :a]
-        b, n = x.shape[0], x.shape[1]
-        q, k, v = out.view(b, 3, n, -1, self.head_dim).transpose(2, 3).unbind(1)
+        weight, bias = self._fused()
+        if a != full or e != weight.shape[1]:
+            weight = weight.view(3, full, -1)[:, :a, :e].reshape(3 * a, e)
+            bias = None if bias is None else bias.view(3, full)[:, :a].reshape(3 * a)
+        out = F.linear(x, weight, bias).unflatten(-1, (3, a)).movedim(-2, 0)
+        q, k, v = out.unflatten(-1, (-1, self.head_dim)).transpose(-2, -3).unbind(0)
         return q, k, v
 
     def _attend(
@@ -90,7 +122,7 @@ class USAttention(_HeadsCore):
         self,
         embed_in: int | Span,
         embed_out: int | Span,
-        heads: GroupRef,
+        heads: int | Span,
         head_dim: int,
         qkv_bias: bool = False,
         proj_bias: bool = True,
@@ -99,14 +131,14 @@ class USAttention(_HeadsCore):
         proj_drop: float = 0.0,
     ) -> None:
         super().__init__()
-        embed = as_span(embed_in)
-        self._setup(embed, heads, head_dim, scale)
+        embed, heads = as_span(embed_in), as_span(heads)
+        self._setup(embed, heads, head_dim, scale, as_span(embed_out))
         self.qkv = nn.Linear(embed.full, 3 * heads.full * head_dim, bias=qkv_bias)
         self.q_norm: nn.Module = nn.Identity()
         self.k_norm: nn.Module = nn.Identity()
         self.norm: nn.Module = nn.Identity()
         self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = USLinear(Span([(heads, head_dim)]), embed_out, bias=proj_bias)
+        self.proj = USLinear(_heads_span(heads, head_dim), embed_out, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def _fused(self) -> tuple[Tensor, Tensor | None]:
@@ -114,13 +146,14 @@ class USAttention(_HeadsCore):
 
     @classmethod
     def from_module(
-        cls, attn: Any, embed_in: Span | None, embed_out: Span | None, heads: GroupRef
+        cls, attn: Any, embed_in: Span | None, embed_out: Span | None, heads: Span | None
     ) -> USAttention:
-        """The slimmable form of a timm ``Attention`` (parameters and norms kept)."""
-        if getattr(attn, "gate", None) is not None:
-            raise UsageError("a gated timm Attention is not supported (its gate slims the heads)")
-        if not isinstance(getattr(attn, "norm", nn.Identity()), nn.Identity):
-            raise UsageError("a timm Attention with scale_norm is not supported (its norm slims)")
+        """The slimmable form of a timm ``Attention`` (parameters and norms kept); ``None``
+        spans are the module's own channels, which do not slim."""
+        why = unsupported(attn)
+        if why:
+            raise UsageError(f"cannot slim this timm Attention: {why}")
+        heads = heads if heads is not None else as_span(attn.num_heads)
         layer = cls(
             embed_in if embed_in is not None else attn.qkv.in_features,
             embed_out if embed_out is not None else attn.proj.out_features,
@@ -131,9 +164,7 @@ class USAttention(_HeadsCore):
             attn.scale,
         )
         layer.qkv = attn.qkv
-        layer.proj = USLinear.from_module(
-            attn.proj, Span([(heads, attn.head_dim)]), embed_out
-        )
+        layer.proj = USLinear.from_module(attn.proj, _heads_span(heads, attn.head_dim), embed_out)
         layer.q_norm, layer.k_norm, layer.norm = attn.q_norm, attn.k_norm, attn.norm
         layer.attn_drop, layer.proj_drop = attn.attn_drop, attn.proj_drop
         return layer
@@ -170,18 +201,29 @@ class USMultiheadAttention(_HeadsCore):
     """``nn.MultiheadAttention`` (q, k and v of one embedding, ``kdim == vdim == embed_dim``)
     with slimmable heads and embedding; ``need_weights`` returns the kept heads' weights."""
 
-    def __init__(self, mha: nn.MultiheadAttention, embed: Span | None, heads: GroupRef) -> None:
+    def __init__(
+        self,
+        mha: nn.MultiheadAttention,
+        embed: Span | None,
+        heads: Span | None,
+        embed_out: Span | None = None,
+    ) -> None:
+        """``embed``: the input's channels (``None``: fixed), ``heads`` (``None``: all heads
+        run), ``embed_out``: the output's (default: the input's)."""
         super().__init__()
-        if not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn:
-            raise UsageError(
-                "nn.MultiheadAttention with kdim/vdim != embed_dim, add_bias_kv or "
-                "add_zero_attn is not supported"
-            )
-        self._setup(as_span(embed if embed is not None else mha.embed_dim), heads, mha.head_dim, None)
+        why = unsupported(mha)
+        if why:
+            raise UsageError(f"cannot slim this nn.MultiheadAttention: {why}")
+        embed_out = embed if embed_out is None else embed_out
+        heads = heads if heads is not None else as_span(mha.num_heads)
+        embed_in = as_span(embed if embed is not None else mha.embed_dim)
+        self._setup(embed_in, heads, mha.head_dim, None, embed_out)
         self.embed_dim, self.batch_first, self.dropout = mha.embed_dim, mha.batch_first, mha.dropout
         self.in_proj_weight = mha.in_proj_weight
         self.in_proj_bias = mha.in_proj_bias
-        self.out_proj = USLinear.from_module(mha.out_proj, Span([(heads, mha.head_dim)]), embed)
+        self.out_proj = USLinear.from_module(
+            mha.out_proj, _heads_span(heads, mha.head_dim), embed_out
+        )
 
     @property
     def proj(self) -> USLinear:  # type: ignore[override]

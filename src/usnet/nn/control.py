@@ -55,7 +55,11 @@ def width_space(model: nn.Module) -> WidthSpace:
 
 def set_width(model: nn.Module, width: WidthConfig) -> None:
     """Run ``model`` at ``width`` from now on (uniform float or ``{group: width}``): its default,
-    for every call outside a :func:`width` block, in every thread."""
+    for every call outside a :func:`width` block, in every thread.
+
+    Layers read the default as they run, so set it before serving, not while another thread is
+    inside a call at the default (that call would mix two networks and fail); per-request
+    widths belong in :func:`width` blocks."""
     width_space(model).set(width)
 
 

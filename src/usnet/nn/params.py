@@ -30,7 +30,10 @@ class SliceChannels(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         space = self.span.space
         assert space is not None  # checked at construction
-        return self.span.take(x, self.dim, space.counts())
+        out = self.span.take(x, self.dim, space.counts())
+        # detached under no_grad: a parameter's view made there still says requires_grad but
+        # has no gradient function, on which torch's module tracker (FlopCounterMode) fails
+        return out if torch.is_grad_enabled() else out.detach()
 
 
 def slice_parameter(module: nn.Module, name: str, span: Span, dim: int) -> None:
@@ -53,10 +56,12 @@ def _dense_parametrized(self: nn.Module, stats: bool = True) -> nn.Module:
     slices = {name: getattr(self, name).detach().clone() for name in list(plist.keys())}
     kinds = {name: isinstance(plist[name].original, nn.Parameter) for name in slices}
     del self._modules["parametrizations"]
-    self.__class__ = type(self).__bases__[0]  # the class parametrize derived this one from
+    base = type(self).__bases__[0]  # the class parametrize derived this one from
+    self.__class__ = base
     for name, value in slices.items():
         if kinds[name]:
             setattr(self, name, dense_param(value))
         else:
             self.register_buffer(name, value)
-    return self
+    own = getattr(base, "to_dense", None)  # the class's own dense form (an adapted class's)
+    return own(self, stats) if callable(own) else self

@@ -206,19 +206,22 @@ class WidthSpace:
         return plan.active, plan.key
 
     def _active(self, config: Width) -> tuple[int, ...]:
+        """Each group's active count at ``config``; groups alike in size, ratio and divisor
+        (most of a network's) are rounded once, which keeps a first-time width cheap."""
         per_group = dict(config) if isinstance(config, tuple) else None
-        return tuple(
-            active_channels(
-                g.full,
-                per_group[g.name] if per_group is not None else config,  # type: ignore[arg-type]
-                g.ratio,
-                self.width_max,
-                g.divisor,
-            )
-            if g.slimmable
-            else g.full
-            for g in self.groups
-        )
+        rounded: dict[tuple[int, float, int, int], int] = {}
+        out = []
+        for g in self.groups:
+            if not g.slimmable:
+                out.append(g.full)
+                continue
+            w: float = per_group[g.name] if per_group is not None else config  # type: ignore[assignment]
+            key = (g.full, w, g.ratio, g.divisor)
+            n = rounded.get(key)
+            if n is None:
+                n = rounded[key] = active_channels(g.full, w, g.ratio, self.width_max, g.divisor)
+            out.append(n)
+        return tuple(out)
 
     def _plan(self, config: Width, active: tuple[int, ...]) -> Plan:
         sizes = []

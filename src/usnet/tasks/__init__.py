@@ -20,6 +20,7 @@ from torch import nn
 
 from ..config import ConfigError, build_config, load_yaml
 from ..config.errors import show, suggest
+from ..config.yaml_io import parse_value
 from ..errors import UsageError
 from ..spectrum.providers import MetricProvider, ProviderOptions
 from ..training import TrainTask
@@ -74,11 +75,20 @@ def task_of(data: Mapping[str, Any]) -> str:
 
 def task_config(data: Mapping[str, Any], overrides: Sequence[str] = (), source: str = "") -> Any:
     """Raw config data (a recipe, or a checkpoint's ``meta.config``) validated by its task's
-    schema, with ``--set`` overrides; errors name ``source``."""
+    schema, with ``--set`` overrides; errors name ``source``.
+
+    A ``--set task=NAME`` picks the schema as the recipe's ``task:`` would (the schema of the
+    recipe's own task knows only that task's name)."""
+    where = source or "config"
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if sep and key.strip() == "task":
+            data = {**data, "task": parse_value(text, "task", f"--set {item}")}
+            where = f"--set {item}"
     try:
         name = task_of(data)
     except ConfigError as e:
-        raise e.relocated(source=source or "config") from None
+        raise e.relocated(source=where) from None
     return build_config(get_task(name).config, data, overrides, source=source)
 
 

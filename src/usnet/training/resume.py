@@ -3,8 +3,8 @@
 ``resume.pt`` holds everything a resumed run restores: the model's weights, the optimizer,
 the learning-rate schedule, the AMP scaler, the run's generators (widths, minibatches, actions),
 the global RNG states, the counters (epoch, step...) and history, and the training config. It is
-written *after* the checkpoint and records the checkpoint's save id, so a crash between the two
-writes is detected; as it holds the weights too, a resumed run never pairs one save's weights
+written *after* the checkpoint and records the checkpoint's weights id, so a crash between the
+two writes is detected (and a checkpoint that was only calibrated since is still its own); as it holds the weights too, a resumed run never pairs one save's weights
 with another save's optimizer state. It loads with ``torch.load(weights_only=True)`` onto the
 CPU (RNG states must be CPU byte tensors; the optimizer's state follows its parameters).
 
@@ -192,11 +192,11 @@ class ResumeState:
 
     def save(self, counters: Mapping[str, Any], history: list | None = None) -> Path:
         """Write ``resume.pt`` atomically; call it right *after* saving the checkpoint, whose
-        save id it records."""
+        weights id it records."""
         ckpt = self.folder / CHECKPOINT
         state = {
             "format": FORMAT,
-            "checkpoint_id": checkpoint.read_info(ckpt)["save_id"] if ckpt.is_dir() else None,
+            "checkpoint_id": checkpoint.weights_id(checkpoint.read_info(ckpt)) if ckpt.is_dir() else None,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
@@ -257,7 +257,7 @@ class ResumeState:
         """Whether the checkpoint beside ``resume.pt`` is the one saved with it: if not (a
         crash came between the two writes), the run resumes from ``resume.pt``'s own weights."""
         ckpt = self.folder / CHECKPOINT
-        found = checkpoint.read_info(ckpt)["save_id"] if ckpt.is_dir() else None
+        found = checkpoint.weights_id(checkpoint.read_info(ckpt)) if ckpt.is_dir() else None
         if found != state["checkpoint_id"]:
             LOG.warning(
                 f"{ckpt} is not the checkpoint saved with {self.path} (a run stopped between "

@@ -1,0 +1,38 @@
+"""Widths by kind of channel group: a transformer's heads, MLP hidden units and embedding.
+
+A converted network records what each of its channel groups is (:func:`.plan.group_kinds`):
+``"heads"`` (an attention's whole heads), ``"mlp"`` (hidden units a linear makes),
+``"embedding"`` (the residual stream attention reads and writes) or ``"channels"`` (a conv's).
+Group names are module paths, one group per block, so a width per kind would otherwise be a
+long ``{group: width}`` mapping written out by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ..errors import UsageError
+from .plan import Plan
+
+KINDS = ("heads", "mlp", "embedding", "channels")
+
+
+def kind_widths(model: nn.Module, rest: float = 1.0, **widths: float) -> dict[str, float]:
+    """The width config giving every group of a kind its width, e.g.
+    ``kind_widths(model, heads=0.5, mlp=0.75)``; groups of the kinds not named run at ``rest``.
+    Use it wherever a width goes (``usnet.width``, ``set_width``, ``macs``, ``calibrate``)."""
+    unknown = sorted(set(widths) - set(KINDS))
+    if unknown:
+        raise UsageError(f"kind_widths: unknown kind(s) {unknown}; allowed: {list(KINDS)}")
+    conversion: Any = getattr(model, "conversion", None)
+    if not isinstance(conversion, dict) or "plan" not in conversion:
+        raise UsageError(
+            f"kind_widths: {type(model).__name__} was not made by usnet.convert (it records no "
+            "kinds of channel group); give a {group: width} config instead"
+        )
+    groups = Plan.from_json(conversion["plan"]).groups
+    config: dict[str, float] = {g.name: float(widths[g.kind]) for g in groups if g.kind in widths}
+    config["*"] = float(rest)
+    return config
