@@ -59,21 +59,7 @@ class EncoderLayer(nn.TransformerEncoderLayer):
         src_key_padding_mask: Tensor | None = None,
         is_causal: bool = False,
     ) -> Tensor:
-        src_key_padding_mask = F._canonical_mask(
-            mask=src_key_padding_mask,
-            mask_name="src_key_padding_mask",
-            other_type=F._none_or_dtype(src_mask),
-            other_name="src_mask",
-            target_type=src.dtype,
-        )
-        src_mask = F._canonical_mask(
-            mask=src_mask,
-            mask_name="src_mask",
-            other_type=None,
-            other_name="",
-            target_type=src.dtype,
-            check_other=False,
-        )
+        src_key_padding_mask, src_mask = _masks(src, src_key_padding_mask, src_mask, "src_mask")
         x = src
         if self.norm_first:
             x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
@@ -98,21 +84,7 @@ class Encoder(nn.TransformerEncoder):
         src_key_padding_mask: Tensor | None = None,
         is_causal: bool | None = None,
     ) -> Tensor:
-        src_key_padding_mask = F._canonical_mask(
-            mask=src_key_padding_mask,
-            mask_name="src_key_padding_mask",
-            other_type=F._none_or_dtype(mask),
-            other_name="mask",
-            target_type=src.dtype,
-        )
-        mask = F._canonical_mask(
-            mask=mask,
-            mask_name="mask",
-            other_type=None,
-            other_name="",
-            target_type=src.dtype,
-            check_other=False,
-        )
+        src_key_padding_mask, mask = _masks(src, src_key_padding_mask, mask, "mask")
         causal = is_causal is True
         if mask is not None:
             first: Any = self.layers[0]
@@ -182,3 +154,26 @@ class SwinPatchMergingV2(PatchMergingV2):
         self.__class__ = PatchMergingV2
         self.dim = self.reduction.in_features // 4
         return self
+
+
+def _masks(
+    src: Tensor, padding: Tensor | None, mask: Tensor | None, mask_name: str
+) -> tuple[Tensor | None, Tensor | None]:
+    """The key-padding and attention masks in the canonical form torch's own encoder forwards
+    give them (boolean masks become float ones of ``src``'s dtype)."""
+    padding = F._canonical_mask(
+        mask=padding,
+        mask_name="src_key_padding_mask",
+        other_type=F._none_or_dtype(mask),
+        other_name=mask_name,
+        target_type=src.dtype,
+    )
+    mask = F._canonical_mask(
+        mask=mask,
+        mask_name=mask_name,
+        other_type=None,
+        other_name="",
+        target_type=src.dtype,
+        check_other=False,
+    )
+    return padding, mask
