@@ -1,0 +1,165 @@
+"""The report half of benchmarks/search_evidence.py: docs/search.md's tables (``summary``) and
+its plot of one run's greedy front (``plot``), read from the committed records alone, so that
+what the doc says can be regenerated without the runs folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+
+def top1(entry: dict[str, Any] | None, key: str) -> float | None:
+    if not entry:
+        return None
+    v = entry.get(key, {}).get("top1")
+    return None if v is None else round(100 * v, 3)
+
+
+def _spread(values: list[float]) -> str:
+    """``mean`` or ``mean ± sample standard deviation (n)``, in points."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:+.2f} (1)"
+    return f"{statistics.mean(values):+.2f} ± {statistics.stdev(values):.2f} ({len(values)})"
+
+
+def summary(training_csv: Path, search_csv: Path) -> int:
+    """Print question 1's and question 2's tables (markdown) from the committed CSVs."""
+    top1: dict[tuple[str, float], dict[int, float]] = defaultdict(dict)
+    every: dict[tuple[str, float], dict[int, float]] = defaultdict(dict)  # spectrum widths too
+    if training_csv.is_file():
+        for r in csv.DictReader(training_csv.open()):
+            every[(r["method"], float(r["width"]))][int(r["seed"])] = 100 * float(r["top1"])
+            if r["source"] == "train":
+                top1[(r["method"], float(r["width"]))][int(r["seed"])] = 100 * float(r["top1"])
+    print("| width | uniform training: top-1 % by seed | non-uniform | difference (points) |")
+    print("|---:|---|---|---:|")
+    for w in sorted({w for _, w in top1}, reverse=True):
+        u, n = top1.get(("uniform", w), {}), top1.get(("nonuniform", w), {})
+        both = sorted(set(u) & set(n))
+
+        def show(d: dict[int, float]) -> str:
+            return ", ".join(f"s{k}: {v:.2f}" for k, v in sorted(d.items())) or "-"
+
+        print(f"| {w:g} | {show(u)} | {show(n)} | {_spread([n[s] - u[s] for s in both])} |")
+    diffs = [
+        n[s] - u[s]
+        for w in sorted({w for _, w in every})
+        for u, n in [(every.get(("uniform", w), {}), every.get(("nonuniform", w), {}))]
+        for s in set(u) & set(n)
+    ]
+    if diffs:
+        print(
+            f"\nEvery width of the spectrum ({len(diffs)} width-seed pairs): non-uniform minus "
+            f"uniform {statistics.mean(diffs):+.2f} points on average, {min(diffs):+.2f} to "
+            f"{max(diffs):+.2f}, non-uniform ahead at {sum(d > 0 for d in diffs)}."
+        )
+    print()
+    groups: dict[tuple[str, str, str], list[dict[str, str]]] = defaultdict(list)
+    if search_csv.is_file():
+        for r in csv.DictReader(search_csv.open()):
+            groups[(r["training"], r["method"], r["budget"])].append(r)
+    print(
+        "| training | method | budget | seeds | best uniform: width, test top-1 % | chosen: "
+        "test gain (points) | validation-best: val gain | test gain |"
+    )
+    print("|---|---|---:|---|---|---:|---:|---:|")
+    for (training, method, budget), rs in sorted(groups.items()):
+        rs.sort(key=lambda r: int(r["seed"]))
+        uni = ", ".join(
+            f"s{r['seed']}: {json.loads(r['uniform_width'])} {float(r['uniform_test_top1']):.2f}"
+            for r in rs
+        )
+
+        def gains(key: str, rows: list[dict[str, str]] = rs) -> str:
+            return _spread([float(r[key]) for r in rows if r[key] not in ("", "None")])
+
+        print(
+            f"| {training} | {method} | {float(budget):.0%} | "
+            f"{', '.join(r['seed'] for r in rs)} | {uni} | {gains('test_gain_points')} | "
+            f"{gains('best_val_gain_points')} | {gains('best_test_gain_points')} |"
+        )
+    print()
+    front_against_uniform(search_csv.with_suffix(""))
+    print()
+    print("| run | method | budget | networks in the search | measured anew | search (s) | command wall (s) | command CPU (s) | load average |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for rs in groups.values():
+        for r in rs:
+            print(f"| {r['run']} | {r['method']} | {float(r['budget']):.0%} | {r['candidates']} | "
+                  f"{r['measured']} | {r['search_seconds']} | {r['command_wall_seconds']} | "
+                  f"{r['command_cpu_seconds']} | {r['load_average']} |")  # fmt: skip
+    return 0
+
+
+def front_against_uniform(results: Path) -> None:
+    """Each run's greedy front (its per-group members) against its uniform widths on the test
+    set: test top-1 minus the uniform curve's at the same MACs (linear in MACs between the
+    study's spectrum widths), by range of MACs."""
+    import numpy as np
+
+    print("| run | MACs | per-group front members | above the uniform curve | difference: mean, min, max (points) |")  # fmt: skip
+    print("|---|---|---:|---:|---|")
+    for folder in sorted(p for p in results.glob("*") if (p / "search_greedy_25.json").is_file()):
+        record = json.loads(
+            (results.parent / "search_v1_mobilenet" / f"{folder.name}.json").read_text()
+        )
+        xs, ys = zip(*sorted((w["macs"], 100 * w["top1"]) for w in record["widths"]), strict=True)
+        front = json.loads((folder / "search_greedy_25.json").read_text())["front"]
+        diffs = [
+            (e["macs"], 100 * e["test_metrics"]["top1"] - float(np.interp(e["macs"], xs, ys)))
+            for e in front
+            if isinstance(e["width"], dict)
+        ]
+        for lo, hi in ((0, 1e6), (1e6, 2e6), (2e6, float("inf"))):
+            d = [v for m, v in diffs if lo <= m < hi]
+            span = f"{lo / 1e6:g}-{hi / 1e6:g} M" if hi < float("inf") else f">= {lo / 1e6:g} M"
+            if d:
+                print(f"| {folder.name} | {span} | {len(d)} | {sum(v > 0 for v in d)} | "
+                      f"{statistics.mean(d):+.2f}, {min(d):+.2f}, {max(d):+.2f} |")  # fmt: skip
+
+
+def plot(results: Path, run: str, out: Path) -> int:
+    """One run's test top-1: uniform widths (its study record) and the searched networks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    record = json.loads((results.parent / "search_v1_mobilenet" / f"{run}.json").read_text())
+    uniform = sorted((w["macs"] / 1e6, 100 * w["top1"]) for w in record["widths"])
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    ax.plot(*zip(*uniform, strict=True), "o-", ms=3, label="uniform widths 0.25-1.0")
+    folder = results / run
+    greedy = json.loads((folder / "search_greedy_25.json").read_text())
+    front = sorted((e["macs"] / 1e6, 100 * e["test_metrics"]["top1"]) for e in greedy["front"])
+    ax.plot(*zip(*front, strict=True), "s--", ms=3, mfc="none", label="greedy front")
+    for file in sorted(folder.glob("search_*_*.json")):
+        doc = json.loads(file.read_text())
+        ax.axvline(doc["budget"]["max_macs"] / 1e6, color="0.8", lw=0.8, zorder=0)
+        for who, marker in (("best", "*"), ("chosen", "o")):
+            e = doc.get(who)
+            if e and e.get("test_metrics"):
+                label = f"{doc['method']}: {'validation-best' if who == 'best' else 'chosen'}"
+                color = "C2" if doc["method"] == "evolution" else "C3"
+                ax.plot(e["macs"] / 1e6, 100 * e["test_metrics"]["top1"], marker, color=color,
+                        ms=11 if who == "best" else 6, mfc="none" if who == "chosen" else color,
+                        label=label)  # fmt: skip
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="lower right")
+    ax.set(
+        xlabel="MACs (millions)",
+        ylabel="test top-1 (%)",
+        title=f"us_mobilenet_v1_small, {run}: test set",
+    )
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+    return 0
