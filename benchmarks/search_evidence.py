@@ -47,7 +47,7 @@ from typing import Any
 import usnet
 
 sys.path.insert(0, str(Path(__file__).parent))  # search_evidence_report.py
-from search_evidence_report import top1, plot, summary  # noqa: E402
+from search_evidence_report import plot, summary, top1  # noqa: E402
 
 PLANS = {"search_v1_mobilenet": "us_mobilenet_v1_small", "search_v1_resnet": "torchvision:resnet18"}
 BUDGETS = (0.25, 0.5, 0.75)
@@ -189,12 +189,12 @@ def rows(runs: list[Path]) -> list[dict[str, Any]]:
                 "validation": doc["validation"]["split"],
             }
             for split in ("test", "val"):
-                u = row[f"uniform_{split}top1"]
+                u = row[f"uniform_{split}_top1"]
                 for who, name in (
                     ("chosen", f"{split}_gain_points"),
                     ("best", f"best_{split}_gain_points"),
                 ):
-                    a = row[f"{who}_{split}top1"]
+                    a = row[f"{who}_{split}_top1"]
                     row[name] = None if a is None or u is None else round(a - u, 3)
             out.append(row)
     return out
