@@ -10,7 +10,7 @@ be re-run at all.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, cast
 
 import torch
@@ -97,3 +97,15 @@ def evaluating(m: nn.Module) -> Iterator[None]:
 def _short(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     return f"{type(e).__name__}: {lines[0][:200] if lines else ''}"
+
+
+def tensors_of(v: Any) -> list[Tensor]:
+    """The tensors of a forward's output in order: a tensor, or nested tuples, lists and mappings
+    of them (a detection backbone's dict of feature maps); anything else contributes none."""
+    if isinstance(v, Tensor):
+        return [v]
+    if isinstance(v, Mapping):
+        v = list(v.values())
+    if isinstance(v, (tuple, list)):
+        return [t for e in v for t in tensors_of(e)]
+    return []

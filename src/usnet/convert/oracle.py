@@ -22,6 +22,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..errors import UsageError
 from ..nn import TrainOnlyBatchNorm, USBatchNorm, WidthConfig, modes_kept, width_space
 from ..nn import width as at_width
+from .measure import tensors_of
 from .plan import Plan, SpanPlan
 from .reparam import folded_copy
 
@@ -112,15 +113,5 @@ def difference(original: nn.Module, model: nn.Module, x: Tensor, width: WidthCon
         finally:
             for b, saved in buffers:
                 b.copy_(saved)
-    pairs = zip(_tensors(got), _tensors(want), strict=True)
+    pairs = zip(tensors_of(got), tensors_of(want), strict=True)
     return max((float((a - b).abs().max()) for a, b in pairs), default=0.0)
-
-
-def _tensors(v: object) -> list[Tensor]:
-    if isinstance(v, Tensor):
-        return [v]
-    if isinstance(v, Mapping):
-        v = list(v.values())
-    if isinstance(v, (tuple, list)):
-        return [t for e in v for t in _tensors(e)]
-    return []

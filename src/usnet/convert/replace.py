@@ -32,6 +32,7 @@ from ..shapes import two_samples
 from .analysis import Analysis, Use
 from .errors import ConvertError
 from .groups import GroupSpec, Layout
+from .measure import tensors_of
 from .rules import module_rule, registered_functions
 
 
@@ -165,7 +166,7 @@ def verify(model: nn.Module, example: Tensor, expected: Any, space: WidthSpace) 
     try:
         model.eval()
         got = model(example)
-        for a, b in zip(_tensors(got), _tensors(expected), strict=True):
+        for a, b in zip(tensors_of(got), tensors_of(expected), strict=True):
             scale = 1.0 + float(b.abs().max()) if b.numel() else 1.0
             if a.shape != b.shape or float((a - b).abs().max()) > 1e-4 * scale:
                 raise ConvertError(
@@ -209,13 +210,3 @@ def _whose_fault(model: nn.Module) -> str:
         "'channelwise' rule must hold and name every per-channel parameter and buffer in "
         "params; if they do, it is a usnet bug: please report it with the model"
     )
-
-
-def _tensors(v: Any) -> list[Tensor]:
-    if isinstance(v, Tensor):
-        return [v]
-    if isinstance(v, Mapping):
-        v = list(v.values())
-    if isinstance(v, (tuple, list)):
-        return [t for e in v for t in _tensors(e)]
-    return []
