@@ -23,7 +23,14 @@ from typing import Any, Protocol, TypeVar
 import torch
 from torch import nn
 
-from ..config.sections import OptimConfig, OutputConfig, ScheduleConfig, WidthTraining
+from ..config.sections import (
+    EvalConfig,
+    OptimConfig,
+    OutputConfig,
+    ScheduleConfig,
+    TrainingConfig,
+    WidthTraining,
+)
 from ..config.widths import WidthGrid
 from .grid import Evaluation
 from .step import SandwichLoss
@@ -71,6 +78,18 @@ class Plan:
     amp: str | None = None
     channels_last: bool = False
     anneal_per_epoch: bool = False
+
+    @classmethod
+    def of_epochs(cls, train: TrainingConfig, evaluation: EvalConfig) -> Plan:
+        """The plan of a loop over a data set (classification, SR): ``train.epochs`` epochs,
+        the smallest and largest widths evaluated every ``eval.every``."""
+        return cls(
+            epochs=train.epochs,
+            length=f"train.epochs {train.epochs}",
+            eval_every=evaluation.every,
+            amp=train.amp,
+            channels_last=train.channels_last,
+        )
 
 
 @dataclass(frozen=True)

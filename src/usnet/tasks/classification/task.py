@@ -27,14 +27,7 @@ class ClassificationTask(TrainTask[TrainConfig]):
     primary = "top1"
 
     def plan(self, cfg: TrainConfig) -> Plan:
-        tc = cfg.train
-        return Plan(
-            epochs=tc.epochs,
-            length=f"train.epochs {tc.epochs}",
-            eval_every=cfg.eval.every,
-            amp=tc.amp,
-            channels_last=tc.channels_last,
-        )
+        return Plan.of_epochs(cfg.train, cfg.eval)
 
     def build_model(self, cfg: TrainConfig) -> nn.Module:
         return build_model(cfg)

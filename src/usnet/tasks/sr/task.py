@@ -33,14 +33,7 @@ class SRTask(TrainTask[SRConfig]):
     primary = "psnr"
 
     def plan(self, cfg: SRConfig) -> Plan:
-        tc = cfg.train
-        return Plan(
-            epochs=tc.epochs,
-            length=f"train.epochs {tc.epochs}",
-            eval_every=cfg.eval.every,
-            amp=tc.amp,
-            channels_last=tc.channels_last,
-        )
+        return Plan.of_epochs(cfg.train, cfg.eval)
 
     def build_model(self, cfg: SRConfig) -> nn.Module:
         return build_model(cfg)
