@@ -113,3 +113,62 @@ def test_sliced_weights_of_a_channels_last_model_keep_their_layout():
         assert w.is_contiguous(memory_format=torch.channels_last)
         assert sliced.untyped_storage().data_ptr() == w.untyped_storage().data_ptr()
         assert sliced.stride() == w.stride()  # a view: channels-last strides, no copy
+
+
+def test_new_parameters_assigned_or_loaded_with_assign_are_seen():
+    """A hit does not read a layer's tensors again: assigning any attribute drops its cache."""
+    model, x = tiny_model(), tiny_inputs(16)
+    calibrate(model, [x], [0.5])
+    eval_at(model, x)
+    convs = [m for m in model.modules() if isinstance(m, usnet.nn.USConv2d)]
+    for conv in convs:
+        conv.weight = torch.nn.Parameter(conv.weight.detach() * -1.0)
+    torch.testing.assert_close(eval_at(model, x), eval_at(_fresh(model), x), rtol=0, atol=0)
+    state = {k: v * 0.5 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    eval_at(model, x)
+    model.load_state_dict(state, assign=True)
+    torch.testing.assert_close(eval_at(model, x), eval_at(_fresh(model), x), rtol=0, atol=0)
+
+
+def test_a_parametrization_registered_after_caching_is_applied_on_every_call():
+    model, x = tiny_model(), tiny_inputs(16)
+    calibrate(model, [x], [0.5])
+    eval_at(model, x)
+
+    class Scale(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.factor = 1.0
+
+        def forward(self, w: torch.Tensor) -> torch.Tensor:
+            return w * self.factor
+
+    scales = []
+    for m in model.modules():
+        if isinstance(m, usnet.nn.USConv2d):
+            scales.append(Scale())
+            torch.nn.utils.parametrize.register_parametrization(m, "weight", scales[-1])
+    before = eval_at(model, x)
+    for s in scales:
+        s.factor = 0.25  # changes what every read of the weight gives: nothing may be cached
+    after = eval_at(model, x)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, eval_at(_fresh(model), x), rtol=0, atol=0)
+
+
+def test_an_attentions_child_projection_given_a_new_weight_is_seen():
+    """The fused q/k/v weight is a child's (``attn.qkv.weight``): read again on every hit."""
+    timm = __import__("pytest").importorskip("timm")
+    torch.manual_seed(0)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", img_size=16, patch_size=8, embed_dim=32, depth=1, num_heads=4,
+        num_classes=3,
+    )
+    x = torch.randn(2, 3, 16, 16)
+    us = usnet.convert(vit, x)
+    before = eval_at(us, x)
+    attn = us.blocks[0].attn
+    attn.qkv.weight = torch.nn.Parameter(attn.qkv.weight.detach().flip(0))
+    after = eval_at(us, x)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, eval_at(_fresh(us), x), rtol=0, atol=0)

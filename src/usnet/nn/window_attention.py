@@ -127,6 +127,7 @@ class USWindowAttention(_HeadsCore):
         embed = as_span(embed_in if embed_in is not None else swa.qkv.in_features)
         out = embed_out if embed_out is not None else as_span(swa.proj.out_features)
         self._setup(embed, heads, head_dim, None, out)
+        self._views = not (self.v2 and swa.qkv.bias is not None)  # v2's bias: a copy per call
         self.window_size, self.shift_size = list(swa.window_size), list(swa.shift_size)
         self.attention_dropout, self.dropout = swa.attention_dropout, swa.dropout
         self.qkv = swa.qkv

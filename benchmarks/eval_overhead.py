@@ -1,0 +1,70 @@
+"""Where a slimmed network's eval time goes beyond its dense export's: the per-layer choice of
+active tensors (docs/benchmarks_vit.md).
+
+    python benchmarks/eval_overhead.py --model vit --width 0.5 --batch 1
+
+Three runs of the same network against its dense export, each as interleaved pairs (CPU time,
+one thread): as it is; with every slimmable layer's ``_current`` (the eval cache lookup and its
+checks) replaced by a constant holding what it returns at this width, the same tensors; and as
+it is again. The difference between the first and second is what choosing the active tensors
+costs inside the network (more than the same calls timed alone, which is printed too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from functools import partial
+
+import torch
+from measure import build, calibrate_on_noise, inputs, interleaved
+
+import usnet
+from usnet.export import extract
+from usnet.nn import Sliced
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="vit", choices=("mobilenet", "tiny", "vit"))
+    p.add_argument("--width", type=float, default=0.5)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=60)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    model = build(args.model)
+    calibrate_on_noise(model, [args.width])
+    model.eval()
+    dense = extract(model, args.width).eval()
+    usnet.set_width(model, args.width)
+    x = inputs(model, args.batch)
+    layers = [m for m in model.modules() if isinstance(m, Sliced)]
+
+    def run(name: str) -> None:
+        with torch.inference_mode():
+            tu, td, pairs = interleaved(partial(model, x), partial(dense, x), 3, args.repeats)
+        ratio = sorted(pairs)[len(pairs) // 2]
+        print(f"{name:34s} ratio {ratio:.3f} ({tu * 1e3:.2f} ms vs dense {td * 1e3:.2f} ms)")
+
+    print(f"{args.model} at width {args.width}, batch {args.batch}: {len(layers)} slimmable layers")
+    run("as it is")
+    with torch.inference_mode():
+        model(x)
+        values = {id(m): m._current() for m in layers}
+        start = time.process_time()
+        for _ in range(1000):
+            for m in layers:
+                m._current()
+        alone = (time.process_time() - start) / 1000
+    for m in layers:
+        m.__dict__["_current"] = partial(values.__getitem__, id(m))
+    run("active tensors free (a constant)")
+    for m in layers:
+        del m.__dict__["_current"]
+    run("as it is, again")
+    print(f"the {len(layers)} lookups timed alone: {alone * 1e6:.0f} us per forward")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
