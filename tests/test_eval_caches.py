@@ -172,3 +172,51 @@ def test_an_attentions_child_projection_given_a_new_weight_is_seen():
     after = eval_at(us, x)
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, eval_at(_fresh(us), x), rtol=0, atol=0)
+
+
+def _scaled(tensors: dict[str, torch.Tensor], factor: float) -> dict[str, torch.Tensor]:
+    return {k: v.detach() * factor if v.is_floating_point() else v for k, v in tensors.items()}
+
+
+def test_tensors_swapped_past_setattr_are_seen():
+    """``functional_call`` and ``register_parameter`` write ``_parameters``/``_buffers``
+    directly; a hit checks those dicts, so a warm cache never answers with the old tensors."""
+    model, x = tiny_model(), tiny_inputs(16)
+    calibrate(model, [x], [0.5])
+    eval_at(model, x)  # fills the caches
+    params = _scaled(dict(model.named_parameters()), 0.5)
+    buffers = _scaled(dict(model.named_buffers()), 2.0)  # the calibrated statistics too
+    with usnet.width(model, 0.5), torch.no_grad():
+        out = torch.func.functional_call(model, {**params, **buffers}, (x,))
+    oracle = _fresh(model)
+    oracle.load_state_dict({**params, **buffers})
+    torch.testing.assert_close(out, eval_at(oracle, x), rtol=0, atol=0)
+    for m in model.modules():
+        if isinstance(m, usnet.nn.USConv2d):
+            m.register_parameter("weight", torch.nn.Parameter(m.weight.detach() * -1.0))
+    with usnet.width(model, 0.5), torch.no_grad():  # no .eval(): it would drop the caches
+        out = model(x)
+    torch.testing.assert_close(out, eval_at(_fresh(model), x), rtol=0, atol=0)
+
+
+def test_a_warm_model_copies_and_loads_by_swapping_after_an_optimizer_step():
+    """Copies leave the cache behind (a cached view of a stepped parameter cannot be copied);
+    a swapping load (``torch.__future__``) finds no cached reference to the old tensors."""
+    model, x = tiny_model(), tiny_inputs(16)
+    calibrate(model, [x], [0.5])
+    eval_at(model, x)
+    with usnet.width(model, 0.5):
+        model(x).sum().backward()  # eval mode, autograd on: nothing cached, views kept
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    twin = copy.deepcopy(model)
+    torch.testing.assert_close(eval_at(twin, x), eval_at(_fresh(model), x), rtol=0, atol=0)
+    state = _scaled(model.state_dict(), 0.5)
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        model.load_state_dict(state)
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(False)
+    oracle = _fresh(twin)
+    oracle.load_state_dict(state)
+    with usnet.width(model, 0.5), torch.no_grad():
+        torch.testing.assert_close(model(x), eval_at(oracle, x), rtol=0, atol=0)

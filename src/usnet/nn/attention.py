@@ -65,7 +65,6 @@ class _HeadsCore(Sliced):
 
     space: WidthSpace
     proj: USLinear
-    _own_sources = False  # the fused weight may be a child's (qkv.weight)
 
     def _fused(self) -> tuple[Tensor, Tensor | None]:
         """The fused ``(3 * H * head_dim, E)`` input projection's weight and bias."""
@@ -241,6 +240,8 @@ class USMultiheadAttention(_HeadsCore):
         self.out_proj = USLinear.from_module(
             mha.out_proj, _heads_span(heads, mha.head_dim), embed_out
         )
+
+    _names = ("in_proj_weight", "in_proj_bias")  # its own (timm's and Swin's are qkv's)
 
     @property
     def proj(self) -> USLinear:  # type: ignore[override]

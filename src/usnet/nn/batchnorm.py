@@ -151,8 +151,13 @@ class USBatchNorm(Sliced):
         )
 
     # -- forward --------------------------------------------------------------------------
+    _names = ("weight", "bias")
+
     def _sources(self) -> tuple[Tensor | None, ...]:
         return self.weight, self.bias  # new statistics drop the cache (set_stats, loading)
+
+    def _homes(self, key: str) -> tuple[str, ...]:
+        return (*self._names, _PREFIX + key)  # the statistics of network ``key`` too
 
     def _affine(self, counts: Counts) -> tuple[Tensor | None, Tensor | None]:
         span = self.span
@@ -281,6 +286,8 @@ class TrainOnlyBatchNorm(Sliced):
         self.act: nn.Module = getattr(bn, "act", None) or nn.Identity()
         self.dense_type = nn.BatchNorm1d if isinstance(bn, nn.BatchNorm1d) else nn.BatchNorm2d
         self._views = span.prefix
+
+    _names = ("weight", "bias", "running_mean", "running_var")
 
     def _sources(self) -> tuple[Tensor | None, ...]:
         return cast(tuple, (self.weight, self.bias, self.running_mean, self.running_var))

@@ -134,6 +134,8 @@ class USConv(Sliced, _ConvNd):
         return self.groups > 1 and self.groups == self.in_channels
 
     # -- the active tensors ---------------------------------------------------------------
+    _names = ("weight", "bias")
+
     def _sources(self) -> tuple[Tensor | None, ...]:
         return self.weight, self.bias
 

@@ -49,6 +49,8 @@ class USEmbedding(Sliced, nn.Embedding):
         layer.weight = embedding.weight
         return layer
 
+    _names = ("weight",)
+
     def _sources(self) -> tuple[Tensor | None, ...]:
         return (self.weight,)
 

@@ -48,6 +48,8 @@ class USLinear(Sliced, nn.Linear):
         layer.weight, layer.bias = linear.weight, linear.bias
         return layer
 
+    _names = ("weight", "bias")
+
     def _sources(self) -> tuple[Tensor | None, ...]:
         return self.weight, self.bias
 

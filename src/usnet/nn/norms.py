@@ -35,6 +35,8 @@ class _AffineNorm(Sliced):
         self.bias = getattr(norm, "bias", None)
         self._views = self.span.prefix
 
+    _names = ("weight", "bias")
+
     def _sources(self) -> tuple[Tensor | None, ...]:
         return self.weight, self.bias
 

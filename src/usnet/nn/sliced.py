@@ -10,14 +10,18 @@ one policy:
   so in-place writes, also through ``p.data`` as EMA, SWA or pruning do (which leave no trace
   on ``p._version``), are seen;
 - an entry keeps the tensors it was cut from and their storage addresses, checked on every
-  hit, so a tensor given new storage (``p.data = t``, ``swap_tensors``) is cut afresh (the
-  cached view keeps the old storage alive, so its address cannot be reused). Assigning or
-  deleting any attribute of the layer (a new ``Parameter``, new statistics, a
-  parametrization, ``load_state_dict(assign=True)``) drops its cache, so a hit need not read
-  its tensors through ``nn.Module.__getattr__``: that read was 6 % of a batch-1 ViT's
-  forward. A layer whose tensors belong to a child module (an attention's ``qkv``) reads
-  them on every hit instead (``_own_sources = False``);
-- dtype and device moves (``_apply``) and copies (``deepcopy``) drop the cache;
+  hit, so a tensor given new storage (``p.data = t``) is cut afresh (the cached view keeps the
+  old storage alive, so its address cannot be reused). A layer whose tensors are its own
+  parameters and buffers (``_names``) checks on a hit that its ``_parameters``/``_buffers``
+  entries are still those tensors: a plain dict read, because reading them through
+  ``nn.Module.__getattr__`` was 6 % of a batch-1 ViT's forward, and the dict catches what
+  bypasses ``__setattr__`` (``torch.func.functional_call`` and ``register_parameter`` write
+  the dict). A layer whose tensors belong to a child module (an attention's ``qkv``) or to a
+  parametrization reads :meth:`_sources` on every hit instead. Assigning or deleting any
+  attribute of the layer, and loading a state dict (which may swap tensors, and a swapped
+  tensor must have no other references), drop its cache;
+- dtype and device moves (``_apply``) drop the cache; copies (``deepcopy``, pickling) leave it
+  behind (a cached view of a parameter stepped since cannot even be deep-copied);
 - a layer whose active tensors are *copies* (gathered channels of a concatenation, a weight
   normalised over its active slice), or whose tensors are new on every read (a
   parametrization), is never cached: a copy would go stale on a ``p.data`` write. Such layers
@@ -46,7 +50,9 @@ class Sliced(nn.Module):
 
     space: WidthSpace | None  # None: every span is fixed (a layer that never slims)
     _views: bool = True
-    _own_sources: bool = True  # _sources() are attributes of this layer (see the docstring)
+    #: The names, in ``_parameters`` or ``_buffers``, of what :meth:`_sources` reads (empty:
+    #: a child's tensors, read on every hit; see the module docstring).
+    _names: tuple[str, ...] = ()
 
     def _compute(self, counts: Counts, key: str) -> Any:
         """The active tensors at ``counts`` (network ``key``)."""
@@ -55,6 +61,10 @@ class Sliced(nn.Module):
     def _sources(self) -> tuple[Tensor | None, ...]:
         """The tensors :meth:`_compute` cuts views from (their storage validates the cache)."""
         raise NotImplementedError
+
+    def _homes(self, key: str) -> tuple[str, ...]:
+        """The names of every own tensor the active tensors of network ``key`` are cut from."""
+        return self._names
 
     def _current(self) -> Any:
         """The active tensors of the current call."""
@@ -72,10 +82,14 @@ class Sliced(nn.Module):
         cache = self.__dict__.get("_eval_cache")
         hit = None if cache is None else cache.get(plan.key)
         if hit is not None:
-            sources, stamp, value = hit
-            if self._own_sources or _same(sources, self._sources()):
-                for t, address in zip(sources, stamp, strict=True):
-                    if t is not None and t.data_ptr() != address:
+            checks, value = hit
+            if checks is None:  # a child's tensors: read them
+                sources, stamps, active = value
+                if _same(sources, self._sources()) and _unmoved(sources, stamps):
+                    return active
+            else:
+                for home, name, t, address in checks:
+                    if home.get(name) is not t or (t is not None and t.data_ptr() != address):
                         break
                 else:
                     return value
@@ -87,14 +101,31 @@ class Sliced(nn.Module):
         value = self._compute(plan.active, plan.key)
         if not _same(sources, self._sources()):  # new tensors on every read: never cached
             return value
-        cache: dict[str, tuple[tuple, tuple[int, ...], Any]] = self.__dict__.setdefault(
-            "_eval_cache", {}
-        )
+        cache: dict[str, tuple[Any, Any]] = self.__dict__.setdefault("_eval_cache", {})
         if len(cache) > 64:
             cache.clear()
-        stamp = tuple(0 if t is None else t.data_ptr() for t in sources)
-        cache[plan.key] = (sources, stamp, value)
+        checks = self._checks(plan.key)
+        if checks is None:
+            stamps = tuple(0 if t is None else t.data_ptr() for t in sources)
+            cache[plan.key] = (None, (sources, stamps, value))
+        else:
+            cache[plan.key] = (checks, value)
         return value
+
+    def _checks(self, key: str) -> tuple[tuple[dict, str, Tensor | None, int], ...] | None:
+        """(dict, name, tensor, address) of each own tensor of network ``key`` (None where one
+        is not in ``_parameters`` or ``_buffers``: a child's, a parametrization's)."""
+        names = self._homes(key)
+        if not names:
+            return None
+        checks = []
+        for name in names:
+            home = self._parameters if name in self._parameters else self._buffers
+            if name not in home:
+                return None
+            t = home[name]
+            checks.append((home, name, t, 0 if t is None else t.data_ptr()))
+        return tuple(checks)
 
     def __setattr__(self, name: str, value: Any) -> None:
         self.__dict__.pop("_eval_cache", None)
@@ -112,7 +143,16 @@ class Sliced(nn.Module):
         self.forget_cache()  # views of the old tensors
         return super()._apply(fn, *args, **kwargs)
 
-    def __setstate__(self, state: dict) -> None:  # deepcopy: the copy has its own tensors
+    def _load_from_state_dict(self, *args, **kwargs):  # noqa: ANN002, ANN003
+        self.forget_cache()  # its views hold the tensors a swapping load must swap
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def __getstate__(self) -> dict:  # deepcopy, pickle: the copy has its own tensors
+        state = dict(super().__getstate__())
+        state.pop("_eval_cache", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         self.forget_cache()
 
@@ -123,6 +163,14 @@ def _same(a: tuple[Tensor | None, ...], b: tuple[Tensor | None, ...]) -> bool:
         return False
     for x, y in zip(a, b, strict=True):
         if x is not y:
+            return False
+    return True
+
+
+def _unmoved(sources: tuple[Tensor | None, ...], stamps: tuple[int, ...]) -> bool:
+    """Whether each tensor still has the storage address it had when its views were cut."""
+    for t, address in zip(sources, stamps, strict=True):
+        if t is not None and t.data_ptr() != address:
             return False
     return True
 
