@@ -287,6 +287,20 @@ def test_kind_widths_names_the_kinds_it_knows() -> None:
         kind_widths(model, head=0.5)
 
 
+def test_kind_widths_refuses_a_kind_the_model_lacks_and_a_width_that_is_no_number() -> None:
+    original, x = _original("sdpa")
+    model = _convert(original, x)
+    kinds = sorted(set(_kinds(model).values()))
+    assert "channels" not in kinds
+    with pytest.raises(UsageError, match=r"no channel group of kind\(s\) \['channels'\]"):
+        kind_widths(model, channels=0.5)  # would change nothing
+    for bad in ("half", None, True, float("nan")):
+        with pytest.raises(UsageError, match=r"heads=.* is not a width"):
+            kind_widths(model, heads=bad)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=r"rest='x' is not a width"):
+        kind_widths(model, rest="x")  # type: ignore[arg-type]
+
+
 def test_a_fixed_number_of_heads_is_refused_with_the_way_out() -> None:
     class FixedHeads(SdpaBlock):
         def forward(self, x: Tensor) -> Tensor:

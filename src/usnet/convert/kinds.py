@@ -33,6 +33,22 @@ def kind_widths(model: nn.Module, rest: float = 1.0, **widths: float) -> dict[st
             "kinds of channel group); give a {group: width} config instead"
         )
     groups = Plan.from_json(conversion["plan"]).groups
-    config: dict[str, float] = {g.name: float(widths[g.kind]) for g in groups if g.kind in widths}
-    config["*"] = float(rest)
+    present = sorted({g.kind for g in groups})
+    absent = sorted(set(widths) - set(present))
+    if absent:  # its width would silently change nothing
+        raise UsageError(
+            f"kind_widths: {type(model).__name__} has no channel group of kind(s) {absent}; "
+            f"its kinds: {present}"
+        )
+    numbers = {kind: _width(kind, w) for kind, w in widths.items()}
+    config: dict[str, float] = {g.name: numbers[g.kind] for g in groups if g.kind in numbers}
+    config["*"] = _width("rest", rest)
     return config
+
+
+def _width(field: str, value: Any) -> float:
+    """``value`` as a width, or one line naming ``field`` (the range is the model's, checked
+    where the config is used)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise UsageError(f"kind_widths: {field}={value!r} is not a width (a number in (0, 1])")
+    return float(value)
