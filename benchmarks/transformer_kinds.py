@@ -21,6 +21,7 @@ import torch
 import usnet
 from usnet.checkpoint import load, read_meta
 from usnet.convert import kind_widths
+from usnet.convert.plan import Plan
 from usnet.tasks import metric_provider
 
 
@@ -34,7 +35,11 @@ def main() -> int:
     provider = metric_provider(model, read_meta(args.checkpoint))
     metric = provider.metrics[0].name
     configs: list[tuple[str, float, object]] = [("uniform", 1.0, 1.0)]
+    kinds = {g.kind for g in Plan.from_json(model.conversion["plan"]).groups}
     for kind in ("heads", "mlp", "embedding"):
+        if kind not in kinds:  # e.g. converted with the embedding kept
+            print(f"{kind:9s} no channel group of this kind: not measured")
+            continue
         configs += [(kind, w, kind_widths(model, **{kind: w})) for w in (0.75, 0.5, 0.25)]
     configs += [("uniform", w, w) for w in (0.75, 0.5, 0.25)]
     rows: list[dict[str, Any]] = []
