@@ -29,7 +29,7 @@ def _spread(values: list[float]) -> str:
 
 
 def summary(training_csv: Path, search_csv: Path) -> int:
-    """Print question 1's and question 2's tables (markdown) from the committed CSVs."""
+    """Print questions 1, 2 and 3's tables (markdown) from the committed CSVs."""
     top1: dict[tuple[str, float], dict[int, float]] = defaultdict(dict)
     every: dict[tuple[str, float], dict[int, float]] = defaultdict(dict)  # spectrum widths too
     if training_csv.is_file():
@@ -87,6 +87,8 @@ def summary(training_csv: Path, search_csv: Path) -> int:
     print()
     front_against_uniform(search_csv.with_suffix(""))
     print()
+    from_scratch(training_csv.with_name("autoslim_v1.csv"))
+    print()
     print("| run | method | budget | networks in the search | measured anew | search (s) | command wall (s) | command CPU (s) | load average |")  # fmt: skip
     print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for rs in groups.values():
@@ -95,6 +97,24 @@ def summary(training_csv: Path, search_csv: Path) -> int:
                   f"{r['measured']} | {r['search_seconds']} | {r['command_wall_seconds']} | "
                   f"{r['command_cpu_seconds']} | {r['load_average']} |")  # fmt: skip
     return 0
+
+
+def from_scratch(autoslim_csv: Path) -> None:
+    """Question 3's table: each network of benchmarks/plans/autoslim_v1.yaml trained from
+    scratch at its one width, test top-1 by seed, and its difference from the uniform width."""
+    by: dict[str, dict[int, tuple[float, int]]] = defaultdict(dict)
+    if autoslim_csv.is_file():
+        for r in csv.DictReader(autoslim_csv.open()):
+            by[r["method"]][int(r["seed"])] = (100 * float(r["top1"]), int(r["macs"]))
+    uniform = next((v for k, v in by.items() if k.startswith("uniform")), {})
+    print("| network (trained from scratch) | MACs | test top-1 % by seed | minus uniform (points) |")
+    print("|---|---:|---|---:|")
+    for method, seeds in sorted(by.items()):
+        shown = ", ".join(f"s{k}: {v[0]:.2f}" for k, v in sorted(seeds.items()))
+        both = sorted(set(seeds) & set(uniform))
+        diff = "" if seeds is uniform else _spread([seeds[s][0] - uniform[s][0] for s in both])
+        macs = {v[1] for v in seeds.values()}
+        print(f"| {method} | {', '.join(f'{m / 1e6:.2f} M' for m in sorted(macs))} | {shown} | {diff} |")
 
 
 def front_against_uniform(results: Path) -> None:
