@@ -5,7 +5,7 @@ per-channel parameters) run with the active channels of spans of channel groups;
 models declare them directly and :func:`usnet.convert` emits them from a user's modules.
 """
 
-from .attention import MultiheadSelfAttention, USAttention, USMultiheadAttention, attention
+from .attention import USAttention, USMultiheadAttention
 from .batchnorm import (
     SwitchableBatchNorm2d,
     TrainOnlyBatchNorm,
@@ -25,6 +25,7 @@ from .control import (
     width_space,
 )
 from .conv import USConv, USConv2d
+from .dense_attention import MultiheadSelfAttention, attention
 from .embedding import USEmbedding
 from .groups import ChannelGroup, GroupRef, Span, as_span
 from .init import Residual, init_weights

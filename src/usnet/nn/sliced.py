@@ -16,8 +16,8 @@ one policy:
   entries are still those tensors: a plain dict read, because reading them through
   ``nn.Module.__getattr__`` was 6 % of a batch-1 ViT's forward, and the dict catches what
   bypasses ``__setattr__`` (``torch.func.functional_call`` and ``register_parameter`` write
-  the dict). A layer whose tensors belong to a child module (an attention's ``qkv``) or to a
-  parametrization reads :meth:`_sources` on every hit instead. Assigning or deleting any
+  the dict); an attention checks its ``qkv`` child's dict the same way (``_owner``). A layer
+  whose tensors belong to a parametrization reads :meth:`_sources` on every hit instead. Assigning or deleting any
   attribute of the layer, and loading a state dict (which may swap tensors, and a swapped
   tensor must have no other references), drop its cache;
 - dtype and device moves (``_apply``) drop the cache; copies (``deepcopy``, pickling) leave it
@@ -66,6 +66,12 @@ class Sliced(nn.Module):
         """The names of every own tensor the active tensors of network ``key`` are cut from."""
         return self._names
 
+    def _owner(self) -> nn.Module:
+        """The module whose ``_parameters``/``_buffers`` hold :meth:`_homes` (a child, such as
+        an attention's ``qkv``, is as good: replacing the child is an assignment to this layer,
+        which drops the cache)."""
+        return self
+
     def _current(self) -> Any:
         """The active tensors of the current call."""
         space = self.space
@@ -113,14 +119,15 @@ class Sliced(nn.Module):
         return value
 
     def _checks(self, key: str) -> tuple[tuple[dict, str, Tensor | None, int], ...] | None:
-        """(dict, name, tensor, address) of each own tensor of network ``key`` (None where one
-        is not in ``_parameters`` or ``_buffers``: a child's, a parametrization's)."""
+        """(dict, name, tensor, address) of each tensor of network ``key`` (None where one is
+        not in its owner's ``_parameters`` or ``_buffers``: a parametrization's)."""
         names = self._homes(key)
         if not names:
             return None
+        owner = self._owner()
         checks = []
         for name in names:
-            home = self._parameters if name in self._parameters else self._buffers
+            home = owner._parameters if name in owner._parameters else owner._buffers
             if name not in home:
                 return None
             t = home[name]

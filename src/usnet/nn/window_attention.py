@@ -141,7 +141,7 @@ class USWindowAttention(_HeadsCore):
             self.relative_position_bias_table = swa.relative_position_bias_table
 
     def _fused(self) -> tuple[Tensor, Tensor | None]:
-        bias = self.qkv.bias
+        bias: Tensor | None = self.qkv.bias
         if self.v2 and bias is not None:  # v2 has no key bias (torchvision zeroes it per call)
             n = bias.numel() // 3
             bias = torch.cat([bias[:n], torch.zeros_like(bias[n : 2 * n]), bias[2 * n :]])
