@@ -59,10 +59,9 @@ class _HeadsCore(Sliced):
     Its active tensors are views of the fused weight (cached in eval as every
     :class:`Sliced` layer's): all heads run through one ``F.linear`` of ``w[:, :e]``, fewer
     through one batched product of the strided ``(3, a, e)`` view of q, k and v's first
-    rows. Against gathering those rows into one weight per call for one ``F.linear``, the
-    batched product took 0.58x the time at batch 1 and 0.78x at batch 32 (ViT-Tiny's
-    projection at width 0.5, 2026-12-07), within 5 % of the dense export's ``F.linear``, and
-    it leaves no copy to go stale in a cache (whole network: ``benchmarks/run.py --model vit``)."""
+    rows: no copy per call, and nothing to go stale in a cache. Gathering the kept rows into one
+    weight per call for one ``F.linear`` was slower at batch 1 and 32 (the whole network,
+    before and after: docs/benchmarks_vit.md)."""
 
     space: WidthSpace
     proj: USLinear
