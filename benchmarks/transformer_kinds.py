@@ -35,7 +35,10 @@ def main() -> int:
     provider = metric_provider(model, read_meta(args.checkpoint))
     metric = provider.metrics[0].name
     configs: list[tuple[str, float, object]] = [("uniform", 1.0, 1.0)]
-    kinds = {g.kind for g in Plan.from_json(model.conversion["plan"]).groups}
+    conversion: Any = getattr(model, "conversion", None)
+    if not isinstance(conversion, dict) or "plan" not in conversion:
+        raise SystemExit(f"{args.checkpoint}: not a model made by usnet.convert (no kinds of group)")
+    kinds = {g.kind for g in Plan.from_json(conversion["plan"]).groups}
     for kind in ("heads", "mlp", "embedding"):
         if kind not in kinds:  # e.g. converted with the embedding kept
             print(f"{kind:9s} no channel group of this kind: not measured")
