@@ -17,9 +17,9 @@ one policy:
   ``nn.Module.__getattr__`` was 6 % of a batch-1 ViT's forward, and the dict catches what
   bypasses ``__setattr__`` (``torch.func.functional_call`` and ``register_parameter`` write
   the dict); an attention checks its ``qkv`` child's dict the same way (``_owner``). A layer
-  whose tensors belong to a parametrization reads :meth:`_sources` on every hit instead. Assigning or deleting any
-  attribute of the layer, and loading a state dict (which may swap tensors, and a swapped
-  tensor must have no other references), drop its cache;
+  whose tensors are a parametrization's reads :meth:`_sources` on every hit instead.
+  Assigning or deleting any attribute of the layer, and loading a state dict (which may swap
+  tensors, and a swapped tensor must have no other references), drop its cache;
 - dtype and device moves (``_apply``) drop the cache; copies (``deepcopy``, pickling) leave it
   behind (a cached view of a parameter stepped since cannot even be deep-copied);
 - a layer whose active tensors are *copies* (gathered channels of a concatenation, a weight
@@ -50,8 +50,8 @@ class Sliced(nn.Module):
 
     space: WidthSpace | None  # None: every span is fixed (a layer that never slims)
     _views: bool = True
-    #: The names, in ``_parameters`` or ``_buffers``, of what :meth:`_sources` reads (empty:
-    #: a child's tensors, read on every hit; see the module docstring).
+    #: The names, in the ``_parameters`` or ``_buffers`` of :meth:`_owner`, of what
+    #: :meth:`_sources` reads (empty: :meth:`_sources` is read on every hit instead).
     _names: tuple[str, ...] = ()
 
     def _compute(self, counts: Counts, key: str) -> Any:
