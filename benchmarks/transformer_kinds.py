@@ -21,7 +21,8 @@ import torch
 import usnet
 from usnet.checkpoint import load, read_meta
 from usnet.convert import kind_widths
-from usnet.convert.plan import Plan
+from usnet.convert.kinds import model_kinds
+from usnet.errors import UsageError
 from usnet.tasks import metric_provider
 
 
@@ -35,10 +36,10 @@ def main() -> int:
     provider = metric_provider(model, read_meta(args.checkpoint))
     metric = provider.metrics[0].name
     configs: list[tuple[str, float, object]] = [("uniform", 1.0, 1.0)]
-    conversion: Any = getattr(model, "conversion", None)
-    if not isinstance(conversion, dict) or "plan" not in conversion:
-        raise SystemExit(f"{args.checkpoint}: not a model made by usnet.convert (no kinds of group)")
-    kinds = {g.kind for g in Plan.from_json(conversion["plan"]).groups}
+    try:
+        kinds = model_kinds(model)
+    except UsageError as e:
+        raise SystemExit(f"{args.checkpoint}: {e}") from None
     for kind in ("heads", "mlp", "embedding"):
         if kind not in kinds:  # e.g. converted with the embedding kept
             print(f"{kind:9s} no channel group of this kind: not measured")

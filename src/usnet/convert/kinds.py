@@ -26,13 +26,7 @@ def kind_widths(model: nn.Module, rest: float = 1.0, **widths: float) -> dict[st
     unknown = sorted(set(widths) - set(KINDS))
     if unknown:
         raise UsageError(f"kind_widths: unknown kind(s) {unknown}; allowed: {list(KINDS)}")
-    conversion: Any = getattr(model, "conversion", None)
-    if not isinstance(conversion, dict) or "plan" not in conversion:
-        raise UsageError(
-            f"kind_widths: {type(model).__name__} was not made by usnet.convert (it records no "
-            "kinds of channel group); give a {group: width} config instead"
-        )
-    groups = Plan.from_json(conversion["plan"]).groups
+    groups = _recorded_groups(model, "kind_widths")
     present = sorted({g.kind for g in groups})
     absent = sorted(set(widths) - set(present))
     if absent:  # its width would silently change nothing
@@ -44,6 +38,23 @@ def kind_widths(model: nn.Module, rest: float = 1.0, **widths: float) -> dict[st
     config: dict[str, float] = {g.name: numbers[g.kind] for g in groups if g.kind in numbers}
     config["*"] = _width("rest", rest)
     return config
+
+
+def model_kinds(model: nn.Module) -> list[str]:
+    """The kinds of channel group a converted ``model`` has (``UsageError`` if ``usnet.convert``
+    did not make it)."""
+    return sorted({g.kind for g in _recorded_groups(model, "model_kinds")})
+
+
+def _recorded_groups(model: nn.Module, caller: str) -> list[Any]:
+    """The channel groups ``usnet.convert`` recorded on ``model``, or one line saying it has none."""
+    conversion: Any = getattr(model, "conversion", None)
+    if not isinstance(conversion, dict) or "plan" not in conversion:
+        raise UsageError(
+            f"{caller}: {type(model).__name__} was not made by usnet.convert (it records no "
+            "kinds of channel group); give a {group: width} config instead"
+        )
+    return list(Plan.from_json(conversion["plan"]).groups)
 
 
 def _width(field: str, value: Any) -> float:
