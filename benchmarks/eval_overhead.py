@@ -23,7 +23,7 @@ import time
 from functools import partial
 
 import torch
-from measure import build, calibrate_on_noise, inputs, interleaved
+from measure import MODELS, build, calibrate_on_noise, inputs, interleaved
 from torch import nn
 
 import usnet
@@ -33,7 +33,7 @@ from usnet.nn import Sliced
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="vit", choices=("mobilenet", "tiny", "vit"))
+    p.add_argument("--model", default="vit", choices=MODELS)
     p.add_argument("--width", type=float, default=0.5)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=60)

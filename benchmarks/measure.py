@@ -65,10 +65,15 @@ class Result:
 
 
 # -- set-up -----------------------------------------------------------------------------------
+#: The networks the benchmarks build (``--model``).
+MODELS = ("mobilenet", "tiny", "vit", "vit224")
+
+
 def build(name: str) -> nn.Module:
-    """US-MobileNet v2 (224 px, ImageNet), a tiny one (16 px), or timm's ViT-Tiny converted (64 px:
-    16 patches and a class token, 12 blocks of 3 heads; heads, MLP and embedding slim), with
-    random weights."""
+    """US-MobileNet v2 (224 px, ImageNet), a tiny one (16 px), or timm's ViT-Tiny converted (12
+    blocks of 3 heads; heads, MLP and embedding slim): ``vit`` at 64 px (16 patches and a class
+    token: 17 tokens, where per-layer Python shows most), ``vit224`` at its own 224 px (197
+    tokens); with random weights."""
     torch.manual_seed(0)
     if name == "mobilenet":
         return usnet.create_model("us_mobilenet_v2")
@@ -76,7 +81,9 @@ def build(name: str) -> nn.Module:
         return usnet.create_model("us_mobilenet_v2_small", **TINY)
     if name == "vit":
         return usnet.create_model("timm:vit_tiny_patch16_224", img_size=64, input_size=64)
-    raise ValueError(f"--model {name!r} is unknown; allowed: mobilenet, tiny, vit")
+    if name == "vit224":
+        return usnet.create_model("timm:vit_tiny_patch16_224", input_size=224)
+    raise ValueError(f"--model {name!r} is unknown; allowed: {', '.join(MODELS)}")
 
 
 def calibrate_on_noise(model: nn.Module, widths: list) -> None:

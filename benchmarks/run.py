@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick         # a faster smoke run (fewer widths, repeats, images)
     python benchmarks/run.py --model tiny --quick --out /tmp/b.md   # seconds; what the test runs
     python benchmarks/run.py --model vit --only inference --out docs/benchmarks_vit.md  # a ViT
+    python benchmarks/run.py --model vit224 --only inference --out docs/benchmarks_vit224.md
 
 Each benchmark times two contenders side by side, interleaved, so that load from other jobs hits
 both alike, and reports the medians after warm-up and their ratio. Times are the process's CPU
@@ -52,7 +53,7 @@ from cases import (  # noqa: E402
     memory_probe,
 )
 from compiled import bench_compiled  # noqa: E402
-from measure import CLOCKS, Result, build, keep_freed_memory  # noqa: E402
+from measure import CLOCKS, MODELS, Result, build, keep_freed_memory  # noqa: E402
 
 import usnet  # noqa: E402
 
@@ -116,7 +117,7 @@ def write(path: Path, block: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="mobilenet", choices=("mobilenet", "tiny", "vit"))
+    p.add_argument("--model", default="mobilenet", choices=MODELS)
     p.add_argument("--quick", action="store_true", help="fewer widths, repeats and images")
     p.add_argument(
         "--threads",
