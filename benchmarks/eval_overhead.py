@@ -7,7 +7,10 @@ Three runs of the same network against its dense export, each as interleaved pai
 one thread): as it is; with every slimmable layer's ``_current`` (the eval cache lookup and its
 checks) replaced by a constant holding what it returns at this width, the same tensors; and as
 it is again. The difference between the first and second is what choosing the active tensors
-costs inside the network (more than the same calls timed alone, which is printed too).
+costs inside the network (more than the same calls timed alone, which is printed too). Between
+them, a run with the cache lookup kept but its hit not validated (the checks that the layer's
+tensors are still the cached views' tensors, with the same storage) shows what those checks
+cost.
 
 A fourth run sets the floor that no change to the Python can go below: the dense export against
 itself with each linear layer's weight made a strided view into a tensor of the full layer's
@@ -67,11 +70,24 @@ def main() -> int:
         m.__dict__["_current"] = partial(values.__getitem__, id(m))
     run("active tensors free (a constant)")
     for m in layers:
+        m.__dict__["_current"] = partial(unchecked, m)
+    run("lookup without its storage checks")
+    for m in layers:
         del m.__dict__["_current"]
     run("as it is, again")
     print(f"the {len(layers)} lookups timed alone: {alone * 1e6:.0f} us per forward")
     run("dense export, strided weights", strided_like(extract(model, args.width).eval(), model))
     return 0
+
+
+def unchecked(layer: Sliced) -> object:
+    """The eval cache's hit without validating it (the checks of the layer's tensors and their
+    storage): for this measurement only, unsafe after any change of the layer's tensors."""
+    space = layer.space
+    if space is None or layer.training or torch.is_grad_enabled():
+        raise AssertionError("measured in eval under inference_mode only")
+    checks, value = layer.__dict__["_eval_cache"][space.plan.key]
+    return value if checks is not None else value[2]
 
 
 @torch.no_grad()
