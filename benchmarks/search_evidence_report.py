@@ -85,6 +85,8 @@ def summary(training_csv: Path, search_csv: Path) -> int:
             f"{gains('best_val_gain_points')} | {gains('best_test_gain_points')} |"
         )
     print()
+    min_gain_rules(search_csv)
+    print()
     front_against_uniform(search_csv.with_suffix(""))
     print()
     from_scratch(training_csv.with_name("autoslim_v1.csv"))
@@ -97,6 +99,28 @@ def summary(training_csv: Path, search_csv: Path) -> int:
                   f"{r['measured']} | {r['search_seconds']} | {r['command_wall_seconds']} | "
                   f"{r['command_cpu_seconds']} | {r['load_average']} |")  # fmt: skip
     return 0
+
+
+def min_gain_rules(search_csv: Path) -> None:
+    """What each search would have chosen with ``--min-gain`` at 0, 1 (the default) and 2
+    standard errors, from the CSV's validation-best network and best uniform width: how often a
+    per-group network is chosen and how it does on the test set against the uniform width."""
+    rows = list(csv.DictReader(search_csv.open())) if search_csv.is_file() else []
+    rows = [r for r in rows if r["best_val_gain_points"] not in ("", "None")]
+    print("| --min-gain | searches | per-group chosen | of them better on test | worse | test gain, mean over all searches (points) |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|")
+    for k in (0, 1, 2):
+        picked = [
+            float(r["best_test_gain_points"])
+            for r in rows
+            if float(r["best_val_gain_points"]) > 0
+            and float(r["best_val_gain_points"]) >= k * float(r["min_gain_points"])
+        ]
+        mean = sum(picked) / len(rows) if rows else 0.0
+        print(
+            f"| {k} SE | {len(rows)} | {len(picked)} | {sum(g > 0 for g in picked)} | "
+            f"{sum(g < 0 for g in picked)} | {mean:+.3f} |"
+        )
 
 
 def from_scratch(autoslim_csv: Path) -> None:
