@@ -9,7 +9,7 @@
 The training runs come first, from the study runner::
 
     python -m benchmarks.study run benchmarks/plans/search_v1_mobilenet.yaml
-    python -m benchmarks.study run benchmarks/plans/search_v1_resnet.yaml
+    python -m benchmarks.study run benchmarks/plans/search_v1_resnet10t.yaml
 
 ``run`` then searches every finished checkpoint of those plans (uniformly and non-uniformly
 trained, every seed): greedy once (one pass; each budget's chosen network is read from the same
@@ -49,13 +49,18 @@ import usnet
 sys.path.insert(0, str(Path(__file__).parent))  # search_evidence_report.py
 from search_evidence_report import plot, summary, top1  # noqa: E402
 
-PLANS = {"search_v1_mobilenet": "us_mobilenet_v1_small", "search_v1_resnet": "torchvision:resnet18"}
+PLANS = {
+    "search_v1_mobilenet": "us_mobilenet_v1_small",
+    "search_v1_resnet": "torchvision:resnet18",
+    "search_v1_resnet10t": "timm:resnet10t",
+}
 BUDGETS = (0.25, 0.5, 0.75)
 METHODS = ("greedy", "evolution")
 #: Per network: options that keep a search's cost in hand (ResNet-18's candidates cost ~7x).
 OPTIONS = {
     "search_v1_mobilenet": [],
     "search_v1_resnet": ["--step", "0.1", "--val-samples", "1000"],
+    "search_v1_resnet10t": [],
 }
 FIELDS = (
     "plan", "run", "network", "training", "seed", "budget", "max_macs", "method",
