@@ -102,11 +102,13 @@ def summary(training_csv: Path, search_csv: Path) -> int:
 
 
 def min_gain_rules(search_csv: Path) -> None:
-    """What each search would have chosen with ``--min-gain`` at 0, 1 (the default) and 2
-    standard errors, from the CSV's validation-best network and best uniform width: how often a
-    per-group network is chosen and how it does on the test set against the uniform width."""
+    """What each search would have chosen with ``--min-gain`` at 0, 1 and 2 standard errors
+    (the records' ``min_gain_points`` is the one they ran with), from the CSV's validation-best
+    network and best uniform width: how often a per-group network is chosen and how it does on
+    the test set against the uniform width."""
     rows = list(csv.DictReader(search_csv.open())) if search_csv.is_file() else []
-    rows = [r for r in rows if r["best_val_gain_points"] not in ("", "None")]
+    keys = ("best_val_gain_points", "best_test_gain_points", "min_gain_points")
+    rows = [r for r in rows if all(r.get(k) not in (None, "", "None") for k in keys)]
     print("| --min-gain | searches | per-group chosen | of them better on test | worse | test gain, mean over all searches (points) |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|")
     for k in (0, 1, 2):

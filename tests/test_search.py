@@ -270,6 +270,20 @@ def test_a_lead_under_min_gain_keeps_the_uniform_width():
     assert standard_error(uniform[1], METRICS, None) == 0.0
 
 
+def test_the_default_min_gain_is_two_standard_errors_of_the_best_uniform_width(greedy_run):
+    model, _ = greedy_run
+    settings = SearchSettings("greedy", Budget(max_macs=200e3))
+    store = SearchStore(None, {"test": 1})
+    measurer = Measurer(model, provider(), store, CAL, 64, "single_pass")
+    result = run_search(model, measurer, METRICS, settings, samples=400)
+    uniform = best_within(result.uniform, METRICS, settings.budget)
+    one = (uniform.metrics["top1"] * (1 - uniform.metrics["top1"]) / 400) ** 0.5
+    assert one > 0 and result.min_gain == pytest.approx(2 * one)
+    lead = result.best.metrics["top1"] - uniform.metrics["top1"]
+    expected = result.best if lead >= 2 * one else uniform
+    assert result.chosen.network == expected.network
+
+
 def test_pareto_front_and_budget_rules_on_hand_made_candidates():
     def c(name, macs, top1, loss=1.0):
         return Candidate(0.5, name, macs, 10, metrics={"top1": top1, "loss": loss})

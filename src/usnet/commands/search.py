@@ -48,8 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=float,
         metavar="G",
         help="the least validation lead over the best uniform width for which another network "
-        "is chosen, in the metric's units (0.005: half a point of top-1; default: one standard "
-        "error of the uniform width's validation top-1; 0: the best, however slight its lead)",
+        "is chosen, in the metric's units (0.005: half a point of top-1; default: two standard "
+        "errors of the uniform width's validation top-1; 0: the best, however slight its lead)",
     )
     p.add_argument("--population", type=positive_int, default=24, metavar="N")
     p.add_argument("--generations", type=int, default=10, metavar="N")

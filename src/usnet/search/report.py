@@ -153,7 +153,7 @@ def markdown(doc: Mapping[str, Any], metric: Metric, groups: Sequence[str]) -> s
         rows.insert(1, ("best on validation", best))
         lines += [
             f"The best network on the validation images leads the best uniform width by less "
-            f"than --min-gain ({metric.show(doc['min_gain'])} points: one standard error of its "
+            f"than --min-gain ({metric.show(doc['min_gain'])} points: two standard errors of its "
             "validation accuracy by default), so the uniform width is chosen.",
             "",
         ]
