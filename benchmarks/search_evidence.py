@@ -47,13 +47,8 @@ from typing import Any
 import usnet
 
 sys.path.insert(0, str(Path(__file__).parent))  # search_evidence_report.py
-from search_evidence_report import plot, summary, top1  # noqa: E402
+from search_evidence_report import PLANS, plot, record_name, summary, top1  # noqa: E402
 
-PLANS = {
-    "search_v1_mobilenet": "us_mobilenet_v1_small",
-    "search_v1_resnet": "torchvision:resnet18",
-    "search_v1_resnet10t": "timm:resnet10t",
-}
 BUDGETS = (0.25, 0.5, 0.75)
 METHODS = ("greedy", "evolution")
 #: Per network: options that keep a search's cost in hand (ResNet-18's candidates cost ~7x).
@@ -208,14 +203,14 @@ def rows(runs: list[Path]) -> list[dict[str, Any]]:
 def copy_records(runs: list[Path], results: Path) -> int:
     """Copy every search.json (less the per-step trace) with its timing to RESULTS/RUN/."""
     n = 0
-    for _, ckpt in checkpoints(runs):
+    for plan, ckpt in checkpoints(runs):
         for file in searches(ckpt):
             doc = json.loads(file.read_text())
             doc.pop("trace", None)
             _, method, budget = file.stem.split("_")
             timing = ckpt / f"time_{method}_{budget}.json"
             doc["command_time"] = json.loads(timing.read_text()) if timing.is_file() else None
-            target = results / ckpt.parent.name / file.name
+            target = results / record_name(plan, ckpt.parent.name) / file.name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(doc, indent=1) + "\n")
             n += 1
@@ -237,7 +232,11 @@ def gather(runs: list[Path], out: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("action", choices=("run", "gather", "summary", "plot"))
-    p.add_argument("--run", default="nonuniform-e4-s0", help="plot: the run drawn")
+    p.add_argument(
+        "--run", default="nonuniform-e4-s0",
+        help="plot: the run drawn (its record's name: resnet10t-RUN for the ResNet-10-T's)",
+    )  # fmt: skip
+    p.add_argument("--plot", type=Path, default=Path("docs/search_front_v1.png"), help="plot: the file")
     p.add_argument(
         "--runs", type=Path, nargs="+", default=[Path("runs/study")],
         help="the study's runs folders (--runs-dir of its runners)",
@@ -265,9 +264,9 @@ def main(argv: list[str] | None = None) -> int:
             extra=tuple(extra),
         )
     if args.action == "plot":
-        return plot(args.out.with_suffix(""), args.run, Path("docs/search_front_v1.png"))
+        return plot(args.out.with_suffix(""), args.run, args.plot)
     if args.action == "summary":
-        return summary(args.out.parent / "search_v1_mobilenet.csv", args.out)
+        return summary(args.out.parent, args.out)
     return gather(args.runs, args.out)
 
 

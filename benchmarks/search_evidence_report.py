@@ -11,6 +11,30 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+#: The evidence's training plans and their networks. Each search's record is kept under
+#: ``RESULTS/search_v1/NAME/``, NAME its run's name, prefixed for every plan but the first (run
+#: names repeat across plans: ``nonuniform-e4-s0``).
+PLANS = {
+    "search_v1_mobilenet": "us_mobilenet_v1_small",
+    "search_v1_resnet": "torchvision:resnet18",
+    "search_v1_resnet10t": "timm:resnet10t",
+}
+FIRST = next(iter(PLANS))
+
+
+def record_name(plan: str, run: str) -> str:
+    """The folder of ``plan``'s run ``run`` under RESULTS/search_v1/."""
+    return run if plan == FIRST else f"{plan.removeprefix('search_v1_')}-{run}"
+
+
+def plan_of(name: str) -> tuple[str, str]:
+    """``(plan, run)`` of a record folder's name (:func:`record_name`'s inverse)."""
+    for plan in PLANS:
+        prefix = f"{plan.removeprefix('search_v1_')}-"
+        if plan != FIRST and name.startswith(prefix):
+            return plan, name.removeprefix(prefix)
+    return FIRST, name
+
 
 def top1(entry: dict[str, Any] | None, key: str) -> float | None:
     if not entry:
@@ -28,8 +52,57 @@ def _spread(values: list[float]) -> str:
     return f"{statistics.mean(values):+.2f} ± {statistics.stdev(values):.2f} ({len(values)})"
 
 
-def summary(training_csv: Path, search_csv: Path) -> int:
-    """Print questions 1, 2 and 3's tables (markdown) from the committed CSVs."""
+def summary(results: Path, search_csv: Path) -> int:
+    """Print questions 1, 2 and 3's tables (markdown) from the committed CSVs in ``results``."""
+    for plan, network in PLANS.items():
+        training_csv = results / f"{plan}.csv"
+        if training_csv.is_file():
+            print(f"**{network}** ({plan}):\n")
+            question_1(training_csv)
+            print()
+    groups: dict[tuple[str, str, str, str], list[dict[str, str]]] = defaultdict(list)
+    if search_csv.is_file():
+        for r in csv.DictReader(search_csv.open()):
+            groups[(r["plan"], r["training"], r["method"], r["budget"])].append(r)
+    print(
+        "| network | training | method | budget | seeds | best uniform: width, test top-1 % | "
+        "chosen: test gain (points) | validation-best: val gain | test gain |"
+    )
+    print("|---|---|---|---:|---|---|---:|---:|---:|")
+    for (plan, training, method, budget), rs in sorted(groups.items()):
+        rs.sort(key=lambda r: int(r["seed"]))
+        uni = ", ".join(
+            f"s{r['seed']}: {json.loads(r['uniform_width'])} {float(r['uniform_test_top1']):.2f}"
+            for r in rs
+        )
+
+        def gains(key: str, rows: list[dict[str, str]] = rs) -> str:
+            return _spread([float(r[key]) for r in rows if r[key] not in ("", "None")])
+
+        print(
+            f"| {PLANS.get(plan, plan)} | {training} | {method} | {float(budget):.0%} | "
+            f"{', '.join(r['seed'] for r in rs)} | {uni} | {gains('test_gain_points')} | "
+            f"{gains('best_val_gain_points')} | {gains('best_test_gain_points')} |"
+        )
+    print()
+    min_gain_rules(search_csv)
+    print()
+    front_against_uniform(search_csv.with_suffix(""))
+    print()
+    from_scratch(results / "autoslim_v1.csv")
+    print()
+    print("| run | method | budget | networks in the search | measured anew | search (s) | command wall (s) | command CPU (s) | load average |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for rs in groups.values():
+        for r in rs:
+            print(f"| {r['run']} | {r['method']} | {float(r['budget']):.0%} | {r['candidates']} | "
+                  f"{r['measured']} | {r['search_seconds']} | {r['command_wall_seconds']} | "
+                  f"{r['command_cpu_seconds']} | {r['load_average']} |")  # fmt: skip
+    return 0
+
+
+def question_1(training_csv: Path) -> None:
+    """Question 1's table: test top-1 at the trained widths, uniform against non-uniform training."""
     top1: dict[tuple[str, float], dict[int, float]] = defaultdict(dict)
     every: dict[tuple[str, float], dict[int, float]] = defaultdict(dict)  # spectrum widths too
     if training_csv.is_file():
@@ -59,46 +132,6 @@ def summary(training_csv: Path, search_csv: Path) -> int:
             f"uniform {statistics.mean(diffs):+.2f} points on average, {min(diffs):+.2f} to "
             f"{max(diffs):+.2f}, non-uniform ahead at {sum(d > 0 for d in diffs)}."
         )
-    print()
-    groups: dict[tuple[str, str, str], list[dict[str, str]]] = defaultdict(list)
-    if search_csv.is_file():
-        for r in csv.DictReader(search_csv.open()):
-            groups[(r["training"], r["method"], r["budget"])].append(r)
-    print(
-        "| training | method | budget | seeds | best uniform: width, test top-1 % | chosen: "
-        "test gain (points) | validation-best: val gain | test gain |"
-    )
-    print("|---|---|---:|---|---|---:|---:|---:|")
-    for (training, method, budget), rs in sorted(groups.items()):
-        rs.sort(key=lambda r: int(r["seed"]))
-        uni = ", ".join(
-            f"s{r['seed']}: {json.loads(r['uniform_width'])} {float(r['uniform_test_top1']):.2f}"
-            for r in rs
-        )
-
-        def gains(key: str, rows: list[dict[str, str]] = rs) -> str:
-            return _spread([float(r[key]) for r in rows if r[key] not in ("", "None")])
-
-        print(
-            f"| {training} | {method} | {float(budget):.0%} | "
-            f"{', '.join(r['seed'] for r in rs)} | {uni} | {gains('test_gain_points')} | "
-            f"{gains('best_val_gain_points')} | {gains('best_test_gain_points')} |"
-        )
-    print()
-    min_gain_rules(search_csv)
-    print()
-    front_against_uniform(search_csv.with_suffix(""))
-    print()
-    from_scratch(training_csv.with_name("autoslim_v1.csv"))
-    print()
-    print("| run | method | budget | networks in the search | measured anew | search (s) | command wall (s) | command CPU (s) | load average |")  # fmt: skip
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
-    for rs in groups.values():
-        for r in rs:
-            print(f"| {r['run']} | {r['method']} | {float(r['budget']):.0%} | {r['candidates']} | "
-                  f"{r['measured']} | {r['search_seconds']} | {r['command_wall_seconds']} | "
-                  f"{r['command_cpu_seconds']} | {r['load_average']} |")  # fmt: skip
-    return 0
 
 
 def min_gain_rules(search_csv: Path) -> None:
@@ -109,20 +142,22 @@ def min_gain_rules(search_csv: Path) -> None:
     rows = list(csv.DictReader(search_csv.open())) if search_csv.is_file() else []
     keys = ("best_val_gain_points", "best_test_gain_points", "min_gain_points")
     rows = [r for r in rows if all(r.get(k) not in (None, "", "None") for k in keys)]
-    print("| --min-gain | searches | per-group chosen | of them better on test | worse | test gain, mean over all searches (points) |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|")
-    for k in (0, 1, 2):
-        picked = [
-            float(r["best_test_gain_points"])
-            for r in rows
-            if float(r["best_val_gain_points"]) > 0
-            and float(r["best_val_gain_points"]) >= k * float(r["min_gain_points"])
-        ]
-        mean = sum(picked) / len(rows) if rows else 0.0
-        print(
-            f"| {k} SE | {len(rows)} | {len(picked)} | {sum(g > 0 for g in picked)} | "
-            f"{sum(g < 0 for g in picked)} | {mean:+.3f} |"
-        )
+    print("| network | --min-gain | searches | per-group chosen | of them better on test | worse | test gain, mean over all searches (points) |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for plan in sorted({r["plan"] for r in rows}):
+        mine = [r for r in rows if r["plan"] == plan]
+        for k in (0, 1, 2):
+            picked = [
+                float(r["best_test_gain_points"])
+                for r in mine
+                if float(r["best_val_gain_points"]) > 0
+                and float(r["best_val_gain_points"]) >= k * float(r["min_gain_points"])
+            ]
+            print(
+                f"| {PLANS.get(plan, plan)} | {k} SE | {len(mine)} | {len(picked)} | "
+                f"{sum(g > 0 for g in picked)} | {sum(g < 0 for g in picked)} | "
+                f"{sum(picked) / len(mine):+.3f} |"
+            )
 
 
 def from_scratch(autoslim_csv: Path) -> None:
@@ -152,9 +187,8 @@ def front_against_uniform(results: Path) -> None:
     print("| run | MACs | per-group front members | above the uniform curve | difference: mean, min, max (points) |")  # fmt: skip
     print("|---|---|---:|---:|---|")
     for folder in sorted(p for p in results.glob("*") if (p / "search_greedy_25.json").is_file()):
-        record = json.loads(
-            (results.parent / "search_v1_mobilenet" / f"{folder.name}.json").read_text()
-        )
+        plan, run = plan_of(folder.name)
+        record = json.loads((results.parent / plan / f"{run}.json").read_text())
         xs, ys = zip(*sorted((w["macs"], 100 * w["top1"]) for w in record["widths"]), strict=True)
         front = json.loads((folder / "search_greedy_25.json").read_text())["front"]
         diffs = [
@@ -177,7 +211,8 @@ def plot(results: Path, run: str, out: Path) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    record = json.loads((results.parent / "search_v1_mobilenet" / f"{run}.json").read_text())
+    plan, name = plan_of(run)
+    record = json.loads((results.parent / plan / f"{name}.json").read_text())
     uniform = sorted((w["macs"] / 1e6, 100 * w["top1"]) for w in record["widths"])
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     ax.plot(*zip(*uniform, strict=True), "o-", ms=3, label="uniform widths 0.25-1.0")
@@ -202,7 +237,7 @@ def plot(results: Path, run: str, out: Path) -> int:
     ax.set(
         xlabel="MACs (millions)",
         ylabel="test top-1 (%)",
-        title=f"us_mobilenet_v1_small, {run}: test set",
+        title=f"{PLANS[plan]}, {name}: test set",
     )
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -122,3 +122,15 @@ def test_the_summary_tables_come_from_the_csvs(evidence, tmp_path, capsys):
         in out
     )
     assert "| +1.00 ± 0.00 (2) | - |\n" in out
+
+
+def test_record_names_keep_runs_of_different_plans_apart(evidence):
+    names = {
+        evidence.record_name(plan, "nonuniform-e4-s0") for plan in evidence.PLANS
+    }
+    assert len(names) == len(evidence.PLANS)  # the same run name, a folder per plan
+    assert evidence.record_name("search_v1_mobilenet", "uniform-e4-s1") == "uniform-e4-s1"
+    report = sys.modules["search_evidence_report"]
+    for plan in evidence.PLANS:
+        name = evidence.record_name(plan, "uniform-e4-s1")
+        assert report.plan_of(name) == (plan, "uniform-e4-s1")
