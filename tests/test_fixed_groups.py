@@ -204,3 +204,10 @@ def test_the_study_runner_trains_gathers_and_plots_a_per_group_run(tmp_path):
     assert float(pg["width"]) == pytest.approx(7 / 8) and table["ind-1.0-e1-s0"]["width"] == "1.0"
     assert int(pg["macs"]) < int(table["ind-1.0-e1-s0"]["macs"])
     assert (out / "p" / "width.png").is_file()
+
+
+def test_an_agent_refuses_a_per_group_width():
+    from usnet.tasks.rl.config import RLConfig
+
+    with pytest.raises(ConfigError, match=r"train.widths: a per-group width .* not supported"):
+        build_config(RLConfig, {"train": {"sampling": "fixed", "widths": [{"*": 0.5}]}})
