@@ -25,7 +25,8 @@ from typing import Any
 
 COLUMNS = (
     "plan", "run", "method", "family", "series", "kind", "model", "sampling", "num_widths",
-    "inplace_distillation", "label_smoothing", "epochs", "seed", "lr", "width", "top1", "top5",
+    "inplace_distillation", "label_smoothing", "epochs", "seed", "lr", "width", "width_config",
+    "top1", "top5",
     "loss", "macs", "source", "train_macs", "train_seconds", "wall_seconds", "cpu_seconds",
     "images_per_s", "images", "commit", "dirty", "cpu", "threads",
 )  # fmt: skip
@@ -73,6 +74,21 @@ def step_macs(model: Any, train: dict[str, Any], width_range: list[float]) -> fl
     raise ValueError(f"unknown train.sampling {sampling!r} in the checkpoint's config")
 
 
+def trained_width(width: float | dict[str, float]) -> dict[str, Any]:
+    """A result's width as the CSV holds it: ``width`` a number the plots and tables order by,
+    ``width_config`` the per-group configuration as text (empty for a uniform width). A per-group
+    width (``train.sampling: fixed`` at ``{group: width}``) counts as the mean of its groups'
+    widths, the trainer's own order of widths (``usnet.training.sampling.width_size``); its MACs
+    say what it costs."""
+    from usnet.nn import format_width
+    from usnet.training.sampling import width_size
+
+    if isinstance(width, dict):
+        config = tuple((g, float(w)) for g, w in width.items())
+        return {"width": round(width_size(width), 6), "width_config": format_width(config)}
+    return {"width": float(width), "width_config": ""}
+
+
 def committed(results_dir: Path, plan: str, run: str) -> Path:
     """Where a finished run's results are committed: RESULTS/PLAN/RUN.json."""
     return results_dir / plan / f"{run}.json"
@@ -94,9 +110,9 @@ def collect(folder: Path) -> dict[str, Any]:
     model = checkpoint.load(ckpt)
     widths = []
     for r in meta["results"]:
-        w = float(r["width"])
-        widths.append({"width": w, "top1": r["top1"], "top5": r["top5"], "loss": r["loss"],
-                       "macs": usnet.macs(model, w), "source": "train"})  # fmt: skip
+        widths.append({**trained_width(r["width"]), "top1": r["top1"], "top5": r["top5"],
+                       "loss": r["loss"], "macs": usnet.macs(model, r["width"]),
+                       "source": "train"})  # fmt: skip
     spectrum = folder / "spectrum" / "spectrum.json"
     if spectrum.is_file():
         import json

@@ -183,10 +183,15 @@ def _losses(doc: dict[str, Any]) -> list[float]:
 
 
 def _validation(doc: dict[str, Any]) -> dict[float, list[float]]:
-    """A run's validation top-1 after each epoch, per width (the trainer's ``top1@W`` keys)."""
+    """A run's validation top-1 after each epoch, per width (the trainer's ``top1@W`` keys; a
+    per-group width's ``top1@stem=0.75,...`` under the number its result row orders it by)."""
+    numbers = {w.get("width_config") or "": w["width"] for w in doc["widths"]}
     out: dict[float, list[float]] = defaultdict(list)
     for h in doc["training"]["history"]:
         for k, v in h.items():
             if k.startswith("top1@"):
-                out[round(float(k[5:]), 4)].append(v)
+                label = k[5:]
+                width = numbers.get(label) if "=" in label else float(label)
+                if width is not None:
+                    out[round(width, 4)].append(v)
     return out

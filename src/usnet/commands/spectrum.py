@@ -158,7 +158,7 @@ def _check_baseline(
     metrics: MetricProvider | None,
     device: torch.device,
     trust_code: bool = False,
-) -> tuple[nn.Module, dict[str, Any], tuple[Kind, str, list[float]]]:
+) -> tuple[nn.Module, dict[str, Any], tuple[Kind, str, Sequence[WidthConfig]]]:
     """A baseline's model, metadata and ``(kind, label, widths)``; refused when the checkpoint's
     metric cannot judge it: another task (its data and loss do not fit the model) or data set."""
     model, meta, _ = load(path, device, trust_code)

@@ -19,6 +19,8 @@ from pydantic.fields import FieldInfo
 from .errors import ConfigError, UnknownKeyError, allowed, join, show, suggest
 
 _PLURAL = {float: "numbers", int: "integers", str: "strings", bool: "booleans"}
+#: pydantic's errors of a value of the right type outside its bounds.
+_BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
 _BOUNDS = ((at.Gt, "gt", ">"), (at.Ge, "ge", ">="), (at.Lt, "lt", "<"), (at.Le, "le", "<="))
 
 
@@ -74,7 +76,10 @@ def describe(tp: Any) -> str:
 
 
 def _member(members: Sequence[Any], tag: object) -> Any:
-    """The union member pydantic tagged ``tag`` (``'str'``, ``'list[constrained-float]'``...)."""
+    """The union member pydantic tagged ``tag`` (``'str'``, ``'list[constrained-float]'``, a
+    bounded number's ``'constrained-float'``...)."""
+    if isinstance(tag, str):
+        tag = tag.removeprefix("constrained-")
     for m in members:
         base = _unwrap(m)[0]
         name = getattr(get_origin(base) or base, "__name__", "")
@@ -117,6 +122,8 @@ def locate(schema: type, loc: Sequence[int | str]) -> _Place:
                 break
             place.union = place.union or (place.path, place.tp)
             tp, i = member, i + 1
+            if i == len(loc):  # the error is the member's own (a number out of its bounds)
+                place.tp = member
             continue
         place.parent, place.meta = tp, []
         if _is_model(tp) and isinstance(item, str) and item in tp.model_fields:
@@ -187,7 +194,7 @@ def _explain(schema: type, data: Any, err: Mapping[str, Any]) -> ConfigError:
     if place.key_error:
         return ConfigError(f"{place.path} key {show(value)}", f"expected {describe(place.tp)}")
     bounds = _bounds(place.meta)
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") and bounds:
+    if kind in _BOUND_ERRORS and bounds:
         numeric = {_unwrap(a)[0] for a in get_args(place.tp)} | {_unwrap(place.tp)[0]}
         if float in numeric and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
@@ -214,7 +221,8 @@ def translate(schema: type, data: Any, error: ValidationError) -> ConfigError:
     """The first problem of ``error`` (validating ``data`` against ``schema``) in one line.
 
     For a value that fits none of a union's types, the error of a member whose *shape* fit (a
-    list with one bad item) is reported; if none fit, the union's own description.
+    list with one bad item, a number out of a number's bounds) is reported; if none fit, the
+    union's own description.
     """
     errors = error.errors()
     first = errors[0]
@@ -226,5 +234,8 @@ def translate(schema: type, data: Any, error: ValidationError) -> ConfigError:
     deeper = [e for e in same if locate(schema, e["loc"]).path != upath]
     if deeper:
         return _explain(schema, data, deeper[0])
+    bounded = [e for e in same if e["type"] in _BOUND_ERRORS]
+    if bounded:
+        return _explain(schema, data, bounded[0])
     prefix = first["loc"][: len(first["loc"]) - 1]
     return _mismatch(upath, utype, _value(data, prefix))

@@ -43,18 +43,20 @@ class WidthTraining(Section):
     ``sampling``: ``sandwich`` (largest, smallest and ``num_widths - 2`` random widths; the
     paper), ``random`` (``num_widths`` random widths; the ablation), ``switches`` (every width in
     ``widths``; the 4-switch baseline) or ``fixed`` (the one width in ``widths``; an individually
-    trained model). ``inplace_distillation``: the widths other than the largest learn from its
-    detached outputs (:mod:`usnet.training.step`). ``nonuniform``: every random width gives
-    each channel group its own width (the training AutoSlim searches; the largest and smallest
-    stay uniform). ``smallest_weight`` scales the narrowest
-    width's loss in a step that trains several widths (an ablation: does the hardest width need
-    more weight?). ``device``: null = CUDA when available (the
-    command's ``--device`` overrides it); ``threads``: torch CPU threads, 0 = torch's default.
+    trained model: a number, or a per-group ``{group: width}`` with ``"*"`` for the rest, the
+    channel configuration a search chose trained alone from scratch). ``inplace_distillation``:
+    the widths other than the largest learn from its detached outputs
+    (:mod:`usnet.training.step`). ``nonuniform``: every random width gives each channel group
+    its own width (the training AutoSlim searches; the largest and smallest stay uniform).
+    ``smallest_weight`` scales the narrowest width's loss in a step that trains several widths
+    (an ablation: does the hardest width need more weight?). ``device``: null = CUDA when
+    available (the command's ``--device`` overrides it); ``threads``: torch CPU threads, 0 =
+    torch's default.
     """
 
     sampling: Literal["sandwich", "random", "switches", "fixed"] = "sandwich"
     num_widths: int = Field(4, ge=1)
-    widths: list[Positive] | None = None
+    widths: list[Positive | dict[str, Positive]] | None = None
     inplace_distillation: bool = True
     nonuniform: bool = Field(
         False, description="the random widths per channel group (sandwich/random sampling)"

@@ -35,7 +35,7 @@ from .params import SliceChannels, slice_parameter
 from .rounding import active_channels, make_divisible
 from .sliced import Sliced, dense_param
 from .space import Plan, Width, WidthConfig, WidthSpace
-from .widths import format_width, parse_widths
+from .widths import format_width, parse_widths, width_value
 from .window_attention import USWindowAttention, WindowAttention
 
 __all__ = [
@@ -84,4 +84,5 @@ __all__ = [
     "unwrap_model",
     "width",
     "width_space",
+    "width_value",
 ]

@@ -50,3 +50,9 @@ def format_width(config: Width) -> str:
     if isinstance(config, tuple):
         return ",".join(f"{k}={v:g}" for k, v in config)
     return f"{config:g}"
+
+
+def width_value(config: Width) -> float | dict[str, float]:
+    """A canonical width as JSON and the width functions take it: the number, or a per-group
+    width as ``{group: width}`` (JSON has no tuples, and a mapping reads as the config it is)."""
+    return dict(config) if isinstance(config, tuple) else config

@@ -275,11 +275,12 @@ def _representative(members: list[Width], ratio: float, width_max: float) -> Wid
 # -- baselines ------------------------------------------------------------------------------
 def baseline_points(
     model: nn.Module, meta: Mapping[str, Any], grid: Sequence[float]
-) -> tuple[Kind, str, list[float]]:
+) -> tuple[Kind, str, Sequence[WidthConfig]]:
     """How a baseline checkpoint is compared with a US-Net: ``(kind, label, widths)``.
 
     A switchable-BN model (``switches``) is measured at each switch; an individually trained
-    model (training config ``train.sampling == "fixed"``) at its one trained width; another
+    model (training config ``train.sampling == "fixed"``) at its one trained width (a number,
+    or a per-group ``{group: width}``: the channel configuration it was trained as); another
     US-Net along ``grid`` (the widths of it inside its range).
     """
     switches = getattr(model, "switches", None) or dict(getattr(model, "arch_kwargs", {})).get(
@@ -297,7 +298,10 @@ def baseline_points(
             raise UsageError(
                 f"a 'fixed' baseline needs exactly one width in train.widths, got {widths!r}"
             )
-        return "individual", "individually trained", [float(widths[0])]
+        (only,) = widths
+        return "individual", "individually trained", [
+            dict(only) if isinstance(only, Mapping) else float(only)
+        ]
     space = width_space(model)
     inside = [w for w in grid if space.width_min - 1e-9 <= w <= space.width_max + 1e-9]
     if not inside:

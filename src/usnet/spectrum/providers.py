@@ -19,7 +19,7 @@ from torch import nn
 
 from ..calibration import calibrate, is_calibrated, needs_calibration
 from ..errors import UsageError
-from ..nn import WidthConfig
+from ..nn import Width, WidthConfig
 
 
 @dataclass(frozen=True)
@@ -126,8 +126,9 @@ class MetricProvider:
             )
         return todo
 
-    def measure(self, model: nn.Module, widths: Sequence[float]) -> dict[float, dict[str, float]]:
-        """Metrics per width, calibrating first the widths without statistics."""
+    def measure(self, model: nn.Module, widths: Sequence[Width]) -> dict[Width, dict[str, float]]:
+        """Metrics per width (canonical widths: they key the result), calibrating first the
+        widths without statistics."""
         self.calibrate(model, widths)
         return {w: self(model, w) for w in widths}
 

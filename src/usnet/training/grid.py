@@ -15,19 +15,19 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..nn import USBatchNorm2d, width_space
+from ..nn import USBatchNorm2d, Width, width_space
 from .distributed import DistInfo
 
 
 class Evaluation(Protocol):
     """A task's evaluation of a model (a :class:`usnet.spectrum.MetricProvider`)."""
 
-    def measure(self, model: nn.Module, widths: Sequence[float]) -> dict[float, dict[str, float]]:
+    def measure(self, model: nn.Module, widths: Sequence[Width]) -> dict[Width, dict[str, float]]:
         """Metrics per width, calibrating first the widths that need it and have no statistics."""
         ...
 
 
-def _stats_of(model: nn.Module, widths: Sequence[float]) -> dict[str, Any]:
+def _stats_of(model: nn.Module, widths: Sequence[Width]) -> dict[str, Any]:
     """The calibrated statistics of ``widths`` (on the CPU), to send to another rank."""
     space = width_space(model)
     configs = [space.canonical(w) for w in widths]
@@ -55,8 +55,8 @@ def _add_stats(model: nn.Module, stats: dict[str, Any]) -> None:
 
 
 def evaluate_widths(
-    evaluation: Evaluation, model: nn.Module, widths: Sequence[float], info: DistInfo
-) -> dict[float, dict[str, float]]:
+    evaluation: Evaluation, model: nn.Module, widths: Sequence[Width], info: DistInfo
+) -> dict[Width, dict[str, float]]:
     """``evaluation.measure`` over ``widths``, shared by the ranks; every rank must call it.
 
     Returns every width's metrics (in the order of ``widths``) on rank 0, and this rank's share
@@ -71,7 +71,7 @@ def evaluate_widths(
     dist.gather_object(part, parts, dst=0)
     if parts is None:
         return results
-    merged: dict[float, dict[str, float]] = {}
+    merged: dict[Width, dict[str, float]] = {}
     for rank, (got, stats) in enumerate(parts):
         merged.update(got)
         if rank != info.rank:

@@ -25,7 +25,7 @@ def sample_widths(
     width_min: float,
     width_max: float,
     n: int = 4,
-    widths: Sequence[float] | None = None,
+    widths: Sequence[WidthConfig] | None = None,
     generator: torch.Generator | None = None,
     groups: Sequence[str] = (),
 ) -> list[WidthConfig]:
@@ -34,7 +34,8 @@ def sample_widths(
     - ``sandwich``: ``[w_max, w_min]`` + ``n - 2`` widths uniform in the range (paper default n=4).
     - ``random``: ``n`` widths uniform in the range (the ablation without the sandwich rule).
     - ``switches``: every width of the fixed list ``widths`` (the 4-switch baseline).
-    - ``fixed``: the single width ``widths[0]`` (an individually trained baseline).
+    - ``fixed``: the single width ``widths[0]`` (an individually trained baseline), a number or
+      a per-group ``{group: width}``: every step trains that one network alone.
 
     With ``groups`` (the slimmable channel groups' names) the random widths are non-uniform:
     each is ``{group: width}`` with every group's width drawn on its own, uniform in the range;
@@ -69,12 +70,15 @@ def sample_widths(
         )
     if not widths:
         raise UsageError(f"width sampling {strategy!r} needs a list of widths")
-    listed: list[WidthConfig] = [w for w in sorted((float(w) for w in widths), reverse=True)]
     if strategy == "fixed":
         if len(widths) != 1:
             raise UsageError(f"width sampling 'fixed' takes exactly one width, got {list(widths)}")
-        return [float(widths[0])]
-    return listed
+        (only,) = widths
+        return [only if isinstance(only, (Mapping, tuple)) else float(only)]
+    numbers = [float(w) for w in widths if not isinstance(w, (Mapping, tuple))]
+    if len(numbers) != len(widths):
+        raise UsageError(f"width sampling 'switches' takes numbers, got {list(widths)}")
+    return [*sorted(numbers, reverse=True)]
 
 
 def step_widths(train: Any, model: nn.Module, generator: torch.Generator) -> list[WidthConfig]:

@@ -32,6 +32,7 @@ from ..config.sections import (
     WidthTraining,
 )
 from ..config.widths import WidthGrid
+from ..nn import Width
 from .grid import Evaluation
 from .step import SandwichLoss
 
@@ -158,7 +159,7 @@ class TrainTask(Protocol[C_contra]):
         self,
         model: nn.Module,
         cfg: C_contra,
-        results: dict[float, dict[str, float]],
+        results: dict[Width, dict[str, float]],
         out: Path,
         history: Sequence[Mapping[str, Any]],
     ) -> tuple[Any, str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic
 
@@ -35,7 +35,7 @@ from ..config.widths import check_model_widths
 from ..errors import UsageError
 from ..io import write_text
 from ..logs import LOG, progress_bar
-from ..nn import WidthConfig, width_space
+from ..nn import WidthConfig, format_width, width_space
 from .distributed import DistInfo, barrier, cleanup, init_distributed
 from .grid import evaluate_widths
 from .optim import create_optimizer, create_scheduler
@@ -81,16 +81,23 @@ def train(
         cleanup(info)
 
 
-def final_widths(cfg: RunConfig) -> list[float]:
+def final_widths(cfg: RunConfig) -> Sequence[WidthConfig]:
     """The widths evaluated after training: ``eval.widths``, or the trained list of a model
-    trained at fixed widths (``fixed``/``switches`` sampling)."""
-    return cfg.eval.grid if cfg.train.trains_range else sorted(cfg.train.widths or [])
+    trained at fixed widths (``fixed``: its one width, per group or not; ``switches``)."""
+    return cfg.eval.grid if cfg.train.trains_range else _trained(cfg)
 
 
-def _end_widths(cfg: RunConfig, width_min: float, width_max: float) -> list[float]:
+def _end_widths(cfg: RunConfig, width_min: float, width_max: float) -> Sequence[WidthConfig]:
     """The widths evaluated during training: the range's ends, or the trained list."""
-    tc = cfg.train
-    return sorted({width_min, width_max} if tc.trains_range else set(tc.widths or []))
+    return sorted({width_min, width_max}) if cfg.train.trains_range else _trained(cfg)
+
+
+def _trained(cfg: RunConfig) -> Sequence[WidthConfig]:
+    """The list a ``fixed``/``switches`` run trains: switches' numbers in order, ``fixed``'s
+    one width as given (a per-group ``{group: width}`` has no order)."""
+    widths: list[WidthConfig] = list(cfg.train.widths or [])
+    numbers = [float(w) for w in widths if not isinstance(w, (Mapping, tuple))]
+    return sorted(set(numbers)) if len(numbers) == len(widths) else widths
 
 
 def _to(obj: Any, device: torch.device, channels_last: bool = False) -> Any:
@@ -294,10 +301,12 @@ class Trainer(Generic[C]):
             self.totals = LossTotals()
         if evaluated and row is not None:  # on every rank: the ranks share the widths
             space = width_space(self.model)
-            ends = _end_widths(cfg, space.width_min, space.width_max)
+            ends = [
+                space.canonical(w) for w in _end_widths(cfg, space.width_min, space.width_max)
+            ]
             primary = self.task.primary
             for w, m in evaluate_widths(self.evaluation, self.model, ends, self.info).items():
-                row[f"{primary}@{w:g}"] = m[primary]
+                row[f"{primary}@{format_width(w)}"] = m[primary]
         if main:
             if row is not None:
                 self.history.append(row)
@@ -314,7 +323,9 @@ class Trainer(Generic[C]):
 
     def _finish(self) -> TrainResult:
         """Evaluate the final widths (shared by the ranks); rank 0 reports and saves them."""
-        results = evaluate_widths(self.evaluation, self.model, final_widths(self.cfg), self.info)
+        space = width_space(self.model)
+        widths = [space.canonical(w) for w in final_widths(self.cfg)]  # hashable: results' keys
+        results = evaluate_widths(self.evaluation, self.model, widths, self.info)
         summary: Any = None
         text = ""
         if self.info.is_main:

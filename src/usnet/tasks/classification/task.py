@@ -9,10 +9,12 @@ from typing import Any
 
 from torch import nn
 
+from ...nn import Width, width_value
 from ...spectrum.providers import MetricProvider, ProviderOptions
 from ...spectrum.tables import format_table
 from ...training import Plan, Run, TrainTask
 from ...training.batches import LoaderBatches
+from ...training.sampling import width_size
 from .config import TrainConfig
 from .data import build_model, train_loader
 from .loss import ClassificationLoss
@@ -48,19 +50,23 @@ class ClassificationTask(TrainTask[TrainConfig]):
         self,
         model: nn.Module,
         cfg: TrainConfig,
-        results: dict[float, dict[str, float]],
+        results: dict[Width, dict[str, float]],
         out: Path,
         history: Sequence[Mapping[str, Any]],
     ) -> tuple[Any, str]:
-        """The checkpoint's ``results`` (one row per width) and the Markdown table printed."""
-        return [{"width": w, **m} for w, m in results.items()], format_results(model, results)
+        """The checkpoint's ``results`` (one row per width; a per-group width as its
+        ``{group: width}``) and the Markdown table printed."""
+        rows = [{"width": width_value(w), **m} for w, m in results.items()]
+        return rows, format_results(model, results)
 
 
-def format_results(model: nn.Module, results: dict[float, dict[str, float]]) -> str:
-    """The per-width validation summary as a Markdown table (the spectrum's formatter)."""
+def format_results(model: nn.Module, results: dict[Width, dict[str, float]]) -> str:
+    """The per-width validation summary as a Markdown table (the spectrum's formatter), widest
+    first."""
     from ...profile import macs
 
-    rows = [{"width": w, "macs": macs(model, w), **m} for w, m in sorted(results.items())[::-1]]
+    ordered = sorted(results.items(), key=lambda item: width_size(item[0]), reverse=True)
+    rows = [{"width": width_value(w), "macs": macs(model, w), **m} for w, m in ordered]
     return format_table(rows, "markdown", CLASSIFICATION_METRICS[:2])
 
 

@@ -77,6 +77,16 @@ class RLTraining(WidthTraining):
     checkpoint_every: int = Field(10, ge=1, description="updates between checkpoints")
     grad_clip: float | None = Field(0.5, gt=0, description="max gradient norm per minibatch")
 
+    def check(self) -> None:
+        super().check()
+        per_group = [w for w in self.widths or [] if isinstance(w, dict)]
+        if per_group:  # an agent's rollouts act at one uniform rollout_width
+            raise ConfigError(
+                "widths",
+                f"a per-group width ({per_group[0]!r}) is not supported for RL agents (rollouts "
+                "act at one uniform train.rollout_width); give a number",
+            )
+
 
 class RLOptimConfig(OptimConfig):
     """Adam with PPO's epsilon, no weight decay."""

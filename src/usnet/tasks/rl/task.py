@@ -14,7 +14,7 @@ from torch import nn
 
 from ...checkpoint import read_info
 from ...models.checked import build_from_config
-from ...nn import WidthConfig
+from ...nn import Width, WidthConfig, width_value
 from ...spectrum import Spectrum, compute_spectrum, describe, format_table, save_spectrum
 from ...spectrum.providers import MetricProvider, ProviderOptions
 from ...training import Plan, Run, TrainTask
@@ -64,7 +64,7 @@ class RLTask(TrainTask[RLConfig]):
         self,
         model: nn.Module,
         cfg: RLConfig,
-        results: dict[float, dict[str, float]],
+        results: dict[Width, dict[str, float]],
         out: Path,
         history: Sequence[Mapping[str, Any]],
     ) -> tuple[Any, str]:
@@ -86,17 +86,17 @@ class RLTask(TrainTask[RLConfig]):
                 f"trained in {seconds:.0f} s; spectrum in {out}",
             ]
         )
-        return [{"width": w, **m} for w, m in results.items()], text
+        return [{"width": width_value(w), **m} for w, m in results.items()], text
 
 
-def _measured(results: dict[float, dict[str, float]], provider: MetricProvider) -> Any:
+def _measured(results: dict[Width, dict[str, float]], provider: MetricProvider) -> Any:
     """An evaluation that answers from the trainer's results (episodes are not run twice), and
     runs them for a width the results lack."""
 
     def evaluate(model: nn.Module, width: WidthConfig) -> Mapping[str, float]:
         if isinstance(width, float):
             for w, metrics in results.items():
-                if abs(w - width) < 1e-9:  # the grid's width, as the spectrum canonicalised it
+                if isinstance(w, float) and abs(w - width) < 1e-9:  # the grid's width, as the spectrum canonicalised it
                     return metrics
         return provider.evaluate(model, width)
 

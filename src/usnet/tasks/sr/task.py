@@ -13,6 +13,7 @@ from typing import Any, cast
 from torch import nn
 
 from ...data.sr import SRTestSet
+from ...nn import Width, width_value
 from ...spectrum.providers import MetricProvider, ProviderOptions
 from ...spectrum.tables import format_table
 from ...training import Plan, Run, TrainTask
@@ -48,7 +49,7 @@ class SRTask(TrainTask[SRConfig]):
         self,
         model: nn.Module,
         cfg: SRConfig,
-        results: dict[float, dict[str, float]],
+        results: dict[Width, dict[str, float]],
         out: Path,
         history: Sequence[Mapping[str, Any]],
     ) -> tuple[Any, str]:
@@ -67,13 +68,13 @@ class SRTask(TrainTask[SRConfig]):
 
 
 def final_results(
-    model: nn.Module, test: SRTestSet, results: dict[float, dict[str, float]]
+    model: nn.Module, test: SRTestSet, results: dict[Width, dict[str, float]]
 ) -> dict[str, Any]:
     """The results with MACs (per LR pixel x the profiling input) and the bicubic reference."""
     from ...profile import macs
 
     rows = [
-        {"width": w, "macs": macs(model, w), **{k: round(v, 4) for k, v in m.items()}}
+        {"width": width_value(w), "macs": macs(model, w), **{k: round(v, 4) for k, v in m.items()}}
         for w, m in results.items()
     ]
     bic = {k: round(v, 4) for k, v in bicubic_metrics(test).items()}
