@@ -135,13 +135,20 @@ def question_1(training_csv: Path) -> None:
 
 
 def min_gain_rules(search_csv: Path) -> None:
-    """What each search would have chosen with ``--min-gain`` at 0, 1 and 2 standard errors
-    (the records' ``min_gain_points`` is the one they ran with), from the CSV's validation-best
-    network and best uniform width: how often a per-group network is chosen and how it does on
-    the test set against the uniform width."""
+    """What each search would have chosen with ``--min-gain`` at 0, 1 and 2 standard errors,
+    from the CSV's validation-best network and best uniform width (``min_gain_points`` is what
+    the search ran with): how often a per-group network is chosen and how it does on the test
+    set against the uniform width."""
     rows = list(csv.DictReader(search_csv.open())) if search_csv.is_file() else []
-    keys = ("best_val_gain_points", "best_test_gain_points", "min_gain_points")
+    keys = ("best_val_gain_points", "best_test_gain_points", "uniform_val_top1", "val_samples")
     rows = [r for r in rows if all(r.get(k) not in (None, "", "None") for k in keys)]
+
+    def error(r: dict[str, str]) -> float:
+        """One standard error of the best uniform width's validation top-1, in points (whatever
+        ``--min-gain`` the search ran with)."""
+        p = float(r["uniform_val_top1"]) / 100
+        return 100 * (p * (1 - p) / int(r["val_samples"])) ** 0.5
+
     print("| network | --min-gain | searches | per-group chosen | of them better on test | worse | test gain, mean over all searches (points) |")  # fmt: skip
     print("|---|---|---:|---:|---:|---:|---:|")
     for plan in sorted({r["plan"] for r in rows}):
@@ -151,7 +158,7 @@ def min_gain_rules(search_csv: Path) -> None:
                 float(r["best_test_gain_points"])
                 for r in mine
                 if float(r["best_val_gain_points"]) > 0
-                and float(r["best_val_gain_points"]) >= k * float(r["min_gain_points"])
+                and float(r["best_val_gain_points"]) >= k * error(r)
             ]
             print(
                 f"| {PLANS.get(plan, plan)} | {k} SE | {len(mine)} | {len(picked)} | "
