@@ -89,7 +89,10 @@ def summary(results: Path, search_csv: Path) -> int:
     print()
     front_against_uniform(search_csv.with_suffix(""))
     print()
-    from_scratch(results / "autoslim_v1.csv")
+    for scratch in sorted(results.glob("autoslim_v1*.csv")):
+        print(f"{scratch.stem}:\n")
+        from_scratch(scratch)
+        print()
     print()
     print("| run | method | budget | networks in the search | measured anew | search (s) | command wall (s) | command CPU (s) | load average |")  # fmt: skip
     print("|---|---|---:|---:|---:|---:|---:|---:|---|")
