@@ -281,9 +281,9 @@ def check_trains_range(meta: Mapping[str, Any], command: str) -> None:
     train = config.get("train") if isinstance(config, Mapping) else None
     if isinstance(train, Mapping) and train.get("sampling") == "fixed":
         raise UsageError(
-            f"usnet {command}: this checkpoint was trained at one width only (train.sampling "
-            f"'fixed', train.widths {train.get('widths')!r}); its other widths are untrained, "
-            "so it takes no spectrum, selection or search: compare it with "
+            f"this checkpoint was trained at one width only (train.sampling 'fixed', "
+            f"train.widths {train.get('widths')!r}); its other widths are untrained, so it "
+            f"takes no {command}: compare it with "
             "`usnet spectrum US_CKPT --baseline CKPT`"
         )
 
