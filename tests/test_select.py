@@ -332,3 +332,26 @@ def test_spectrum_out_paths_are_checked_first_and_a_file_path_means_its_checkpoi
     rc = cli.main(["spectrum", str(ckpt), "--out", str(afile), *common])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and f"--out {afile}: is a file" in err, err
+
+
+def test_individually_trained_checkpoint_takes_no_spectrum_select_or_search(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint trained at one per-group width has no other trained width: spectrum,
+    select and search refuse it in one line (before any measuring) and point at --baseline."""
+    data = tmp_path / "data"
+    data.mkdir()
+    _fashion_mnist(data)
+    fixed = _checkpoint(tmp_path / "fixed", data, sampling="fixed", widths=[{"*": 0.5}])
+    for argv in (
+        ["spectrum", str(fixed), "--quiet"],
+        ["select", str(fixed), "--max-macs", "1M", "--quiet"],
+        ["search", str(fixed), "--max-macs", "1M", "--quiet"],
+    ):
+        rc = cli.main(argv)
+        err = capsys.readouterr().err.strip()
+        assert rc != 0, argv
+        assert len(err.splitlines()) == 1, err
+        assert "'fixed'" in err and "--baseline" in err and f"takes no {argv[0]}" in err, err
+        assert err.startswith(f"usnet {argv[0]}: error: this checkpoint"), err
+    assert not (fixed / "spectrum.json").exists() and not (fixed / "search.json").exists()

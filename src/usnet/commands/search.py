@@ -20,7 +20,7 @@ from ..search import (
 )
 from ..search import read as read_search
 from ..search.space import describe
-from ..spectrum import parse_count, parse_latency_ms
+from ..spectrum import check_trains_range, parse_count, parse_latency_ms
 from ._args import positive_int
 from .latency import default_path
 
@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     path = checkpoint.folder_of(args.checkpoint)
+    check_trains_range(checkpoint.read_meta(path), "search")
     budget = Budget(
         parse_count(args.max_macs, "--max-macs") if args.max_macs is not None else None,
         parse_count(args.max_params, "--max-params") if args.max_params is not None else None,

@@ -16,6 +16,7 @@ from ..export import save as export_save
 from ..io import directly_in
 from ..spectrum import (
     Spectrum,
+    check_trains_range,
     environment,
     load_spectrum,
     parse_count,
@@ -113,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     device = setup(args)
     path = args.checkpoint
     model, meta, _ = load(path, device, args.trust_code)
+    check_trains_range(meta, "select")
     widths = grid(model, args.widths) if args.widths is not None else None
 
     extra = searched(args)

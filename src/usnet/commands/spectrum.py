@@ -19,6 +19,7 @@ from ..spectrum import (
     ProviderOptions,
     Spectrum,
     baseline_points,
+    check_trains_range,
     compute_spectrum,
     describe,
     format_table,
@@ -189,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out}: is a file; the spectrum files go into a folder")
     device = setup(args)
     model, meta, _ = load(args.checkpoint, device, args.trust_code)
+    check_trains_range(meta, "spectrum")
     widths = grid(model, args.widths)
     if not args.no_latency:
         check_batch_size(model, args.batch_size)

@@ -13,6 +13,7 @@
 from .compute import (
     NOISY_SPREAD,
     baseline_points,
+    check_trains_range,
     compute_spectrum,
     environment,
     measure_latency,
@@ -32,6 +33,7 @@ __all__ = [
     "Spectrum",
     "SpectrumRow",
     "baseline_points",
+    "check_trains_range",
     "compute_spectrum",
     "describe",
     "environment",

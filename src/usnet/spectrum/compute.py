@@ -273,6 +273,21 @@ def _representative(members: list[Width], ratio: float, width_max: float) -> Wid
 
 
 # -- baselines ------------------------------------------------------------------------------
+def check_trains_range(meta: Mapping[str, Any], command: str) -> None:
+    """Refuse ``command`` (spectrum, select, search) on an individually trained checkpoint
+    (``train.sampling: fixed``): every width but its one was never trained, so measuring or
+    ranking them would be silently meaningless; it is compared as a ``--baseline`` instead."""
+    config = meta.get("config")
+    train = config.get("train") if isinstance(config, Mapping) else None
+    if isinstance(train, Mapping) and train.get("sampling") == "fixed":
+        raise UsageError(
+            f"this checkpoint was trained at one width only (train.sampling 'fixed', "
+            f"train.widths {train.get('widths')!r}); its other widths are untrained, so it "
+            f"takes no {command}: compare it with "
+            "`usnet spectrum US_CKPT --baseline CKPT`"
+        )
+
+
 def baseline_points(
     model: nn.Module, meta: Mapping[str, Any], grid: Sequence[float]
 ) -> tuple[Kind, str, Sequence[WidthConfig]]:
