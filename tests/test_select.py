@@ -355,3 +355,10 @@ def test_individually_trained_checkpoint_takes_no_spectrum_select_or_search(
         assert "'fixed'" in err and "--baseline" in err and f"takes no {argv[0]}" in err, err
         assert err.startswith(f"usnet {argv[0]}: error: this checkpoint"), err
     assert not (fixed / "spectrum.json").exists() and not (fixed / "search.json").exists()
+    # export: the trained width only (the full width of this checkpoint was never trained)
+    assert cli.main(["export", str(fixed), "--width", "1.0", "--out", str(tmp_path / "w.pt")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "trained at one width only" in err and "0.5" in err, err
+    assert not (tmp_path / "w.pt").exists()
+    assert cli.main(["export", str(fixed), "--width", "0.5", "--out", str(tmp_path / "h.pt")]) == 0
+    assert (tmp_path / "h.pt").is_file()

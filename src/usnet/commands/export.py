@@ -15,6 +15,7 @@ from ..errors import UsageError
 from ..export import FORMATS, SUFFIXES, format_of
 from ..io import directly_in
 from ..nn import WidthConfig, format_width, width_space
+from ..spectrum import trained_width
 from ._args import positive_int
 from .calibrate import add_data_options, calibration_provider, samples_used
 
@@ -199,6 +200,13 @@ def run(args: argparse.Namespace) -> int:
     space = width_space(model)
     config = space.canonical(width)  # a clear error for a bad group name or range
     label = format_width(config)
+    trained = trained_width(meta)
+    if trained is not None and space.canonical(trained) != config:
+        only = format_width(space.canonical(trained))
+        raise UsageError(
+            f"--width {label}: this checkpoint was trained at one width only (train.sampling "
+            f"'fixed'), {only}; its other widths are untrained: export that one"
+        )
     # a file named x.onnx gets ONNX, not the default format under a misleading name
     args.format = args.format or (format_of(args.out) if args.out else None) or "pt"
     out = args.out or args.checkpoint / f"export_w{label.replace(',', '_')}{SUFFIXES[args.format]}"

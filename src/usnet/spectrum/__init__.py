@@ -17,6 +17,7 @@ from .compute import (
     compute_spectrum,
     environment,
     measure_latency,
+    trained_width,
 )
 from .files import load_spectrum, save_spectrum
 from .providers import Metric, MetricProvider, ProviderOptions
@@ -34,6 +35,7 @@ __all__ = [
     "SpectrumRow",
     "baseline_points",
     "check_trains_range",
+    "trained_width",
     "compute_spectrum",
     "describe",
     "environment",

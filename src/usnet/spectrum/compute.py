@@ -273,6 +273,17 @@ def _representative(members: list[Width], ratio: float, width_max: float) -> Wid
 
 
 # -- baselines ------------------------------------------------------------------------------
+def trained_width(meta: Mapping[str, Any]) -> WidthConfig | None:
+    """The one width an individually trained checkpoint (``train.sampling: fixed``) was trained
+    at, as its config gives it (a number or ``{group: width}``); None for any other checkpoint."""
+    config = meta.get("config")
+    train = config.get("train") if isinstance(config, Mapping) else None
+    if isinstance(train, Mapping) and train.get("sampling") == "fixed":
+        widths = train.get("widths") or []
+        return widths[0] if len(widths) == 1 else None
+    return None
+
+
 def check_trains_range(meta: Mapping[str, Any], command: str) -> None:
     """Refuse ``command`` (spectrum, select, search) on an individually trained checkpoint
     (``train.sampling: fixed``): every width but its one was never trained, so measuring or
