@@ -70,12 +70,12 @@ def provider() -> MetricProvider:
     return MetricProvider("classification", METRICS, evaluate)
 
 
-def search(model, settings, path=None, on_new=None, counter=None):
+def search(model, settings, path=None, on_new=None, counter=None, samples=None):
     store = SearchStore(path, {"test": 1})
     measurer = Measurer(
         model, provider(), store, CAL, 64, "single_pass", on_new=on_new, counter=counter
     )
-    return run_search(model, measurer, METRICS, settings), measurer
+    return run_search(model, measurer, METRICS, settings, samples), measurer
 
 
 @pytest.fixture(scope="module")
@@ -273,9 +273,7 @@ def test_a_lead_under_min_gain_keeps_the_uniform_width():
 def test_the_default_min_gain_is_two_standard_errors_of_the_best_uniform_width(greedy_run):
     model, _ = greedy_run
     settings = SearchSettings("greedy", Budget(max_macs=200e3))
-    store = SearchStore(None, {"test": 1})
-    measurer = Measurer(model, provider(), store, CAL, 64, "single_pass")
-    result = run_search(model, measurer, METRICS, settings, samples=400)
+    result, _ = search(model, settings, samples=400)
     uniform = best_within(result.uniform, METRICS, settings.budget)
     one = (uniform.metrics["top1"] * (1 - uniform.metrics["top1"]) / 400) ** 0.5
     assert one > 0 and result.min_gain == pytest.approx(2 * one)

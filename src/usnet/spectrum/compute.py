@@ -273,24 +273,27 @@ def _representative(members: list[Width], ratio: float, width_max: float) -> Wid
 
 
 # -- baselines ------------------------------------------------------------------------------
+def _training(meta: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The ``train:`` section of a checkpoint's recorded config (empty where there is none)."""
+    config = meta.get("config")
+    train = config.get("train") if isinstance(config, Mapping) else None
+    return train if isinstance(train, Mapping) else {}
+
+
 def trained_width(meta: Mapping[str, Any]) -> WidthConfig | None:
     """The one width an individually trained checkpoint (``train.sampling: fixed``) was trained
     at, as its config gives it (a number or ``{group: width}``); None for any other checkpoint."""
-    config = meta.get("config")
-    train = config.get("train") if isinstance(config, Mapping) else None
-    if isinstance(train, Mapping) and train.get("sampling") == "fixed":
-        widths = train.get("widths") or []
-        return widths[0] if len(widths) == 1 else None
-    return None
+    train = _training(meta)
+    widths = train.get("widths") or []
+    return widths[0] if train.get("sampling") == "fixed" and len(widths) == 1 else None
 
 
 def check_trains_range(meta: Mapping[str, Any], command: str) -> None:
     """Refuse ``command`` (spectrum, select, search) on an individually trained checkpoint
     (``train.sampling: fixed``): every width but its one was never trained, so measuring or
     ranking them would be silently meaningless; it is compared as a ``--baseline`` instead."""
-    config = meta.get("config")
-    train = config.get("train") if isinstance(config, Mapping) else None
-    if isinstance(train, Mapping) and train.get("sampling") == "fixed":
+    train = _training(meta)
+    if train.get("sampling") == "fixed":
         raise UsageError(
             f"this checkpoint was trained at one width only (train.sampling 'fixed', "
             f"train.widths {train.get('widths')!r}); its other widths are untrained, so it "
@@ -314,10 +317,7 @@ def baseline_points(
     )
     if switches:
         return "switches", f"{len(switches)}-switch S-Net", [float(w) for w in switches]
-    config = meta.get("config")
-    config = config if isinstance(config, Mapping) else {}
-    train = config.get("train")
-    train = train if isinstance(train, Mapping) else {}
+    train = _training(meta)
     if train.get("sampling") == "fixed":
         widths = train.get("widths") or []
         if len(widths) != 1:
