@@ -9,6 +9,7 @@ import resource
 import subprocess
 import sys
 from collections.abc import Callable
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -32,7 +33,9 @@ RUN = Path(__file__).with_name("run.py")  # the memory probes run it in fresh pr
 def bench_inference(
     model: nn.Module, widths: list[float], plan: list[tuple[int, int]], clock: Clock
 ) -> list:
-    """US model at width w vs ``extract(model, w)``, eval, ``torch.inference_mode``."""
+    """US model at width w vs ``extract(model, w)``, eval, ``torch.inference_mode``: as it
+    runs by default (eval keeps views of the weights, checked on every call) and inside
+    ``usnet.frozen(model)`` (contiguous, unchecked: the serving form)."""
     calibrate_on_noise(model, widths)
     model.eval()
     out = []
@@ -41,23 +44,26 @@ def bench_inference(
         for batch, repeats in plan:
             x = inputs(model, batch)
             usnet.set_width(model, w)
-            with torch.inference_mode():
-                tu, td, pairs = interleaved(partial(model, x), partial(dense, x), 2, repeats, clock)
-            out.append(
-                Result(
-                    "inference",
-                    f"w={w} batch={batch}",
-                    "us",
-                    tu * 1e3,
-                    "dense",
-                    td * 1e3,
-                    "ms",
-                    "<= 1.05",
-                    {"repeats": repeats},
-                    pairs,
+            for frozen in (False, True):
+                with torch.inference_mode(), usnet.frozen(model) if frozen else nullcontext():
+                    tu, td, pairs = interleaved(
+                        partial(model, x), partial(dense, x), 2, repeats, clock
+                    )
+                out.append(
+                    Result(
+                        "inference",
+                        f"w={w} batch={batch}" + (" frozen" if frozen else ""),
+                        "us",
+                        tu * 1e3,
+                        "dense",
+                        td * 1e3,
+                        "ms",
+                        "<= 1.05",
+                        {"repeats": repeats},
+                        pairs,
+                    )
                 )
-            )
-            print(out[-1].line(), flush=True)
+                print(out[-1].line(), flush=True)
     usnet.set_width(model, 1.0)
     return out
 

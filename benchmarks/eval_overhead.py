@@ -12,11 +12,14 @@ them, a run with the cache lookup kept but its hit not validated (the checks tha
 tensors are still the cached views' tensors, with the same storage) shows what those checks
 cost.
 
-A fourth run sets the floor that no change to the Python can go below: the dense export against
-itself with each linear layer's weight made a strided view into a tensor of the full layer's
-shape, as the slimmed network reads its weights (the eval cache keeps views only, so that
+A fourth run sets the floor of eval outside a frozen block, which no change to the Python can go
+below: the dense export against itself with each linear layer's weight made a strided view
+into a tensor of the full layer's shape, as the slimmed network reads its weights (the eval cache keeps views only, so that
 in-place writes are seen; a contiguous copy would go stale). Same code, same values, only the
 weights' memory layout differs.
+
+A last run is the network inside ``usnet.frozen(model)``: contiguous active tensors, unchecked
+(the serving form, on the promise that no weight changes inside the block).
 """
 
 from __future__ import annotations
@@ -77,6 +80,8 @@ def main() -> int:
     run("as it is, again")
     print(f"the {len(layers)} lookups timed alone: {alone * 1e6:.0f} us per forward")
     run("dense export, strided weights", strided_like(extract(model, args.width).eval(), model))
+    with usnet.frozen(model):
+        run("inside usnet.frozen (contiguous)")
     return 0
 
 

@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     big = 8 if quick else 32
     plan: dict[str, Any] = {
         "widths": [0.35, 1.0] if quick else [0.35, 0.5, 0.75, 1.0],
-        "inference": [(1, 5 if quick else 20), (big, 2 if quick else 5)],
+        "inference": [(1, 5 if quick else 40), (big, 2 if quick else 12)],
         "switch_n": 200 if quick else 2000,
         "train_batch": 4 if quick or tiny else 8,
         "train_repeats": 2 if quick else 12,  # one pair's ratio strays +-5 % here

@@ -38,10 +38,11 @@ def test_quick_run_prints_every_ratio_and_keeps_the_analysis(bench, tmp_path, ca
             re.search(r"ratio +\d+\.\d{3} \(target [<>]= [\d.]+: (met|MISSED)\)", ln)
             for ln in lines
         ), lines
-    assert re.search(r"\d+ of 12 measurements meet their target", printed)
+    assert re.search(r"\d+ of 16 measurements meet their target", printed)
     text = out.read_text()
     assert "old" not in text and "intro" in text and "## Analysis\nkept" in text
-    assert text.count("| inference |") == 4 and "| calibration | w=0.5 single_pass |" in text
+    assert text.count("| inference |") == 8 and "| inference | w=0.35 batch=1 frozen |" in text
+    assert "| calibration | w=0.5 single_pass |" in text
     assert "| calibration | w=0.5 exact channels-last |" in text
     assert "torch threads 1" in text and "python benchmarks/run.py --model tiny" in text
 

@@ -17,7 +17,7 @@ from .checkpoint import load, save
 from .convert import ConvertError, convert
 from .errors import UsageError
 from .models import create_model, is_known_model, list_models, model_source, register_model
-from .nn import channel_groups, compile, get_width, set_width, width
+from .nn import channel_groups, compile, frozen, get_width, set_width, width
 from .profile import macs, params
 from .version import __version__
 
@@ -33,6 +33,7 @@ __all__ = [
     "convert",
     "create_model",
     "export",
+    "frozen",
     "get_width",
     "is_calibrated",
     "is_known_model",

@@ -17,6 +17,7 @@ from .batchnorm import (
 from .compiled import compile
 from .control import (
     channel_groups,
+    frozen,
     get_width,
     modes_kept,
     set_width,
@@ -74,6 +75,7 @@ __all__ = [
     "compile",
     "dense_param",
     "format_width",
+    "frozen",
     "get_width",
     "init_weights",
     "make_divisible",

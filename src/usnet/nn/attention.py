@@ -126,9 +126,16 @@ class _HeadsCore(Sliced):
         )
         return x.transpose(1, 2).flatten(2)
 
-    def _dense_projections(self) -> tuple[Tensor, Tensor | None, int, int]:
-        """(qkv weight, qkv bias, kept heads, active input channels) at the current width."""
-        counts = self.space.active
+    def _frozen(self, counts: Any, key: str) -> tuple[Any, Tensor, Tensor | None]:
+        """A frozen block's form: the kept heads' q/k/v rows gathered into one contiguous
+        ``(3a, e)`` weight, for one ``F.linear`` (the dense export's computation)."""
+        weight, bias, h, _ = self._dense_projections(counts)
+        return h, weight.contiguous(), None if bias is None else bias.contiguous()
+
+    def _dense_projections(self, counts: Any = None) -> tuple[Tensor, Tensor | None, int, int]:
+        """(qkv weight, qkv bias, kept heads, active input channels) at ``counts`` (default:
+        the current width's)."""
+        counts = self.space.active if counts is None else counts
         h = self.heads.count(counts)
         a, e, full = h * self.head_dim, self.embed_in.count(counts), self.num_heads * self.head_dim
         fused_weight, fused_bias = self._fused()

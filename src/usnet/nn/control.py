@@ -13,7 +13,9 @@ from collections.abc import Iterator
 
 from torch import nn
 
+from ..errors import UsageError
 from .groups import ChannelGroup
+from .sliced import Sliced
 from .space import Width, WidthConfig, WidthSpace
 
 
@@ -79,6 +81,40 @@ def width(model: nn.Module, w: WidthConfig) -> Iterator[nn.Module]:
     """
     with width_space(model).at(w):
         yield model
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """``with usnet.frozen(model): serve()``: eval calls inside keep each width's active
+    tensors as contiguous tensors, unchecked, so a width runs as fast as its dense export.
+
+    The promise, as ``torch.nn.utils.parametrize.cached()`` asks of its block: no parameter or
+    buffer of the model changes inside it (outside it, eval keeps views, which see every
+    change). It is checked when the last open block ends: if a layer's tensors changed
+    (in-place, new storage, replaced), it raises :class:`~usnet.errors.UsageError` naming the
+    layer, since calls after the change used the old values. Widths still vary per call
+    (:func:`width` blocks, several threads); each width run keeps a copy of its active weights
+    until the block ends (at most 17 networks per layer). Training and autograd calls inside
+    the block compute afresh, as outside it.
+    """
+    space = width_space(model)
+    try:
+        with space.frozen():
+            yield model
+    finally:  # the last block to end drops the tensors, also when the block raised
+        stale = [] if space.freezes else _thaw(model)
+    if stale:
+        raise UsageError(
+            f"usnet.frozen: {len(stale)} layer(s) changed inside the frozen block (first: "
+            f"{stale[0]!r}); any eval call after the change used the old tensors. Change "
+            "weights outside usnet.frozen(model), or re-run those calls after the block"
+        )
+
+
+def _thaw(model: nn.Module) -> list[str]:
+    """Drop every layer's frozen tensors; the names of layers whose tensors changed."""
+    modules = unwrap_model(model).named_modules()
+    return [name for name, m in modules if isinstance(m, Sliced) and not m.thaw()]
 
 
 @contextlib.contextmanager

@@ -28,6 +28,14 @@ one policy:
   pay a gather per eval call.
 
 Under ``torch.compile`` nothing is cached (the graph holds the slicing).
+
+**Frozen** (``with usnet.frozen(model):``, :meth:`WidthSpace.frozen`): the user promises that no
+parameter or buffer changes inside the block, as ``torch.nn.utils.parametrize.cached()`` asks,
+so an eval call keeps its active tensors per network as *contiguous* tensors (copies where a
+view is strided: an attention's kept q/k/v rows gathered into one weight) and checks nothing on
+a hit. Strided views and the hit's checks are what a slimmed network pays at batch 1 beyond its
+dense export (docs/benchmarks_vit.md). The promise is checked when the block ends: a layer whose
+tensors changed version, storage or identity raises, naming it.
 """
 
 from __future__ import annotations
@@ -77,14 +85,15 @@ class Sliced(nn.Module):
         space = self.space
         if space is None:
             return self._compute((), "")
-        if (
-            self.training
-            or not self._views
-            or torch.is_grad_enabled()
-            or torch.compiler.is_compiling()
-        ):
+        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
             return self._compute(space.counts(), space.key)
         plan = space.plan
+        if space.freezes:
+            frozen = self.__dict__.get("_frozen_cache")
+            value = None if frozen is None else frozen.get(plan.key)
+            return self._freeze(plan) if value is None else value
+        if not self._views:
+            return self._compute(plan.active, plan.key)
         cache = self.__dict__.get("_eval_cache")
         hit = None if cache is None else cache.get(plan.key)
         if hit is not None:
@@ -118,6 +127,40 @@ class Sliced(nn.Module):
             cache[plan.key] = (checks, value)
         return value
 
+    def _frozen(self, counts: Counts, key: str) -> Any:
+        """The active tensors at ``counts`` as a frozen block keeps them: contiguous."""
+        return _contiguous(self._compute(counts, key))
+
+    def _watched(self) -> list[Tensor]:
+        """The tensors whose change inside a frozen block makes its cached tensors stale."""
+        return [*self.parameters(), *self.buffers()]
+
+    def _freeze(self, plan: Any) -> Any:
+        """Compute, keep and return the frozen active tensors of ``plan``; the first one records
+        the :meth:`_watched` tensors' identity, version and storage for :meth:`thaw`."""
+        value = self._frozen(plan.active, plan.key)
+        state = self.__dict__
+        if "_frozen_stamps" not in state:
+            state["_frozen_stamps"] = tuple((t, t._version, t.data_ptr()) for t in self._watched())
+        cache: dict[str, Any] = state.setdefault("_frozen_cache", {})
+        if len(cache) > 16:  # each network's copies stay until the block ends: bound them
+            cache.clear()
+        cache[plan.key] = value
+        return value
+
+    def thaw(self) -> bool:
+        """Drop the frozen block's tensors; whether the layer's tensors were unchanged since
+        they were cut (False: results computed after the change used the old values)."""
+        stamps = self.__dict__.pop("_frozen_stamps", None)
+        self.__dict__.pop("_frozen_cache", None)
+        if stamps is None:
+            return True
+        now = self._watched()
+        return len(now) == len(stamps) and all(
+            t is s and t._version == version and t.data_ptr() == address
+            for t, (s, version, address) in zip(now, stamps, strict=True)
+        )
+
     def _checks(self, key: str) -> tuple[tuple[dict, str, Tensor | None, int], ...] | None:
         """(dict, name, tensor, address) of each tensor of network ``key`` (None where one is
         not in its owner's ``_parameters`` or ``_buffers``: a parametrization's)."""
@@ -135,16 +178,17 @@ class Sliced(nn.Module):
         return tuple(checks)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        self.__dict__.pop("_eval_cache", None)
+        self.forget_cache()
         super().__setattr__(name, value)
 
     def __delattr__(self, name: str) -> None:
-        self.__dict__.pop("_eval_cache", None)
+        self.forget_cache()
         super().__delattr__(name)
 
     def forget_cache(self) -> None:
         """Drop cached active tensors (e.g. after new statistics were stored)."""
-        self.__dict__.pop("_eval_cache", None)
+        for name in ("_eval_cache", "_frozen_cache", "_frozen_stamps"):
+            self.__dict__.pop(name, None)
 
     def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN202
         self.forget_cache()  # views of the old tensors
@@ -156,12 +200,22 @@ class Sliced(nn.Module):
 
     def __getstate__(self) -> dict:  # deepcopy, pickle: the copy has its own tensors
         state = dict(super().__getstate__())
-        state.pop("_eval_cache", None)
+        for name in ("_eval_cache", "_frozen_cache", "_frozen_stamps"):
+            state.pop(name, None)
         return state
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         self.forget_cache()
+
+
+def _contiguous(value: Any) -> Any:
+    """``value`` (a tensor, or a tuple of tensors and other values) with contiguous tensors."""
+    if isinstance(value, Tensor):
+        return value.contiguous()
+    if isinstance(value, tuple):
+        return tuple(v.contiguous() if isinstance(v, Tensor) else v for v in value)
+    return value
 
 
 def _same(a: tuple[Tensor | None, ...], b: tuple[Tensor | None, ...]) -> bool:

@@ -81,9 +81,11 @@ class WidthSpace:
         #: Calibration's traced graphs of this model's modules, per (module id, network key)
         #: (usnet.calibration.graph.Program.of: checked against the module before each use).
         self.programs: dict[tuple[int, str], object] = {}
+        #: One token per open :meth:`frozen` block (layers keep contiguous tensors while any is).
+        self.freezes: list[object] = []
 
-    def __getstate__(self) -> dict:  # a copy (deepcopy, pickle) traces its own modules
-        return {**self.__dict__, "programs": {}}
+    def __getstate__(self) -> dict:  # a copy traces its own modules and is in no frozen block
+        return {**self.__dict__, "programs": {}, "freezes": []}
 
     # -- building -------------------------------------------------------------------------
     def group(
@@ -137,6 +139,18 @@ class WidthSpace:
             yield plan
         finally:
             _CALL_PLANS.reset(token)
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Mark the model frozen for the block (see ``usnet.frozen``, which also checks and
+        drops the layers' tensors when the last block ends). Blocks nest and may overlap
+        across threads: the model is frozen while any is open."""
+        token = object()
+        self.freezes.append(token)
+        try:
+            yield
+        finally:
+            self.freezes.remove(token)
 
     # -- widths ---------------------------------------------------------------------------
     def canonical(self, width: WidthConfig) -> Width:
