@@ -182,3 +182,43 @@ def test_position_embedding_reads_as_parametrize_does_and_keeps_its_keys():
     torch.testing.assert_close(cached, through_parametrize, rtol=0, atol=0)
     with usnet.width(model, 0.5):  # with autograd: a view with a gradient path
         assert model.pos_embed.requires_grad and model.pos_embed.grad_fn is not None
+
+
+@pytest.mark.parametrize("then", ["eval", "train and eval", "another attribute"])
+def test_a_change_then_a_stale_call_is_reported_after_the_layer_is_touched(then):
+    model, x = _vit()
+    fc2 = model.blocks[1].mlp.fc2
+    with pytest.raises(UsageError, match=r"blocks\.1\.mlp\.fc2"):
+        with torch.no_grad(), usnet.frozen(model), usnet.width(model, 0.5):
+            model(x)
+            fc2.weight.mul_(2)
+            stale = model(x)  # the old copies: what the block's end must report
+            assert not torch.allclose(stale, extract(model, 0.5)(x))
+            if then == "eval":
+                model.eval()
+            elif then == "train and eval":
+                model.train().eval()
+            else:
+                fc2.note = "served"
+
+
+def test_model_eval_inside_the_block_keeps_the_frozen_tensors():
+    model, x = _vit()
+    attn = model.blocks[0].attn
+    with torch.no_grad(), usnet.frozen(model), usnet.width(model, 0.5):
+        model(x)
+        (kept,) = vars(attn)["_frozen_cache"].values()
+        model.eval()
+        model(x)
+        (again,) = vars(attn)["_frozen_cache"].values()
+    assert again[1] is kept[1]
+
+
+def test_functional_call_at_a_new_width_inside_the_block_is_reported():
+    model, x = _vit()
+    params = {k: v * 2 for k, v in model.named_parameters()}
+    with pytest.raises(UsageError, match=r"changed inside the frozen block"):
+        with torch.no_grad(), usnet.frozen(model):
+            model(x)
+            with usnet.width(model, 0.5):  # its copies would be cut from the swapped tensors
+                torch.func.functional_call(model, params, (x,))

@@ -137,11 +137,14 @@ class Sliced(nn.Module):
 
     def _freeze(self, plan: Any) -> Any:
         """Compute, keep and return the frozen active tensors of ``plan``; the first one records
-        the :meth:`_watched` tensors' identity, version and storage for :meth:`thaw`."""
+        the :meth:`_watched` tensors' identity, version and storage for :meth:`thaw`, later ones
+        check them."""
         value = self._frozen(plan.active, plan.key)
         state = self.__dict__
         if "_frozen_stamps" not in state:
             state["_frozen_stamps"] = tuple((t, t._version, t.data_ptr()) for t in self._watched())
+        elif not self._unchanged():  # a miss is rare: check there (functional_call's tensors)
+            state["_frozen_breach"] = True
         cache: dict[str, Any] = state.setdefault("_frozen_cache", {})
         if len(cache) > 16:  # each network's copies stay until the block ends: bound them
             cache.clear()
@@ -151,8 +154,16 @@ class Sliced(nn.Module):
     def thaw(self) -> bool:
         """Drop the frozen block's tensors; whether the layer's tensors were unchanged since
         they were cut (False: results computed after the change used the old values)."""
-        stamps = self.__dict__.pop("_frozen_stamps", None)
+        breached = self.__dict__.pop("_frozen_breach", False)
+        unchanged = self._unchanged()
+        self.__dict__.pop("_frozen_stamps", None)
         self.__dict__.pop("_frozen_cache", None)
+        return unchanged and not breached
+
+    def _unchanged(self) -> bool:
+        """Whether the :meth:`_watched` tensors are those the frozen tensors were cut from, with
+        the same version and storage (True where nothing was cut)."""
+        stamps = self.__dict__.get("_frozen_stamps")
         if stamps is None:
             return True
         now = self._watched()
@@ -160,6 +171,14 @@ class Sliced(nn.Module):
             t is s and t._version == version and t.data_ptr() == address
             for t, (s, version, address) in zip(now, stamps, strict=True)
         )
+
+    def _drop_cache(self) -> None:
+        """:meth:`forget_cache` where an attribute of the layer changes (an assignment, a mode):
+        a change made before it, since the frozen tensors were cut, is kept as a breach
+        for :meth:`thaw`, since calls in between used the old tensors."""
+        if not self._unchanged():
+            self.__dict__["_frozen_breach"] = True
+        self.forget_cache()
 
     def _checks(self, key: str) -> tuple[tuple[dict, str, Tensor | None, int], ...] | None:
         """(dict, name, tensor, address) of each tensor of network ``key`` (None where one is
@@ -178,11 +197,13 @@ class Sliced(nn.Module):
         return tuple(checks)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        self.forget_cache()
+        # model.eval() on an eval model (a serving loop's habit) keeps the cached tensors
+        if name != "training" or self.__dict__.get("training") != value:
+            self._drop_cache()
         super().__setattr__(name, value)
 
     def __delattr__(self, name: str) -> None:
-        self.forget_cache()
+        self._drop_cache()
         super().__delattr__(name)
 
     def forget_cache(self) -> None:
@@ -191,16 +212,19 @@ class Sliced(nn.Module):
             self.__dict__.pop(name, None)
 
     def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN202
-        self.forget_cache()  # views of the old tensors
+        # views of the old tensors; unchecked, since a tied tensor may already be converted
+        self.forget_cache()
         return super()._apply(fn, *args, **kwargs)
 
     def _load_from_state_dict(self, *args, **kwargs):  # noqa: ANN002, ANN003
-        self.forget_cache()  # its views hold the tensors a swapping load must swap
+        # its views hold the tensors a swapping load must swap; unchecked, since a parametrized
+        # tensor's list (SliceChannels's owner) loads before the layer does
+        self.forget_cache()
         super()._load_from_state_dict(*args, **kwargs)
 
     def __getstate__(self) -> dict:  # deepcopy, pickle: the copy has its own tensors
         state = dict(super().__getstate__())
-        for name in ("_eval_cache", "_frozen_cache", "_frozen_stamps"):
+        for name in ("_eval_cache", "_frozen_cache", "_frozen_stamps", "_frozen_breach"):
             state.pop(name, None)
         return state
 
