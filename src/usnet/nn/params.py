@@ -41,12 +41,12 @@ class SliceChannels(Sliced):
         self.space = span.space
         self._views = span.prefix
 
-    def _original(self) -> Tensor:
-        original: Tensor = self.__dict__["_list"].original
-        return original
-
     def _owner(self) -> nn.Module:
         return self.__dict__["_list"]  # the ParametrizationList holding it (not a child)
+
+    def _original(self) -> Tensor:
+        original: Tensor = self._owner().original  # type: ignore[assignment]
+        return original
 
     def _sources(self) -> tuple[Tensor | None, ...]:
         return (self._original(),)

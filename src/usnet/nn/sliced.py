@@ -48,6 +48,9 @@ from torch import Tensor, nn
 from .groups import Counts
 from .space import WidthSpace
 
+#: What a layer keeps in its ``__dict__`` per network (dropped together by ``forget_cache``).
+_CACHES = ("_eval_cache", "_frozen_cache", "_frozen_stamps")
+
 
 class Sliced(nn.Module):
     """A layer whose tensors depend on the width of the call (see the module docstring).
@@ -208,7 +211,7 @@ class Sliced(nn.Module):
 
     def forget_cache(self) -> None:
         """Drop cached active tensors (e.g. after new statistics were stored)."""
-        for name in ("_eval_cache", "_frozen_cache", "_frozen_stamps"):
+        for name in _CACHES:
             self.__dict__.pop(name, None)
 
     def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN202
@@ -224,7 +227,7 @@ class Sliced(nn.Module):
 
     def __getstate__(self) -> dict:  # deepcopy, pickle: the copy has its own tensors
         state = dict(super().__getstate__())
-        for name in ("_eval_cache", "_frozen_cache", "_frozen_stamps", "_frozen_breach"):
+        for name in (*_CACHES, "_frozen_breach"):
             state.pop(name, None)
         return state
 
